@@ -1,0 +1,30 @@
+// Package cli is lbd's command line: subcommands, flags and exit codes.
+package cli
+
+import (
+	"io"
+
+	"github.com/spf13/cobra"
+
+	"github.com/dsrlb/dsrlb/shared/cmdutil"
+	"github.com/dsrlb/dsrlb/shared/config"
+)
+
+// Main runs lbd with args and returns the process exit code.
+func Main(version string, args []string, stdout, stderr io.Writer) int {
+	var cfgPath string
+	root := &cobra.Command{
+		Use:   "lbd",
+		Short: "dsrlb balancer daemon: Layer-4 Direct Server Return load balancing with eBPF",
+		Long: `lbd receives client frames for the VIPs on one NIC, picks a healthy backend
+(Maglev, weighted round robin or source hash) and forwards the unchanged IP packet
+to the backend's MAC; the backend answers the client directly.`,
+		Version: cmdutil.Version(version),
+	}
+	cmdutil.AddConfigFlag(root, &cfgPath)
+	root.AddCommand(cmdutil.NewValidateCmd(&cfgPath, (*config.Config).RequireBalancer))
+	root.SetArgs(args)
+	root.SetOut(stdout)
+	root.SetErr(stderr)
+	return cmdutil.Execute(root, stderr)
+}

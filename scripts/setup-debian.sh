@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Installs everything dsrlb's build and tests need on Debian 12 (run as root).
+# One list, used by README's commands and by CI, so a fresh machine and
+# CI cannot disagree.
+set -euo pipefail
+export DEBIAN_FRONTEND=noninteractive
+PACKAGES=(
+	clang llvm libbpf-dev bpftool   # BPF compile (bpf2go) and inspection
+	iproute2 iputils-ping tcpdump   # namespaces, veth, bridges, captures
+	ca-certificates git
+)
+missing=()
+for p in "${PACKAGES[@]}"; do
+	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+	apt-get update -qq
+	apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+export PATH="$PATH:/usr/local/go/bin"
+command -v go >/dev/null || { echo "setup-debian: Go >= 1.26 is required (https://go.dev/doc/install), /usr/local/go/bin/go not found" >&2; exit 1; }
+go mod download

@@ -1,0 +1,188 @@
+package config
+
+import (
+	"fmt"
+	"net"
+	"net/netip"
+	"time"
+
+	"go.yaml.in/yaml/v3"
+)
+
+// DefaultPath is where both binaries look for the file when --config is not given.
+const DefaultPath = "/etc/dsrlb/dsrlb.yaml"
+
+// Defaults, in one place. Bounds used by validation sit beside them.
+const (
+	DefaultMaglevTableSize = 65537
+	DefaultConntrackSize   = 1 << 20
+	DefaultTCPTimeout      = 15 * time.Minute
+	DefaultUDPTimeout      = 60 * time.Second
+	DefaultPinPath         = "/sys/fs/bpf/dsrlb"
+	DefaultMetricsListen   = "127.0.0.1:9469"
+	DefaultCheckInterval   = 2 * time.Second
+	DefaultCheckTimeout    = 1 * time.Second
+	DefaultRise            = 2
+	DefaultFall            = 3
+	DefaultHTTPPath        = "/"
+	DefaultExpectStatus    = 200
+	DefaultWeight          = 1
+
+	MinMaglevTableSize = 251
+	MaxMaglevTableSize = 1048573 // largest prime below 2^20: bounds map memory per service
+	MinConntrackSize   = 1024
+	MaxConntrackSize   = 1 << 26
+	MaxWeight          = 256 // as HAProxy's weight, so ALOHA configs translate 1:1
+	MaxServers         = 10000
+	MaxServices        = 4096
+	MaxRiseFall        = 100
+	// MaglevSlotsPerServer is the least table size per server that keeps
+	// every backend's share within 1% of its weight share.
+	MaglevSlotsPerServer = 10
+)
+
+// Config is a validated configuration: every default applied, every rule checked.
+type Config struct {
+	File     string // the path it was read from, for messages
+	Balancer Balancer
+	Services []Service
+
+	balancerLine int // for messages about an absent balancer field
+}
+
+// Balancer holds the data-plane knobs of the balancer host.
+type Balancer struct {
+	Interface       string
+	MaglevTableSize uint32
+	Conntrack       Conntrack
+	PinPath         string
+	MetricsListen   string // "" = metrics off
+}
+
+// Conntrack sizes the LRU flow table and its idle timeouts.
+type Conntrack struct {
+	Size       uint32
+	TCPTimeout time.Duration
+	UDPTimeout time.Duration
+}
+
+// Protocol is the L4 protocol of a service.
+type Protocol string
+
+// Protocols.
+const (
+	TCP Protocol = "tcp"
+	UDP Protocol = "udp"
+)
+
+// Balance names a scheduler.
+type Balance string
+
+// Schedulers.
+const (
+	Maglev     Balance = "maglev"
+	RoundRobin Balance = "roundrobin"
+	Source     Balance = "source"
+)
+
+// CheckType names a health check.
+type CheckType string
+
+// Check types.
+const (
+	CheckTCP  CheckType = "tcp"
+	CheckHTTP CheckType = "http"
+	CheckNone CheckType = "none"
+)
+
+// Service is one VIP/protocol with its ports and servers.
+type Service struct {
+	Name     string
+	VIP      netip.Addr
+	Protocol Protocol
+	Ports    []uint16 // nil: every port
+	Balance  Balance
+	Check    Check
+	Servers  []Server
+	Line     int // line of the service in the file, for later messages (reload, on-link checks)
+}
+
+// AllPorts reports whether the service takes every destination port of its VIP.
+func (s *Service) AllPorts() bool { return len(s.Ports) == 0 }
+
+// Check is the health check of a service's servers.
+type Check struct {
+	Type         CheckType
+	Interval     time.Duration
+	Timeout      time.Duration
+	Rise         int
+	Fall         int
+	Port         uint16
+	Path         string // http
+	ExpectStatus int    // http
+}
+
+// Server is one backend of a service.
+type Server struct {
+	Name    string
+	Address netip.Addr
+	Weight  uint32 // 0 = drain
+	Check   bool
+	MAC     net.HardwareAddr // nil: resolve through the neighbour table
+	Line    int
+}
+
+// VIPs returns every distinct VIP of the configuration, in file order.
+func (c *Config) VIPs() []netip.Addr {
+	seen := map[netip.Addr]bool{}
+	var out []netip.Addr
+	for _, s := range c.Services {
+		if !seen[s.VIP] {
+			seen[s.VIP] = true
+			out = append(out, s.VIP)
+		}
+	}
+	return out
+}
+
+// ServerCount is the number of server entries over all services.
+func (c *Config) ServerCount() int {
+	n := 0
+	for _, s := range c.Services {
+		n += len(s.Servers)
+	}
+	return n
+}
+
+// Summary is the one line `validate` prints for a good file.
+func (c *Config) Summary() string {
+	return fmt.Sprintf("%s: configuration valid: %d services, %d VIPs, %d servers",
+		c.File, len(c.Services), len(c.VIPs()), c.ServerCount())
+}
+
+// Duration is a time.Duration written as Go duration text ("10s", "1m30s").
+// A bare number is refused: "interval: 10" could mean seconds (ALOHA) or
+// nanoseconds (Go), and guessing wrong is worse than asking.
+type Duration time.Duration
+
+// UnmarshalYAML implements yaml.Unmarshaler.
+func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
+	if n.Kind != yaml.ScalarNode {
+		return &yaml.TypeError{Errors: []string{fmt.Sprintf("line %d: expected a duration such as \"10s\"", n.Line)}}
+	}
+	v, err := time.ParseDuration(n.Value)
+	if err != nil {
+		return &yaml.TypeError{Errors: []string{fmt.Sprintf("line %d: %q is not a duration: write it with a unit, e.g. \"%ss\" or \"500ms\"", n.Line, n.Value, n.Value)}}
+	}
+	*d = Duration(v)
+	return nil
+}
+
+// RequireBalancer checks what only the balancer needs from the file.
+func (c *Config) RequireBalancer() error {
+	if c.Balancer.Interface == "" {
+		return Errors{{File: c.File, Line: c.balancerLine, Path: "balancer.interface",
+			Msg: "lbd needs the interface clients reach the VIPs on: set balancer.interface (e.g. eth0)"}}
+	}
+	return nil
+}

@@ -1,0 +1,343 @@
+package config
+
+import (
+	"fmt"
+	"net"
+	"net/netip"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+)
+
+var nameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,31}$`)
+
+// validate turns the wire file into a Config, applying defaults and
+// recording every rule broken. The returned Config is only meaningful when
+// no error was recorded.
+func (p *parser) validate(wf *wireFile) *Config {
+	cfg := &Config{File: p.file, balancerLine: p.pos["balancer"]}
+	cfg.Balancer = p.balancer(wf.Balancer)
+	if len(wf.Services) == 0 {
+		p.errf("services", "no services defined; add at least one under services:")
+	}
+	if len(wf.Services) > MaxServices {
+		p.errf("services", "%d services, at most %d are supported", len(wf.Services), MaxServices)
+	}
+	for i := range wf.Services {
+		cfg.Services = append(cfg.Services, p.service(fmt.Sprintf("services[%d]", i), &wf.Services[i]))
+	}
+	p.crossChecks(cfg)
+	return cfg
+}
+
+func (p *parser) balancer(w *wireBalancer) Balancer {
+	b := Balancer{
+		MaglevTableSize: DefaultMaglevTableSize,
+		Conntrack:       Conntrack{Size: DefaultConntrackSize, TCPTimeout: DefaultTCPTimeout, UDPTimeout: DefaultUDPTimeout},
+		PinPath:         DefaultPinPath,
+		MetricsListen:   DefaultMetricsListen,
+	}
+	if w == nil {
+		return b
+	}
+	b.Interface = w.Interface
+	if w.Interface != "" && !validIfName(w.Interface) {
+		p.errf("balancer.interface", "%q is not an interface name (1-15 characters, no '/', ':' or spaces)", w.Interface)
+	}
+	if w.MaglevTableSize != nil {
+		b.MaglevTableSize = *w.MaglevTableSize
+		if n := b.MaglevTableSize; n < MinMaglevTableSize || n > MaxMaglevTableSize || !isPrime(uint64(n)) {
+			p.errf("balancer.maglev_table_size", "%d must be a prime between %d and %d (e.g. 65537, 131071, 655373)", n, MinMaglevTableSize, MaxMaglevTableSize)
+		}
+	}
+	if c := w.Conntrack; c != nil {
+		if c.Size != nil {
+			b.Conntrack.Size = *c.Size
+			if *c.Size < MinConntrackSize || *c.Size > MaxConntrackSize {
+				p.errf("balancer.conntrack.size", "%d is out of range: give %d to %d flows", *c.Size, MinConntrackSize, MaxConntrackSize)
+			}
+		}
+		b.Conntrack.TCPTimeout = p.duration("balancer.conntrack.tcp_timeout", c.TCPTimeout, DefaultTCPTimeout, time.Second, 24*time.Hour)
+		b.Conntrack.UDPTimeout = p.duration("balancer.conntrack.udp_timeout", c.UDPTimeout, DefaultUDPTimeout, time.Second, 24*time.Hour)
+	}
+	if w.PinPath != nil {
+		b.PinPath = filepath.Clean(*w.PinPath)
+		if !filepath.IsAbs(*w.PinPath) {
+			p.errf("balancer.pin_path", "%q must be an absolute path on a bpffs mount, e.g. %s", *w.PinPath, DefaultPinPath)
+		}
+	}
+	if m := w.Metrics; m != nil && m.Listen != nil {
+		b.MetricsListen = *m.Listen
+		if b.MetricsListen != "" {
+			if _, port, err := net.SplitHostPort(b.MetricsListen); err != nil || !validPort(port) {
+				p.errf("balancer.metrics.listen", "%q is not host:port (e.g. 127.0.0.1:9469); use \"\" to turn metrics off", b.MetricsListen)
+			}
+		}
+	}
+	return b
+}
+
+func (p *parser) duration(path string, d *Duration, def, lo, hi time.Duration) time.Duration {
+	if d == nil {
+		return def
+	}
+	v := time.Duration(*d)
+	if v < lo || v > hi {
+		p.errf(path, "%s is out of range: give %s to %s", v, lo, hi)
+	}
+	return v
+}
+
+func (p *parser) service(path string, w *wireService) Service {
+	s := Service{Name: w.Name, Line: p.pos[path]}
+	if !nameRE.MatchString(w.Name) {
+		p.errf(path+".name", "%q is not a valid name: use 1-32 letters, digits, '.', '_' or '-'", w.Name)
+	}
+	s.VIP = p.addr(path+".vip", w.VIP, "VIP")
+	s.Protocol = Protocol(p.enum(path+".protocol", w.Protocol, string(TCP), "tcp", "udp"))
+	s.Balance = Balance(p.enum(path+".balance", w.Balance, string(Maglev), "maglev", "roundrobin", "source"))
+	seen := map[int]bool{}
+	for i, port := range w.Ports {
+		pp := fmt.Sprintf("%s.ports[%d]", path, i)
+		switch {
+		case port < 1 || port > 65535:
+			p.errf(pp, "port %d is out of range 1-65535 (omit ports to take every port)", port)
+		case seen[port]:
+			p.errf(pp, "port %d is listed twice", port)
+		default:
+			s.Ports = append(s.Ports, uint16(port))
+		}
+		seen[port] = true
+	}
+	s.Check = p.check(path+".check", w.Check, s.Ports)
+	if len(w.Servers) == 0 {
+		p.errf(path+".servers", "service %q has no servers; add at least one", w.Name)
+	}
+	if len(w.Servers) > MaxServers {
+		p.errf(path+".servers", "%d servers, at most %d per service", len(w.Servers), MaxServers)
+	}
+	names, addrs := map[string]string{}, map[netip.Addr]string{}
+	for i := range w.Servers {
+		sp := fmt.Sprintf("%s.servers[%d]", path, i)
+		srv := p.server(sp, &w.Servers[i], s.VIP)
+		if first, dup := names[srv.Name]; dup && srv.Name != "" {
+			p.errf(sp+".name", "server name %q is used twice in this service (first at %s); names must be unique", srv.Name, first)
+		}
+		names[srv.Name] = sp
+		if first, dup := addrs[srv.Address]; dup && srv.Address.IsValid() {
+			p.errf(sp+".address", "address %s is listed twice in this service (first at %s); list each backend once and use weight for shares", srv.Address, first)
+		}
+		addrs[srv.Address] = sp
+		s.Servers = append(s.Servers, srv)
+	}
+	return s
+}
+
+func (p *parser) check(path string, w *wireCheck, ports []uint16) Check {
+	c := Check{Type: CheckTCP, Interval: DefaultCheckInterval, Rise: DefaultRise, Fall: DefaultFall}
+	if w == nil {
+		w = &wireCheck{}
+	}
+	c.Type = CheckType(p.enum(path+".type", w.Type, string(CheckTCP), "tcp", "http", "none"))
+	c.Interval = p.duration(path+".interval", w.Interval, DefaultCheckInterval, 100*time.Millisecond, time.Hour)
+	c.Timeout = p.duration(path+".timeout", w.Timeout, min(DefaultCheckTimeout, c.Interval/2), 10*time.Millisecond, time.Hour)
+	if c.Timeout >= c.Interval {
+		p.errf(path+".timeout", "timeout %s must be shorter than interval %s, or checks overlap", c.Timeout, c.Interval)
+	}
+	c.Rise = p.count(path+".rise", w.Rise, DefaultRise)
+	c.Fall = p.count(path+".fall", w.Fall, DefaultFall)
+	switch {
+	case w.Port != nil && (*w.Port < 1 || *w.Port > 65535):
+		p.errf(path+".port", "port %d is out of range 1-65535", *w.Port)
+	case w.Port != nil:
+		c.Port = uint16(*w.Port)
+	case len(ports) > 0:
+		c.Port = ports[0]
+	case c.Type != CheckNone:
+		p.errf(path+".port", "the service takes every port, so the check needs one: set check.port (or check.type: none)")
+	}
+	if c.Type != CheckHTTP {
+		if w.Path != nil {
+			p.errf(path+".path", "path is only used by http checks; remove it or set type: http")
+		}
+		if w.ExpectStatus != nil {
+			p.errf(path+".expect_status", "expect_status is only used by http checks; remove it or set type: http")
+		}
+		return c
+	}
+	c.Path, c.ExpectStatus = DefaultHTTPPath, DefaultExpectStatus
+	if w.Path != nil {
+		c.Path = *w.Path
+		if !strings.HasPrefix(c.Path, "/") || strings.ContainsAny(c.Path, " \t\r\n") {
+			p.errf(path+".path", "%q must start with '/' and contain no spaces, e.g. /healthz", c.Path)
+		}
+	}
+	if w.ExpectStatus != nil {
+		c.ExpectStatus = *w.ExpectStatus
+		if c.ExpectStatus < 100 || c.ExpectStatus > 599 {
+			p.errf(path+".expect_status", "%d is not an HTTP status (100-599)", c.ExpectStatus)
+		}
+	}
+	return c
+}
+
+func (p *parser) count(path string, v *int, def int) int {
+	if v == nil {
+		return def
+	}
+	if *v < 1 || *v > MaxRiseFall {
+		p.errf(path, "%d is out of range 1-%d", *v, MaxRiseFall)
+	}
+	return *v
+}
+
+func (p *parser) server(path string, w *wireServer, vip netip.Addr) Server {
+	s := Server{Name: w.Name, Weight: DefaultWeight, Check: true, Line: p.pos[path]}
+	if !nameRE.MatchString(w.Name) {
+		p.errf(path+".name", "%q is not a valid name: use 1-32 letters, digits, '.', '_' or '-'", w.Name)
+	}
+	s.Address = p.addr(path+".address", w.Address, "server address")
+	if s.Address.IsValid() && vip.IsValid() && s.Address.Is4() != vip.Is4() {
+		p.errf(path+".address", "%s and the VIP %s are of different families; DSR forwards frames unchanged, so a server must have the VIP's family", s.Address, vip)
+	}
+	if w.Weight != nil {
+		if *w.Weight < 0 || *w.Weight > MaxWeight {
+			p.errf(path+".weight", "weight %d is out of range 0-%d (0 drains the server)", *w.Weight, MaxWeight)
+		} else {
+			s.Weight = uint32(*w.Weight)
+		}
+	}
+	if w.Check != nil {
+		s.Check = *w.Check
+	}
+	if w.MAC != nil {
+		mac, err := net.ParseMAC(*w.MAC)
+		switch {
+		case err != nil || len(mac) != 6:
+			p.errf(path+".mac", "%q is not an Ethernet MAC such as 52:54:00:12:34:56", *w.MAC)
+		case mac[0]&1 == 1 || isZero(mac):
+			p.errf(path+".mac", "%s is a multicast or zero MAC; give the server's unicast MAC", mac)
+		default:
+			s.MAC = mac
+		}
+	}
+	return s
+}
+
+// addr parses a unicast address usable as a VIP or a server address.
+func (p *parser) addr(path, text, what string) netip.Addr {
+	if text == "" {
+		p.errf(path, "%s is required", what)
+		return netip.Addr{}
+	}
+	a, err := netip.ParseAddr(text)
+	if err != nil || a.Zone() != "" {
+		p.errf(path, "%q is not an IP address; write e.g. 192.0.2.10 or 2001:db8::10 (no prefix length)", text)
+		return netip.Addr{}
+	}
+	a = a.Unmap()
+	if a.IsUnspecified() || a.IsLoopback() || a.IsMulticast() || a.IsLinkLocalUnicast() || a == netip.AddrFrom4([4]byte{255, 255, 255, 255}) {
+		p.errf(path, "%s cannot be a %s: it is not a routable unicast address", a, what)
+	}
+	return a
+}
+
+// enum returns text (or def when empty) if it is one of allowed.
+func (p *parser) enum(path, text, def string, allowed ...string) string {
+	if text == "" {
+		return def
+	}
+	for _, a := range allowed {
+		if text == a {
+			return text
+		}
+	}
+	hint := ""
+	if s := suggest(text, allowed); s != "" {
+		hint = fmt.Sprintf(" (did you mean %q?)", s)
+	}
+	p.errf(path, "%q is not one of %s%s", text, strings.Join(allowed, ", "), hint)
+	return def
+}
+
+// crossChecks applies the rules that span services.
+func (p *parser) crossChecks(cfg *Config) {
+	names := map[string]int{}
+	vips := map[netip.Addr]bool{}
+	for _, s := range cfg.Services {
+		vips[s.VIP] = true
+	}
+	type key struct {
+		vip   netip.Addr
+		proto Protocol
+		port  uint16 // 0: every port
+	}
+	owner := map[key]string{}
+	maxServers := 0
+	for i, s := range cfg.Services {
+		path := fmt.Sprintf("services[%d]", i)
+		if first, dup := names[s.Name]; dup && s.Name != "" {
+			p.errf(path+".name", "service name %q is already used by services[%d]; names must be unique", s.Name, first)
+		}
+		names[s.Name] = i
+		ports := s.Ports
+		if s.AllPorts() {
+			ports = []uint16{0}
+		}
+		for _, port := range ports {
+			k := key{s.VIP, s.Protocol, port}
+			if other, dup := owner[k]; dup && s.VIP.IsValid() {
+				what := fmt.Sprintf("port %d", port)
+				if port == 0 {
+					what = "every port"
+				}
+				p.errf(path, "%s %s %s is already taken by service %q; a (vip, protocol, port) belongs to one service", s.VIP, s.Protocol, what, other)
+			}
+			owner[k] = s.Name
+		}
+		for j, srv := range s.Servers {
+			if srv.Address.IsValid() && vips[srv.Address] {
+				p.errf(fmt.Sprintf("%s.servers[%d].address", path, j), "%s is a VIP of this file; a server must be reached by its own address", srv.Address)
+			}
+		}
+		maxServers = max(maxServers, len(s.Servers))
+	}
+	if need := maxServers * MaglevSlotsPerServer; need > int(cfg.Balancer.MaglevTableSize) {
+		p.errf("balancer.maglev_table_size", "%d slots are too few for a service of %d servers: give a prime of at least %d", cfg.Balancer.MaglevTableSize, maxServers, need)
+	}
+}
+
+func validIfName(s string) bool {
+	return len(s) <= 15 && !strings.ContainsAny(s, "/: \t\n") && s != "." && s != ".."
+}
+
+func validPort(s string) bool {
+	n, err := strconv.Atoi(s)
+	return err == nil && n >= 1 && n <= 65535
+}
+
+func isZero(b []byte) bool {
+	for _, x := range b {
+		if x != 0 {
+			return false
+		}
+	}
+	return true
+}
+
+func isPrime(n uint64) bool {
+	if n < 2 {
+		return false
+	}
+	for d := uint64(2); d*d <= n; d++ {
+		if n%d == 0 {
+			return false
+		}
+	}
+	return true
+}
+
+// IsPrime reports whether n is prime (used to size Maglev tables).
+func IsPrime(n uint64) bool { return isPrime(n) }
