@@ -8,6 +8,7 @@ PACKAGES=(
 	clang llvm libbpf-dev bpftool   # BPF compile (bpf2go) and inspection
 	iproute2 iputils-ping tcpdump   # namespaces, veth, bridges, captures
 	ca-certificates git
+	rpm lintian cloud-init systemd  # packaging tests: rpm -qp, lintian, cloud-init schema, systemd-analyze
 )
 missing=()
 for p in "${PACKAGES[@]}"; do
@@ -20,3 +21,4 @@ fi
 export PATH="$PATH:/usr/local/go/bin"
 command -v go >/dev/null || { echo "setup-debian: Go >= 1.26 is required (https://go.dev/doc/install), /usr/local/go/bin/go not found" >&2; exit 1; }
 go mod download
+go mod download -modfile=tools/go.mod

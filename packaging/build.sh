@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Builds versioned release artifacts: static binaries and deb/rpm packages of
+# dsrlb-common, dsrlb-lbd and dsrlb-hostprep for amd64 and arm64, plus
+# SHA256SUMS. Run from anywhere; output in out/release/.
+#   packaging/build.sh            # version from VERSION
+#   VERSION=0.2.0 packaging/build.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export PATH="$PATH:/usr/local/go/bin"
+VERSION=${VERSION:-$(cat VERSION)}
+ARCHES=${ARCHES:-amd64 arm64}
+export VERSION
+rel=out/release
+rm -rf "$rel" && mkdir -p "$rel"
+for arch in $ARCHES; do
+	mkdir -p "out/$arch"
+	for bin in lbd hostprep; do
+		CGO_ENABLED=0 GOOS=linux GOARCH=$arch go build -trimpath \
+			-ldflags "-s -w -X main.version=$VERSION" -o "out/$arch/$bin" "./$bin"
+	done
+	# nfpm does not expand variables in src: stage this arch's binaries at a fixed path.
+	rm -rf out/stage && cp -r "out/$arch" out/stage
+	# Debian wants a native package's changelog as changelog.gz; -n keeps
+	# the archive (and so the package) free of timestamps.
+	gzip -n -9 -c packaging/debian.changelog > out/stage/changelog.gz
+	export ARCH=$arch
+	for pkg in common lbd hostprep; do
+		if [ "$pkg" = common ] && [ "$arch" != "${ARCHES%% *}" ]; then continue; fi # arch: all, once
+		for fmt in deb rpm; do
+			go tool -modfile=tools/go.mod nfpm package --config "packaging/nfpm/$pkg.yaml" --packager "$fmt" --target "$rel/"
+		done
+	done
+done
+(cd "$rel" && sha256sum -- *.deb *.rpm > SHA256SUMS)
+ls -1 "$rel"
