@@ -1,0 +1,78 @@
+// SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
+/* lb.c — the dsrlb tc ingress program: parse, find the service, pick a
+ * backend, rewrite the MACs, redirect out of the same interface. Everything
+ * that is not for a configured service continues untouched. The work is in
+ * the headers of lib/, one concern each.
+ */
+#include "lib/common.h"
+#include "lib/maps.h"
+#include "lib/parse.h"
+#include "lib/service.h"
+#include "lib/sched.h"
+#include "lib/rewrite.h"
+#include "lib/stats.h"
+
+/* Referenced so that bpf2go -type finds these in the object's BTF. */
+const volatile enum lb_sched lb_unused_sched __attribute__((unused));
+const volatile enum lb_backend_state lb_unused_state __attribute__((unused));
+const volatile enum lb_reason lb_unused_reason __attribute__((unused));
+const volatile enum lb_abi lb_unused_abi __attribute__((unused));
+
+static __always_inline int lb_pass(struct __sk_buff *skb, __u32 reason)
+{
+	lb_count_reason(skb, reason);
+	return LB_ACT_CONTINUE;
+}
+
+static __always_inline __u32 lb_redirect_reason(const struct lb_pkt *pkt)
+{
+	if (pkt->kind == LB_PKT_ICMP_ERROR)
+		return LB_REASON_REDIRECT_ICMP;
+	if (pkt->kind == LB_PKT_FRAGMENT)
+		return LB_REASON_REDIRECT_FRAGMENT;
+	return LB_REASON_REDIRECT;
+}
+
+static __always_inline __u32 lb_no_service_reason(const struct lb_pkt *pkt)
+{
+	if (pkt->kind == LB_PKT_ICMP_ERROR)
+		return LB_REASON_PASS_ICMP;
+	if (pkt->kind == LB_PKT_FRAGMENT)
+		return LB_REASON_PASS_FRAGMENT;
+	return LB_REASON_PASS_NO_SERVICE;
+}
+
+SEC("tc")
+int dsrlb_ingress(struct __sk_buff *skb)
+{
+	struct lb_pkt pkt = {};
+	struct lb_service *svc;
+	struct lb_backend *be;
+	struct lb_config *cfg;
+	__u32 reason, key = 0, id = 0;
+	int is_new = 0;
+
+	reason = lb_parse(skb, &pkt);
+	if (reason != LB_CANDIDATE)
+		return lb_pass(skb, reason);
+
+	svc = lb_service_lookup(&pkt);
+	cfg = bpf_map_lookup_elem(&lb_cfg, &key);
+	if (!svc || !cfg)
+		return lb_pass(skb, lb_no_service_reason(&pkt));
+
+	be = lb_schedule(&pkt, svc, cfg, &id, &is_new);
+	if (!be) {
+		lb_count_no_backend(svc->id, skb);
+		return lb_pass(skb, LB_REASON_PASS_NO_BACKEND);
+	}
+	if (lb_rewrite_macs(skb, be, cfg) < 0)
+		return lb_pass(skb, LB_REASON_PASS_MALFORMED);
+
+	lb_count(&lb_svc_stats, svc->id, skb, is_new);
+	lb_count(&lb_be_stats, id, skb, is_new);
+	lb_count_reason(skb, lb_redirect_reason(&pkt));
+	return bpf_redirect(skb->ifindex, 0);
+}
+
+char __license[] SEC("license") = "Dual BSD/GPL";

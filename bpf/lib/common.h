@@ -1,0 +1,142 @@
+/* common.h — constants, verdicts, reasons and the key/value layouts shared by
+ * every other header and, through bpf2go -type, by the Go package
+ * lbd/datapath. Layouts are defined here once; Go never re-declares them.
+ *
+ * Addresses: every address is 16 bytes. IPv4 is stored IPv4-mapped
+ * (::ffff:a.b.c.d), exactly what Go's netip.Addr.As16 returns, so one key
+ * layout and one hash serve both families.
+ */
+#ifndef LB_COMMON_H
+#define LB_COMMON_H
+
+#include <linux/types.h>
+#include <linux/bpf.h>
+#include <linux/pkt_cls.h>
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_endian.h>
+
+#ifndef __always_inline
+#define __always_inline inline __attribute__((always_inline))
+#endif
+
+/* Bump LB_ABI_VERSION when a map layout or the meaning of a field changes:
+ * lbd does not adopt pinned maps written by another ABI (lb_config.abi). */
+enum lb_abi {
+	LB_ABI_VERSION = 1,
+};
+
+/* Fixed hash seed: two balancers with the same configuration must pick the
+ * same backend for a flow, so nothing host- or boot-specific (skb->hash) may
+ * enter the hash. */
+#define LB_HASH_SEED 0x64737231 /* "dsr1" */
+
+/* Ingress verdicts. Under tcx, TC_ACT_OK would end the chain: traffic that
+ * is not ours "continues" (TCX_NEXT == TC_ACT_UNSPEC) so other programs and
+ * then the stack see it untouched. Debian's 6.1 headers lack TCX_*. */
+#define LB_ACT_CONTINUE TC_ACT_UNSPEC
+#define LB_ACT_REDIRECT TC_ACT_REDIRECT
+
+/* Conntrack timestamps are refreshed at most this often, so a busy flow
+ * does not write its entry's cache line on every packet. */
+#define LB_CT_REFRESH_NS 1000000000ULL
+
+/* Scheduler of a service (lb_service.sched). */
+enum lb_sched {
+	LB_SCHED_MAGLEV = 0,     /* jhash(5-tuple) into the weighted Maglev table */
+	LB_SCHED_ROUNDROBIN = 1, /* next slot of the weighted round-robin table, per new flow */
+	LB_SCHED_SOURCE = 2,     /* jhash(client address) into the Maglev table */
+};
+
+/* State of a backend slot (lb_backend.state). */
+enum lb_backend_state {
+	LB_BACKEND_UNUSED = 0, /* free slot: a conntrack entry pointing here is stale */
+	LB_BACKEND_UP = 1,     /* takes new and established flows */
+	LB_BACKEND_DRAIN = 2,  /* keeps established flows (conntrack), takes no new ones */
+	LB_BACKEND_DOWN = 3,   /* takes nothing: its flows are rescheduled */
+};
+
+/* Why a packet got its verdict; index of lb_global_stats. */
+enum lb_reason {
+	LB_REASON_REDIRECT = 0,          /* redirected to a backend (tracked or new flow) */
+	LB_REASON_REDIRECT_ICMP = 1,     /* ICMP error about a flow, sent to the flow's backend */
+	LB_REASON_REDIRECT_FRAGMENT = 2, /* IP fragment, sent by 3-tuple hash */
+	LB_REASON_PASS_NOT_IP = 3,       /* not IPv4/IPv6 (ARP, LLDP…) */
+	LB_REASON_PASS_NO_SERVICE = 4,   /* IP, but no service for (vip, proto, port) */
+	LB_REASON_PASS_ICMP = 5,         /* ICMP for the host (echo to a VIP, errors about no flow of ours) */
+	LB_REASON_PASS_FRAGMENT = 6,     /* fragment of a VIP without an all-ports service */
+	LB_REASON_PASS_NO_BACKEND = 7,   /* service has no usable backend: the host answers (RST/unreachable) */
+	LB_REASON_PASS_MALFORMED = 8,    /* truncated or inconsistent headers */
+	LB_REASON_PASS_UNSUPPORTED = 9,  /* valid but not handled: other L4, 2nd VLAN tag, long IPv6 header chain */
+	LB_REASON_MAX = 10,
+};
+
+/* A 16-byte address; IPv4 is IPv4-mapped. */
+union lb_addr {
+	__u8 b[16];
+	__be32 w[4];
+};
+
+/* The flow as the client sent it (client -> VIP). It is the conntrack key
+ * and, read as ten native-endian u32 words, the input of the 5-tuple hash. */
+struct lb_flow {
+	union lb_addr saddr; /* client address */
+	union lb_addr daddr; /* VIP */
+	__be16 sport;        /* client port; 0 for fragments */
+	__be16 dport;        /* service port; 0 for fragments */
+	__u8 proto;          /* IPPROTO_TCP or IPPROTO_UDP */
+	__u8 pad[3];         /* always zero: hashed and compared */
+};
+
+/* Key of lb_services. port 0 is the service taking every port of its VIP. */
+struct lb_service_key {
+	union lb_addr vip;
+	__be16 port;
+	__u8 proto;
+	__u8 pad; /* zero */
+};
+
+/* Value of lb_services: several keys (ports) may share one service id. */
+struct lb_service {
+	__u32 id;    /* index into lb_maglev, lb_rr, lb_rr_next, lb_svc_stats */
+	__u8 sched;  /* enum lb_sched */
+	__u8 pad[3];
+};
+
+/* Value of lb_backends, indexed by backend id. */
+struct lb_backend {
+	__u8 mac[6];        /* destination MAC written into redirected frames */
+	__u8 state;         /* enum lb_backend_state; one byte so Go flips it atomically */
+	__u8 pad;
+	__u32 cookie;       /* changes whenever the slot is reassigned, so a conntrack
+	                     * entry can tell "its" backend from a later occupant */
+	__u32 service_id;   /* owning service, for Go's bookkeeping and lookups */
+	union lb_addr addr; /* backend address, for Go only (not used to forward) */
+};
+
+/* Value of lb_conntrack. */
+struct lb_ct_entry {
+	__u64 last_seen_ns; /* bpf_ktime_get_ns of the last refresh */
+	__u32 backend_id;   /* index into lb_backends */
+	__u32 cookie;       /* lb_backend.cookie when the flow was scheduled */
+};
+
+/* Value of lb_config (one entry): runtime settings that must survive
+ * restarts, hence a pinned map rather than .rodata globals. */
+struct lb_config {
+	__u64 tcp_timeout_ns; /* idle time after which a TCP entry is ignored */
+	__u64 udp_timeout_ns; /* same for UDP */
+	__u32 table_size;     /* entries of every Maglev and round-robin table (a prime) */
+	__u32 abi;            /* LB_ABI_VERSION of the writer */
+	__u8 if_mac[6];       /* source MAC of redirected frames: the interface's */
+	__u8 pad[2];
+};
+
+/* Per-CPU counters, for services, backends and reasons alike. */
+struct lb_counters {
+	__u64 packets;    /* segments: GRO super-packets count gso_segs */
+	__u64 bytes;      /* skb->len */
+	__u64 new_flows;  /* flows scheduled (services, backends) */
+	__u64 no_backend; /* packets passed for lack of a backend (services) */
+};
+
+#endif /* LB_COMMON_H */

@@ -1,0 +1,109 @@
+/* maps.h — every map of the data plane. Sizes written here are placeholders:
+ * lbd/datapath sets max_entries from its Options before loading, and pins
+ * every map (by name) under the pin path so a restarted lbd adopts them.
+ */
+#ifndef LB_MAPS_H
+#define LB_MAPS_H
+
+#include "common.h"
+
+/* (vip, proto, port) -> service. Looked up with the packet's port, then
+ * with port 0 (the all-ports service of the VIP). */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__type(key, struct lb_service_key);
+	__type(value, struct lb_service);
+	__uint(max_entries, 16384);
+} lb_services SEC(".maps");
+
+/* backend id -> MAC, state, cookie. Ids are allocated by Go; slot 0 is
+ * never used so a zeroed conntrack value cannot look valid. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__type(key, __u32);
+	__type(value, struct lb_backend);
+	__uint(max_entries, 65536);
+} lb_backends SEC(".maps");
+
+/* Inner table: slot -> backend id. Go fills a new one aside and swaps it
+ * into the outer map with one update: the program never reads a
+ * half-written table. */
+struct lb_table {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__type(key, __u32);
+	__type(value, __u32);
+	__uint(max_entries, 65537);
+};
+
+/* service id -> its weighted Maglev table (up backends only). Used by the
+ * maglev and source schedulers, and by every service as the fallback for
+ * TCP packets that are not SYN and have no conntrack entry. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY_OF_MAPS);
+	__type(key, __u32);
+	__uint(max_entries, 4096);
+	__array(values, struct lb_table);
+} lb_maglev SEC(".maps");
+
+/* service id -> its weighted round-robin sequence (roundrobin services
+ * only), walked one slot per new flow. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY_OF_MAPS);
+	__type(key, __u32);
+	__uint(max_entries, 4096);
+	__array(values, struct lb_table);
+} lb_rr SEC(".maps");
+
+/* service id -> next round-robin slot. Shared by all CPUs (atomic add) so
+ * the sequence is exact, at the price of one contended cache line per new
+ * flow — new flows only. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__type(key, __u32);
+	__type(value, __u32);
+	__uint(max_entries, 4096);
+} lb_rr_next SEC(".maps");
+
+/* flow -> backend. LRU: when full the least recently used flow is evicted
+ * and, if it comes back, is rescheduled (the Maglev fallback keeps a TCP
+ * flow on the same backend while the table is unchanged). */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__type(key, struct lb_flow);
+	__type(value, struct lb_ct_entry);
+	__uint(max_entries, 1048576);
+} lb_conntrack SEC(".maps");
+
+/* Single entry (key 0): struct lb_config. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__type(key, __u32);
+	__type(value, struct lb_config);
+	__uint(max_entries, 1);
+} lb_cfg SEC(".maps");
+
+/* service id -> counters (packets, bytes, new flows, no backend). */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__type(key, __u32);
+	__type(value, struct lb_counters);
+	__uint(max_entries, 4096);
+} lb_svc_stats SEC(".maps");
+
+/* backend id -> counters (packets, bytes, new flows). */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__type(key, __u32);
+	__type(value, struct lb_counters);
+	__uint(max_entries, 65536);
+} lb_be_stats SEC(".maps");
+
+/* enum lb_reason -> counters (packets, bytes). */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__type(key, __u32);
+	__type(value, struct lb_counters);
+	__uint(max_entries, LB_REASON_MAX);
+} lb_global_stats SEC(".maps");
+
+#endif /* LB_MAPS_H */

@@ -1,0 +1,312 @@
+/* parse.h — reads a frame into a struct lb_pkt: Ethernet with at most one
+ * 802.1Q/802.1ad tag in the bytes, IPv4 (with options) or IPv6 (with
+ * hop-by-hop, routing, destination options, fragment and AH headers), then
+ * TCP, UDP or an ICMP/ICMPv6 error quoting a TCP/UDP packet.
+ *
+ * Every read goes through bpf_skb_load_bytes: it fails cleanly past the end
+ * of the packet (so a truncated frame is "malformed", never an out-of-bounds
+ * read) and works on non-linear skbs (GRO) without verifier bound puzzles.
+ *
+ * The outer VLAN tag of a frame received by a NIC is already in skb metadata
+ * at tc ingress (skb->vlan_present/vlan_tci), not in the bytes; it is kept on
+ * redirect, so the frame leaves on the VLAN it came from. A tag still in the
+ * bytes is the inner tag of QinQ, or an interface without tag stripping.
+ */
+#ifndef LB_PARSE_H
+#define LB_PARSE_H
+
+#include <linux/if_ether.h>
+#include <linux/in.h>
+#include <linux/ip.h>
+#include <linux/ipv6.h>
+#include <linux/tcp.h>
+#include <linux/udp.h>
+#include "common.h"
+
+/* Parsers return this when the packet may be ours; anything else is the
+ * enum lb_reason of a pass. */
+#define LB_CANDIDATE LB_REASON_REDIRECT
+
+#define LB6_MAX_EXTHDRS 4 /* extension headers walked before giving up (unsupported) */
+
+#define LB_IP_MF 0x2000     /* IPv4 more fragments */
+#define LB_IP_OFFSET 0x1fff /* IPv4 fragment offset */
+#define LB_TCP_SYN 0x02
+#define LB_TCP_ACK 0x10
+
+/* IPv6 next-header values of extension headers (not all in 6.1 UAPI). */
+#define LB6_NEXTHDR_HOP 0
+#define LB6_NEXTHDR_ROUTING 43
+#define LB6_NEXTHDR_FRAGMENT 44
+#define LB6_NEXTHDR_AUTH 51
+#define LB6_NEXTHDR_DEST 60
+#define LB_IPPROTO_ICMPV6 58
+
+/* ICMP and ICMPv6 share this 8-byte header; an error quotes the offending
+ * packet right after it. */
+struct lb_icmphdr {
+	__u8 type;
+	__u8 code;
+	__sum16 checksum;
+	__be32 rest; /* unused / MTU (frag needed, packet too big) */
+};
+
+/* What kind of candidate the packet is. */
+enum lb_pkt_kind {
+	LB_PKT_FLOW = 0,       /* a TCP/UDP packet with ports */
+	LB_PKT_FRAGMENT = 1,   /* an IP fragment: ports unknown or ignored */
+	LB_PKT_ICMP_ERROR = 2, /* ICMP error; flow is the quoted flow, turned client->VIP */
+};
+
+/* A parsed packet. */
+struct lb_pkt {
+	struct lb_flow flow; /* client -> VIP */
+	__u8 kind;           /* enum lb_pkt_kind */
+	__u8 tcp_flags;      /* byte 13 of the TCP header (SYN, ACK…) */
+};
+
+static __always_inline void lb4_addr(union lb_addr *a, __be32 v4)
+{
+	/* IPv4-mapped, as netip.Addr.As16. */
+	a->w[0] = 0;
+	a->w[1] = 0;
+	a->w[2] = bpf_htonl(0x0000ffff);
+	a->w[3] = v4;
+}
+
+static __always_inline int lb_addr_eq(const union lb_addr *a, const union lb_addr *b)
+{
+	return a->w[0] == b->w[0] && a->w[1] == b->w[1] && a->w[2] == b->w[2] && a->w[3] == b->w[3];
+}
+
+static __always_inline __u32 lb_parse_ports(struct __sk_buff *skb, __u32 off, struct lb_pkt *pkt)
+{
+	if (pkt->flow.proto == IPPROTO_TCP) {
+		struct tcphdr th;
+
+		if (bpf_skb_load_bytes(skb, off, &th, sizeof(th)) < 0 || th.doff < 5)
+			return LB_REASON_PASS_MALFORMED;
+		pkt->flow.sport = th.source;
+		pkt->flow.dport = th.dest;
+		pkt->tcp_flags = ((__u8 *)&th)[13];
+		return LB_CANDIDATE;
+	}
+	if (pkt->flow.proto == IPPROTO_UDP) {
+		struct udphdr uh;
+
+		if (bpf_skb_load_bytes(skb, off, &uh, sizeof(uh)) < 0)
+			return LB_REASON_PASS_MALFORMED;
+		pkt->flow.sport = uh.source;
+		pkt->flow.dport = uh.dest;
+		return LB_CANDIDATE;
+	}
+	return LB_REASON_PASS_UNSUPPORTED;
+}
+
+/* lb_quoted_ports reads the ports of a packet quoted in an ICMP error and
+ * stores them reversed: the quoted packet went VIP -> client (a reply the
+ * backend sent), the flow we track is client -> VIP. */
+static __always_inline __u32 lb_quoted_ports(struct __sk_buff *skb, __u32 off, struct lb_pkt *pkt)
+{
+	__be16 ports[2];
+
+	if (pkt->flow.proto != IPPROTO_TCP && pkt->flow.proto != IPPROTO_UDP)
+		return LB_REASON_PASS_ICMP;
+	/* RFC 792/4443: at least 8 bytes of the quoted L4 header are present. */
+	if (bpf_skb_load_bytes(skb, off, ports, sizeof(ports)) < 0)
+		return LB_REASON_PASS_MALFORMED;
+	pkt->flow.sport = ports[1];
+	pkt->flow.dport = ports[0];
+	pkt->kind = LB_PKT_ICMP_ERROR;
+	return LB_CANDIDATE;
+}
+
+static __always_inline int lb4_icmp_is_error(__u8 type)
+{
+	return type == 3 /* dest unreachable, incl. frag needed */ || type == 11 /* time exceeded */ ||
+	       type == 12 /* parameter problem */;
+}
+
+static __always_inline __u32 lb4_parse_icmp(struct __sk_buff *skb, __u32 off, struct lb_pkt *pkt)
+{
+	struct lb_icmphdr ih;
+	struct iphdr in;
+	union lb_addr outer_dst = pkt->flow.daddr;
+
+	if (bpf_skb_load_bytes(skb, off, &ih, sizeof(ih)) < 0)
+		return LB_REASON_PASS_MALFORMED;
+	if (!lb4_icmp_is_error(ih.type))
+		return LB_REASON_PASS_ICMP;
+	off += sizeof(ih);
+	if (bpf_skb_load_bytes(skb, off, &in, sizeof(in)) < 0 || in.version != 4 || in.ihl < 5)
+		return LB_REASON_PASS_MALFORMED;
+	if (bpf_ntohs(in.frag_off) & LB_IP_OFFSET)
+		return LB_REASON_PASS_ICMP; /* quotes a non-first fragment: no ports */
+	lb4_addr(&pkt->flow.saddr, in.daddr);
+	lb4_addr(&pkt->flow.daddr, in.saddr);
+	/* The error goes to the quoted packet's source, our VIP; anything else
+	 * is not about a flow of ours. */
+	if (!lb_addr_eq(&pkt->flow.daddr, &outer_dst))
+		return LB_REASON_PASS_ICMP;
+	pkt->flow.proto = in.protocol;
+	return lb_quoted_ports(skb, off + in.ihl * 4, pkt);
+}
+
+static __always_inline __u32 lb4_parse(struct __sk_buff *skb, __u32 off, struct lb_pkt *pkt)
+{
+	struct iphdr ip;
+	__u32 hlen;
+	__u16 frag;
+
+	if (bpf_skb_load_bytes(skb, off, &ip, sizeof(ip)) < 0)
+		return LB_REASON_PASS_MALFORMED;
+	hlen = ip.ihl * 4;
+	if (ip.version != 4 || hlen < sizeof(ip) || bpf_ntohs(ip.tot_len) < hlen ||
+	    off + bpf_ntohs(ip.tot_len) > skb->len)
+		return LB_REASON_PASS_MALFORMED;
+	lb4_addr(&pkt->flow.saddr, ip.saddr);
+	lb4_addr(&pkt->flow.daddr, ip.daddr);
+	pkt->flow.proto = ip.protocol;
+	off += hlen;
+
+	frag = bpf_ntohs(ip.frag_off);
+	if (frag & (LB_IP_MF | LB_IP_OFFSET)) {
+		if (ip.protocol != IPPROTO_TCP && ip.protocol != IPPROTO_UDP)
+			return LB_REASON_PASS_UNSUPPORTED;
+		pkt->kind = LB_PKT_FRAGMENT;
+		return LB_CANDIDATE;
+	}
+	if (ip.protocol == IPPROTO_ICMP)
+		return lb4_parse_icmp(skb, off, pkt);
+	return lb_parse_ports(skb, off, pkt);
+}
+
+static __always_inline int lb6_icmp_is_error(__u8 type)
+{
+	return type >= 1 && type <= 4; /* unreachable, packet too big, time exceeded, param problem */
+}
+
+static __always_inline __u32 lb6_parse_icmp(struct __sk_buff *skb, __u32 off, struct lb_pkt *pkt)
+{
+	struct lb_icmphdr ih;
+	struct ipv6hdr in;
+	union lb_addr outer_dst = pkt->flow.daddr;
+
+	if (bpf_skb_load_bytes(skb, off, &ih, sizeof(ih)) < 0)
+		return LB_REASON_PASS_MALFORMED;
+	if (!lb6_icmp_is_error(ih.type))
+		return LB_REASON_PASS_ICMP;
+	off += sizeof(ih);
+	if (bpf_skb_load_bytes(skb, off, &in, sizeof(in)) < 0 || in.version != 6)
+		return LB_REASON_PASS_MALFORMED;
+	__builtin_memcpy(&pkt->flow.saddr, &in.daddr, 16);
+	__builtin_memcpy(&pkt->flow.daddr, &in.saddr, 16);
+	if (!lb_addr_eq(&pkt->flow.daddr, &outer_dst))
+		return LB_REASON_PASS_ICMP;
+	/* Replies from a backend carry no extension headers in practice; a
+	 * quoted packet with one is passed to the host. */
+	pkt->flow.proto = in.nexthdr;
+	return lb_quoted_ports(skb, off + sizeof(in), pkt);
+}
+
+/* lb6_skip_exthdrs walks extension headers; on return *nh is the first
+ * non-extension header and *off its offset. */
+static __always_inline __u32 lb6_skip_exthdrs(struct __sk_buff *skb, __u32 *off, __u8 *nh, struct lb_pkt *pkt)
+{
+	__u8 hdr[8];
+	__u16 frag;
+
+#pragma unroll
+	for (int i = 0; i < LB6_MAX_EXTHDRS; i++) {
+		switch (*nh) {
+		case LB6_NEXTHDR_HOP:
+		case LB6_NEXTHDR_ROUTING:
+		case LB6_NEXTHDR_DEST:
+			if (bpf_skb_load_bytes(skb, *off, hdr, 2) < 0)
+				return LB_REASON_PASS_MALFORMED;
+			*nh = hdr[0];
+			*off += (hdr[1] + 1) * 8;
+			break;
+		case LB6_NEXTHDR_AUTH:
+			if (bpf_skb_load_bytes(skb, *off, hdr, 2) < 0)
+				return LB_REASON_PASS_MALFORMED;
+			*nh = hdr[0];
+			*off += (hdr[1] + 2) * 4;
+			break;
+		case LB6_NEXTHDR_FRAGMENT:
+			if (bpf_skb_load_bytes(skb, *off, hdr, 8) < 0)
+				return LB_REASON_PASS_MALFORMED;
+			*nh = hdr[0];
+			*off += 8;
+			frag = ((__u16)hdr[2] << 8) | hdr[3];
+			/* offset (bits 15..3) or M (bit 0); an atomic fragment
+			 * (both zero, RFC 6946) is a whole packet. */
+			if (frag & 0xfff9)
+				pkt->kind = LB_PKT_FRAGMENT;
+			break;
+		default:
+			return LB_CANDIDATE;
+		}
+	}
+	return LB_REASON_PASS_UNSUPPORTED;
+}
+
+static __always_inline __u32 lb6_parse(struct __sk_buff *skb, __u32 off, struct lb_pkt *pkt)
+{
+	struct ipv6hdr ip6;
+	__u32 reason;
+	__u16 plen;
+	__u8 nh;
+
+	if (bpf_skb_load_bytes(skb, off, &ip6, sizeof(ip6)) < 0 || ip6.version != 6)
+		return LB_REASON_PASS_MALFORMED;
+	plen = bpf_ntohs(ip6.payload_len);
+	/* payload_len 0 is a jumbogram / BIG TCP GRO packet: length unknown. */
+	if (plen && off + sizeof(ip6) + plen > skb->len)
+		return LB_REASON_PASS_MALFORMED;
+	__builtin_memcpy(&pkt->flow.saddr, &ip6.saddr, 16);
+	__builtin_memcpy(&pkt->flow.daddr, &ip6.daddr, 16);
+	off += sizeof(ip6);
+	nh = ip6.nexthdr;
+
+	reason = lb6_skip_exthdrs(skb, &off, &nh, pkt);
+	if (reason != LB_CANDIDATE)
+		return reason;
+	pkt->flow.proto = nh;
+	if (pkt->kind == LB_PKT_FRAGMENT) {
+		if (nh != IPPROTO_TCP && nh != IPPROTO_UDP)
+			return LB_REASON_PASS_UNSUPPORTED;
+		return LB_CANDIDATE;
+	}
+	if (nh == LB_IPPROTO_ICMPV6)
+		return lb6_parse_icmp(skb, off, pkt);
+	return lb_parse_ports(skb, off, pkt);
+}
+
+/* lb_parse is the entry: Ethernet, one optional VLAN tag, then IP. */
+static __always_inline __u32 lb_parse(struct __sk_buff *skb, struct lb_pkt *pkt)
+{
+	struct ethhdr eth;
+	__be16 vlan[2]; /* TCI, encapsulated protocol */
+	__be16 proto;
+	__u32 off = sizeof(eth);
+
+	if (bpf_skb_load_bytes(skb, 0, &eth, sizeof(eth)) < 0)
+		return LB_REASON_PASS_MALFORMED;
+	proto = eth.h_proto;
+	if (proto == bpf_htons(ETH_P_8021Q) || proto == bpf_htons(ETH_P_8021AD)) {
+		if (bpf_skb_load_bytes(skb, off, vlan, sizeof(vlan)) < 0)
+			return LB_REASON_PASS_MALFORMED;
+		proto = vlan[1];
+		off += sizeof(vlan);
+		if (proto == bpf_htons(ETH_P_8021Q) || proto == bpf_htons(ETH_P_8021AD))
+			return LB_REASON_PASS_UNSUPPORTED;
+	}
+	if (proto == bpf_htons(ETH_P_IP))
+		return lb4_parse(skb, off, pkt);
+	if (proto == bpf_htons(ETH_P_IPV6))
+		return lb6_parse(skb, off, pkt);
+	return LB_REASON_PASS_NOT_IP;
+}
+
+#endif /* LB_PARSE_H */

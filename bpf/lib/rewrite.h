@@ -1,0 +1,21 @@
+/* rewrite.h — the only change made to a redirected frame: destination MAC =
+ * backend, source MAC = the balancer interface (otherwise switches learn the
+ * client's MAC on the balancer's port and lose the backends' replies). The
+ * IP packet is untouched: that is what Direct Server Return means.
+ */
+#ifndef LB_REWRITE_H
+#define LB_REWRITE_H
+
+#include "common.h"
+
+static __always_inline int lb_rewrite_macs(struct __sk_buff *skb, const struct lb_backend *be,
+					   const struct lb_config *cfg)
+{
+	__u8 macs[12];
+
+	__builtin_memcpy(macs, be->mac, 6);
+	__builtin_memcpy(macs + 6, cfg->if_mac, 6);
+	return bpf_skb_store_bytes(skb, 0, macs, sizeof(macs), 0);
+}
+
+#endif /* LB_REWRITE_H */

@@ -1,0 +1,101 @@
+/* sched.h — picks a backend for a packet: conntrack first, then the
+ * service's scheduler for new flows, or the consistent (Maglev) table for
+ * packets that must not create state: TCP without SYN, fragments, ICMP
+ * errors.
+ */
+#ifndef LB_SCHED_H
+#define LB_SCHED_H
+
+#include "common.h"
+#include "maps.h"
+#include "parse.h"
+#include "hash.h"
+#include "conntrack.h"
+
+/* lb_table_get reads slot of the service's table in outer (lb_maglev or
+ * lb_rr) and returns that backend if it is up. */
+static __always_inline struct lb_backend *lb_table_get(void *outer, __u32 svc_id, __u32 slot, __u32 *id)
+{
+	struct lb_backend *be;
+	__u32 *bid;
+	void *table;
+
+	table = bpf_map_lookup_elem(outer, &svc_id);
+	if (!table)
+		return NULL; /* no up backend: Go removed the table */
+	bid = bpf_map_lookup_elem(table, &slot);
+	if (!bid)
+		return NULL;
+	be = bpf_map_lookup_elem(&lb_backends, bid);
+	/* Go only tables up backends, and switches a table before marking a
+	 * backend down; checking again costs nothing. */
+	if (!be || be->state != LB_BACKEND_UP)
+		return NULL;
+	*id = *bid;
+	return be;
+}
+
+/* lb_pick_consistent: the service's stateless choice. source hashes the
+ * client address; maglev and roundrobin hash the flow. */
+static __always_inline struct lb_backend *lb_pick_consistent(const struct lb_service *svc, const struct lb_flow *flow,
+							     const struct lb_config *cfg, __u32 *id)
+{
+	__u32 h;
+
+	if (!cfg->table_size)
+		return NULL;
+	if (svc->sched == LB_SCHED_SOURCE)
+		h = lb_hash_source(&flow->saddr);
+	else
+		h = lb_hash_flow(flow);
+	return lb_table_get(&lb_maglev, svc->id, h % cfg->table_size, id);
+}
+
+static __always_inline struct lb_backend *lb_pick_rr(const struct lb_service *svc, const struct lb_config *cfg, __u32 *id)
+{
+	__u32 *next = bpf_map_lookup_elem(&lb_rr_next, &svc->id);
+	__u32 n;
+
+	if (!next || !cfg->table_size)
+		return NULL;
+	n = __sync_fetch_and_add(next, 1);
+	return lb_table_get(&lb_rr, svc->id, n % cfg->table_size, id);
+}
+
+static __always_inline int lb_is_new_flow(const struct lb_pkt *pkt)
+{
+	if (pkt->flow.proto == IPPROTO_TCP)
+		return (pkt->tcp_flags & (LB_TCP_SYN | LB_TCP_ACK)) == LB_TCP_SYN;
+	return 1; /* UDP: any packet without an entry starts a flow */
+}
+
+/* lb_schedule returns the backend for pkt (NULL: none usable) and sets
+ * *is_new when a conntrack entry was created. */
+static __always_inline struct lb_backend *lb_schedule(const struct lb_pkt *pkt, const struct lb_service *svc,
+						      const struct lb_config *cfg, __u32 *id, int *is_new)
+{
+	struct lb_backend *be;
+	__u64 now;
+
+	if (pkt->kind == LB_PKT_FRAGMENT)
+		return lb_pick_consistent(svc, &pkt->flow, cfg, id);
+
+	now = bpf_ktime_get_ns();
+	be = lb_ct_lookup(&pkt->flow, cfg, now, id);
+	if (be)
+		return be;
+	if (pkt->kind == LB_PKT_ICMP_ERROR || !lb_is_new_flow(pkt))
+		return lb_pick_consistent(svc, &pkt->flow, cfg, id);
+
+	if (svc->sched == LB_SCHED_ROUNDROBIN)
+		be = lb_pick_rr(svc, cfg, id);
+	else
+		be = lb_pick_consistent(svc, &pkt->flow, cfg, id);
+	if (be) {
+		lb_ct_insert(&pkt->flow, *id, be, now);
+		*is_new = 1;
+	}
+	return be;
+}
+
+#endif /* LB_SCHED_H */

@@ -1,0 +1,202 @@
+package datapath
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/link"
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+)
+
+// Pin names under Options.PinPath besides the maps (pinned by map name).
+const (
+	pinLink    = "link"    // the tcx link
+	pinProgram = "program" // the program, when attached with clsact
+)
+
+// clsactFilterName names our cls_bpf filter, to find it again.
+const clsactFilterName = "dsrlb"
+
+// clsactPrio is our filter's priority under clsact ingress.
+const clsactPrio = 1
+
+// Attach attaches the program to Options.Interface at tc ingress: with tcx
+// when the kernel has it (>= 6.6), otherwise with clsact + cls_bpf in
+// direct-action mode. A link pinned by a previous lbd is updated in place
+// to this program, so forwarding never stops.
+func (d *Datapath) Attach() error {
+	ifindex, err := d.ifindex()
+	if err != nil {
+		return err
+	}
+	if !d.opts.ForceClsact {
+		err := d.attachTCX(ifindex)
+		if !errors.Is(err, ebpf.ErrNotSupported) {
+			return err
+		}
+		d.log.Warn("kernel lacks tcx, attaching with clsact", "interface", d.opts.Interface)
+	}
+	return d.attachClsact(ifindex)
+}
+
+func (d *Datapath) ifindex() (int, error) {
+	if d.opts.Interface == "" {
+		return 0, fmt.Errorf("attach program: %w", ErrNoInterface)
+	}
+	l, err := netlink.LinkByName(d.opts.Interface)
+	if err != nil {
+		return 0, fmt.Errorf("find interface %s: %w", d.opts.Interface, err)
+	}
+	return l.Attrs().Index, nil
+}
+
+func (d *Datapath) pin(name string) string {
+	if d.opts.PinPath == "" {
+		return ""
+	}
+	return filepath.Join(d.opts.PinPath, name)
+}
+
+func (d *Datapath) attachTCX(ifindex int) error {
+	if path := d.pin(pinLink); path != "" {
+		updated, err := d.updatePinnedLink(path, ifindex)
+		if updated || err != nil {
+			return err
+		}
+	}
+	l, err := link.AttachTCX(link.TCXOptions{
+		Interface: ifindex,
+		Program:   d.objs.DsrlbIngress,
+		Attach:    ebpf.AttachTCXIngress,
+	})
+	if err != nil {
+		return fmt.Errorf("attach tcx to %s: %w", d.opts.Interface, err)
+	}
+	if path := d.pin(pinLink); path != "" {
+		if err := l.Pin(path); err != nil {
+			l.Close()
+			return fmt.Errorf("pin link: %w", err)
+		}
+	}
+	d.link = l
+	d.log.Info("attached with tcx", "interface", d.opts.Interface)
+	return nil
+}
+
+// updatePinnedLink swaps this program into a pinned tcx link on the same
+// interface. A link on another interface is removed (reports false).
+func (d *Datapath) updatePinnedLink(path string, ifindex int) (bool, error) {
+	l, err := link.LoadPinnedLink(path, nil)
+	if errors.Is(err, os.ErrNotExist) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("load pinned link: %w", err)
+	}
+	info, err := l.Info()
+	if err == nil && info.TCX() != nil && int(info.TCX().Ifindex) == ifindex {
+		if err := l.Update(d.objs.DsrlbIngress); err != nil {
+			l.Close()
+			return false, fmt.Errorf("update pinned link: %w", err)
+		}
+		d.link = l
+		d.log.Info("updated pinned tcx link", "interface", d.opts.Interface)
+		return true, nil
+	}
+	err = errors.Join(l.Unpin(), l.Close())
+	if err != nil {
+		return false, fmt.Errorf("remove pinned link of another interface: %w", err)
+	}
+	return false, nil
+}
+
+func (d *Datapath) attachClsact(ifindex int) error {
+	qdisc := &netlink.GenericQdisc{
+		QdiscAttrs: netlink.QdiscAttrs{LinkIndex: ifindex, Handle: netlink.MakeHandle(0xffff, 0), Parent: netlink.HANDLE_CLSACT},
+		QdiscType:  "clsact",
+	}
+	if err := netlink.QdiscReplace(qdisc); err != nil {
+		return fmt.Errorf("add clsact qdisc to %s: %w", d.opts.Interface, err)
+	}
+	filter := &netlink.BpfFilter{
+		FilterAttrs: netlink.FilterAttrs{
+			LinkIndex: ifindex,
+			Parent:    netlink.HANDLE_MIN_INGRESS,
+			Handle:    netlink.MakeHandle(0, 1),
+			Priority:  clsactPrio,
+			Protocol:  unix.ETH_P_ALL,
+		},
+		Fd:           d.objs.DsrlbIngress.FD(),
+		Name:         clsactFilterName,
+		DirectAction: true,
+	}
+	if err := netlink.FilterReplace(filter); err != nil {
+		return fmt.Errorf("add cls_bpf filter to %s: %w", d.opts.Interface, err)
+	}
+	if path := d.pin(pinProgram); path != "" {
+		os.Remove(path)
+		if err := d.objs.DsrlbIngress.Pin(path); err != nil {
+			return fmt.Errorf("pin program: %w", err)
+		}
+	}
+	d.clsact = ifindex
+	d.log.Info("attached with clsact", "interface", d.opts.Interface)
+	return nil
+}
+
+// Detach stops forwarding: removes the link (or the cls_bpf filter) and
+// its pin. Maps stay; Attach resumes.
+func (d *Datapath) Detach() error {
+	var errs []error
+	if d.link == nil && d.opts.PinPath != "" {
+		if l, err := link.LoadPinnedLink(d.pin(pinLink), nil); err == nil {
+			d.link = l
+		}
+	}
+	if d.link != nil {
+		if d.opts.PinPath != "" {
+			errs = append(errs, d.link.Unpin())
+		}
+		errs = append(errs, d.link.Close())
+		d.link = nil
+	}
+	errs = append(errs, d.detachClsact())
+	if path := d.pin(pinProgram); path != "" {
+		if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+			errs = append(errs, err)
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("detach program: %w", err)
+	}
+	return nil
+}
+
+// detachClsact deletes our filter from the interface's clsact ingress, if
+// present. The qdisc stays: other tools may have filters under it.
+func (d *Datapath) detachClsact() error {
+	if d.opts.Interface == "" {
+		return nil
+	}
+	l, err := netlink.LinkByName(d.opts.Interface)
+	if err != nil {
+		return nil // interface gone: so is the filter
+	}
+	filters, err := netlink.FilterList(l, netlink.HANDLE_MIN_INGRESS)
+	if err != nil {
+		return nil // no clsact qdisc
+	}
+	for _, f := range filters {
+		if bf, ok := f.(*netlink.BpfFilter); ok && bf.Name == clsactFilterName && bf.Priority == clsactPrio {
+			if err := netlink.FilterDel(f); err != nil {
+				return fmt.Errorf("delete cls_bpf filter: %w", err)
+			}
+		}
+	}
+	d.clsact = 0
+	return nil
+}

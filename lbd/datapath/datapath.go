@@ -1,0 +1,287 @@
+package datapath
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/link"
+
+	"github.com/dsrlb/dsrlb/shared/config"
+)
+
+// Options size and place the data plane. Zero values take the defaults of
+// shared/config.
+type Options struct {
+	Interface       string           // NIC to attach to; needed by Attach
+	InterfaceMAC    net.HardwareAddr // source MAC of redirected frames; default: Interface's
+	PinPath         string           // bpffs directory for maps and link; "" pins nothing
+	ConntrackSize   uint32
+	TCPTimeout      time.Duration
+	UDPTimeout      time.Duration
+	MaglevTableSize uint32 // prime; also the round-robin table size
+	MaxServices     uint32 // service ids
+	MaxServiceKeys  uint32 // (vip, proto, port) entries over all services
+	MaxBackends     uint32 // backend ids over all services
+	ForceClsact     bool   // attach with clsact + cls_bpf even when tcx exists
+	// ReplaceIncompatible makes Open discard pinned maps it cannot adopt
+	// (other layout, ABI or size) and start with fresh ones, instead of
+	// failing with ErrIncompatible. Established flows then fall back to
+	// the Maglev table, which keeps each on its backend unless the
+	// backend set changed since the flow started.
+	ReplaceIncompatible bool
+}
+
+// Defaults not in shared/config.
+const (
+	DefaultMaxServiceKeys = 16384
+	DefaultMaxBackends    = 65536
+)
+
+func (o *Options) setDefaults() {
+	def := func(v *uint32, d uint32) {
+		if *v == 0 {
+			*v = d
+		}
+	}
+	def(&o.ConntrackSize, config.DefaultConntrackSize)
+	def(&o.MaglevTableSize, config.DefaultMaglevTableSize)
+	def(&o.MaxServices, config.MaxServices)
+	def(&o.MaxServiceKeys, DefaultMaxServiceKeys)
+	def(&o.MaxBackends, DefaultMaxBackends)
+	if o.TCPTimeout == 0 {
+		o.TCPTimeout = config.DefaultTCPTimeout
+	}
+	if o.UDPTimeout == 0 {
+		o.UDPTimeout = config.DefaultUDPTimeout
+	}
+}
+
+// Errors callers may test for.
+var (
+	// ErrIncompatible: the pinned maps were written by another layout,
+	// ABI or size and Options.ReplaceIncompatible is false.
+	ErrIncompatible = errors.New("pinned data plane incompatible")
+	// ErrNoInterface: Attach needs Options.Interface.
+	ErrNoInterface = errors.New("no interface configured")
+)
+
+// Datapath owns the loaded program and its maps.
+type Datapath struct {
+	opts    Options
+	log     *slog.Logger
+	objs    bpfObjects
+	inner   *ebpf.MapSpec // template of Maglev and round-robin tables
+	adopted bool          // maps came from PinPath with state in them
+
+	mu     sync.Mutex
+	state  *state    // what Apply last wrote (or what Open found pinned)
+	link   link.Link // tcx link, when attached with tcx
+	clsact int       // ifindex, when attached with clsact
+}
+
+// Open loads the program and creates its maps, or adopts the maps pinned
+// under opts.PinPath after checking they are compatible. Forwarding set up
+// by a previous lbd continues untouched until Apply and Attach.
+func Open(opts Options, log *slog.Logger) (*Datapath, error) {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	opts.setDefaults()
+	d := &Datapath{opts: opts, log: log}
+	if err := d.load(); err != nil {
+		return nil, err
+	}
+	if err := d.initState(); err != nil {
+		d.objs.Close()
+		return nil, err
+	}
+	return d, nil
+}
+
+func (d *Datapath) spec() (*ebpf.CollectionSpec, error) {
+	spec, err := loadBpf()
+	if err != nil {
+		return nil, fmt.Errorf("load program spec: %w", err)
+	}
+	o := d.opts
+	sizes := map[string]uint32{
+		bpfMapLbServices:  o.MaxServiceKeys,
+		bpfMapLbBackends:  o.MaxBackends,
+		bpfMapLbBeStats:   o.MaxBackends,
+		bpfMapLbMaglev:    o.MaxServices,
+		bpfMapLbRr:        o.MaxServices,
+		bpfMapLbRrNext:    o.MaxServices,
+		bpfMapLbSvcStats:  o.MaxServices,
+		bpfMapLbConntrack: o.ConntrackSize,
+	}
+	for name, n := range sizes {
+		spec.Maps[name].MaxEntries = n
+	}
+	for _, name := range []string{bpfMapLbMaglev, bpfMapLbRr} {
+		spec.Maps[name].InnerMap.MaxEntries = o.MaglevTableSize
+	}
+	d.inner = spec.Maps[bpfMapLbMaglev].InnerMap.Copy()
+	d.inner.Name = "lb_table"
+	if o.PinPath != "" {
+		for name, m := range spec.Maps {
+			if name != ".rodata" && name != ".bss" && name != ".data" {
+				m.Pinning = ebpf.PinByName
+			}
+		}
+	}
+	return spec, nil
+}
+
+func (d *Datapath) load() error {
+	if d.opts.PinPath != "" {
+		if err := os.MkdirAll(d.opts.PinPath, 0o700); err != nil {
+			return fmt.Errorf("create pin directory: %w", err)
+		}
+	}
+	err := d.loadOnce()
+	if errors.Is(err, ErrIncompatible) && d.opts.ReplaceIncompatible {
+		d.log.Warn("pinned data plane incompatible, replacing its maps: tracked flows fall back to the Maglev table",
+			"pin_path", d.opts.PinPath, "error", err)
+		if err := unpinMaps(d.opts.PinPath); err != nil {
+			return err
+		}
+		err = d.loadOnce()
+	}
+	return err
+}
+
+func (d *Datapath) loadOnce() error {
+	spec, err := d.spec()
+	if err != nil {
+		return err
+	}
+	var objs bpfObjects
+	err = spec.LoadAndAssign(&objs, &ebpf.CollectionOptions{Maps: ebpf.MapOptions{PinPath: d.opts.PinPath}})
+	if errors.Is(err, ebpf.ErrMapIncompatible) {
+		return fmt.Errorf("adopt maps pinned in %s: %w: %w", d.opts.PinPath, ErrIncompatible, err)
+	}
+	var verr *ebpf.VerifierError
+	if errors.As(err, &verr) {
+		return fmt.Errorf("load program: %w\n%+v", err, verr)
+	}
+	if err != nil {
+		return fmt.Errorf("load program: %w", err)
+	}
+	d.objs = objs
+	if err := d.checkConfig(); err != nil {
+		objs.Close()
+		return err
+	}
+	return nil
+}
+
+// checkConfig compares the pinned lb_cfg (if any) with what this build
+// expects, then writes the current settings.
+func (d *Datapath) checkConfig() error {
+	var cur bpfLbConfig
+	if err := d.objs.LbCfg.Lookup(uint32(0), &cur); err != nil {
+		return fmt.Errorf("read data plane config: %w", err)
+	}
+	if cur.Abi != 0 {
+		d.adopted = true
+		if cur.Abi != uint32(bpfLbAbiLB_ABI_VERSION) {
+			return fmt.Errorf("adopt maps pinned in %s: %w: written by ABI %d, this lbd speaks %d",
+				d.opts.PinPath, ErrIncompatible, cur.Abi, bpfLbAbiLB_ABI_VERSION)
+		}
+		if cur.TableSize != d.opts.MaglevTableSize {
+			return fmt.Errorf("adopt maps pinned in %s: %w: table size %d, configured %d",
+				d.opts.PinPath, ErrIncompatible, cur.TableSize, d.opts.MaglevTableSize)
+		}
+	}
+	mac, err := d.interfaceMAC()
+	if err != nil {
+		return err
+	}
+	cfg := bpfLbConfig{
+		TcpTimeoutNs: uint64(d.opts.TCPTimeout),
+		UdpTimeoutNs: uint64(d.opts.UDPTimeout),
+		TableSize:    d.opts.MaglevTableSize,
+		Abi:          uint32(bpfLbAbiLB_ABI_VERSION),
+	}
+	copy(cfg.IfMac[:], mac)
+	if err := d.objs.LbCfg.Put(uint32(0), &cfg); err != nil {
+		return fmt.Errorf("write data plane config: %w", err)
+	}
+	return nil
+}
+
+func (d *Datapath) interfaceMAC() (net.HardwareAddr, error) {
+	if d.opts.InterfaceMAC != nil {
+		if len(d.opts.InterfaceMAC) != 6 {
+			return nil, fmt.Errorf("check interface MAC %s: not an Ethernet address", d.opts.InterfaceMAC)
+		}
+		return d.opts.InterfaceMAC, nil
+	}
+	if d.opts.Interface == "" {
+		return make(net.HardwareAddr, 6), nil
+	}
+	ifi, err := net.InterfaceByName(d.opts.Interface)
+	if err != nil {
+		return nil, fmt.Errorf("find interface %s: %w", d.opts.Interface, err)
+	}
+	if len(ifi.HardwareAddr) != 6 {
+		return nil, fmt.Errorf("find interface %s: no Ethernet address", d.opts.Interface)
+	}
+	return ifi.HardwareAddr, nil
+}
+
+// Adopted reports whether Open found pinned state written by a previous lbd.
+func (d *Datapath) Adopted() bool { return d.adopted }
+
+// Close releases this process's handles. Pinned maps and a pinned link
+// stay, so forwarding continues; without a pin path, closing detaches.
+func (d *Datapath) Close() error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	var errs []error
+	if d.link != nil {
+		errs = append(errs, d.link.Close())
+		d.link = nil
+	}
+	return errors.Join(append(errs, d.objs.Close())...)
+}
+
+// Remove detaches the program, deletes every pin and closes the Datapath.
+func (d *Datapath) Remove() error {
+	errs := []error{d.Detach()}
+	if d.opts.PinPath != "" {
+		errs = append(errs, unpinMaps(d.opts.PinPath))
+		if err := os.RemoveAll(d.opts.PinPath); err != nil {
+			errs = append(errs, fmt.Errorf("remove pin directory: %w", err))
+		}
+	}
+	errs = append(errs, d.Close())
+	return errors.Join(errs...)
+}
+
+// unpinMaps removes the map pins under dir, leaving the link pin: a
+// running program keeps its maps (the kernel holds references) until the
+// link is updated to a program using new ones.
+func unpinMaps(dir string) error {
+	spec, err := loadBpf()
+	if err != nil {
+		return fmt.Errorf("load program spec: %w", err)
+	}
+	for name := range spec.Maps {
+		err := os.Remove(filepath.Join(dir, name))
+		if err != nil && !errors.Is(err, os.ErrNotExist) {
+			return fmt.Errorf("unpin map %s: %w", name, err)
+		}
+	}
+	return nil
+}
+
+// Program is the loaded program, for tests and benchmarks (BPF_PROG_TEST_RUN).
+func (d *Datapath) Program() *ebpf.Program { return d.objs.DsrlbIngress }

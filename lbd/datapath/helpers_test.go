@@ -1,0 +1,197 @@
+package datapath
+
+import (
+	"bytes"
+	"net"
+	"net/netip"
+	"os"
+	"testing"
+
+	"github.com/cilium/ebpf"
+	"github.com/google/gopacket"
+	"github.com/google/gopacket/layers"
+)
+
+// requirePrivileged skips without root/BPF, except under CI=true where a
+// missing capability is a failure.
+func requirePrivileged(tb testing.TB) {
+	tb.Helper()
+	reason := ""
+	if os.Geteuid() != 0 {
+		reason = "needs root"
+	} else if m, err := ebpf.NewMap(&ebpf.MapSpec{Type: ebpf.Array, KeySize: 4, ValueSize: 4, MaxEntries: 1}); err != nil {
+		reason = "cannot create BPF maps: " + err.Error()
+	} else {
+		m.Close()
+	}
+	if reason == "" {
+		return
+	}
+	if os.Getenv("CI") == "true" {
+		tb.Fatalf("privileged test: %s (CI=true: failing instead of skipping)", reason)
+	}
+	tb.Skipf("privileged test: %s", reason)
+}
+
+var (
+	ifMAC   = mustMAC("02:00:00:00:00:01")
+	cliMAC  = mustMAC("02:00:00:00:00:02")
+	testLog = (*testing.T).Logf
+)
+
+func mustMAC(s string) net.HardwareAddr {
+	m, err := net.ParseMAC(s)
+	if err != nil {
+		panic(err)
+	}
+	return m
+}
+
+func beMAC(i int) net.HardwareAddr {
+	return net.HardwareAddr{0x02, 0xbe, 0, 0, byte(i >> 8), byte(i)}
+}
+
+// mustOpen loads an unpinned data plane with small tables.
+func mustOpen(tb testing.TB, opts Options) *Datapath {
+	tb.Helper()
+	requirePrivileged(tb)
+	if opts.InterfaceMAC == nil && opts.Interface == "" {
+		opts.InterfaceMAC = ifMAC
+	}
+	if opts.MaglevTableSize == 0 {
+		opts.MaglevTableSize = 251
+	}
+	if opts.ConntrackSize == 0 {
+		opts.ConntrackSize = 4096
+	}
+	if opts.MaxServices == 0 {
+		opts.MaxServices = 64
+	}
+	if opts.MaxBackends == 0 {
+		opts.MaxBackends = 1024
+	}
+	d, err := Open(opts, nil)
+	if err != nil {
+		tb.Fatalf("open: %v", err)
+	}
+	tb.Cleanup(func() { d.Close() })
+	return d
+}
+
+func mustApply(tb testing.TB, d *Datapath, svcs ...Service) {
+	tb.Helper()
+	if err := d.Apply(svcs); err != nil {
+		tb.Fatalf("apply: %v", err)
+	}
+}
+
+// run feeds frame to the program once and returns verdict and output.
+func run(tb testing.TB, d *Datapath, frame []byte) (int, []byte) {
+	tb.Helper()
+	out := make([]byte, len(frame)+256)
+	opts := &ebpf.RunOptions{Data: frame, DataOut: out}
+	ret, err := d.Program().Run(opts)
+	if err != nil {
+		tb.Fatalf("run program: %v", err)
+	}
+	return int(int32(ret)), opts.DataOut
+}
+
+// pkt describes a frame for build.
+type pkt struct {
+	src, dst     netip.AddrPort
+	proto        Proto
+	syn, ack     bool
+	vlan         uint16 // 0: untagged
+	payload      []byte
+	ipv4Options  bool
+	fragOffset   uint16 // IPv4: in 8-byte units; IPv6: adds a fragment header
+	moreFrags    bool
+	v6ExtHeaders bool // hop-by-hop + destination options before L4
+}
+
+func ip4(s string) netip.Addr    { return netip.MustParseAddr(s) }
+func ap(s string) netip.AddrPort { return netip.MustParseAddrPort(s) }
+
+func build(tb testing.TB, p pkt) []byte {
+	tb.Helper()
+	var ls []gopacket.SerializableLayer
+	eth := &layers.Ethernet{SrcMAC: cliMAC, DstMAC: ifMAC}
+	ls = append(ls, eth)
+	etype := layers.EthernetTypeIPv4
+	if p.dst.Addr().Is6() {
+		etype = layers.EthernetTypeIPv6
+	}
+	if p.vlan != 0 {
+		eth.EthernetType = layers.EthernetTypeDot1Q
+		ls = append(ls, &layers.Dot1Q{VLANIdentifier: p.vlan, Type: etype})
+	} else {
+		eth.EthernetType = etype
+	}
+	l4proto := layers.IPProtocol(p.proto)
+	var netl gopacket.NetworkLayer
+	if etype == layers.EthernetTypeIPv4 {
+		ip := &layers.IPv4{Version: 4, TTL: 64, Protocol: l4proto, SrcIP: p.src.Addr().AsSlice(), DstIP: p.dst.Addr().AsSlice(),
+			FragOffset: p.fragOffset, Id: 7}
+		if p.moreFrags {
+			ip.Flags = layers.IPv4MoreFragments
+		}
+		if p.ipv4Options {
+			ip.Options = []layers.IPv4Option{{OptionType: 1}, {OptionType: 1}, {OptionType: 1}, {OptionType: 0}} // NOPs, EOL
+		}
+		ls, netl = append(ls, ip), ip
+	} else {
+		ip := &layers.IPv6{Version: 6, HopLimit: 64, NextHeader: l4proto, SrcIP: p.src.Addr().AsSlice(), DstIP: p.dst.Addr().AsSlice()}
+		ls, netl = append(ls, ip), ip
+		if p.v6ExtHeaders || p.fragOffset != 0 || p.moreFrags {
+			ip.NextHeader = layers.IPProtocolIPv6HopByHop
+			ls = append(ls, gopacket.Payload(v6ext(p, l4proto)))
+		}
+	}
+	if p.fragOffset == 0 {
+		switch p.proto {
+		case TCP:
+			t := &layers.TCP{SrcPort: layers.TCPPort(p.src.Port()), DstPort: layers.TCPPort(p.dst.Port()), SYN: p.syn, ACK: p.ack, Window: 1024}
+			t.SetNetworkLayerForChecksum(netl)
+			ls = append(ls, t)
+		case UDP:
+			u := &layers.UDP{SrcPort: layers.UDPPort(p.src.Port()), DstPort: layers.UDPPort(p.dst.Port())}
+			u.SetNetworkLayerForChecksum(netl)
+			ls = append(ls, u)
+		}
+	}
+	ls = append(ls, gopacket.Payload(append([]byte("dsrlb"), p.payload...)))
+	buf := gopacket.NewSerializeBuffer()
+	if err := gopacket.SerializeLayers(buf, gopacket.SerializeOptions{FixLengths: true, ComputeChecksums: true}, ls...); err != nil {
+		tb.Fatalf("build frame: %v", err)
+	}
+	return bytes.Clone(buf.Bytes())
+}
+
+// v6ext returns a hop-by-hop header, a destination options header and,
+// for fragments, a fragment header, chained to l4.
+func v6ext(p pkt, l4 layers.IPProtocol) []byte {
+	next := byte(l4)
+	var frag []byte
+	if p.fragOffset != 0 || p.moreFrags {
+		fo := p.fragOffset << 3
+		if p.moreFrags {
+			fo |= 1
+		}
+		frag = []byte{next, 0, byte(fo >> 8), byte(fo), 0, 0, 0, 7}
+		next = 44
+	}
+	dst := []byte{next, 0, 1, 4, 0, 0, 0, 0} // PadN option
+	hbh := []byte{60, 0, 1, 4, 0, 0, 0, 0}
+	return append(append(hbh, dst...), frag...)
+}
+
+// rewritten is frame with the MACs a redirect to mac writes.
+func rewritten(frame []byte, mac net.HardwareAddr) []byte {
+	out := bytes.Clone(frame)
+	copy(out[0:6], mac)
+	copy(out[6:12], ifMAC)
+	return out
+}
+
+var _ = testLog

@@ -1,0 +1,108 @@
+package datapath
+
+import (
+	"fmt"
+	"net"
+	"net/netip"
+	"slices"
+
+	"github.com/cilium/ebpf"
+)
+
+// Counters are summed over CPUs. Packets count GRO segments.
+type Counters struct {
+	Packets   uint64
+	Bytes     uint64
+	NewFlows  uint64 // flows scheduled (and tracked)
+	NoBackend uint64 // service packets passed for lack of a usable backend
+}
+
+// Stats is a snapshot of every counter.
+type Stats struct {
+	Reasons  map[Reason]Counters // every packet the program saw, by verdict reason
+	Services []ServiceStats      // forwarded traffic, in service id order
+}
+
+// ServiceStats are the counters of one service and its backends.
+type ServiceStats struct {
+	Name     string
+	VIP      netip.Addr
+	Proto    Proto
+	Ports    []uint16
+	Counters Counters
+	Backends []BackendStats
+}
+
+// BackendStats are the counters of one backend.
+type BackendStats struct {
+	Name     string
+	Addr     netip.Addr
+	MAC      net.HardwareAddr
+	State    State
+	Counters Counters
+}
+
+// Stats reads every counter.
+func (d *Datapath) Stats() (Stats, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	st := Stats{Reasons: map[Reason]Counters{}}
+	for _, r := range Reasons() {
+		c, err := sumCounters(d.objs.LbGlobalStats, uint32(r))
+		if err != nil {
+			return Stats{}, err
+		}
+		st.Reasons[r] = c
+	}
+	ids := make([]uint32, 0, len(d.state.services))
+	for id := range d.state.services {
+		ids = append(ids, id)
+	}
+	slices.Sort(ids)
+	for _, id := range ids {
+		ss, err := d.serviceStats(d.state.services[id])
+		if err != nil {
+			return Stats{}, err
+		}
+		st.Services = append(st.Services, ss)
+	}
+	return st, nil
+}
+
+func (d *Datapath) serviceStats(s *svcState) (ServiceStats, error) {
+	c, err := sumCounters(d.objs.LbSvcStats, s.id)
+	if err != nil {
+		return ServiceStats{}, err
+	}
+	ss := ServiceStats{Name: s.name, VIP: s.vip, Proto: s.proto, Ports: slices.Clone(s.ports), Counters: c}
+	bids := make([]uint32, 0, len(s.backends))
+	for _, id := range s.backends {
+		bids = append(bids, id)
+	}
+	slices.Sort(bids)
+	for _, id := range bids {
+		b := d.state.backends[id]
+		c, err := sumCounters(d.objs.LbBeStats, id)
+		if err != nil {
+			return ServiceStats{}, err
+		}
+		ss.Backends = append(ss.Backends, BackendStats{Name: b.name, Addr: b.addr,
+			MAC: slices.Clone(b.mac), State: b.state, Counters: c})
+	}
+	return ss, nil
+}
+
+func sumCounters(m *ebpf.Map, key uint32) (Counters, error) {
+	var per []bpfLbCounters
+	if err := m.Lookup(key, &per); err != nil {
+		return Counters{}, fmt.Errorf("read counters %s[%d]: %w", m, key, err)
+	}
+	var c Counters
+	for _, p := range per {
+		c.Packets += p.Packets
+		c.Bytes += p.Bytes
+		c.NewFlows += p.NewFlows
+		c.NoBackend += p.NoBackend
+	}
+	return c, nil
+}
