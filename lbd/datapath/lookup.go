@@ -1,0 +1,133 @@
+package datapath
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+
+	"github.com/cilium/ebpf"
+	"golang.org/x/sys/unix"
+)
+
+// Slot is the Go model of the program's consistent choice: the Maglev
+// table slot it reads for flow f of a service using scheduler s (source:
+// client address; otherwise the 5-tuple).
+func Slot(s Scheduler, f Flow, tableSize uint32) uint32 {
+	if s == Source {
+		return HashSource(f.Src.Addr()) % tableSize
+	}
+	return HashFlow(f) % tableSize
+}
+
+// FlowInfo explains where the program sends a flow's next packet.
+type FlowInfo struct {
+	Service string     // "" when no service matches
+	Backend string     // "" when none: the packet passes to the host
+	Addr    netip.Addr // of Backend
+	Tracked bool       // a valid conntrack entry decides
+	Why     string     // human-readable reason
+}
+
+// LookupFlow explains which backend the next non-SYN packet of f reaches
+// and why: its conntrack entry if valid, else the service's Maglev slot.
+// (A new flow of a roundrobin service takes the next round-robin slot.)
+func (d *Datapath) LookupFlow(f Flow) (FlowInfo, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	var svc bpfLbService
+	key := serviceKey(f.Dst.Addr(), f.Proto, f.Dst.Port())
+	if err := d.objs.LbServices.Lookup(&key, &svc); err != nil {
+		key.Port = 0
+		if err := d.objs.LbServices.Lookup(&key, &svc); err != nil {
+			return FlowInfo{Why: "no service for this VIP, protocol and port: passed to the host"}, nil
+		}
+	}
+	st := d.state.services[svc.Id]
+	info := FlowInfo{Service: fmt.Sprintf("service%d", svc.Id)}
+	if st != nil {
+		info.Service = st.name
+	}
+	if id, ok := d.trackedBackend(f); ok {
+		d.describe(&info, id)
+		info.Tracked, info.Why = true, "conntrack entry"
+		return info, nil
+	}
+	slot := Slot(Scheduler(svc.Sched), f, d.opts.MaglevTableSize)
+	id, err := d.tableSlot(svc.Id, slot)
+	if errors.Is(err, ebpf.ErrKeyNotExist) {
+		info.Why = "no usable backend: passed to the host"
+		return info, nil
+	}
+	if err != nil {
+		return FlowInfo{}, err
+	}
+	d.describe(&info, id)
+	info.Why = fmt.Sprintf("%s table slot %d", Scheduler(svc.Sched), slot)
+	if Scheduler(svc.Sched) == RoundRobin {
+		info.Why = fmt.Sprintf("untracked: maglev fallback slot %d (a new flow takes the next round-robin slot)", slot)
+	}
+	return info, nil
+}
+
+func (d *Datapath) describe(info *FlowInfo, id uint32) {
+	if b := d.state.backends[id]; b != nil {
+		info.Backend, info.Addr = b.name, b.addr
+		return
+	}
+	info.Backend = fmt.Sprintf("backend%d", id)
+}
+
+// trackedBackend mirrors lb_ct_lookup's validity rules.
+func (d *Datapath) trackedBackend(f Flow) (uint32, bool) {
+	var ct bpfLbCtEntry
+	key := flowKey(f)
+	if err := d.objs.LbConntrack.Lookup(&key, &ct); err != nil {
+		return 0, false
+	}
+	timeout := d.opts.UDPTimeout
+	if f.Proto == TCP {
+		timeout = d.opts.TCPTimeout
+	}
+	if monotonicNow()-ct.LastSeenNs > uint64(timeout) {
+		return 0, false
+	}
+	var be bpfLbBackend
+	if err := d.objs.LbBackends.Lookup(ct.BackendId, &be); err != nil || be.Cookie != ct.Cookie ||
+		(State(be.State) != Up && State(be.State) != Drain) {
+		return 0, false
+	}
+	return ct.BackendId, true
+}
+
+func flowKey(f Flow) bpfLbFlow {
+	var k bpfLbFlow
+	k.Saddr.B = f.Src.Addr().As16()
+	k.Daddr.B = f.Dst.Addr().As16()
+	k.Sport, k.Dport, k.Proto = htons(f.Src.Port()), htons(f.Dst.Port()), uint8(f.Proto)
+	return k
+}
+
+// tableSlot reads slot of the service's Maglev table.
+func (d *Datapath) tableSlot(svc, slot uint32) (uint32, error) {
+	var innerID ebpf.MapID
+	if err := d.objs.LbMaglev.Lookup(svc, &innerID); err != nil {
+		return 0, fmt.Errorf("read maglev table of service %d: %w", svc, err)
+	}
+	inner, err := ebpf.NewMapFromID(innerID)
+	if err != nil {
+		return 0, fmt.Errorf("open maglev table of service %d: %w", svc, err)
+	}
+	defer inner.Close()
+	var id uint32
+	if err := inner.Lookup(slot, &id); err != nil {
+		return 0, fmt.Errorf("read maglev slot %d: %w", slot, err)
+	}
+	return id, nil
+}
+
+// monotonicNow is bpf_ktime_get_ns's clock.
+func monotonicNow() uint64 {
+	var ts unix.Timespec
+	_ = unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts)
+	return uint64(ts.Nano())
+}
