@@ -7,6 +7,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"time"
 
@@ -131,7 +132,7 @@ func (d *Datapath) spec() (*ebpf.CollectionSpec, error) {
 	d.inner.Name = "lb_table"
 	if o.PinPath != "" {
 		for name, m := range spec.Maps {
-			if name != ".rodata" && name != ".bss" && name != ".data" {
+			if !strings.HasPrefix(name, ".") { // globals cannot be pinned
 				m.Pinning = ebpf.PinByName
 			}
 		}
@@ -275,6 +276,9 @@ func unpinMaps(dir string) error {
 		return fmt.Errorf("load program spec: %w", err)
 	}
 	for name := range spec.Maps {
+		if strings.HasPrefix(name, ".") {
+			continue // .rodata and friends are never pinned
+		}
 		err := os.Remove(filepath.Join(dir, name))
 		if err != nil && !errors.Is(err, os.ErrNotExist) {
 			return fmt.Errorf("unpin map %s: %w", name, err)
