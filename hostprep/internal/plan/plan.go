@@ -68,18 +68,6 @@ type File struct {
 	Content []byte
 }
 
-// HasIPv4 reports whether any VIP is IPv4 (ARP sysctls matter only then,
-// but hostprep sets them regardless: they cost nothing and a later IPv4
-// VIP is then safe from its first second).
-func (p *Plan) HasIPv4() bool {
-	for _, v := range p.VIPs {
-		if v.Addr.Is4() {
-			return true
-		}
-	}
-	return false
-}
-
 // Build returns the plan for vips and the current per-interface ARP values
 // (nil when unknown, as when only files are written).
 func Build(vips []VIP, ifaces []IfaceARP) *Plan {

@@ -42,25 +42,6 @@ func (k Key) String() string {
 	return "net.ipv4.conf." + k.Iface + "." + k.Param
 }
 
-// Less orders keys: all, default, then interfaces by name, then param.
-func (k Key) Less(o Key) bool {
-	if k.Iface != o.Iface {
-		return ifaceRank(k.Iface) < ifaceRank(o.Iface) ||
-			ifaceRank(k.Iface) == ifaceRank(o.Iface) && k.Iface < o.Iface
-	}
-	return k.Param < o.Param
-}
-
-func ifaceRank(name string) int {
-	switch name {
-	case All:
-		return 0
-	case Default:
-		return 1
-	}
-	return 2
-}
-
 func (k Key) dotted() bool { return strings.Contains(k.Iface, ".") }
 
 // ParseKey parses the String form of a key (as stored in the state file).

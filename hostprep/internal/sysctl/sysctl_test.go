@@ -34,19 +34,6 @@ func TestKeyString(t *testing.T) {
 	}
 }
 
-func TestKeyLess(t *testing.T) {
-	keys := []Key{Conf("eth0", "arp_ignore"), Conf(Default, "arp_ignore"), Conf(All, "arp_ignore"), Conf("a", "x")}
-	slices.SortFunc(keys, func(a, b Key) int {
-		if a.Less(b) {
-			return -1
-		}
-		return 1
-	})
-	if keys[0].Iface != All || keys[1].Iface != Default || keys[2].Iface != "a" {
-		t.Errorf("order %v", keys)
-	}
-}
-
 // fakeProc builds a /proc/sys-like tree, so both paths (go-sysctl and
 // direct files for dotted names) run without privileges.
 func fakeProc(t *testing.T, ifaces ...string) string {
