@@ -61,9 +61,17 @@ enum lb_pkt_kind {
 /* A parsed packet. */
 struct lb_pkt {
 	struct lb_flow flow; /* client -> VIP */
+	__u32 end;           /* offset where the IP packet ends (trailing padding excluded) */
 	__u8 kind;           /* enum lb_pkt_kind */
 	__u8 tcp_flags;      /* byte 13 of the TCP header (SYN, ACK…) */
 };
+
+/* lb_within reports whether len bytes at off lie inside the IP packet:
+ * bytes past the IP length (Ethernet padding) are not headers. */
+static __always_inline int lb_within(const struct lb_pkt *pkt, __u32 off, __u32 len)
+{
+	return off + len <= pkt->end;
+}
 
 static __always_inline void lb4_addr(union lb_addr *a, __be32 v4)
 {
@@ -84,7 +92,8 @@ static __always_inline __u32 lb_parse_ports(struct __sk_buff *skb, __u32 off, st
 	if (pkt->flow.proto == IPPROTO_TCP) {
 		struct tcphdr th;
 
-		if (bpf_skb_load_bytes(skb, off, &th, sizeof(th)) < 0 || th.doff < 5)
+		if (!lb_within(pkt, off, sizeof(th)) || bpf_skb_load_bytes(skb, off, &th, sizeof(th)) < 0 ||
+		    th.doff < 5)
 			return LB_REASON_PASS_MALFORMED;
 		pkt->flow.sport = th.source;
 		pkt->flow.dport = th.dest;
@@ -94,7 +103,7 @@ static __always_inline __u32 lb_parse_ports(struct __sk_buff *skb, __u32 off, st
 	if (pkt->flow.proto == IPPROTO_UDP) {
 		struct udphdr uh;
 
-		if (bpf_skb_load_bytes(skb, off, &uh, sizeof(uh)) < 0)
+		if (!lb_within(pkt, off, sizeof(uh)) || bpf_skb_load_bytes(skb, off, &uh, sizeof(uh)) < 0)
 			return LB_REASON_PASS_MALFORMED;
 		pkt->flow.sport = uh.source;
 		pkt->flow.dport = uh.dest;
@@ -113,7 +122,7 @@ static __always_inline __u32 lb_quoted_ports(struct __sk_buff *skb, __u32 off, s
 	if (pkt->flow.proto != IPPROTO_TCP && pkt->flow.proto != IPPROTO_UDP)
 		return LB_REASON_PASS_ICMP;
 	/* RFC 792/4443: at least 8 bytes of the quoted L4 header are present. */
-	if (bpf_skb_load_bytes(skb, off, ports, sizeof(ports)) < 0)
+	if (!lb_within(pkt, off, sizeof(ports)) || bpf_skb_load_bytes(skb, off, ports, sizeof(ports)) < 0)
 		return LB_REASON_PASS_MALFORMED;
 	pkt->flow.sport = ports[1];
 	pkt->flow.dport = ports[0];
@@ -133,7 +142,7 @@ static __always_inline __u32 lb4_parse_icmp(struct __sk_buff *skb, __u32 off, st
 	struct iphdr in;
 	union lb_addr outer_dst = pkt->flow.daddr;
 
-	if (bpf_skb_load_bytes(skb, off, &ih, sizeof(ih)) < 0)
+	if (!lb_within(pkt, off, sizeof(ih)) || bpf_skb_load_bytes(skb, off, &ih, sizeof(ih)) < 0)
 		return LB_REASON_PASS_MALFORMED;
 	if (!lb4_icmp_is_error(ih.type))
 		return LB_REASON_PASS_ICMP;
@@ -164,6 +173,7 @@ static __always_inline __u32 lb4_parse(struct __sk_buff *skb, __u32 off, struct 
 	if (ip.version != 4 || hlen < sizeof(ip) || bpf_ntohs(ip.tot_len) < hlen ||
 	    off + bpf_ntohs(ip.tot_len) > skb->len)
 		return LB_REASON_PASS_MALFORMED;
+	pkt->end = off + bpf_ntohs(ip.tot_len);
 	lb4_addr(&pkt->flow.saddr, ip.saddr);
 	lb4_addr(&pkt->flow.daddr, ip.daddr);
 	pkt->flow.proto = ip.protocol;
@@ -192,7 +202,7 @@ static __always_inline __u32 lb6_parse_icmp(struct __sk_buff *skb, __u32 off, st
 	struct ipv6hdr in;
 	union lb_addr outer_dst = pkt->flow.daddr;
 
-	if (bpf_skb_load_bytes(skb, off, &ih, sizeof(ih)) < 0)
+	if (!lb_within(pkt, off, sizeof(ih)) || bpf_skb_load_bytes(skb, off, &ih, sizeof(ih)) < 0)
 		return LB_REASON_PASS_MALFORMED;
 	if (!lb6_icmp_is_error(ih.type))
 		return LB_REASON_PASS_ICMP;
@@ -219,9 +229,19 @@ static __always_inline __u32 lb6_skip_exthdrs(struct __sk_buff *skb, __u32 *off,
 #pragma unroll
 	for (int i = 0; i < LB6_MAX_EXTHDRS; i++) {
 		switch (*nh) {
-		case LB6_NEXTHDR_HOP:
 		case LB6_NEXTHDR_ROUTING:
+			if (bpf_skb_load_bytes(skb, *off, hdr, 4) < 0)
+				return LB_REASON_PASS_MALFORMED;
+			/* Segments left: the VIP is a waypoint, not the destination. */
+			if (hdr[3])
+				return LB_REASON_PASS_UNSUPPORTED;
+			*nh = hdr[0];
+			*off += (hdr[1] + 1) * 8;
+			break;
+		case LB6_NEXTHDR_HOP:
 		case LB6_NEXTHDR_DEST:
+			/* Options are skipped by length, not validated: the
+			 * backend's stack does that. */
 			if (bpf_skb_load_bytes(skb, *off, hdr, 2) < 0)
 				return LB_REASON_PASS_MALFORMED;
 			*nh = hdr[0];
@@ -247,6 +267,9 @@ static __always_inline __u32 lb6_skip_exthdrs(struct __sk_buff *skb, __u32 *off,
 		default:
 			return LB_CANDIDATE;
 		}
+		/* The header just skipped must end inside the IP packet. */
+		if (*off > pkt->end)
+			return LB_REASON_PASS_MALFORMED;
 	}
 	return LB_REASON_PASS_UNSUPPORTED;
 }
@@ -261,9 +284,11 @@ static __always_inline __u32 lb6_parse(struct __sk_buff *skb, __u32 off, struct 
 	if (bpf_skb_load_bytes(skb, off, &ip6, sizeof(ip6)) < 0 || ip6.version != 6)
 		return LB_REASON_PASS_MALFORMED;
 	plen = bpf_ntohs(ip6.payload_len);
-	/* payload_len 0 is a jumbogram / BIG TCP GRO packet: length unknown. */
-	if (plen && off + sizeof(ip6) + plen > skb->len)
+	/* payload_len 0 is legal only for a BIG TCP GRO super-packet (more
+	 * than 64 KiB, several segments): then the length is the skb's. */
+	if ((!plen && skb->gso_segs <= 1) || off + sizeof(ip6) + plen > skb->len)
 		return LB_REASON_PASS_MALFORMED;
+	pkt->end = plen ? off + sizeof(ip6) + plen : skb->len;
 	__builtin_memcpy(&pkt->flow.saddr, &ip6.saddr, 16);
 	__builtin_memcpy(&pkt->flow.daddr, &ip6.daddr, 16);
 	off += sizeof(ip6);

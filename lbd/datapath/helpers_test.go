@@ -88,8 +88,7 @@ func mustApply(tb testing.TB, d *Datapath, svcs ...Service) {
 // run feeds frame to the program once and returns verdict and output.
 func run(tb testing.TB, d *Datapath, frame []byte) (int, []byte) {
 	tb.Helper()
-	out := make([]byte, len(frame)+256)
-	opts := &ebpf.RunOptions{Data: frame, DataOut: out}
+	opts := runOpts(frame, make([]byte, len(frame)+256))
 	ret, err := d.Program().Run(opts)
 	if err != nil {
 		tb.Fatalf("run program: %v", err)
@@ -195,3 +194,7 @@ func rewritten(frame []byte, mac net.HardwareAddr) []byte {
 }
 
 var _ = testLog
+
+func runOpts(frame, out []byte) *ebpf.RunOptions {
+	return &ebpf.RunOptions{Data: frame, DataOut: out}
+}
