@@ -107,5 +107,19 @@ func mustPair(t *testing.T) pair {
 		side.ns.run(t, "ip", "addr", "add", side.v6, "dev", side.dev, "nodad")
 		side.ns.run(t, "ip", "link", "set", side.dev, "up")
 	}
+	// Carrier and IPv6 come up asynchronously (linkwatch): until the
+	// multicast route exists, IPv6 multicast (ND) is dropped as "no route".
+	for _, side := range []struct {
+		ns  *testNS
+		dev string
+	}{{p.lb, "lb0"}, {p.peer, "peer0"}} {
+		deadline := time.Now().Add(10 * time.Second)
+		for !strings.Contains(side.ns.run(t, "ip", "-6", "route", "show", "table", "local", "dev", side.dev), "ff00::/8") {
+			if time.Now().After(deadline) {
+				t.Fatalf("%s in %s did not come up", side.dev, side.ns.name)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
 	return p
 }

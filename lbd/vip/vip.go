@@ -1,0 +1,226 @@
+// Package vip makes the balancer the owner of the VIPs on its segment: it
+// puts each VIP on the balancer interface, so the kernel answers ARP (IPv4)
+// and neighbour solicitations (IPv6) for it there, and announces a newly
+// taken VIP with gratuitous ARP or unsolicited Neighbor Advertisements, so
+// clients and routers that cached another MAC for it (a previous balancer)
+// switch at once.
+//
+// VIPs are added as /32 (IPv4) or /128 with nodad (IPv6: duplicate address
+// detection would hold the VIP tentative for a second, and the backends
+// hold the same address on their loopback without answering for it). Each
+// address lbd adds carries the address protocol Proto (IFA_PROTO, kernel
+// ≥ 5.18), so lbd later finds and removes exactly the addresses it added
+// (newer iproute2 shows it as `proto 213`), whatever else an operator or
+// another tool configured on the interface. An address that was already
+// on the interface without that mark is left alone: lbd neither claims
+// nor removes it.
+//
+// The balancer host needs no special ARP sysctls (arp_ignore/arp_announce
+// are for the backends), but its reverse-path filter must accept client
+// traffic arriving on the interface: with net.ipv4.conf.{all,IFNAME}.rp_filter
+// = 1 (strict), clients reached through another interface are dropped
+// before the data plane sees them in some setups; use 0 or 2 (loose) when
+// clients' return routes leave by another interface. IPv6 forwarding is
+// not needed: the data plane redirects frames itself.
+package vip
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"slices"
+
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netlink/nl"
+	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
+)
+
+// Proto is the address protocol (IFA_PROTO) marking the addresses lbd
+// added. 213 is not used by the kernel (1–3) nor by iproute2's names.
+const Proto = 213
+
+// LabelSuffix makes the label of lbd's IPv4 VIPs (eth0 → "eth0:lbd"), so
+// operators see them as lbd's in any `ip addr` output; Debian 12's
+// iproute2 (6.1) neither shows nor filters the address protocol. The
+// label is only a hint (IPv6 has none, long names get none): ownership is
+// decided by Proto.
+const LabelSuffix = ":lbd"
+
+// ifaProto is IFA_PROTO from linux/if_addr.h; x/sys/unix lacks it.
+const ifaProto = 11
+
+// Namespace runs the package's operations in one network namespace.
+type Namespace struct{ ns netns.NsHandle }
+
+// In returns the operations for the namespace ns (tests, tools).
+func In(ns netns.NsHandle) Namespace { return Namespace{ns: ns} }
+
+// Current returns the operations for the calling thread's namespace.
+func Current() Namespace { return Namespace{ns: netns.None()} }
+
+// Take adds the VIPs lbd does not already have to ifname in the current
+// namespace and announces them. See Namespace.Take.
+func Take(ifname string, vips []netip.Addr, log *slog.Logger) error {
+	return Current().Take(ifname, vips, log)
+}
+
+// Release removes the VIPs lbd added to ifname in the current namespace.
+// See Namespace.Release.
+func Release(ifname string, vips []netip.Addr, log *slog.Logger) error {
+	return Current().Release(ifname, vips, log)
+}
+
+// Owned lists the addresses lbd added to ifname in the current namespace.
+func Owned(ifname string) ([]netip.Addr, error) { return Current().Owned(ifname) }
+
+// Take puts every VIP on ifname that is not there yet (`ip addr add
+// VIP/32 dev IFNAME label IFNAME:lbd proto 213`; IPv6 `VIP/128 ... nodad`) and announces
+// the ones it added (AnnounceCount frames each, AnnounceGap apart, so Take
+// may block for a few hundred milliseconds). It is idempotent: a VIP
+// already on the interface, lbd's or not, is not added again nor
+// announced. On error, VIPs added by this call stay (a retry completes
+// the set); the error names what failed.
+func (n Namespace) Take(ifname string, vips []netip.Addr, log *slog.Logger) error {
+	log = orDiscard(log)
+	h, link, err := n.open(ifname)
+	if err != nil {
+		return err
+	}
+	defer h.Close()
+	present, err := n.addrsOf(link.Attrs().Index)
+	if err != nil {
+		return err
+	}
+	var added []netip.Addr
+	var errs []error
+	for _, v := range vips {
+		v = v.Unmap()
+		if a, ok := present[v]; ok {
+			if a.proto != Proto {
+				log.Info("VIP already on the interface, not added by lbd: leaving it as it is",
+					"vip", v.String(), "interface", ifname)
+			}
+			continue
+		}
+		if err := n.addVIP(ifname, link.Attrs().Index, v); err != nil {
+			errs = append(errs, fmt.Errorf("add VIP %s to %s: %w", v, ifname, err))
+			continue
+		}
+		present[v] = addr{proto: Proto}
+		added = append(added, v)
+		log.Info("VIP taken", "vip", v.String(), "interface", ifname)
+	}
+	if len(added) > 0 {
+		if err := n.Announce(ifname, added); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// Release removes the given VIPs from ifname if lbd added them (`ip addr
+// del VIP/32 dev IFNAME`); addresses without lbd's mark, and VIPs that
+// are not there, are left alone. It is idempotent.
+func (n Namespace) Release(ifname string, vips []netip.Addr, log *slog.Logger) error {
+	log = orDiscard(log)
+	h, link, err := n.open(ifname)
+	if err != nil {
+		return err
+	}
+	defer h.Close()
+	present, err := n.addrsOf(link.Attrs().Index)
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for _, v := range vips {
+		v = v.Unmap()
+		a, ok := present[v]
+		if !ok || a.proto != Proto {
+			continue
+		}
+		err := h.AddrDel(link, &netlink.Addr{IPNet: a.ipnet})
+		if err != nil && !errors.Is(err, unix.EADDRNOTAVAIL) {
+			errs = append(errs, fmt.Errorf("remove VIP %s from %s: %w", v, ifname, err))
+			continue
+		}
+		log.Info("VIP released", "vip", v.String(), "interface", ifname)
+	}
+	return errors.Join(errs...)
+}
+
+// Owned lists the addresses lbd added to ifname (those `ip addr show dev
+// IFNAME` reports with protocol Proto), sorted.
+func (n Namespace) Owned(ifname string) ([]netip.Addr, error) {
+	h, link, err := n.open(ifname)
+	if err != nil {
+		return nil, err
+	}
+	defer h.Close()
+	present, err := n.addrsOf(link.Attrs().Index)
+	if err != nil {
+		return nil, err
+	}
+	var out []netip.Addr
+	for a, info := range present {
+		if info.proto == Proto {
+			out = append(out, a)
+		}
+	}
+	slices.SortFunc(out, netip.Addr.Compare)
+	return out, nil
+}
+
+// open returns a handle on the namespace and the interface.
+func (n Namespace) open(ifname string) (*netlink.Handle, netlink.Link, error) {
+	h, err := netlink.NewHandleAt(n.ns)
+	if err != nil {
+		return nil, nil, fmt.Errorf("open netlink handle: %w", err)
+	}
+	link, err := h.LinkByName(ifname)
+	if err != nil {
+		h.Close()
+		return nil, nil, fmt.Errorf("find balancer interface %s: %w", ifname, err)
+	}
+	return h, link, nil
+}
+
+// addr is an address of the interface as the kernel reports it.
+type addr struct {
+	ipnet *net.IPNet
+	proto uint8
+}
+
+// addVIP sends RTM_NEWADDR itself: netlink v1.3.1's AddrAdd cannot set
+// IFA_PROTO.
+func (n Namespace) addVIP(ifname string, ifindex int, v netip.Addr) error {
+	fam, bits, flags := unix.AF_INET, 32, uint32(0)
+	if v.Is6() {
+		fam, bits, flags = unix.AF_INET6, 128, unix.IFA_F_NODAD
+	}
+	req := nl.NewNetlinkRequest(unix.RTM_NEWADDR, unix.NLM_F_CREATE|unix.NLM_F_EXCL|unix.NLM_F_ACK)
+	msg := nl.NewIfAddrmsg(fam)
+	msg.Index = uint32(ifindex)
+	msg.Prefixlen = uint8(bits)
+	msg.Scope = unix.RT_SCOPE_UNIVERSE
+	req.AddData(msg)
+	ip := v.AsSlice()
+	req.AddData(nl.NewRtAttr(unix.IFA_LOCAL, ip))
+	req.AddData(nl.NewRtAttr(unix.IFA_ADDRESS, ip))
+	req.AddData(nl.NewRtAttr(unix.IFA_FLAGS, nl.Uint32Attr(flags)))
+	req.AddData(nl.NewRtAttr(ifaProto, nl.Uint8Attr(Proto)))
+	if label := ifname + LabelSuffix; v.Is4() && len(label) < unix.IFNAMSIZ {
+		req.AddData(nl.NewRtAttr(unix.IFA_LABEL, nl.ZeroTerminated(label)))
+	}
+	return n.execute(req, 0, nil)
+}
+
+func orDiscard(log *slog.Logger) *slog.Logger {
+	if log == nil {
+		return slog.New(slog.DiscardHandler)
+	}
+	return log
+}
