@@ -2,6 +2,7 @@
 package cli
 
 import (
+	"errors"
 	"io"
 
 	"github.com/spf13/cobra"
@@ -10,8 +11,8 @@ import (
 	"github.com/dsrlb/dsrlb/shared/config"
 )
 
-// Main runs lbd with args and returns the process exit code.
-func Main(version string, args []string, stdout, stderr io.Writer) int {
+// NewRoot returns lbd's command tree (also used to generate man pages).
+func NewRoot(version string) *cobra.Command {
 	var cfgPath string
 	root := &cobra.Command{
 		Use:   "lbd",
@@ -22,9 +23,28 @@ to the backend's MAC; the backend answers the client directly.`,
 		Version: cmdutil.Version(version),
 	}
 	cmdutil.AddConfigFlag(root, &cfgPath)
-	root.AddCommand(cmdutil.NewValidateCmd(&cfgPath, (*config.Config).RequireBalancer))
+	root.AddCommand(
+		cmdutil.NewValidateCmd(&cfgPath, (*config.Config).RequireBalancer),
+		newRunCmd(&cfgPath),
+		newReloadCmd(&cfgPath),
+		newStatusCmd(&cfgPath),
+		newExplainCmd(&cfgPath),
+		newDetachCmd(&cfgPath),
+		cmdutil.NewManCmd(root),
+	)
+	return root
+}
+
+// Main runs lbd with args and returns the process exit code.
+func Main(version string, args []string, stdout, stderr io.Writer) int {
+	root := NewRoot(version)
 	root.SetArgs(args)
 	root.SetOut(stdout)
 	root.SetErr(stderr)
 	return cmdutil.Execute(root, stderr)
+}
+
+func isConfigErr(err error) bool {
+	var es config.Errors
+	return errors.As(err, &es)
 }

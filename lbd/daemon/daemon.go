@@ -1,0 +1,391 @@
+// Package daemon is lbd's control plane: it keeps the eBPF data plane
+// equal to the configuration filtered by what is observed (health checks,
+// neighbour resolution), reloads the configuration on demand and talks to
+// systemd.
+//
+// Lifecycle (DESIGN §4): validate the config → load or adopt the pinned data
+// plane → check every backend is on-link → resolve MACs → start checks →
+// program the maps → attach → take the VIPs (gratuitous ARP / unsolicited
+// NA) → READY=1. Stopping leaves program, maps and VIPs in place, so
+// forwarding continues until a new lbd adopts them.
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/dsrlb/dsrlb/lbd/datapath"
+	"github.com/dsrlb/dsrlb/lbd/health"
+	"github.com/dsrlb/dsrlb/lbd/neigh"
+	"github.com/dsrlb/dsrlb/lbd/vip"
+	"github.com/dsrlb/dsrlb/shared/config"
+)
+
+// Options configure Run.
+type Options struct {
+	ConfigPath string
+	Logger     *slog.Logger
+	// Notify sends a systemd notification ("READY=1", ...); nil sends none.
+	Notify func(state string)
+	// Watchdog is the systemd watchdog period; 0 disables pings.
+	Watchdog time.Duration
+	// Reload delivers reload requests (SIGHUP).
+	Reload <-chan struct{}
+	// ReplaceIncompatible discards pinned maps of another layout instead of
+	// refusing to start.
+	ReplaceIncompatible bool
+	// ForceClsact attaches with clsact + cls_bpf even when tcx exists.
+	ForceClsact bool
+	// RunningCopy, when set, receives a copy of the configuration in force
+	// after each start and successful reload (for `lbd reload --dry-run`).
+	RunningCopy string
+	// Ready, when not nil, is closed once the data plane is programmed.
+	Ready chan<- struct{}
+}
+
+// Daemon is one running lbd.
+type Daemon struct {
+	opts    Options
+	log     *slog.Logger
+	dp      *datapath.Datapath
+	checks  *health.Manager
+	res     *neigh.Resolver
+	metrics *metrics
+
+	mu     sync.Mutex // guards cfg and obs, written by event callbacks
+	cfg    *config.Config
+	obs    observed
+	out    why // last reasons backends were out of rotation, to log changes once
+	dirty  chan struct{}
+	reload chan struct{}
+}
+
+// Run starts lbd and blocks until ctx ends. It returns an error only when
+// lbd cannot start; later failures are logged and retried.
+func Run(ctx context.Context, opts Options) error {
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	if opts.Notify == nil {
+		opts.Notify = func(string) {}
+	}
+	d := &Daemon{opts: opts, log: opts.Logger, dirty: make(chan struct{}, 1)}
+	if err := d.start(ctx); err != nil {
+		d.stop()
+		return err
+	}
+	defer d.stop()
+	return d.loop(ctx)
+}
+
+func (d *Daemon) start(ctx context.Context) error {
+	cfg, err := loadConfig(d.opts.ConfigPath)
+	if err != nil {
+		return err
+	}
+	if err := checkOnLink(cfg); err != nil {
+		return err
+	}
+	d.cfg = cfg
+	b := cfg.Balancer
+	d.dp, err = datapath.Open(datapath.Options{
+		Interface:           b.Interface,
+		PinPath:             b.PinPath,
+		ConntrackSize:       b.Conntrack.Size,
+		TCPTimeout:          b.Conntrack.TCPTimeout,
+		UDPTimeout:          b.Conntrack.UDPTimeout,
+		MaglevTableSize:     b.MaglevTableSize,
+		ForceClsact:         d.opts.ForceClsact,
+		ReplaceIncompatible: d.opts.ReplaceIncompatible,
+	}, d.log)
+	if errors.Is(err, datapath.ErrIncompatible) {
+		return fmt.Errorf("open data plane: %w: the maps pinned under %s were written by another lbd version or size; "+
+			"run `lbd run --replace-incompatible` to start afresh (established flows fall back to the Maglev table) or `lbd detach` first", err, b.PinPath)
+	}
+	if err != nil {
+		return fmt.Errorf("open data plane: %w", err)
+	}
+	if d.obs, err = d.seedFromDataplane(); err != nil {
+		return err
+	}
+	if d.dp.Adopted() {
+		d.log.Info("adopted the pinned data plane: forwarding continues", "pin_path", b.PinPath)
+	}
+	if err := d.startObservers(ctx); err != nil {
+		return err
+	}
+	if err := d.apply(); err != nil {
+		return err
+	}
+	if err := d.dp.Attach(); err != nil {
+		return fmt.Errorf("attach data plane to %s: %w", b.Interface, err)
+	}
+	if err := vip.Take(b.Interface, cfg.VIPs(), d.log); err != nil {
+		return fmt.Errorf("take VIPs on %s: %w", b.Interface, err)
+	}
+	if err := d.startMetrics(ctx); err != nil {
+		return err
+	}
+	d.saveRunning()
+	d.log.Info("lbd ready", "interface", b.Interface, "services", len(cfg.Services), "servers", cfg.ServerCount())
+	d.opts.Notify("READY=1\nSTATUS=" + d.statusLine())
+	if d.opts.Ready != nil {
+		close(d.opts.Ready)
+	}
+	return nil
+}
+
+// seedFromDataplane starts from what the adopted data plane holds, so a
+// restart keeps up backends up and their MACs known until checks and
+// neighbour resolution say otherwise: no flow is moved by a restart.
+// Pinned backends are matched to configured servers by VIP, protocol and
+// address, which is what identifies them in the maps.
+func (d *Daemon) seedFromDataplane() (observed, error) {
+	obs := observed{health: map[string]health.State{}, macs: map[netip.Addr]net.HardwareAddr{}}
+	if !d.dp.Adopted() {
+		return obs, nil
+	}
+	st, err := d.dp.Stats()
+	if err != nil {
+		return obs, fmt.Errorf("read adopted data plane: %w", err)
+	}
+	type key struct {
+		vip   netip.Addr
+		proto datapath.Proto
+		addr  netip.Addr
+	}
+	up := map[key]bool{}
+	for _, s := range st.Services {
+		for _, b := range s.Backends {
+			up[key{s.VIP, s.Proto, b.Addr}] = b.State != datapath.Down
+			if b.MAC != nil {
+				obs.macs[b.Addr] = b.MAC
+			}
+		}
+	}
+	for _, s := range d.cfg.Services {
+		for _, srv := range s.Servers {
+			if up[key{s.VIP, protoOf(s.Protocol), srv.Address}] {
+				obs.health[health.Key(s.Name, srv.Name)] = health.Up
+			}
+		}
+	}
+	return obs, nil
+}
+
+func (d *Daemon) startObservers(ctx context.Context) error {
+	var err error
+	d.res, err = neigh.New(ctx, neigh.Options{
+		Interface: d.cfg.Balancer.Interface,
+		Logger:    d.log,
+		OnChange:  d.onNeighbor,
+	})
+	if err != nil {
+		return fmt.Errorf("watch neighbours on %s: %w", d.cfg.Balancer.Interface, err)
+	}
+	d.res.SetAddrs(resolvable(d.cfg))
+	for _, a := range resolvable(d.cfg) {
+		if n, ok := d.res.Lookup(a); ok && n.MAC != nil {
+			d.obs.macs[a] = n.MAC
+		}
+	}
+	d.checks = health.New(ctx, health.Options{Logger: d.log, OnChange: d.onHealth})
+	if err := d.checks.Update(healthTargets(d.cfg, d.initialState)); err != nil {
+		return fmt.Errorf("start health checks: %w", err)
+	}
+	return nil
+}
+
+func (d *Daemon) initialState(service string, addr netip.Addr) health.State {
+	for _, s := range d.cfg.Services {
+		if s.Name != service {
+			continue
+		}
+		for _, srv := range s.Servers {
+			if srv.Address == addr {
+				return d.obs.health[health.Key(service, srv.Name)]
+			}
+		}
+	}
+	return health.Down
+}
+
+// resolvable lists the backend addresses whose MAC must be looked up:
+// those without a static mac in the configuration.
+func resolvable(cfg *config.Config) []netip.Addr {
+	seen := map[netip.Addr]bool{}
+	var out []netip.Addr
+	for _, s := range cfg.Services {
+		for _, srv := range s.Servers {
+			if srv.MAC == nil && !seen[srv.Address] {
+				seen[srv.Address] = true
+				out = append(out, srv.Address)
+			}
+		}
+	}
+	return out
+}
+
+func (d *Daemon) onHealth(t health.Target, s health.State, reason string) {
+	d.mu.Lock()
+	d.obs.health[t.Key] = s
+	d.mu.Unlock()
+	d.markDirty()
+}
+
+func (d *Daemon) onNeighbor(n neigh.Neighbor) {
+	d.mu.Lock()
+	if n.MAC == nil {
+		delete(d.obs.macs, n.Addr)
+	} else {
+		d.obs.macs[n.Addr] = n.MAC
+	}
+	d.mu.Unlock()
+	d.markDirty()
+}
+
+// markDirty asks the loop to reprogram the data plane. Events that arrive
+// while a write is pending coalesce into it.
+func (d *Daemon) markDirty() {
+	select {
+	case d.dirty <- struct{}{}:
+	default:
+	}
+}
+
+// apply writes the desired state to the data plane and logs each backend
+// that enters or leaves rotation, once.
+func (d *Daemon) apply() error {
+	d.mu.Lock()
+	svcs, reasons := desired(d.cfg, d.obs)
+	d.mu.Unlock()
+	if err := d.dp.Apply(svcs); err != nil {
+		return fmt.Errorf("program data plane: %w", err)
+	}
+	for key, r := range reasons {
+		if d.out[key] != r {
+			d.log.Warn("backend out of rotation", "backend", key, "reason", r)
+		}
+	}
+	for key := range d.out {
+		if _, still := reasons[key]; !still {
+			d.log.Info("backend in rotation", "backend", key)
+		}
+	}
+	d.out = reasons
+	return nil
+}
+
+func (d *Daemon) loop(ctx context.Context) error {
+	var tick <-chan time.Time
+	if d.opts.Watchdog > 0 {
+		t := time.NewTicker(d.opts.Watchdog / 2)
+		defer t.Stop()
+		tick = t.C
+	}
+	retry := time.NewTimer(time.Hour)
+	retry.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			d.opts.Notify("STOPPING=1")
+			d.log.Info("lbd stopping: the data plane stays attached and keeps forwarding")
+			return nil
+		case <-d.opts.Reload:
+			d.doReload()
+		case <-d.dirty:
+			if err := d.apply(); err != nil {
+				d.log.Error("data plane update failed; keeping the previous state and retrying", "err", err)
+				retry.Reset(time.Second)
+			}
+		case <-retry.C:
+			d.markDirty()
+		case <-tick:
+			d.opts.Notify("WATCHDOG=1")
+		}
+	}
+}
+
+// stop ends the observers and releases the data plane's file descriptors.
+// Program, maps and VIPs stay: forwarding continues without lbd.
+func (d *Daemon) stop() {
+	if d.metrics != nil {
+		d.metrics.close()
+	}
+	if d.checks != nil {
+		d.checks.Close()
+	}
+	if d.res != nil {
+		d.res.Close()
+	}
+	if d.dp != nil {
+		d.dp.Close()
+	}
+}
+
+func (d *Daemon) statusLine() string {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	n := 0
+	for _, s := range d.cfg.Services {
+		n += len(s.Servers)
+	}
+	return fmt.Sprintf("%d services, %d servers, %d out of rotation", len(d.cfg.Services), n, len(d.out))
+}
+
+// loadConfig loads the file and checks what lbd needs from it.
+func loadConfig(path string) (*config.Config, error) {
+	cfg, err := config.Load(path)
+	if err != nil {
+		return nil, err
+	}
+	if err := cfg.RequireBalancer(); err != nil {
+		return nil, err
+	}
+	return cfg, nil
+}
+
+// checkOnLink refuses backends DSR cannot reach: only the destination MAC
+// is rewritten, so every backend must be on the interface's segment.
+func checkOnLink(cfg *config.Config) error {
+	var errs config.Errors
+	seen := map[netip.Addr]bool{}
+	for _, s := range cfg.Services {
+		for _, srv := range s.Servers {
+			if seen[srv.Address] {
+				continue
+			}
+			seen[srv.Address] = true
+			if err := neigh.OnLink(cfg.Balancer.Interface, srv.Address); err != nil {
+				errs = append(errs, &config.Error{File: cfg.File, Line: srv.Line,
+					Path: fmt.Sprintf("service %s, server %s", s.Name, srv.Name), Msg: err.Error()})
+			}
+		}
+	}
+	if len(errs) > 0 {
+		return errs
+	}
+	return nil
+}
+
+// saveRunning keeps a copy of the configuration in force, so a dry-run
+// reload can tell what would change.
+func (d *Daemon) saveRunning() {
+	if d.opts.RunningCopy == "" {
+		return
+	}
+	b, err := os.ReadFile(d.cfg.File)
+	if err == nil {
+		err = os.WriteFile(d.opts.RunningCopy, b, 0o644)
+	}
+	if err != nil {
+		d.log.Warn("cannot keep a copy of the running configuration; lbd reload --dry-run will compare with nothing", "err", err)
+	}
+}

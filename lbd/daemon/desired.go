@@ -1,0 +1,97 @@
+package daemon
+
+import (
+	"net"
+	"net/netip"
+
+	"github.com/dsrlb/dsrlb/lbd/datapath"
+	"github.com/dsrlb/dsrlb/lbd/health"
+	"github.com/dsrlb/dsrlb/shared/config"
+)
+
+// observed is what the daemon knows about the backends besides the
+// configuration: health and neighbour resolution.
+type observed struct {
+	health map[string]health.State         // by health.Key(service, server)
+	macs   map[netip.Addr]net.HardwareAddr // resolved MACs; static ones come from the config
+}
+
+// why tells, for one backend, what kept it out of rotation ("" when nothing).
+type why map[string]string
+
+// desired turns the configuration and what was observed into the data
+// plane's services. A backend is Down when its checks fail or when it has no
+// MAC (a frame cannot be addressed to it); weight 0 is Drain.
+func desired(cfg *config.Config, obs observed) ([]datapath.Service, why) {
+	reasons := why{}
+	out := make([]datapath.Service, 0, len(cfg.Services))
+	for _, s := range cfg.Services {
+		svc := datapath.Service{
+			Name:      s.Name,
+			VIP:       s.VIP,
+			Proto:     protoOf(s.Protocol),
+			Ports:     s.Ports,
+			Scheduler: schedulerOf(s.Balance),
+		}
+		for _, srv := range s.Servers {
+			key := health.Key(s.Name, srv.Name)
+			b := datapath.Backend{Name: srv.Name, Addr: srv.Address, Weight: srv.Weight, MAC: srv.MAC, State: datapath.Up}
+			if b.MAC == nil {
+				b.MAC = obs.macs[srv.Address]
+			}
+			switch {
+			case b.MAC == nil:
+				b.State = datapath.Down
+				reasons[key] = "no MAC: " + srv.Address.String() + " does not answer ARP/ND on the balancer interface"
+			case obs.health[key] != health.Up:
+				b.State = datapath.Down
+				reasons[key] = "health check failing"
+			case srv.Weight == 0:
+				b.State = datapath.Drain
+				reasons[key] = "weight 0: draining"
+			}
+			svc.Backends = append(svc.Backends, b)
+		}
+		out = append(out, svc)
+	}
+	return out, reasons
+}
+
+func protoOf(p config.Protocol) datapath.Proto {
+	if p == config.UDP {
+		return datapath.UDP
+	}
+	return datapath.TCP
+}
+
+func schedulerOf(b config.Balance) datapath.Scheduler {
+	switch b {
+	case config.RoundRobin:
+		return datapath.RoundRobin
+	case config.Source:
+		return datapath.Source
+	}
+	return datapath.Maglev
+}
+
+// healthTargets lists the health checks the configuration asks for. initial
+// gives the state a new target starts in: what the pinned data plane says,
+// so a restart keeps healthy backends in rotation.
+func healthTargets(cfg *config.Config, initial func(service string, addr netip.Addr) health.State) []health.Target {
+	var ts []health.Target
+	for _, s := range cfg.Services {
+		for _, srv := range s.Servers {
+			chk := s.Check
+			if !srv.Check {
+				chk.Type = config.CheckNone
+			}
+			ts = append(ts, health.Target{
+				Key:     health.Key(s.Name, srv.Name),
+				Addr:    netip.AddrPortFrom(srv.Address, chk.Port),
+				Check:   chk,
+				Initial: initial(s.Name, srv.Address),
+			})
+		}
+	}
+	return ts
+}

@@ -1,0 +1,107 @@
+package daemon
+
+import (
+	"errors"
+	"net"
+	"net/netip"
+	"strings"
+	"testing"
+
+	"github.com/dsrlb/dsrlb/lbd/datapath"
+	"github.com/dsrlb/dsrlb/lbd/health"
+	"github.com/dsrlb/dsrlb/shared/config"
+)
+
+func mustParse(t *testing.T, yaml string) *config.Config {
+	t.Helper()
+	cfg, err := config.Parse("test.yaml", []byte(yaml))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cfg
+}
+
+const twoServers = `
+balancer: {interface: eth0}
+services:
+  - name: web
+    vip: 192.0.2.10
+    ports: [80]
+    balance: roundrobin
+    servers:
+      - {name: a, address: 192.0.2.11, weight: 3}
+      - {name: b, address: 192.0.2.12, weight: 0}
+      - {name: c, address: 192.0.2.13, mac: "02:00:00:00:00:13", check: false}
+      - {name: d, address: 192.0.2.14}
+`
+
+// TestDesired: health, MAC and weight decide each backend's state, and the
+// reason a backend is out of rotation is reported.
+func TestDesired(t *testing.T) {
+	cfg := mustParse(t, twoServers)
+	macA, _ := net.ParseMAC("02:00:00:00:00:11")
+	macB, _ := net.ParseMAC("02:00:00:00:00:12")
+	obs := observed{
+		health: map[string]health.State{"web/a": health.Up, "web/b": health.Up, "web/c": health.Up, "web/d": health.Up},
+		macs:   map[netip.Addr]net.HardwareAddr{netip.MustParseAddr("192.0.2.11"): macA, netip.MustParseAddr("192.0.2.12"): macB},
+	}
+	svcs, why := desired(cfg, obs)
+	if len(svcs) != 1 || svcs[0].Scheduler != datapath.RoundRobin || svcs[0].Proto != datapath.TCP || svcs[0].Ports[0] != 80 {
+		t.Fatalf("service = %+v", svcs)
+	}
+	want := map[string]datapath.State{"a": datapath.Up, "b": datapath.Drain, "c": datapath.Up, "d": datapath.Down}
+	for _, b := range svcs[0].Backends {
+		if b.State != want[b.Name] {
+			t.Errorf("backend %s: state %v, want %v", b.Name, b.State, want[b.Name])
+		}
+	}
+	if svcs[0].Backends[2].MAC.String() != "02:00:00:00:00:13" {
+		t.Error("static MAC not used")
+	}
+	if !strings.Contains(why["web/d"], "no MAC") || !strings.Contains(why["web/b"], "draining") || why["web/a"] != "" {
+		t.Errorf("reasons = %v", why)
+	}
+
+	obs.health["web/a"] = health.Down
+	svcs, why = desired(cfg, obs)
+	if svcs[0].Backends[0].State != datapath.Down || why["web/a"] != "health check failing" {
+		t.Errorf("failing check did not take a down: %+v %v", svcs[0].Backends[0], why)
+	}
+}
+
+// TestHealthTargets: check: false becomes type none; the check port is the
+// service's; Initial comes from the caller (the adopted data plane).
+func TestHealthTargets(t *testing.T) {
+	cfg := mustParse(t, twoServers)
+	ts := healthTargets(cfg, func(svc string, a netip.Addr) health.State {
+		if a == netip.MustParseAddr("192.0.2.11") {
+			return health.Up
+		}
+		return health.Down
+	})
+	if len(ts) != 4 {
+		t.Fatalf("%d targets", len(ts))
+	}
+	if ts[0].Key != "web/a" || ts[0].Addr.String() != "192.0.2.11:80" || ts[0].Initial != health.Up || ts[1].Initial != health.Down {
+		t.Errorf("target a/b = %+v %+v", ts[0], ts[1])
+	}
+	if ts[2].Check.Type != config.CheckNone || ts[3].Check.Type != config.CheckTCP {
+		t.Errorf("check types %v %v", ts[2].Check.Type, ts[3].Check.Type)
+	}
+}
+
+// TestRestartOnly: a reload refuses changes that resize or move the maps,
+// naming each, and accepts everything else.
+func TestRestartOnly(t *testing.T) {
+	cur := mustParse(t, twoServers)
+	same := mustParse(t, strings.Replace(twoServers, "weight: 3", "weight: 5", 1))
+	if err := restartOnly(cur, same); err != nil {
+		t.Errorf("service change refused: %v", err)
+	}
+	moved := mustParse(t, strings.Replace(twoServers, "interface: eth0", "interface: eth1, maglev_table_size: 251", 1))
+	err := restartOnly(cur, moved)
+	var es config.Errors
+	if !errors.As(err, &es) || len(es) != 2 || !strings.Contains(es[0].Error(), "balancer.interface: changed; this takes a restart") {
+		t.Errorf("restartOnly = %v", err)
+	}
+}

@@ -1,0 +1,139 @@
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/dsrlb/dsrlb/lbd/datapath"
+	"github.com/dsrlb/dsrlb/lbd/health"
+)
+
+// metrics serves Prometheus metrics. Counters are read from the data plane
+// at scrape time, so they are exactly what the kernel counted, per-CPU
+// values summed, and survive lbd restarts (the maps are pinned).
+type metrics struct {
+	srv            *http.Server
+	reloadFailures prometheus.Counter
+}
+
+var (
+	descSvcPackets  = prometheus.NewDesc("dsrlb_service_packets_total", "Packets forwarded to the service's backends.", []string{"service"}, nil)
+	descSvcBytes    = prometheus.NewDesc("dsrlb_service_bytes_total", "Bytes forwarded to the service's backends.", []string{"service"}, nil)
+	descSvcFlows    = prometheus.NewDesc("dsrlb_service_new_flows_total", "New flows scheduled for the service.", []string{"service"}, nil)
+	descSvcNoBe     = prometheus.NewDesc("dsrlb_service_no_backend_packets_total", "Packets to the service passed to the host for lack of a usable backend.", []string{"service"}, nil)
+	descBePackets   = prometheus.NewDesc("dsrlb_backend_packets_total", "Packets forwarded to the backend.", []string{"service", "backend"}, nil)
+	descBeBytes     = prometheus.NewDesc("dsrlb_backend_bytes_total", "Bytes forwarded to the backend.", []string{"service", "backend"}, nil)
+	descBeFlows     = prometheus.NewDesc("dsrlb_backend_new_flows_total", "New flows scheduled to the backend.", []string{"service", "backend"}, nil)
+	descBeState     = prometheus.NewDesc("dsrlb_backend_state", "1 for the backend's current data plane state.", []string{"service", "backend", "state"}, nil)
+	descCheckUp     = prometheus.NewDesc("dsrlb_health_check_up", "1 when the backend's health check says up.", []string{"service", "backend"}, nil)
+	descCheckDur    = prometheus.NewDesc("dsrlb_health_check_duration_seconds", "Duration of the backend's last health check.", []string{"service", "backend"}, nil)
+	descCheckFails  = prometheus.NewDesc("dsrlb_health_check_failures_total", "Failed health checks since lbd started.", []string{"service", "backend"}, nil)
+	descVerdicts    = prometheus.NewDesc("dsrlb_packets_total", "Packets seen by the data plane, by verdict reason.", []string{"reason"}, nil)
+	descScrapeError = prometheus.NewDesc("dsrlb_datapath_read_errors", "1 when reading the data plane's maps failed during this scrape.", nil, nil)
+)
+
+// collector reads the data plane and the health checks on each scrape.
+type collector struct{ d *Daemon }
+
+func (c collector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{descSvcPackets, descSvcBytes, descSvcFlows, descSvcNoBe, descBePackets,
+		descBeBytes, descBeFlows, descBeState, descCheckUp, descCheckDur, descCheckFails, descVerdicts, descScrapeError} {
+		ch <- d
+	}
+}
+
+func (c collector) Collect(ch chan<- prometheus.Metric) {
+	counter := func(d *prometheus.Desc, v uint64, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, float64(v), labels...)
+	}
+	st, err := c.d.dp.Stats()
+	failed := 0.0
+	if err != nil {
+		failed = 1
+	}
+	ch <- prometheus.MustNewConstMetric(descScrapeError, prometheus.GaugeValue, failed)
+	for r, cnt := range st.Reasons {
+		counter(descVerdicts, cnt.Packets, r.String())
+	}
+	for _, s := range st.Services {
+		counter(descSvcPackets, s.Counters.Packets, s.Name)
+		counter(descSvcBytes, s.Counters.Bytes, s.Name)
+		counter(descSvcFlows, s.Counters.NewFlows, s.Name)
+		counter(descSvcNoBe, s.Counters.NoBackend, s.Name)
+		for _, b := range s.Backends {
+			counter(descBePackets, b.Counters.Packets, s.Name, b.Name)
+			counter(descBeBytes, b.Counters.Bytes, s.Name, b.Name)
+			counter(descBeFlows, b.Counters.NewFlows, s.Name, b.Name)
+			for _, state := range []datapath.State{datapath.Up, datapath.Drain, datapath.Down} {
+				v := 0.0
+				if b.State == state {
+					v = 1
+				}
+				ch <- prometheus.MustNewConstMetric(descBeState, prometheus.GaugeValue, v, s.Name, b.Name, state.String())
+			}
+		}
+	}
+	for _, hs := range c.d.checks.Status() {
+		svc, srv := splitKey(hs.Target.Key)
+		up := 0.0
+		if hs.State == health.Up {
+			up = 1
+		}
+		ch <- prometheus.MustNewConstMetric(descCheckUp, prometheus.GaugeValue, up, svc, srv)
+		ch <- prometheus.MustNewConstMetric(descCheckDur, prometheus.GaugeValue, hs.Last.Duration.Seconds(), svc, srv)
+		counter(descCheckFails, hs.Failures, svc, srv)
+	}
+}
+
+func splitKey(key string) (string, string) {
+	for i := 0; i < len(key); i++ {
+		if key[i] == '/' {
+			return key[:i], key[i+1:]
+		}
+	}
+	return key, ""
+}
+
+// startMetrics serves /metrics on the configured address; "" turns it off.
+func (d *Daemon) startMetrics(ctx context.Context) error {
+	reg := prometheus.NewRegistry()
+	m := &metrics{reloadFailures: prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "dsrlb_reload_failures_total", Help: "Configuration reloads rejected (the running configuration was kept).",
+	})}
+	reg.MustRegister(collector{d}, m.reloadFailures, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	d.metrics = m
+	addr := d.cfg.Balancer.MetricsListen
+	if addr == "" {
+		return nil
+	}
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return fmt.Errorf("listen for metrics on %s: %w (change balancer.metrics.listen, or \"\" to turn metrics off)", addr, err)
+	}
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	m.srv = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	go func() {
+		if err := m.srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			d.log.Error("metrics server stopped", "err", err)
+		}
+	}()
+	d.log.Info("serving metrics", "addr", "http://"+ln.Addr().String()+"/metrics")
+	return nil
+}
+
+func (m *metrics) close() {
+	if m.srv != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		m.srv.Shutdown(ctx)
+	}
+}

@@ -1,0 +1,135 @@
+package daemon
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"slices"
+
+	"github.com/dsrlb/dsrlb/lbd/health"
+	"github.com/dsrlb/dsrlb/lbd/vip"
+	"github.com/dsrlb/dsrlb/shared/config"
+)
+
+// doReload re-reads the configuration. A bad file, or a change that needs a
+// restart, is reported with every reason and the running config stays: a
+// reload never stops or degrades the data plane.
+func (d *Daemon) doReload() {
+	d.opts.Notify("RELOADING=1")
+	defer d.opts.Notify("READY=1\nSTATUS=" + d.statusLine())
+	d.log.Info("reloading configuration", "file", d.opts.ConfigPath)
+	next, err := loadConfig(d.opts.ConfigPath)
+	if err == nil {
+		err = restartOnly(d.cfg, next)
+	}
+	if err == nil {
+		err = checkOnLink(next)
+	}
+	if err != nil {
+		logReject(d, err)
+		return
+	}
+	if err := d.switchTo(next); err != nil {
+		logReject(d, err)
+		return
+	}
+	d.saveRunning()
+	d.log.Info("configuration reloaded", "services", len(next.Services), "servers", next.ServerCount())
+}
+
+func logReject(d *Daemon, err error) {
+	var es config.Errors
+	if errors.As(err, &es) {
+		for _, e := range es {
+			d.log.Error("reload rejected: "+e.Error(), "file", e.File, "line", e.Line)
+		}
+	} else {
+		d.log.Error("reload rejected", "err", err)
+	}
+	d.log.Warn("running configuration kept")
+	if d.metrics != nil {
+		d.metrics.reloadFailures.Inc()
+	}
+}
+
+// restartOnly refuses changes the running data plane cannot take: they size
+// or place its maps, so applying them means a restart (which is safe: the
+// pinned data plane keeps forwarding while lbd restarts).
+func restartOnly(cur, next *config.Config) error {
+	var errs config.Errors
+	c, n := cur.Balancer, next.Balancer
+	add := func(field string, changed bool) {
+		if changed {
+			errs = append(errs, &config.Error{File: next.File, Path: "balancer." + field,
+				Msg: "changed; this takes a restart (systemctl restart lbd), not a reload"})
+		}
+	}
+	add("interface", c.Interface != n.Interface)
+	add("pin_path", c.PinPath != n.PinPath)
+	add("maglev_table_size", c.MaglevTableSize != n.MaglevTableSize)
+	add("conntrack", c.Conntrack != n.Conntrack)
+	add("metrics.listen", c.MetricsListen != n.MetricsListen)
+	if len(errs) > 0 {
+		return errs
+	}
+	return nil
+}
+
+// switchTo makes next the running configuration: new VIPs taken, checks and
+// neighbour watches updated, the data plane reprogrammed, and only then
+// VIPs that left released.
+func (d *Daemon) switchTo(next *config.Config) error {
+	ifname := next.Balancer.Interface
+	oldVIPs, newVIPs := d.cfg.VIPs(), next.VIPs()
+	if err := vip.Take(ifname, newVIPs, d.log); err != nil {
+		return fmt.Errorf("take VIPs on %s: %w", ifname, err)
+	}
+	d.mu.Lock()
+	prev := d.cfg
+	d.cfg = next
+	d.mu.Unlock()
+	if err := d.checks.Update(healthTargets(next, d.initialState)); err != nil {
+		d.mu.Lock()
+		d.cfg = prev
+		d.mu.Unlock()
+		return fmt.Errorf("update health checks: %w", err)
+	}
+	d.res.SetAddrs(resolvable(next))
+	d.pruneObserved(next)
+	if err := d.apply(); err != nil {
+		return fmt.Errorf("%w (the new configuration is kept and the update retried)", err)
+	}
+	var gone []netip.Addr
+	for _, a := range oldVIPs {
+		if !slices.Contains(newVIPs, a) {
+			gone = append(gone, a)
+		}
+	}
+	if len(gone) > 0 {
+		if err := vip.Release(ifname, gone, d.log); err != nil {
+			d.log.Warn("could not release VIPs no longer configured", "vips", gone, "err", err)
+		}
+	}
+	return nil
+}
+
+// pruneObserved forgets health states of backends no longer configured, so
+// a server that returns later starts from its checks, not from old news.
+func (d *Daemon) pruneObserved(cfg *config.Config) {
+	keep := map[string]bool{}
+	for _, s := range cfg.Services {
+		for _, srv := range s.Servers {
+			keep[health.Key(s.Name, srv.Name)] = true
+		}
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for k := range d.obs.health {
+		if !keep[k] {
+			delete(d.obs.health, k)
+		}
+	}
+	for _, st := range d.checks.Status() {
+		d.obs.health[st.Target.Key] = st.State
+	}
+}

@@ -1,0 +1,338 @@
+package cli
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/netip"
+	"os"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+
+	"github.com/spf13/cobra"
+
+	"github.com/dsrlb/dsrlb/lbd/datapath"
+	"github.com/dsrlb/dsrlb/lbd/maglev"
+	"github.com/dsrlb/dsrlb/lbd/vip"
+	"github.com/dsrlb/dsrlb/shared/cmdutil"
+	"github.com/dsrlb/dsrlb/shared/config"
+)
+
+// openPinned adopts the data plane pinned for cfg, refusing to create one:
+// status and explain must read what runs, never start something new.
+func openPinned(cfg *config.Config) (*datapath.Datapath, error) {
+	pin := cfg.Balancer.PinPath
+	if _, err := os.Stat(pin); err != nil {
+		return nil, &cmdutil.ExitError{Code: 1, Err: fmt.Errorf("no data plane pinned at %s: lbd has not run with this configuration (or was detached)", pin)}
+	}
+	b := cfg.Balancer
+	dp, err := datapath.Open(datapath.Options{
+		Interface: b.Interface, PinPath: pin, ConntrackSize: b.Conntrack.Size,
+		TCPTimeout: b.Conntrack.TCPTimeout, UDPTimeout: b.Conntrack.UDPTimeout, MaglevTableSize: b.MaglevTableSize,
+	}, nil)
+	if err != nil {
+		return nil, &cmdutil.ExitError{Code: 1, Err: fmt.Errorf("open data plane pinned at %s: %w", pin, err)}
+	}
+	return dp, nil
+}
+
+func newStatusCmd(cfgPath *string) *cobra.Command {
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:   "status",
+		Short: "Show services, backends, states, MACs and counters (works while lbd is down)",
+		Long: `status reads the pinned data plane: what it shows is what the kernel forwards,
+whether or not lbd is running. Counters are summed over CPUs since the maps
+were created.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg, err := cmdutil.LoadConfig(nil, *cfgPath, (*config.Config).RequireBalancer)
+			if err != nil {
+				return err
+			}
+			dp, err := openPinned(cfg)
+			if err != nil {
+				return err
+			}
+			defer dp.Close()
+			st, err := dp.Stats()
+			if err != nil {
+				return &cmdutil.ExitError{Code: 1, Err: fmt.Errorf("read data plane counters: %w", err)}
+			}
+			if asJSON {
+				enc := json.NewEncoder(cmd.OutOrStdout())
+				enc.SetIndent("", "  ")
+				return enc.Encode(jsonStatus(cfg, st))
+			}
+			printStatus(cmd.OutOrStdout(), cfg, st)
+			return nil
+		},
+	}
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	return cmd
+}
+
+func ports(ps []uint16) string {
+	if len(ps) == 0 {
+		return "*"
+	}
+	s := make([]string, len(ps))
+	for i, p := range ps {
+		s[i] = strconv.Itoa(int(p))
+	}
+	return strings.Join(s, ",")
+}
+
+// printStatus prints a table in the spirit of `ipvsadm -Ln --stats`.
+func printStatus(out io.Writer, cfg *config.Config, st datapath.Stats) {
+	fmt.Fprintf(out, "data plane on %s, pinned at %s\n", cfg.Balancer.Interface, cfg.Balancer.PinPath)
+	w := tabwriter.NewWriter(out, 2, 4, 2, ' ', 0)
+	fmt.Fprintln(w, "SERVICE\tVIP:PORTS\tPROTO\tSTATE\tMAC\tNEWFLOWS\tPACKETS\tBYTES")
+	for _, s := range st.Services {
+		fmt.Fprintf(w, "%s\t%s:%s\t%s\t\t\t%d\t%d\t%d\n", s.Name, addrText(s.VIP), ports(s.Ports), s.Proto, s.Counters.NewFlows, s.Counters.Packets, s.Counters.Bytes)
+		for _, b := range s.Backends {
+			fmt.Fprintf(w, "  -> %s\t%s\t\t%s\t%s\t%d\t%d\t%d\n", b.Name, b.Addr, b.State, b.MAC, b.Counters.NewFlows, b.Counters.Packets, b.Counters.Bytes)
+		}
+		if s.Counters.NoBackend > 0 {
+			fmt.Fprintf(w, "  (no usable backend)\t\t\t\t\t\t%d\t\n", s.Counters.NoBackend)
+		}
+	}
+	w.Flush()
+	fmt.Fprintln(out, "\nverdicts (packets):")
+	for _, r := range datapath.Reasons() {
+		if c := st.Reasons[r]; c.Packets > 0 {
+			fmt.Fprintf(out, "  %-22s %d\n", r, c.Packets)
+		}
+	}
+}
+
+func addrText(a netip.Addr) string {
+	if a.Is6() {
+		return "[" + a.String() + "]"
+	}
+	return a.String()
+}
+
+type statusJSON struct {
+	Interface string                       `json:"interface"`
+	PinPath   string                       `json:"pin_path"`
+	Services  []datapath.ServiceStats      `json:"services"`
+	Verdicts  map[string]datapath.Counters `json:"verdicts"`
+}
+
+func jsonStatus(cfg *config.Config, st datapath.Stats) statusJSON {
+	v := map[string]datapath.Counters{}
+	for r, c := range st.Reasons {
+		v[r.String()] = c
+	}
+	return statusJSON{Interface: cfg.Balancer.Interface, PinPath: cfg.Balancer.PinPath, Services: st.Services, Verdicts: v}
+}
+
+func newExplainCmd(cfgPath *string) *cobra.Command {
+	return &cobra.Command{
+		Use:   "explain PROTO SRC:PORT DST:PORT",
+		Short: "Tell which backend a flow goes to and why (conntrack entry or table slot)",
+		Example: `  lbd explain tcp 198.51.100.7:51234 192.0.2.10:443
+  lbd explain udp [2001:db8::7]:5353 [2001:db8::10]:53`,
+		Args: cobra.ExactArgs(3),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			flow, err := parseFlow(args)
+			if err != nil {
+				return err
+			}
+			cfg, err := cmdutil.LoadConfig(nil, *cfgPath, (*config.Config).RequireBalancer)
+			if err != nil {
+				return err
+			}
+			dp, err := openPinned(cfg)
+			if err != nil {
+				return err
+			}
+			defer dp.Close()
+			info, err := dp.LookupFlow(flow)
+			if err != nil {
+				return &cmdutil.ExitError{Code: 1, Err: fmt.Errorf("look up flow: %w", err)}
+			}
+			out := cmd.OutOrStdout()
+			switch {
+			case info.Service == "":
+				fmt.Fprintf(out, "%s %s -> %s: %s\n", args[0], args[1], args[2], info.Why)
+			case info.Backend == "":
+				fmt.Fprintf(out, "%s %s -> %s: service %s: %s\n", args[0], args[1], args[2], info.Service, info.Why)
+			default:
+				fmt.Fprintf(out, "%s %s -> %s: service %s, backend %s (%s): %s\n", args[0], args[1], args[2], info.Service, info.Backend, info.Addr, info.Why)
+			}
+			return nil
+		},
+	}
+}
+
+func parseFlow(args []string) (datapath.Flow, error) {
+	var f datapath.Flow
+	switch strings.ToLower(args[0]) {
+	case "tcp":
+		f.Proto = datapath.TCP
+	case "udp":
+		f.Proto = datapath.UDP
+	default:
+		return f, &cmdutil.ExitError{Code: 2, Err: fmt.Errorf("protocol %q: give tcp or udp", args[0])}
+	}
+	var err error
+	if f.Src, err = netip.ParseAddrPort(args[1]); err != nil {
+		return f, &cmdutil.ExitError{Code: 2, Err: fmt.Errorf("client %q: give ADDR:PORT, e.g. 198.51.100.7:51234 or [2001:db8::7]:51234", args[1])}
+	}
+	if f.Dst, err = netip.ParseAddrPort(args[2]); err != nil {
+		return f, &cmdutil.ExitError{Code: 2, Err: fmt.Errorf("destination %q: give VIP:PORT, e.g. 192.0.2.10:443", args[2])}
+	}
+	f.Src = netip.AddrPortFrom(f.Src.Addr().Unmap(), f.Src.Port())
+	f.Dst = netip.AddrPortFrom(f.Dst.Addr().Unmap(), f.Dst.Port())
+	return f, nil
+}
+
+func newDetachCmd(cfgPath *string) *cobra.Command {
+	return &cobra.Command{
+		Use:   "detach",
+		Short: "Remove the data plane for good: program, pinned maps and the VIPs lbd added",
+		Long: `detach stops forwarding: it detaches the program from the interface, removes
+the pinned maps and link, and releases the VIPs lbd added (only those: addresses
+added by hand stay). Stop lbd first. Running it twice is harmless. A broken or
+missing configuration falls back to the default pin path.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return detach(cmd.OutOrStdout(), *cfgPath)
+		},
+	}
+}
+
+func detach(out io.Writer, cfgPath string) error {
+	cfg, err := config.Load(cfgPath)
+	if err != nil {
+		fmt.Fprintf(out, "configuration unreadable (%v); using the default pin path %s\n", firstLine(err), config.DefaultPinPath)
+		cfg = &config.Config{Balancer: config.Balancer{PinPath: config.DefaultPinPath}}
+	}
+	var errs []error
+	if _, err := os.Stat(cfg.Balancer.PinPath); err == nil {
+		dp, err := datapath.Open(datapath.Options{Interface: cfg.Balancer.Interface, PinPath: cfg.Balancer.PinPath, ReplaceIncompatible: true}, nil)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("open pinned data plane: %w", err))
+		} else {
+			if err := dp.Detach(); err != nil {
+				errs = append(errs, fmt.Errorf("detach program: %w", err))
+			}
+			if err := dp.Remove(); err != nil {
+				errs = append(errs, fmt.Errorf("remove pins: %w", err))
+			} else {
+				fmt.Fprintf(out, "data plane detached, %s removed\n", cfg.Balancer.PinPath)
+			}
+		}
+	} else {
+		fmt.Fprintf(out, "no data plane pinned at %s\n", cfg.Balancer.PinPath)
+	}
+	if ifname := cfg.Balancer.Interface; ifname != "" {
+		owned, err := vip.Owned(ifname)
+		switch {
+		case err != nil:
+			fmt.Fprintf(out, "no VIPs released on %s: %v\n", ifname, err)
+		case len(owned) > 0:
+			if err := vip.Release(ifname, owned, slog.New(slog.DiscardHandler)); err != nil {
+				errs = append(errs, fmt.Errorf("release VIPs on %s: %w", ifname, err))
+			} else {
+				fmt.Fprintf(out, "released VIPs %v on %s\n", owned, ifname)
+			}
+		}
+	}
+	if len(errs) > 0 {
+		return &cmdutil.ExitError{Code: 1, Err: errors.Join(errs...)}
+	}
+	return nil
+}
+
+func firstLine(err error) string {
+	s, _, _ := strings.Cut(err.Error(), "\n")
+	return s
+}
+
+// previewReload prints, per service, the share of Maglev slots that would
+// change owner if cfg replaced the running configuration, all backends
+// assumed healthy. The running configuration is the copy lbd keeps under
+// /run/dsrlb; without it every slot counts as new.
+func previewReload(out io.Writer, next *config.Config) error {
+	var cur *config.Config
+	if c, err := config.Load(runningConfigPath(next.Balancer.PinPath)); err == nil {
+		cur = c
+	} else {
+		fmt.Fprintf(out, "no running configuration found (%s): comparing with an empty one\n", firstLine(err))
+	}
+	fmt.Fprintf(out, "%s: configuration valid; nothing was changed (dry run)\n", next.File)
+	w := tabwriter.NewWriter(out, 2, 4, 2, ' ', 0)
+	fmt.Fprintln(w, "SERVICE\tCHANGE\tSLOTS MOVED")
+	for _, s := range next.Services {
+		old := findService(cur, s.Name)
+		change, moved := "new", 1.0
+		if old != nil {
+			change, moved = "changed", movedShare(old, &s, next.Balancer.MaglevTableSize)
+			if moved == 0 {
+				change = "unchanged"
+			}
+		}
+		fmt.Fprintf(w, "%s\t%s\t%.2f%%\n", s.Name, change, moved*100)
+	}
+	if cur != nil {
+		for _, s := range cur.Services {
+			if findService(next, s.Name) == nil {
+				fmt.Fprintf(w, "%s\tremoved\t100.00%%\n", s.Name)
+			}
+		}
+	}
+	return w.Flush()
+}
+
+func findService(cfg *config.Config, name string) *config.Service {
+	if cfg == nil {
+		return nil
+	}
+	for i := range cfg.Services {
+		if cfg.Services[i].Name == name {
+			return &cfg.Services[i]
+		}
+	}
+	return nil
+}
+
+// movedShare compares the Maglev tables of two versions of a service.
+func movedShare(a, b *config.Service, size uint32) float64 {
+	ta, ka := table(a, size)
+	tb, kb := table(b, size)
+	if ta == nil || tb == nil {
+		if ta == nil && tb == nil {
+			return 0
+		}
+		return 1
+	}
+	moved := 0
+	for i := range ta {
+		if ka[ta[i]] != kb[tb[i]] {
+			moved++
+		}
+	}
+	return float64(moved) / float64(len(ta))
+}
+
+func table(s *config.Service, size uint32) ([]uint32, []string) {
+	var bs []maglev.Backend
+	for _, srv := range s.Servers {
+		bs = append(bs, maglev.Backend{Key: srv.Address.String(), Weight: srv.Weight})
+	}
+	t, err := maglev.Build(bs, size)
+	if err != nil {
+		return nil, nil
+	}
+	keys := make([]string, len(bs))
+	for i, b := range bs {
+		keys[i] = b.Key
+	}
+	return t, keys
+}
