@@ -1,0 +1,219 @@
+package topo
+
+import (
+	"context"
+	"fmt"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+)
+
+// Config is the part of dsrlb.yaml the scenarios vary; Render adds the
+// topology's interface, a unique pin_path and metrics off.
+type Config struct {
+	Services []Service
+}
+
+// Service is one services[] entry.
+type Service struct {
+	Name     string
+	VIP      netip.Addr
+	Protocol string // tcp (default) or udp
+	Ports    []int
+	Balance  string // maglev (default), roundrobin, source
+	Check    Check
+	Servers  []Server
+}
+
+// Check is services[].check; zero fields take the schema's defaults.
+type Check struct {
+	Type       string // tcp, http, none
+	Interval   time.Duration
+	Timeout    time.Duration
+	Rise, Fall int
+	Port       int
+	Path       string
+}
+
+// Server is services[].servers[]; Weight -1 leaves the default.
+type Server struct {
+	Name    string
+	Address netip.Addr
+	Weight  int
+}
+
+// FastCheck is the health check the scenarios use: tcp every 300ms, down
+// after 2 failures, up after 2 successes.
+func FastCheck(port int) Check {
+	return Check{Type: "tcp", Interval: 300 * time.Millisecond, Timeout: 200 * time.Millisecond, Rise: 2, Fall: 2, Port: port}
+}
+
+// WebService is a TCP service on vip:80 over the given backends (weight 1
+// each) with FastCheck.
+func (t *Topology) WebService(name string, vip netip.Addr, balance string, backends ...*Host) Service {
+	s := Service{Name: name, VIP: vip, Protocol: "tcp", Ports: []int{HTTPPort}, Balance: balance, Check: FastCheck(HTTPPort)}
+	for _, b := range backends {
+		addr := b.IPv4
+		if vip.Is6() {
+			addr = b.IPv6
+		}
+		s.Servers = append(s.Servers, Server{Name: b.Role, Address: addr, Weight: 1})
+	}
+	return s
+}
+
+// Render writes the configuration as YAML.
+func (t *Topology) Render(c Config) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "# written by the dsrlb integration harness for %s\n", t.ID)
+	fmt.Fprintf(&b, "balancer:\n  interface: %s\n  pin_path: %s\n  maglev_table_size: 65537\n  metrics:\n    listen: \"\"\n", t.Balancer.Link, t.PinPath)
+	b.WriteString("services:\n")
+	for _, s := range c.Services {
+		fmt.Fprintf(&b, "  - name: %s\n    vip: %s\n", s.Name, s.VIP)
+		if s.Protocol != "" {
+			fmt.Fprintf(&b, "    protocol: %s\n", s.Protocol)
+		}
+		ports := make([]string, len(s.Ports))
+		for i, p := range s.Ports {
+			ports[i] = fmt.Sprint(p)
+		}
+		fmt.Fprintf(&b, "    ports: [%s]\n", strings.Join(ports, ", "))
+		if s.Balance != "" {
+			fmt.Fprintf(&b, "    balance: %s\n", s.Balance)
+		}
+		var ck []string
+		add := func(k string, v any) { ck = append(ck, fmt.Sprintf("%s: %v", k, v)) }
+		if s.Check.Type != "" {
+			add("type", s.Check.Type)
+		}
+		if s.Check.Interval != 0 {
+			add("interval", s.Check.Interval)
+		}
+		if s.Check.Timeout != 0 {
+			add("timeout", s.Check.Timeout)
+		}
+		if s.Check.Rise != 0 {
+			add("rise", s.Check.Rise)
+		}
+		if s.Check.Fall != 0 {
+			add("fall", s.Check.Fall)
+		}
+		if s.Check.Port != 0 {
+			add("port", s.Check.Port)
+		}
+		if s.Check.Path != "" {
+			add("path", s.Check.Path)
+		}
+		if len(ck) > 0 {
+			fmt.Fprintf(&b, "    check: {%s}\n", strings.Join(ck, ", "))
+		}
+		b.WriteString("    servers:\n")
+		for _, sv := range s.Servers {
+			fmt.Fprintf(&b, "      - {name: %s, address: %s", sv.Name, sv.Address)
+			if sv.Weight >= 0 {
+				fmt.Fprintf(&b, ", weight: %d", sv.Weight)
+			}
+			b.WriteString("}\n")
+		}
+	}
+	return b.String()
+}
+
+// WriteConfig renders c to <Dir>/dsrlb.yaml (atomically: lbd may be
+// reading it) and returns the path. The same file is what hostprep reads
+// on the backends.
+func (t *Topology) WriteConfig(c Config) (string, error) {
+	path := filepath.Join(t.Dir, "dsrlb.yaml")
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, []byte(t.Render(c)), 0o644); err != nil {
+		return "", fmt.Errorf("write config: %w", err)
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		return "", fmt.Errorf("write config: %w", err)
+	}
+	t.mu.Lock()
+	t.config = path
+	t.mu.Unlock()
+	return path, nil
+}
+
+// ConfigPath is the path WriteConfig last wrote.
+func (t *Topology) ConfigPath() string {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.config
+}
+
+// Hostprep runs the built hostprep in backend b's namespace with b's own
+// --root (so persistence files never touch the host's /etc): the current
+// configuration is copied to <root>/etc/dsrlb/dsrlb.yaml first.
+func (t *Topology) Hostprep(ctx context.Context, b *Host, args ...string) (string, error) {
+	cfg := t.ConfigPath()
+	if cfg == "" {
+		return "", fmt.Errorf("hostprep on %s: no configuration written yet (WriteConfig)", b.Role)
+	}
+	root := t.HostprepRoot(b)
+	data, err := os.ReadFile(cfg)
+	if err != nil {
+		return "", fmt.Errorf("hostprep on %s: %w", b.Role, err)
+	}
+	if err := os.MkdirAll(filepath.Join(root, "etc/dsrlb"), 0o755); err != nil {
+		return "", fmt.Errorf("hostprep on %s: %w", b.Role, err)
+	}
+	if err := os.WriteFile(filepath.Join(root, "etc/dsrlb/dsrlb.yaml"), data, 0o644); err != nil {
+		return "", fmt.Errorf("hostprep on %s: %w", b.Role, err)
+	}
+	return b.NS.Run(ctx, t.Bins.Hostprep, append(args, "--root", root)...)
+}
+
+// HostprepRoot is backend b's --root directory.
+func (t *Topology) HostprepRoot(b *Host) string { return filepath.Join(t.Dir, "root-"+b.Role) }
+
+// PrepareBackends runs `hostprep apply` then `hostprep check` on each
+// backend (except those listed in skip) and returns the apply outputs.
+func (t *Topology) PrepareBackends(ctx context.Context, skip ...*Host) (map[string]string, error) {
+	outs := map[string]string{}
+next:
+	for _, b := range t.Backends {
+		for _, s := range skip {
+			if s == b {
+				continue next
+			}
+		}
+		out, err := t.Hostprep(ctx, b, "apply")
+		if err != nil {
+			return outs, fmt.Errorf("%w\n%s", err, out)
+		}
+		outs[b.Role] = out
+		if out, err := t.Hostprep(ctx, b, "check"); err != nil {
+			return outs, fmt.Errorf("after apply: %w\n%s", err, out)
+		}
+	}
+	return outs, nil
+}
+
+// WithholdHostprep does by hand only half of what hostprep does on b: the
+// VIPs go on lo, but arp_ignore/arp_announce stay 0, so b answers ARP for
+// them (the misconfiguration the ARP scenario must detect).
+func (t *Topology) WithholdHostprep(b *Host, vips ...netip.Addr) error {
+	for _, k := range []string{"all", "default", "lo", b.Link, b.Dev} {
+		for _, p := range []string{"arp_ignore", "arp_announce"} {
+			if err := b.NS.SetSysctl("net/ipv4/conf/"+k+"/"+p, "0"); err != nil {
+				return err
+			}
+		}
+	}
+	lo := &Host{NS: b.NS, Dev: "lo"}
+	for _, v := range vips {
+		bits := 32
+		if v.Is6() {
+			bits = 128
+		}
+		if err := t.addAddr(lo, netip.PrefixFrom(v, bits)); err != nil {
+			return err
+		}
+	}
+	return nil
+}

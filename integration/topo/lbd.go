@@ -1,0 +1,25 @@
+package topo
+
+import (
+	"context"
+	"fmt"
+	"time"
+)
+
+// StartLbd starts `lbd run --config <current config>` in the balancer's
+// namespace (foreground, logs captured); Close stops it and detaches.
+func (t *Topology) StartLbd() (*Proc, error) {
+	cfg := t.ConfigPath()
+	if cfg == "" {
+		return nil, fmt.Errorf("start lbd: no configuration written yet (WriteConfig)")
+	}
+	return t.Start(t.Balancer, "lbd", t.Bins.Lbd, "run", "--config", cfg)
+}
+
+// Lbd runs `lbd <args> --config <current config>` in the balancer's
+// namespace (status, reload, validate, detach) and returns its output.
+func (t *Topology) Lbd(ctx context.Context, args ...string) (string, error) {
+	ctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	defer cancel()
+	return t.Balancer.NS.Run(ctx, t.Bins.Lbd, append(args, "--config", t.ConfigPath())...)
+}

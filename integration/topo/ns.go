@@ -1,0 +1,144 @@
+package topo
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
+)
+
+// NS is a named network namespace (/run/netns/Name), as `ip netns add`
+// creates it.
+type NS struct {
+	Name string
+
+	h      netns.NsHandle
+	handle *netlink.Handle
+}
+
+// newNS creates the namespace with `ip netns add` and opens a netlink handle
+// bound to it.
+func newNS(ctx context.Context, name string) (*NS, error) {
+	if out, err := exec.CommandContext(ctx, "ip", "netns", "add", name).CombinedOutput(); err != nil {
+		return nil, fmt.Errorf("create netns %s: %v: %s", name, err, strings.TrimSpace(string(out)))
+	}
+	n := &NS{Name: name, h: -1}
+	h, err := netns.GetFromName(name)
+	if err != nil {
+		return n, fmt.Errorf("open netns %s: %w", name, err)
+	}
+	n.h = h
+	if n.handle, err = netlink.NewHandleAt(h); err != nil {
+		return n, fmt.Errorf("open netlink in %s: %w", name, err)
+	}
+	return n, nil
+}
+
+// delete closes the handles and removes the namespace (ip netns del).
+// Processes inside must have been killed before: they would keep it alive.
+func (n *NS) delete() error {
+	if n.handle != nil {
+		n.handle.Close()
+		n.handle = nil
+	}
+	if n.h >= 0 {
+		n.h.Close()
+		n.h = -1
+	}
+	if _, err := os.Stat(filepath.Join("/run/netns", n.Name)); os.IsNotExist(err) {
+		return nil
+	}
+	if out, err := exec.Command("ip", "netns", "del", n.Name).CombinedOutput(); err != nil {
+		return fmt.Errorf("delete netns %s: %v: %s", n.Name, err, strings.TrimSpace(string(out)))
+	}
+	return nil
+}
+
+// Netlink returns a netlink handle operating in the namespace; the caller's
+// thread never changes namespace.
+func (n *NS) Netlink() *netlink.Handle { return n.handle }
+
+// Do runs fn on a fresh OS thread that has entered the namespace. Sockets
+// fn creates stay in the namespace and may be used from any goroutine
+// afterwards. The thread is never returned to the Go scheduler: a locked
+// goroutine that exits takes its thread with it, so no other goroutine ever
+// runs in the wrong namespace.
+func (n *NS) Do(fn func() error) error {
+	errc := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread() // never unlocked, on purpose (see above)
+		h, err := netns.GetFromName(n.Name)
+		if err != nil {
+			errc <- fmt.Errorf("open netns %s: %w", n.Name, err)
+			return
+		}
+		defer h.Close()
+		if err := netns.Set(h); err != nil {
+			errc <- fmt.Errorf("enter netns %s: %w", n.Name, err)
+			return
+		}
+		errc <- fn()
+	}()
+	return <-errc
+}
+
+// SetSysctl writes value to /proc/sys/<key> inside the namespace. Keys use
+// '/' separators (net/ipv4/conf/eth0.100/arp_ignore), so interface names
+// with dots need no escaping.
+func (n *NS) SetSysctl(key, value string) error {
+	return n.Do(func() error {
+		if err := os.WriteFile(filepath.Join("/proc/sys", key), []byte(value), 0o644); err != nil {
+			return fmt.Errorf("set sysctl %s=%s in %s: %w", key, value, n.Name, err)
+		}
+		return nil
+	})
+}
+
+// Sysctl reads /proc/sys/<key> inside the namespace.
+func (n *NS) Sysctl(key string) (string, error) {
+	var v string
+	err := n.Do(func() error {
+		b, err := os.ReadFile(filepath.Join("/proc/sys", key))
+		v = strings.TrimSpace(string(b))
+		return err
+	})
+	return v, err
+}
+
+// Run runs a short command inside the namespace (ip netns exec) and returns
+// its combined output.
+func (n *NS) Run(ctx context.Context, name string, args ...string) (string, error) {
+	cmd := exec.CommandContext(ctx, "ip", append([]string{"netns", "exec", n.Name, name}, args...)...)
+	cmd.Env = append(os.Environ(), envRun+"="+RunID)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		return string(out), fmt.Errorf("%s %s in %s: %w", filepath.Base(name), strings.Join(args, " "), n.Name, err)
+	}
+	return string(out), nil
+}
+
+// DialContext dials from inside the namespace; it fits
+// http.Transport.DialContext. The socket is created on a thread in the
+// namespace and then used like any other connection.
+func (n *NS) DialContext(ctx context.Context, network, addr string) (net.Conn, error) {
+	return n.DialFrom(ctx, nil, network, addr)
+}
+
+// DialFrom is DialContext with a local address (a client's secondary
+// address, to look like another client).
+func (n *NS) DialFrom(ctx context.Context, local net.Addr, network, addr string) (net.Conn, error) {
+	var c net.Conn
+	err := n.Do(func() error {
+		var err error
+		c, err = (&net.Dialer{LocalAddr: local}).DialContext(ctx, network, addr)
+		return err
+	})
+	return c, err
+}

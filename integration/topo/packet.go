@@ -1,0 +1,190 @@
+package topo
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+func htons(v uint16) uint16 { return v<<8 | v>>8 }
+
+// packetSocket opens an AF_PACKET socket for proto bound to dev, in the
+// calling thread's namespace (call it inside NS.Do).
+func packetSocket(dev string, proto uint16, rcvTimeout time.Duration) (int, int, error) {
+	ifi, err := net.InterfaceByName(dev)
+	if err != nil {
+		return -1, 0, fmt.Errorf("find %s: %w", dev, err)
+	}
+	fd, err := unix.Socket(unix.AF_PACKET, unix.SOCK_RAW|unix.SOCK_CLOEXEC, int(htons(proto)))
+	if err != nil {
+		return -1, 0, fmt.Errorf("open packet socket: %w", err)
+	}
+	if err := unix.Bind(fd, &unix.SockaddrLinklayer{Protocol: htons(proto), Ifindex: ifi.Index}); err != nil {
+		unix.Close(fd)
+		return -1, 0, fmt.Errorf("bind packet socket to %s: %w", dev, err)
+	}
+	tv := unix.NsecToTimeval(rcvTimeout.Nanoseconds())
+	if err := unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &tv); err != nil {
+		unix.Close(fd)
+		return -1, 0, fmt.Errorf("set receive timeout: %w", err)
+	}
+	return fd, ifi.Index, nil
+}
+
+// ARPProbe broadcasts "who-has target tell <from's address>" from from's
+// segment interface (three times, 100ms apart) and returns every distinct
+// MAC that answered for target within wait, sorted. Exactly one — the
+// balancer's — is the DSR invariant.
+func ARPProbe(from *Host, target netip.Addr, wait time.Duration) ([]net.HardwareAddr, error) {
+	if !target.Is4() || !from.IPv4.IsValid() {
+		return nil, fmt.Errorf("arp probe: IPv4 only (target %s)", target)
+	}
+	var macs []net.HardwareAddr
+	err := from.NS.Do(func() error {
+		fd, idx, err := packetSocket(from.Dev, unix.ETH_P_ARP, 20*time.Millisecond)
+		if err != nil {
+			return fmt.Errorf("arp probe: %w", err)
+		}
+		defer unix.Close(fd)
+		req := make([]byte, 42)
+		copy(req[0:6], []byte{0xff, 0xff, 0xff, 0xff, 0xff, 0xff})
+		copy(req[6:12], from.MAC)
+		binary.BigEndian.PutUint16(req[12:], unix.ETH_P_ARP)
+		binary.BigEndian.PutUint16(req[14:], 1)      // Ethernet
+		binary.BigEndian.PutUint16(req[16:], 0x0800) // IPv4
+		req[18], req[19] = 6, 4
+		binary.BigEndian.PutUint16(req[20:], 1) // request
+		copy(req[22:28], from.MAC)
+		copy(req[28:32], from.IPv4.AsSlice())
+		copy(req[38:42], target.AsSlice())
+		to := &unix.SockaddrLinklayer{Protocol: htons(unix.ETH_P_ARP), Ifindex: idx, Halen: 6,
+			Addr: [8]byte{0xff, 0xff, 0xff, 0xff, 0xff, 0xff}}
+		seen := map[string]net.HardwareAddr{}
+		buf := make([]byte, 1600)
+		start := time.Now()
+		for sent := 0; time.Since(start) < wait; {
+			if sent < 3 && time.Since(start) >= time.Duration(sent)*100*time.Millisecond {
+				if err := unix.Sendto(fd, req, 0, to); err != nil {
+					return fmt.Errorf("arp probe: send: %w", err)
+				}
+				sent++
+			}
+			n, _, err := unix.Recvfrom(fd, buf, 0)
+			if errors.Is(err, unix.EAGAIN) || errors.Is(err, unix.EINTR) {
+				continue
+			}
+			if err != nil {
+				return fmt.Errorf("arp probe: receive: %w", err)
+			}
+			f := buf[:n]
+			if n < 42 || binary.BigEndian.Uint16(f[12:]) != unix.ETH_P_ARP || binary.BigEndian.Uint16(f[20:]) != 2 {
+				continue
+			}
+			if bytes.Equal(f[28:32], target.AsSlice()) {
+				m := net.HardwareAddr(slices.Clone(f[22:28]))
+				seen[m.String()] = m
+			}
+		}
+		for _, m := range seen {
+			macs = append(macs, m)
+		}
+		slices.SortFunc(macs, func(a, b net.HardwareAddr) int { return bytes.Compare(a, b) })
+		return nil
+	})
+	return macs, err
+}
+
+// Counter counts the frames received on one interface that match a filter.
+type Counter struct {
+	fd   int
+	n    atomic.Int64
+	stop atomic.Bool
+	wg   sync.WaitGroup
+}
+
+// CountFrames starts counting frames arriving on dev in h's namespace
+// (outgoing frames are ignored) for which match is true.
+func CountFrames(h *Host, dev string, match func(frame []byte) bool) (*Counter, error) {
+	c := &Counter{fd: -1}
+	err := h.NS.Do(func() error {
+		fd, _, err := packetSocket(dev, unix.ETH_P_ALL, 50*time.Millisecond)
+		c.fd = fd
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("count frames on %s in %s: %w", dev, h.NS.Name, err)
+	}
+	c.wg.Add(1)
+	go func() {
+		defer c.wg.Done()
+		buf := make([]byte, 65536)
+		for !c.stop.Load() {
+			n, from, err := unix.Recvfrom(c.fd, buf, 0)
+			if err != nil {
+				continue
+			}
+			if ll, ok := from.(*unix.SockaddrLinklayer); ok && ll.Pkttype == unix.PACKET_OUTGOING {
+				continue
+			}
+			if match(buf[:n]) {
+				c.n.Add(1)
+			}
+		}
+	}()
+	return c, nil
+}
+
+// Count so far.
+func (c *Counter) Count() int64 { return c.n.Load() }
+
+// Stop ends counting and returns the total.
+func (c *Counter) Stop() int64 {
+	if c.stop.CompareAndSwap(false, true) {
+		c.wg.Wait()
+		unix.Close(c.fd)
+	}
+	return c.n.Load()
+}
+
+// FromAddrPort matches TCP or UDP frames (optionally VLAN-tagged, IPv4 or
+// IPv6 without extension headers) whose source is src:port: replies from a
+// VIP.
+func FromAddrPort(src netip.Addr, port uint16) func([]byte) bool {
+	return func(f []byte) bool {
+		if len(f) < 14 {
+			return false
+		}
+		et, off := binary.BigEndian.Uint16(f[12:]), 14
+		if et == 0x8100 && len(f) >= 18 {
+			et, off = binary.BigEndian.Uint16(f[16:]), 18
+		}
+		ip := f[off:]
+		var proto byte
+		var l4 []byte
+		switch {
+		case et == 0x0800 && src.Is4() && len(ip) >= 20:
+			ihl := int(ip[0]&0x0f) * 4
+			if len(ip) < ihl+4 || !bytes.Equal(ip[12:16], src.AsSlice()) {
+				return false
+			}
+			proto, l4 = ip[9], ip[ihl:]
+		case et == 0x86dd && src.Is6() && len(ip) >= 44:
+			if !bytes.Equal(ip[8:24], src.AsSlice()) {
+				return false
+			}
+			proto, l4 = ip[6], ip[40:]
+		default:
+			return false
+		}
+		return (proto == unix.IPPROTO_TCP || proto == unix.IPPROTO_UDP) && binary.BigEndian.Uint16(l4) == port
+	}
+}
