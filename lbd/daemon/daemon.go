@@ -95,6 +95,9 @@ func (d *Daemon) start(ctx context.Context) error {
 	}
 	d.cfg = cfg
 	b := cfg.Balancer
+	if err := checkBPFFS(b.PinPath); err != nil {
+		return err
+	}
 	d.dp, err = datapath.Open(datapath.Options{
 		Interface:           b.Interface,
 		PinPath:             b.PinPath,

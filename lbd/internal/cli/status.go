@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net/netip"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"text/tabwriter"
@@ -62,6 +63,7 @@ were created.`,
 			if err != nil {
 				return &cmdutil.ExitError{Code: 1, Err: fmt.Errorf("read data plane counters: %w", err)}
 			}
+			nameStats(cfg, &st)
 			if asJSON {
 				enc := json.NewEncoder(cmd.OutOrStdout())
 				enc.SetIndent("", "  ")
@@ -155,6 +157,9 @@ func newExplainCmd(cfgPath *string) *cobra.Command {
 			info, err := dp.LookupFlow(flow)
 			if err != nil {
 				return &cmdutil.ExitError{Code: 1, Err: fmt.Errorf("look up flow: %w", err)}
+			}
+			if info.Service != "" {
+				nameFlow(cfg, flow, &info)
 			}
 			out := cmd.OutOrStdout()
 			switch {
@@ -335,4 +340,53 @@ func table(s *config.Service, size uint32) ([]uint32, []string) {
 		keys[i] = b.Key
 	}
 	return t, keys
+}
+
+// nameStats puts the configuration's names on what the maps hold: the
+// pinned maps identify services by (VIP, protocol, ports) and backends by
+// address; names live only in the configuration.
+func nameStats(cfg *config.Config, st *datapath.Stats) {
+	for i := range st.Services {
+		s := &st.Services[i]
+		for _, cs := range cfg.Services {
+			if cs.VIP != s.VIP || string(cs.Protocol) != s.Proto.String() || !slices.Equal(sortedPorts(cs.Ports), sortedPorts(s.Ports)) {
+				continue
+			}
+			s.Name = cs.Name
+			for j := range s.Backends {
+				for _, srv := range cs.Servers {
+					if srv.Address == s.Backends[j].Addr {
+						s.Backends[j].Name = srv.Name
+					}
+				}
+			}
+		}
+	}
+}
+
+func sortedPorts(ps []uint16) []uint16 {
+	out := slices.Clone(ps)
+	slices.Sort(out)
+	return out
+}
+
+// nameFlow replaces map-derived names in a lookup with configured ones.
+func nameFlow(cfg *config.Config, f datapath.Flow, info *datapath.FlowInfo) {
+	for _, cs := range cfg.Services {
+		if cs.VIP != f.Dst.Addr() || string(cs.Protocol) != f.Proto.String() {
+			continue
+		}
+		if !cs.AllPorts() && !slices.Contains(cs.Ports, f.Dst.Port()) {
+			continue
+		}
+		info.Service = cs.Name
+		for _, srv := range cs.Servers {
+			if srv.Address == info.Addr && info.Backend != "" {
+				info.Backend = srv.Name
+			}
+		}
+		if !cs.AllPorts() {
+			return // an exact port match wins over an every-port service
+		}
+	}
 }
