@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 )
@@ -62,6 +63,18 @@ func (t *Topology) WebService(name string, vip netip.Addr, balance string, backe
 		s.Servers = append(s.Servers, Server{Name: b.Role, Address: addr, Weight: 1})
 	}
 	return s
+}
+
+// lists reports whether h is a server of some service.
+func (c Config) lists(h *Host) bool {
+	for _, s := range c.Services {
+		for _, sv := range s.Servers {
+			if sv.Address == h.IPv4 || sv.Address == h.IPv6 {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // Render writes the configuration as YAML.
@@ -134,7 +147,7 @@ func (t *Topology) WriteConfig(c Config) (string, error) {
 		return "", fmt.Errorf("write config: %w", err)
 	}
 	t.mu.Lock()
-	t.config = path
+	t.config, t.cfg = path, c
 	t.mu.Unlock()
 	return path, nil
 }
@@ -172,15 +185,16 @@ func (t *Topology) Hostprep(ctx context.Context, b *Host, args ...string) (strin
 func (t *Topology) HostprepRoot(b *Host) string { return filepath.Join(t.Dir, "root-"+b.Role) }
 
 // PrepareBackends runs `hostprep apply` then `hostprep check` on each
-// backend (except those listed in skip) and returns the apply outputs.
+// backend that is a server of the current configuration (except those
+// listed in skip) and returns the apply outputs.
 func (t *Topology) PrepareBackends(ctx context.Context, skip ...*Host) (map[string]string, error) {
 	outs := map[string]string{}
-next:
+	t.mu.Lock()
+	cfg := t.cfg
+	t.mu.Unlock()
 	for _, b := range t.Backends {
-		for _, s := range skip {
-			if s == b {
-				continue next
-			}
+		if slices.Contains(skip, b) || !cfg.lists(b) {
+			continue
 		}
 		out, err := t.Hostprep(ctx, b, "apply")
 		if err != nil {

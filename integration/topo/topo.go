@@ -18,6 +18,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -91,6 +92,7 @@ type Topology struct {
 	nss       []*NS
 	procs     []*Proc
 	config    string // path of the current dsrlb.yaml
+	cfg       Config // what it holds
 	vlanPush  *ebpf.Program
 	vlanPop   *ebpf.Program
 	closeOnce sync.Once
@@ -216,7 +218,9 @@ func (t *Topology) build(ctx context.Context) error {
 			b[3] = last
 			return netip.AddrFrom4(b)
 		}
-		a[15] = last
+		// IPv6 hosts reuse the IPv4 last octet's digits: .11 -> ::11.
+		v, _ := strconv.ParseUint(strconv.Itoa(int(last)), 16, 16)
+		a[14], a[15] = byte(v>>8), byte(v)
 		return netip.AddrFrom16(a)
 	}
 	onSegment := func(role string, last byte) (*Host, error) {
@@ -303,7 +307,7 @@ func (t *Topology) plug(h *Host) error {
 		return err
 	}
 	if t.Opts.Routed && h.Role != "router" {
-		for _, gw := range []string{"192.0.2.254", "2001:db8::fe"} {
+		for _, gw := range []string{"192.0.2.254", "2001:db8::254"} {
 			if err := t.addDefault(h, netip.MustParseAddr(gw)); err != nil {
 				return err
 			}
