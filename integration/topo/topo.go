@@ -509,3 +509,23 @@ func (t *Topology) Close() error {
 	})
 	return t.closeErr
 }
+
+// PointVIPAt makes from send frames for vip straight to backend b's MAC
+// (a permanent neighbour entry): DSR by hand, no balancer, to check the
+// backends' half of the path on its own.
+func (t *Topology) PointVIPAt(from *Host, vip netip.Addr, b *Host) error {
+	l, err := from.NS.handle.LinkByName(from.Dev)
+	if err != nil {
+		return fmt.Errorf("find %s in %s: %w", from.Dev, from.NS.Name, err)
+	}
+	n := &netlink.Neigh{LinkIndex: l.Attrs().Index, IP: vip.AsSlice(), HardwareAddr: b.MAC, State: netlink.NUD_PERMANENT}
+	if vip.Is6() {
+		n.Family = netlink.FAMILY_V6
+	} else {
+		n.Family = netlink.FAMILY_V4
+	}
+	if err := from.NS.handle.NeighSet(n); err != nil {
+		return fmt.Errorf("point %s at %s in %s: %w", vip, b.Role, from.NS.Name, err)
+	}
+	return nil
+}
