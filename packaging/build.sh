@@ -12,6 +12,13 @@ ARCHES=${ARCHES:-amd64 arm64}
 export VERSION
 rel=out/release
 rm -rf "$rel" && mkdir -p "$rel"
+# Man pages, from the command trees themselves (host-arch build, any arch's pages).
+rm -rf out/man && mkdir -p out/man
+export SOURCE_DATE_EPOCH=${SOURCE_DATE_EPOCH:-$(git log -1 --format=%ct 2>/dev/null || date +%s)}
+for bin in lbd hostprep; do
+	go run "./$bin" man out/man
+done
+gzip -n -9 out/man/*.8
 for arch in $ARCHES; do
 	mkdir -p "out/$arch"
 	for bin in lbd hostprep; do
@@ -19,7 +26,7 @@ for arch in $ARCHES; do
 			-ldflags "-s -w -X main.version=$VERSION" -o "out/$arch/$bin" "./$bin"
 	done
 	# nfpm does not expand variables in src: stage this arch's binaries at a fixed path.
-	rm -rf out/stage && cp -r "out/$arch" out/stage
+	rm -rf out/stage && cp -r "out/$arch" out/stage && cp -r out/man out/stage/man
 	# Debian wants a native package's changelog as changelog.gz; -n keeps
 	# the archive (and so the package) free of timestamps.
 	gzip -n -9 -c packaging/debian.changelog > out/stage/changelog.gz

@@ -218,7 +218,10 @@ func TestInstallUpgradePurge(t *testing.T) {
 		t.Error("reinstall overwrote /etc/dsrlb/dsrlb.yaml")
 	}
 
-	run(t, "dpkg", "--purge", "dsrlb-lbd", "dsrlb-hostprep", "dsrlb-common")
+	out := run(t, "dpkg", "--purge", "dsrlb-lbd", "dsrlb-hostprep", "dsrlb-common")
+	if strings.Contains(out, "failed") {
+		t.Errorf("a maintainer script reported a failure during purge:\n%s", out)
+	}
 	for _, path := range []string{"/usr/sbin/lbd", "/usr/sbin/hostprep", "/etc/dsrlb", "/var/lib/dsrlb",
 		"/usr/lib/systemd/system/lbd.service", "/usr/lib/systemd/system/hostprep.service", "/usr/share/doc/dsrlb-lbd"} {
 		if _, err := os.Stat(path); err == nil {
