@@ -44,29 +44,35 @@ type beState struct {
 	cookie uint32
 }
 
-// allocator hands out the lowest free ids of [min, max).
+// allocator hands out free ids of [min, max), lowest first after a free,
+// in O(1) amortized while ids are only taken.
 type allocator struct {
 	used     map[uint32]bool
 	min, max uint32
+	next     uint32 // no id below next is free
 }
 
 func newAllocator(min, max uint32) allocator {
-	return allocator{used: map[uint32]bool{}, min: min, max: max}
+	return allocator{used: map[uint32]bool{}, min: min, max: max, next: min}
 }
 
 var errFull = errors.New("no free id")
 
 func (a *allocator) take() (uint32, error) {
-	for id := a.min; id < a.max; id++ {
+	for id := max(a.next, a.min); id < a.max; id++ {
 		if !a.used[id] {
 			a.used[id] = true
+			a.next = id + 1
 			return id, nil
 		}
 	}
 	return 0, errFull
 }
 
-func (a *allocator) free(id uint32) { delete(a.used, id) }
+func (a *allocator) free(id uint32) {
+	delete(a.used, id)
+	a.next = min(a.next, id)
+}
 
 // htons gives the uint16 whose little-endian memory is p in network order
 // (the generated types are little-endian only).
