@@ -66,12 +66,25 @@ func startLB(t *testing.T, s *scenario, opts topo.Options, build func(*topo.Topo
 		t.Fatal(err)
 	}
 	logOnFailure(t, e.lbd)
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go func() { // an lbd that exits ends the wait at once
+		_ = e.lbd.Wait(time.Minute)
+		cancel()
+	}()
 	for _, svc := range e.cfg.Services {
 		if svc.Protocol == "udp" {
 			continue
 		}
-		if err := topo.WaitServing(ctx, e.client, topo.URL(svc.VIP, "/"), weighted(svc), 20*time.Second); err != nil {
+		want := weighted(svc)
+		if svc.Balance == "source" {
+			want = nil // one client address reaches one backend only
+		}
+		if err := topo.WaitServing(ctx, e.client, topo.URL(svc.VIP, "/"), want, 20*time.Second); err != nil {
 			t.Fatalf("lbd not serving: %v", err)
+		}
+		if want == nil { // let every server pass rise checks before measuring
+			time.Sleep(svc.Check.Interval*time.Duration(svc.Check.Rise) + 500*time.Millisecond)
 		}
 		break
 	}
@@ -205,9 +218,9 @@ func TestRoundRobin(t *testing.T) {
 	}
 }
 
-// timed is an answer with the time its request started.
+// timed is an answer with the times its request started and ended.
 type timed struct {
-	at time.Time
+	at, end time.Time
 	topo.Answer
 }
 
@@ -242,7 +255,7 @@ func startBackground(c *http.Client, url string, concurrency, max int, d time.Du
 				a := topo.Get(rctx, c, url)
 				rcancel()
 				b.mu.Lock()
-				b.as = append(b.as, timed{at, a})
+				b.as = append(b.as, timed{at, time.Now(), a})
 				b.mu.Unlock()
 				time.Sleep(5 * time.Millisecond)
 			}
@@ -313,7 +326,7 @@ func TestBackendKilledUnderLoad(t *testing.T) {
 	var before, window, after []topo.Answer
 	for _, a := range as {
 		switch {
-		case a.at.Before(killed):
+		case a.end.Before(killed): // requests in flight at the kill belong to the window
 			before = append(before, a.Answer)
 		case a.at.Before(killed.Add(leaveBy)):
 			window = append(window, a.Answer)

@@ -112,10 +112,14 @@ func (n *NS) Sysctl(key string) (string, error) {
 	return v, err
 }
 
-// Run runs a short command inside the namespace (ip netns exec) and returns
-// its combined output.
+// Path is the namespace's bind mount, /run/netns/<Name>.
+func (n *NS) Path() string { return filepath.Join("/run/netns", n.Name) }
+
+// Run runs a short command inside the namespace and returns its combined
+// output. It uses nsenter --net, which keeps the host's mounts: `ip netns
+// exec` remounts /sys and so hides bpffs from lbd.
 func (n *NS) Run(ctx context.Context, name string, args ...string) (string, error) {
-	cmd := exec.CommandContext(ctx, "ip", append([]string{"netns", "exec", n.Name, name}, args...)...)
+	cmd := exec.CommandContext(ctx, "nsenter", append([]string{"--net=" + n.Path(), "--", name}, args...)...)
 	cmd.Env = append(os.Environ(), envRun+"="+RunID)
 	out, err := cmd.CombinedOutput()
 	if err != nil {

@@ -56,11 +56,12 @@ var spawner = sync.OnceValue(func() chan func() {
 	return ch
 })
 
-// startProc starts args inside ns (ip netns exec execs the binary, so the
-// PID is the program's) with output captured.
+// startProc starts args inside ns with output captured. nsenter, not `ip
+// netns exec`: the latter remounts /sys, which hides bpffs (/sys/fs/bpf)
+// from lbd. nsenter execs the program, so the PID is the program's.
 func startProc(ns *NS, name string, args ...string) (*Proc, error) {
 	p := &Proc{Name: name, out: &syncBuffer{}, done: make(chan struct{})}
-	p.cmd = exec.Command("ip", append([]string{"netns", "exec", ns.Name}, args...)...)
+	p.cmd = exec.Command("nsenter", append([]string{"--net=" + ns.Path(), "--"}, args...)...)
 	p.cmd.Env = append(os.Environ(), envRun+"="+RunID)
 	p.cmd.Stdout, p.cmd.Stderr = p.out, p.out
 	p.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, Setpgid: true}
