@@ -61,7 +61,6 @@ func startLB(t *testing.T, s *scenario, opts topo.Options, build func(*topo.Topo
 			t.Fatalf("direct path client -> %s (%s) broken before lbd: %+v", b.Role, addr, a)
 		}
 	}
-	s.needLbd()
 	if e.lbd, err = tp.StartLbd(); err != nil {
 		t.Fatal(err)
 	}

@@ -156,15 +156,6 @@ func mustBins(t *testing.T) *topo.Bins {
 	return bins
 }
 
-// needLbd skips while `lbd run` does not exist yet.
-// TODO(issue 6): remove this guard once `lbd run` lands.
-func (s *scenario) needLbd() {
-	s.t.Helper()
-	if !mustBins(s.t).LbdRunAvailable() {
-		s.skip("lbd run not available yet")
-	}
-}
-
 // mustTopology builds a topology removed at the end of the test, after
 // printing the logs of its processes if the test failed.
 func mustTopology(t *testing.T, opts topo.Options) *topo.Topology {

@@ -212,6 +212,15 @@ func (n Namespace) addVIP(ifname string, ifindex int, v netip.Addr) error {
 	req.AddData(nl.NewRtAttr(unix.IFA_ADDRESS, ip))
 	req.AddData(nl.NewRtAttr(unix.IFA_FLAGS, nl.Uint32Attr(flags)))
 	req.AddData(nl.NewRtAttr(ifaProto, nl.Uint8Attr(Proto)))
+	if v.Is6() {
+		// Deprecated (preferred_lft 0, valid forever): still answered by
+		// ND and accepted as a destination, but never chosen as a source.
+		// Otherwise the kernel could pick the VIP as the source of health
+		// checks to backends in the same prefix, and each backend, which
+		// holds the VIP on lo, would answer itself.
+		ci := nl.IfaCacheInfo{IfaCacheinfo: unix.IfaCacheinfo{Prefered: 0, Valid: 0xffffffff}}
+		req.AddData(nl.NewRtAttr(unix.IFA_CACHEINFO, ci.Serialize()))
+	}
 	if label := ifname + LabelSuffix; v.Is4() && len(label) < unix.IFNAMSIZ {
 		req.AddData(nl.NewRtAttr(unix.IFA_LABEL, nl.ZeroTerminated(label)))
 	}
