@@ -33,18 +33,20 @@ func isPrime(n uint32) bool {
 	return true
 }
 
-// benchServices returns n services on distinct VIPs (192.0.2.x, then
-// 198.51.100.x, 203.0.113.x) of backends each; service 0 uses sched.
+// benchServices returns n services of backends each on 192.0.2.x,
+// 198.51.100.x and 203.0.113.x, port 80 (81 past 750 services); service 0
+// (192.0.2.1:80, the one measured) uses sched.
 func benchServices(n, backends int, sched Scheduler) []Service {
 	svcs := make([]Service, n)
 	for i := range svcs {
-		vip := netip.AddrFrom4([4]byte{[]byte{192, 198, 203}[i/250], []byte{0, 51, 113}[i/250], []byte{2, 100, 113}[i/250], byte(i%250 + 1)})
+		r := i % 750 / 250 // 250 VIPs in each documentation range, then more ports
+		vip := netip.AddrFrom4([4]byte{[]byte{192, 198, 203}[r], []byte{0, 51, 0}[r], []byte{2, 100, 113}[r], byte(i%250 + 1)})
 		bes := make([]Backend, backends)
 		for j := range bes {
 			a := netip.AddrFrom4([4]byte{10, byte(j >> 8), byte(j), byte(i)}) // backends are never matched as VIPs
 			bes[j] = Backend{Name: fmt.Sprint(j), Addr: a, MAC: beMAC(j), Weight: 1, State: Up}
 		}
-		svcs[i] = Service{Name: fmt.Sprint("s", i), VIP: vip, Proto: TCP, Ports: []uint16{80}, Scheduler: Maglev, Backends: bes}
+		svcs[i] = Service{Name: fmt.Sprint("s", i), VIP: vip, Proto: TCP, Ports: []uint16{uint16(80 + i/750)}, Scheduler: Maglev, Backends: bes}
 	}
 	svcs[0].Scheduler = sched
 	return svcs

@@ -81,8 +81,16 @@ func TestModelPredictsBackend(t *testing.T) {
 		if verdict != VerdictRedirect {
 			t.Fatalf("flow %v: verdict %d", f, verdict)
 		}
-		if got, want := macIndex(t, out), predict(t, s, f, size); got != want {
+		got := macIndex(t, out)
+		if want := predict(t, s, f, size); got != want {
 			t.Fatalf("flow %v of %s: program chose backend %d, model predicts %d", f, s.Name, got, want)
+		}
+		if s.Name == "m4" && i%30 == 0 {
+			// A router's "fragmentation needed" about the reply reaches the same backend.
+			verdict, out := run(t, d, icmp4(t, 3, 4, replyOf(t, p)))
+			if verdict != VerdictRedirect || macIndex(t, out) != got {
+				t.Fatalf("ICMP error about flow %v: verdict %d, backend %d, want the flow's %d", f, verdict, macIndex(t, out), got)
+			}
 		}
 	}
 }

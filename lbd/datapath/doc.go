@@ -1,0 +1,85 @@
+// Package datapath owns dsrlb's BPF data plane: it loads the tc program of
+// bpf/lb.c, attaches it at ingress of the balancer NIC, pins and adopts its
+// state, and programs it from domain types (Service, Backend) so that no
+// caller touches a map layout.
+//
+// # Lifecycle
+//
+//	d, err := datapath.Open(opts, log) // load, or adopt what a previous lbd pinned
+//	err = d.Apply(services)            // the whole desired state, diffed
+//	err = d.Attach()                   // tcx; clsact + cls_bpf (direct-action) without it
+//	st, err := d.Stats()
+//	info, err := d.LookupFlow(flow)    // which backend, and why
+//	d.Close()                          // pins stay: forwarding continues
+//	d.Remove()                         // detach, unpin, close
+//
+// Apply before Attach: after an adopt the new program shares the pinned
+// maps, so forwarding is continuous; after a fresh load it forwards from the
+// first packet. Attach updates a pinned tcx link in place (one atomic
+// program swap); the clsact fallback replaces the filter.
+//
+// # Maps (bpf/lib/maps.h; layouts in bpf/lib/common.h, generated into Go by bpf2go)
+//
+//   - lb_services (hash): (vip, proto, port) -> (service id, scheduler). Port 0
+//     is the VIP's all-ports service, looked up when the exact port misses.
+//   - lb_backends (array): backend id -> MAC, state, cookie, owner, address.
+//     Id 0 is never used. The cookie changes whenever an id is reassigned.
+//   - lb_maglev, lb_rr (array of maps): service id -> inner array of
+//     MaglevTableSize slots naming backend ids; lb_rr only for roundrobin
+//     services. lb_rr_next (array): the round-robin position of each service.
+//   - lb_conntrack (LRU hash): client->VIP 5-tuple -> backend id, cookie,
+//     last seen.
+//   - lb_cfg (array, one entry): timeouts, table size, interface MAC, ABI.
+//     Settings live in a map, not in .rodata, because globals are not pinned.
+//   - lb_svc_stats, lb_be_stats, lb_global_stats (per-CPU arrays): counters
+//     per service id, backend id and verdict reason.
+//
+// # Invariants
+//
+//   - A table only names backends in state up with a positive weight, and only
+//     after their entry in lb_backends is written. Apply builds a new inner
+//     map aside and swaps it in with one update of the outer map: the program
+//     never reads a half-written table. Backends leaving "up" are marked, and
+//     removed ones freed, only after the switch.
+//   - Service and backend ids are stable across Apply and across restarts
+//     (services are matched by their keys, backends by address within their
+//     service), so conntrack entries stay meaningful. A conntrack entry is
+//     honoured only if its backend slot still has the same cookie and is up or
+//     draining; otherwise it is deleted and the flow rescheduled.
+//   - Conntrack entries are created only by a TCP SYN (without ACK) or the
+//     first UDP packet of a flow. A TCP packet without an entry uses the
+//     Maglev table and creates nothing; for a maglev service that is the
+//     backend the SYN got, as long as the backend set is unchanged.
+//   - Hashing is jhash2 with a fixed seed over the 16-byte (IPv4-mapped)
+//     addresses, ports and protocol (HashFlow, HashSource; Slot is the Go
+//     model): two balancers with the same configuration agree.
+//
+// # Decisions
+//
+//   - Fragments: every fragment of a datagram (first included, IPv4 MF or
+//     offset, IPv6 fragment header) is sent by a hash of (client, VIP, proto)
+//     with ports zero into the Maglev table of the VIP's all-ports service, so
+//     all fragments reach one backend without state and in any order. A VIP
+//     with only per-port services passes fragments to the host: a non-first
+//     fragment has no port to choose a service by. Fragments never touch
+//     conntrack.
+//   - ICMP: echo and other non-errors to a VIP pass to the host. ICMP errors
+//     (v4 destination unreachable incl. fragmentation needed, time exceeded,
+//     parameter problem; v6 unreachable, packet too big, time exceeded,
+//     parameter problem) that quote a reply of one of our flows (VIP:port ->
+//     client) go to that flow's backend (conntrack, else Maglev), so path MTU
+//     discovery works through DSR.
+//   - No usable backend: the packet passes to the host, which holds the VIP
+//     and answers with a TCP reset or ICMP port unreachable: clients fail fast
+//     instead of timing out. Counted per service (NoBackend) and globally.
+//   - Malformed or truncated frames pass untouched (the host drops them as it
+//     would without us) and are counted; every read is bounds-checked by
+//     bpf_skb_load_bytes and by the IP length, so nothing is read out of
+//     bounds and nothing malformed is redirected.
+//   - VLAN: the outer tag is in skb metadata at tc ingress and stays there on
+//     redirect; one tag in the bytes (QinQ inner tag, or no stripping) is
+//     parsed; a second is "unsupported".
+//   - Incompatible pinned maps (other layout, ABI, table size) fail Open with
+//     ErrIncompatible, or with Options.ReplaceIncompatible are unpinned and
+//     recreated: tracked flows then fall back to the Maglev table.
+package datapath
