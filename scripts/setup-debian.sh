@@ -9,6 +9,7 @@ PACKAGES=(
 	iproute2 iputils-ping tcpdump   # namespaces, veth, bridges, captures
 	ca-certificates git
 	rpm lintian cloud-init systemd  # packaging tests: rpm -qp, lintian, cloud-init schema, systemd-analyze
+	wrk haproxy iperf3              # scripts/bench.sh: load generator, HAProxy TCP-mode baseline, raw TCP throughput
 )
 missing=()
 for p in "${PACKAGES[@]}"; do

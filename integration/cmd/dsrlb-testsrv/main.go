@@ -10,7 +10,8 @@
 //	dsrlb-testsrv -name b1 -http 80 -udp 5353
 //
 // HTTP paths: / answers at once, /slow?ms=N after N ms (at most 30 s),
-// /healthz answers "ok".
+// /healthz answers "ok", /bytes?n=N answers N bytes (at most 16 MiB, for
+// the benchmarks: one prebuilt body per size, written without copying).
 package main
 
 import (
@@ -25,6 +26,7 @@ import (
 	"os/signal"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -51,6 +53,7 @@ func main() {
 	}
 	mux.HandleFunc("/", answer)
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
+	mux.HandleFunc("/bytes", serveBytes)
 	mux.HandleFunc("/slow", func(w http.ResponseWriter, r *http.Request) {
 		ms, _ := strconv.Atoi(r.URL.Query().Get("ms"))
 		select {
@@ -156,4 +159,27 @@ func echo(c *net.UDPConn, name string) {
 			log.Printf("reply to %s: %v", from, err)
 		}
 	}
+}
+
+// maxBody bounds /bytes?n=.
+const maxBody = 16 << 20
+
+// bodies caches one body per size asked for: map[int][]byte.
+var bodies sync.Map
+
+// serveBytes answers /bytes?n=N with N bytes of 'x' and an exact
+// Content-Length.
+func serveBytes(w http.ResponseWriter, r *http.Request) {
+	n, err := strconv.Atoi(r.URL.Query().Get("n"))
+	if err != nil || n < 0 || n > maxBody {
+		http.Error(w, fmt.Sprintf("n must be 0..%d", maxBody), http.StatusBadRequest)
+		return
+	}
+	b, ok := bodies.Load(n)
+	if !ok {
+		b, _ = bodies.LoadOrStore(n, []byte(strings.Repeat("x", n)))
+	}
+	w.Header().Set("Content-Type", "application/octet-stream")
+	w.Header().Set("Content-Length", strconv.Itoa(n))
+	_, _ = w.Write(b.([]byte))
 }
