@@ -3,6 +3,7 @@ package neigh
 import (
 	"context"
 	"errors"
+	"github.com/dsrlb/dsrlb/internal/nettest"
 	"net/netip"
 	"strings"
 	"testing"
@@ -12,13 +13,13 @@ import (
 const waitLimit = 20 * time.Second // ARP gives up after ~3 s; be generous
 
 func TestOnLink(t *testing.T) {
-	requirePrivileges(t)
-	p := mustPair(t)
+	nettest.Require(t)
+	p := nettest.NewPair(t)
 	// A second interface with another subnet (this kernel has no dummy).
-	p.lb.run(t, "ip", "link", "add", "name", "lb1", "type", "veth", "peer", "name", "peer1", "netns", p.peer.name)
-	p.lb.run(t, "ip", "addr", "add", "198.51.100.1/24", "dev", "lb1")
-	p.lb.run(t, "ip", "link", "set", "lb1", "up")
-	p.lb.run(t, "ip", "route", "add", "203.0.113.0/24", "via", "192.0.2.2")
+	p.LB.Run(t, "ip", "link", "add", "name", "lb1", "type", "veth", "peer", "name", "peer1", "netns", p.Peer.Name)
+	p.LB.Run(t, "ip", "addr", "add", "198.51.100.1/24", "dev", "lb1")
+	p.LB.Run(t, "ip", "link", "set", "lb1", "up")
+	p.LB.Run(t, "ip", "route", "add", "203.0.113.0/24", "via", "192.0.2.2")
 
 	tests := []struct {
 		addr string
@@ -32,7 +33,7 @@ func TestOnLink(t *testing.T) {
 		{"192.0.2.1", "is an address of this host"},
 	}
 	for _, tt := range tests {
-		err := OnLinkAt(p.lb.h, "lb0", netip.MustParseAddr(tt.addr))
+		err := OnLinkAt(p.LB.H, "lb0", netip.MustParseAddr(tt.addr))
 		switch {
 		case tt.want == "" && err != nil:
 			t.Errorf("OnLink(%s): %v, want on-link", tt.addr, err)
@@ -40,20 +41,20 @@ func TestOnLink(t *testing.T) {
 			t.Errorf("OnLink(%s): %v, want an ErrNotOnLink containing %q", tt.addr, err, tt.want)
 		}
 	}
-	if err := OnLinkAt(p.lb.h, "nosuch0", netip.MustParseAddr("192.0.2.2")); err == nil {
+	if err := OnLinkAt(p.LB.H, "nosuch0", netip.MustParseAddr("192.0.2.2")); err == nil {
 		t.Error("OnLink on a missing interface succeeded")
 	}
 }
 
 func TestInterfaceMAC(t *testing.T) {
-	requirePrivileges(t)
-	p := mustPair(t)
-	p.lb.run(t, "ip", "link", "set", "lb0", "address", "02:00:00:00:01:01")
-	mac, err := InterfaceMACAt(p.lb.h, "lb0")
+	nettest.Require(t)
+	p := nettest.NewPair(t)
+	p.LB.Run(t, "ip", "link", "set", "lb0", "address", "02:00:00:00:01:01")
+	mac, err := InterfaceMACAt(p.LB.H, "lb0")
 	if err != nil || mac.String() != "02:00:00:00:01:01" {
 		t.Errorf("InterfaceMAC(lb0) = %v, %v", mac, err)
 	}
-	if _, err := InterfaceMACAt(p.lb.h, "lo"); err == nil {
+	if _, err := InterfaceMACAt(p.LB.H, "lo"); err == nil {
 		t.Error("InterfaceMAC(lo) succeeded: lo has no Ethernet address")
 	}
 }
@@ -87,11 +88,11 @@ func macIs(mac string) func(Neighbor) bool {
 	return func(n Neighbor) bool { return n.MAC.String() == mac }
 }
 
-func mustResolver(t *testing.T, p pair) (*Resolver, *events) {
+func mustResolver(t *testing.T, p nettest.Pair) (*Resolver, *events) {
 	t.Helper()
 	ev := &events{ch: make(chan Neighbor, 100), last: map[netip.Addr]Neighbor{}}
 	r, err := New(context.Background(), Options{
-		Interface: "lb0", Netns: &p.lb.ns, Refresh: 500 * time.Millisecond,
+		Interface: "lb0", Netns: &p.LB.Handle, Refresh: 500 * time.Millisecond,
 		OnChange: func(n Neighbor) { ev.ch <- n },
 	})
 	if err != nil {
@@ -102,9 +103,9 @@ func mustResolver(t *testing.T, p pair) (*Resolver, *events) {
 }
 
 func TestResolverFindsMACsAndFailures(t *testing.T) {
-	requirePrivileges(t)
-	p := mustPair(t)
-	p.peer.run(t, "ip", "link", "set", "peer0", "address", "02:00:00:00:02:02")
+	nettest.Require(t)
+	p := nettest.NewPair(t)
+	p.Peer.Run(t, "ip", "link", "set", "peer0", "address", "02:00:00:00:02:02")
 	r, ev := mustResolver(t, p)
 	r.SetAddrs([]netip.Addr{
 		netip.MustParseAddr("192.0.2.2"),
@@ -126,23 +127,23 @@ func TestResolverFindsMACsAndFailures(t *testing.T) {
 }
 
 func TestResolverFollowsMACChange(t *testing.T) {
-	requirePrivileges(t)
-	p := mustPair(t)
-	p.peer.run(t, "ip", "link", "set", "peer0", "address", "02:00:00:00:02:02")
+	nettest.Require(t)
+	p := nettest.NewPair(t)
+	p.Peer.Run(t, "ip", "link", "set", "peer0", "address", "02:00:00:00:02:02")
 	r, ev := mustResolver(t, p)
 	r.SetAddrs([]netip.Addr{netip.MustParseAddr("192.0.2.2")})
 	ev.wait(t, "192.0.2.2", macIs("02:00:00:00:02:02"), "first MAC")
 
 	// The backend's NIC is replaced: it announces itself when it next
 	// talks to the balancer (its ARP request carries its new MAC).
-	p.peer.run(t, "ip", "link", "set", "peer0", "address", "02:00:00:00:02:03")
-	p.peer.run(t, "ip", "neigh", "flush", "dev", "peer0")
-	p.peer.run(t, "ping", "-c", "1", "-W", "2", "192.0.2.1")
+	p.Peer.Run(t, "ip", "link", "set", "peer0", "address", "02:00:00:00:02:03")
+	p.Peer.Run(t, "ip", "neigh", "flush", "dev", "peer0")
+	p.Peer.Run(t, "ping", "-c", "1", "-W", "2", "192.0.2.1")
 	ev.wait(t, "192.0.2.2", macIs("02:00:00:00:02:03"), "new MAC")
 
 	// An operator deletes the entry (`ip neigh del` reports it FAILED
 	// first): the Resolver resolves it again and reports the MAC back.
-	p.lb.run(t, "ip", "neigh", "del", "192.0.2.2", "dev", "lb0")
+	p.LB.Run(t, "ip", "neigh", "del", "192.0.2.2", "dev", "lb0")
 	ev.wait(t, "192.0.2.2", macIs("02:00:00:00:02:03"), "MAC after deletion")
 	if n, _ := r.Lookup(netip.MustParseAddr("192.0.2.2")); n.MAC.String() != "02:00:00:00:02:03" {
 		t.Errorf("after re-resolution: %v", n)
@@ -150,10 +151,10 @@ func TestResolverFollowsMACChange(t *testing.T) {
 }
 
 func TestSetAddrsSeesResolvedEntriesAtOnce(t *testing.T) {
-	requirePrivileges(t)
-	p := mustPair(t)
-	p.peer.run(t, "ip", "link", "set", "peer0", "address", "02:00:00:00:02:02")
-	p.lb.run(t, "ping", "-c", "1", "-W", "2", "192.0.2.2") // the kernel resolves it first
+	nettest.Require(t)
+	p := nettest.NewPair(t)
+	p.Peer.Run(t, "ip", "link", "set", "peer0", "address", "02:00:00:00:02:02")
+	p.LB.Run(t, "ping", "-c", "1", "-W", "2", "192.0.2.2") // the kernel resolves it first
 	r, ev := mustResolver(t, p)
 	a := netip.MustParseAddr("192.0.2.2")
 	r.SetAddrs([]netip.Addr{a})
@@ -164,8 +165,8 @@ func TestSetAddrsSeesResolvedEntriesAtOnce(t *testing.T) {
 }
 
 func TestResolverCloseEndsGoroutine(t *testing.T) {
-	requirePrivileges(t)
-	p := mustPair(t)
+	nettest.Require(t)
+	p := nettest.NewPair(t)
 	r, _ := mustResolver(t, p)
 	r.SetAddrs([]netip.Addr{netip.MustParseAddr("192.0.2.2")})
 	done := make(chan struct{})

@@ -3,6 +3,7 @@ package vip
 import (
 	"bytes"
 	"encoding/binary"
+	"github.com/dsrlb/dsrlb/internal/nettest"
 	"net"
 	"net/netip"
 	"slices"
@@ -19,10 +20,10 @@ var (
 	lbMAC = "02:00:00:00:01:01"
 )
 
-func mustBalancer(t *testing.T) pair {
+func mustBalancer(t *testing.T) nettest.Pair {
 	t.Helper()
-	p := mustPair(t)
-	p.lb.run(t, "ip", "link", "set", "lb0", "address", lbMAC)
+	p := nettest.NewPair(t)
+	p.LB.Run(t, "ip", "link", "set", "lb0", "address", lbMAC)
 	return p
 }
 
@@ -39,13 +40,13 @@ func mustOwned(t *testing.T, ns Namespace, want ...netip.Addr) {
 }
 
 func TestTakeReleaseOwned(t *testing.T) {
-	requirePrivileges(t)
+	nettest.Require(t)
 	p := mustBalancer(t)
-	ns := In(p.lb.ns)
+	ns := In(p.LB.Handle)
 	// Addresses lbd must never claim nor remove: an unrelated one, and a
 	// VIP an operator put there by hand.
-	p.lb.run(t, "ip", "addr", "add", "192.0.2.50/32", "dev", "lb0")
-	p.lb.run(t, "ip", "addr", "add", "192.0.2.60/32", "dev", "lb0")
+	p.LB.Run(t, "ip", "addr", "add", "192.0.2.50/32", "dev", "lb0")
+	p.LB.Run(t, "ip", "addr", "add", "192.0.2.60/32", "dev", "lb0")
 	byHand := netip.MustParseAddr("192.0.2.60")
 
 	for i := range 2 { // the second Take changes nothing
@@ -54,7 +55,7 @@ func TestTakeReleaseOwned(t *testing.T) {
 		}
 		mustOwned(t, ns, vip4, vip6)
 	}
-	out := p.lb.run(t, "ip", "addr", "show", "dev", "lb0")
+	out := p.LB.Run(t, "ip", "addr", "show", "dev", "lb0")
 	for _, want := range []string{"192.0.2.10/32", "2001:db8::10/128", "192.0.2.50/32", "192.0.2.60/32"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("ip addr show lacks %s:\n%s", want, out)
@@ -75,7 +76,7 @@ func TestTakeReleaseOwned(t *testing.T) {
 		}
 		mustOwned(t, ns)
 	}
-	out = p.lb.run(t, "ip", "addr", "show", "dev", "lb0")
+	out = p.LB.Run(t, "ip", "addr", "show", "dev", "lb0")
 	for _, want := range []string{"192.0.2.50/32", "192.0.2.60/32"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("Release removed %s, which lbd did not add:\n%s", want, out)
@@ -87,9 +88,9 @@ func TestTakeReleaseOwned(t *testing.T) {
 }
 
 func TestTakeMissingInterface(t *testing.T) {
-	requirePrivileges(t)
+	nettest.Require(t)
 	p := mustBalancer(t)
-	err := In(p.lb.ns).Take("nosuch0", []netip.Addr{vip4}, nil)
+	err := In(p.LB.Handle).Take("nosuch0", []netip.Addr{vip4}, nil)
 	if err == nil || !strings.Contains(err.Error(), "find balancer interface nosuch0") {
 		t.Errorf("take on a missing interface: %v", err)
 	}
@@ -101,10 +102,10 @@ type capture struct {
 	frames chan []byte
 }
 
-func mustCapture(t *testing.T, p pair) *capture {
+func mustCapture(t *testing.T, p nettest.Pair) *capture {
 	t.Helper()
 	c := &capture{frames: make(chan []byte, 1000)}
-	err := In(p.peer.ns).do(func() error {
+	err := In(p.Peer.Handle).do(func() error {
 		ifi, err := net.InterfaceByName("peer0")
 		if err != nil {
 			return err
@@ -181,14 +182,14 @@ func isNA(f []byte) bool {
 }
 
 func TestTakeAnnounces(t *testing.T) {
-	requirePrivileges(t)
+	nettest.Require(t)
 	p := mustBalancer(t)
 	// The peer believes the VIPs are elsewhere (a previous balancer).
-	p.peer.run(t, "ip", "neigh", "replace", vip4.String(), "lladdr", "02:00:00:00:09:09", "dev", "peer0", "nud", "stale")
-	p.peer.run(t, "ip", "neigh", "replace", vip6.String(), "lladdr", "02:00:00:00:09:09", "dev", "peer0", "nud", "stale")
+	p.Peer.Run(t, "ip", "neigh", "replace", vip4.String(), "lladdr", "02:00:00:00:09:09", "dev", "peer0", "nud", "stale")
+	p.Peer.Run(t, "ip", "neigh", "replace", vip6.String(), "lladdr", "02:00:00:00:09:09", "dev", "peer0", "nud", "stale")
 	c := mustCapture(t, p)
 
-	if err := In(p.lb.ns).Take("lb0", []netip.Addr{vip4, vip6}, nil); err != nil {
+	if err := In(p.LB.Handle).Take("lb0", []netip.Addr{vip4, vip6}, nil); err != nil {
 		t.Fatalf("take: %v", err)
 	}
 	mac, _ := net.ParseMAC(lbMAC)
@@ -241,15 +242,15 @@ func TestTakeAnnounces(t *testing.T) {
 	// The peer's kernel accepted them (so the checksum is right too):
 	// its entries now point at the balancer.
 	for _, v := range []netip.Addr{vip4, vip6} {
-		waitNeigh(t, p.peer, v, lbMAC)
+		waitNeigh(t, p.Peer, v, lbMAC)
 	}
 }
 
-func waitNeigh(t *testing.T, ns *testNS, a netip.Addr, mac string) {
+func waitNeigh(t *testing.T, ns *nettest.NS, a netip.Addr, mac string) {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		out := ns.run(t, "ip", "neigh", "show", a.String(), "dev", "peer0")
+		out := ns.Run(t, "ip", "neigh", "show", a.String(), "dev", "peer0")
 		if strings.Contains(out, mac) {
 			return
 		}
@@ -261,16 +262,16 @@ func waitNeigh(t *testing.T, ns *testNS, a netip.Addr, mac string) {
 }
 
 func TestTakenVIPAnswersARPAndND(t *testing.T) {
-	requirePrivileges(t)
+	nettest.Require(t)
 	p := mustBalancer(t)
-	if err := In(p.lb.ns).Take("lb0", []netip.Addr{vip4, vip6}, nil); err != nil {
+	if err := In(p.LB.Handle).Take("lb0", []netip.Addr{vip4, vip6}, nil); err != nil {
 		t.Fatalf("take: %v", err)
 	}
-	p.peer.run(t, "ip", "neigh", "flush", "dev", "peer0")
-	p.peer.run(t, "ping", "-c", "1", "-W", "2", vip4.String())
-	p.peer.run(t, "ping", "-6", "-c", "1", "-W", "2", vip6.String())
-	waitNeigh(t, p.peer, vip4, lbMAC)
-	waitNeigh(t, p.peer, vip6, lbMAC)
+	p.Peer.Run(t, "ip", "neigh", "flush", "dev", "peer0")
+	p.Peer.Run(t, "ping", "-c", "1", "-W", "2", vip4.String())
+	p.Peer.Run(t, "ping", "-6", "-c", "1", "-W", "2", vip6.String())
+	waitNeigh(t, p.Peer, vip4, lbMAC)
+	waitNeigh(t, p.Peer, vip6, lbMAC)
 }
 
 func TestFrameChecksum(t *testing.T) {

@@ -1,4 +1,9 @@
-package vip
+// Package nettest builds throw-away network namespaces for the privileged
+// tests of lbd's packages: uniquely named, with the sysctls the tests rely
+// on set explicitly, removed when the test ends (also on failure), and
+// reached through a per-namespace netlink handle so no test thread ever
+// switches namespace.
+package nettest
 
 import (
 	"context"
@@ -14,9 +19,9 @@ import (
 	"github.com/vishvananda/netns"
 )
 
-// requirePrivileges skips a test that needs root, or fails it under CI,
+// Require skips a test that needs root, or fails it under CI,
 // where a missing capability is a broken runner, not a reason to skip.
-func requirePrivileges(t *testing.T) {
+func Require(t *testing.T) {
 	t.Helper()
 	if os.Geteuid() == 0 {
 		if _, err := exec.LookPath("ip"); err == nil {
@@ -30,19 +35,21 @@ func requirePrivileges(t *testing.T) {
 	t.Skip(msg)
 }
 
-// testNS is a named network namespace removed when the test ends.
-type testNS struct {
-	name string
-	ns   netns.NsHandle
-	h    *netlink.Handle
+// NS is a named network namespace removed when the test ends.
+type NS struct {
+	Name   string
+	Handle netns.NsHandle
+	H      *netlink.Handle // netlink in the namespace, no thread switch needed
 }
 
-func mustNS(t *testing.T) *testNS {
+// New creates a namespace with lo up and the sysctls the tests rely on set
+// explicitly (new namespaces inherit the host's conf/all values).
+func New(t *testing.T) *NS {
 	t.Helper()
 	b := make([]byte, 4)
 	_, _ = rand.Read(b)
 	name := "dsrlbnb" + hex.EncodeToString(b)
-	mustRun(t, "ip", "netns", "add", name)
+	MustRun(t, "ip", "netns", "add", name)
 	t.Cleanup(func() { _ = exec.Command("ip", "netns", "del", name).Run() })
 	ns, err := netns.GetFromName(name)
 	if err != nil {
@@ -54,8 +61,8 @@ func mustNS(t *testing.T) *testNS {
 		t.Fatalf("netlink handle in %s: %v", name, err)
 	}
 	t.Cleanup(h.Close)
-	n := &testNS{name: name, ns: ns, h: h}
-	n.run(t, "ip", "link", "set", "lo", "up")
+	n := &NS{Name: name, Handle: ns, H: h}
+	n.Run(t, "ip", "link", "set", "lo", "up")
 	// New namespaces inherit the host's conf/all values: set what the
 	// tests rely on (plain ARP behaviour, no reverse-path filter).
 	for _, kv := range []string{
@@ -67,19 +74,20 @@ func mustNS(t *testing.T) *testNS {
 		// is tentative the kernel sends no neighbour solicitation at all.
 		"net.ipv6.conf.all.accept_dad=0", "net.ipv6.conf.default.accept_dad=0",
 	} {
-		n.run(t, "sysctl", "-qw", kv)
+		n.Run(t, "sysctl", "-qw", kv)
 	}
 	return n
 }
 
-// run runs a command inside the namespace (ip netns exec) and fails the
+// Run runs a command inside the namespace (ip netns exec) and fails the
 // test on error. The command is bounded in time and waited for.
-func (n *testNS) run(t *testing.T, args ...string) string {
+func (n *NS) Run(t *testing.T, args ...string) string {
 	t.Helper()
-	return mustRun(t, append([]string{"ip", "netns", "exec", n.name}, args...)...)
+	return MustRun(t, append([]string{"ip", "netns", "exec", n.Name}, args...)...)
 }
 
-func mustRun(t *testing.T, args ...string) string {
+// MustRun runs a command (bounded to 30s) and fails the test on error.
+func MustRun(t *testing.T, args ...string) string {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -90,33 +98,34 @@ func mustRun(t *testing.T, args ...string) string {
 	return string(out)
 }
 
-// pair is a balancer namespace and a backend namespace joined by a veth:
+// Pair is a balancer namespace and a backend namespace joined by a veth:
 // lb0 (192.0.2.1/24, 2001:db8::1/64) — peer0 (192.0.2.2/24, 2001:db8::2/64).
-type pair struct{ lb, peer *testNS }
+type Pair struct{ LB, Peer *NS }
 
-func mustPair(t *testing.T) pair {
+// NewPair builds the pair and waits until IPv4 and IPv6 work on both sides.
+func NewPair(t *testing.T) Pair {
 	t.Helper()
-	p := pair{lb: mustNS(t), peer: mustNS(t)}
-	p.lb.run(t, "ip", "link", "add", "name", "lb0", "type", "veth", "peer", "name", "peer0", "netns", p.peer.name)
+	p := Pair{LB: New(t), Peer: New(t)}
+	p.LB.Run(t, "ip", "link", "add", "name", "lb0", "type", "veth", "peer", "name", "peer0", "netns", p.Peer.Name)
 	for _, side := range []struct {
-		ns     *testNS
+		ns     *NS
 		dev    string
 		v4, v6 string
-	}{{p.lb, "lb0", "192.0.2.1/24", "2001:db8::1/64"}, {p.peer, "peer0", "192.0.2.2/24", "2001:db8::2/64"}} {
-		side.ns.run(t, "ip", "addr", "add", side.v4, "dev", side.dev)
-		side.ns.run(t, "ip", "addr", "add", side.v6, "dev", side.dev, "nodad")
-		side.ns.run(t, "ip", "link", "set", side.dev, "up")
+	}{{p.LB, "lb0", "192.0.2.1/24", "2001:db8::1/64"}, {p.Peer, "peer0", "192.0.2.2/24", "2001:db8::2/64"}} {
+		side.ns.Run(t, "ip", "addr", "add", side.v4, "dev", side.dev)
+		side.ns.Run(t, "ip", "addr", "add", side.v6, "dev", side.dev, "nodad")
+		side.ns.Run(t, "ip", "link", "set", side.dev, "up")
 	}
 	// Carrier and IPv6 come up asynchronously (linkwatch): until the
 	// multicast route exists, IPv6 multicast (ND) is dropped as "no route".
 	for _, side := range []struct {
-		ns  *testNS
+		ns  *NS
 		dev string
-	}{{p.lb, "lb0"}, {p.peer, "peer0"}} {
+	}{{p.LB, "lb0"}, {p.Peer, "peer0"}} {
 		deadline := time.Now().Add(10 * time.Second)
-		for !strings.Contains(side.ns.run(t, "ip", "-6", "route", "show", "table", "local", "dev", side.dev), "ff00::/8") {
+		for !strings.Contains(side.ns.Run(t, "ip", "-6", "route", "show", "table", "local", "dev", side.dev), "ff00::/8") {
 			if time.Now().After(deadline) {
-				t.Fatalf("%s in %s did not come up", side.dev, side.ns.name)
+				t.Fatalf("%s in %s did not come up", side.dev, side.ns.Name)
 			}
 			time.Sleep(20 * time.Millisecond)
 		}
