@@ -40,6 +40,19 @@ func openPinned(cfg *config.Config) (*datapath.Datapath, error) {
 	return dp, nil
 }
 
+// loadPinned loads the configuration and adopts the data plane it names.
+func loadPinned(cfgPath string) (*config.Config, *datapath.Datapath, error) {
+	cfg, err := cmdutil.LoadConfig(nil, cfgPath, (*config.Config).RequireBalancer)
+	if err != nil {
+		return nil, nil, err
+	}
+	dp, err := openPinned(cfg)
+	if err != nil {
+		return nil, nil, err
+	}
+	return cfg, dp, nil
+}
+
 func newStatusCmd(cfgPath *string) *cobra.Command {
 	var asJSON bool
 	cmd := &cobra.Command{
@@ -50,11 +63,7 @@ whether or not lbd is running. Counters are summed over CPUs since the maps
 were created.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			cfg, err := cmdutil.LoadConfig(nil, *cfgPath, (*config.Config).RequireBalancer)
-			if err != nil {
-				return err
-			}
-			dp, err := openPinned(cfg)
+			cfg, dp, err := loadPinned(*cfgPath)
 			if err != nil {
 				return err
 			}
@@ -145,11 +154,7 @@ func newExplainCmd(cfgPath *string) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			cfg, err := cmdutil.LoadConfig(nil, *cfgPath, (*config.Config).RequireBalancer)
-			if err != nil {
-				return err
-			}
-			dp, err := openPinned(cfg)
+			cfg, dp, err := loadPinned(*cfgPath)
 			if err != nil {
 				return err
 			}
