@@ -164,16 +164,20 @@ static __always_inline __u32 lb4_parse_icmp(struct __sk_buff *skb, __u32 off, st
 static __always_inline __u32 lb4_parse(struct __sk_buff *skb, __u32 off, struct lb_pkt *pkt)
 {
 	struct iphdr ip;
-	__u32 hlen;
+	__u32 hlen, tot;
 	__u16 frag;
 
 	if (bpf_skb_load_bytes(skb, off, &ip, sizeof(ip)) < 0)
 		return LB_REASON_PASS_MALFORMED;
 	hlen = ip.ihl * 4;
-	if (ip.version != 4 || hlen < sizeof(ip) || bpf_ntohs(ip.tot_len) < hlen ||
-	    off + bpf_ntohs(ip.tot_len) > skb->len)
+	tot = bpf_ntohs(ip.tot_len);
+	/* tot_len 0 is legal only for a BIG TCP GRO super-packet (more than
+	 * 64 KiB, several segments): then the length is the skb's. */
+	if (!tot && skb->gso_segs > 1)
+		tot = skb->len - off;
+	if (ip.version != 4 || hlen < sizeof(ip) || tot < hlen || off + tot > skb->len)
 		return LB_REASON_PASS_MALFORMED;
-	pkt->end = off + bpf_ntohs(ip.tot_len);
+	pkt->end = off + tot;
 	lb4_addr(&pkt->flow.saddr, ip.saddr);
 	lb4_addr(&pkt->flow.daddr, ip.daddr);
 	pkt->flow.proto = ip.protocol;

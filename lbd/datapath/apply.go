@@ -191,7 +191,7 @@ func (d *Datapath) writeBackends(st *svcState, backends []Backend) ([]uint32, er
 		ids[i] = id
 		cur := d.state.backends[id]
 		state := b.State
-		if cur.state == Up && b.usable() == false {
+		if cur.state == Up && !b.usable() {
 			state = Up
 		}
 		if err := d.putBackend(id, cur, b, state); err != nil {

@@ -84,7 +84,9 @@ func (d *Datapath) attachTCX(ifindex int) error {
 	}
 	d.link = l
 	d.log.Info("attached with tcx", "interface", d.opts.Interface)
-	return nil
+	// After a kernel upgrade, a filter left by a clsact-era lbd would run
+	// an old program after ours: remove it.
+	return d.detachClsact()
 }
 
 // updatePinnedLink swaps this program into a pinned tcx link on the same
@@ -115,6 +117,14 @@ func (d *Datapath) updatePinnedLink(path string, ifindex int) (bool, error) {
 }
 
 func (d *Datapath) attachClsact(ifindex int) error {
+	// Forced back to clsact: a pinned tcx link would run first; remove it.
+	if path := d.pin(pinLink); path != "" {
+		if l, err := link.LoadPinnedLink(path, nil); err == nil {
+			if err := errors.Join(l.Unpin(), l.Close()); err != nil {
+				return fmt.Errorf("remove pinned tcx link: %w", err)
+			}
+		}
+	}
 	qdisc := &netlink.GenericQdisc{
 		QdiscAttrs: netlink.QdiscAttrs{LinkIndex: ifindex, Handle: netlink.MakeHandle(0xffff, 0), Parent: netlink.HANDLE_CLSACT},
 		QdiscType:  "clsact",

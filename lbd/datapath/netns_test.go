@@ -325,3 +325,37 @@ func TestPinAdoptRemove(t *testing.T) {
 		t.Fatalf("open with ReplaceIncompatible: %v", err)
 	}
 }
+
+// TestClsactToTCX: an lbd that attached with clsact (old kernel), replaced
+// by one using tcx (after an upgrade), leaves no stale filter behind.
+func TestClsactToTCX(t *testing.T) {
+	tp := newTopo(t)
+	c := tp.listen(t, 5000)
+	opts := Options{PinPath: testPinPath(t), MaglevTableSize: 251, ConntrackSize: 4096}
+	old := opts
+	old.ForceClsact = true
+	d1 := tp.openIn(t, old)
+	tp.requireClsactFilter(t)
+	d1.Close()
+	tp.expectForwarded(t, c, true, "clsact lbd gone")
+
+	d2 := tp.openIn(t, opts)
+	t.Cleanup(func() { inNetns(tp.lb, d2.Remove) })
+	tp.expectForwarded(t, c, true, "tcx lbd")
+	err := inNetns(tp.lb, func() error {
+		l, err := netlink.LinkByName(tp.lbIface)
+		if err != nil {
+			return err
+		}
+		filters, _ := netlink.FilterList(l, netlink.HANDLE_MIN_INGRESS)
+		for _, f := range filters {
+			if bf, ok := f.(*netlink.BpfFilter); ok && strings.HasPrefix(bf.Name, clsactFilterName) {
+				return fmt.Errorf("stale cls_bpf filter %s after attaching with tcx", bf.Name)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
