@@ -45,7 +45,9 @@
 //     (services are matched by their keys, backends by address within their
 //     service), so conntrack entries stay meaningful. A conntrack entry is
 //     honoured only if its backend slot still has the same cookie and is up or
-//     draining; otherwise it is deleted and the flow rescheduled.
+//     draining; otherwise it is deleted and the flow rescheduled. So a
+//     tracked flow stays on its backend even if its port moves to another
+//     service, until that backend is removed or down.
 //   - Conntrack entries are created only by a TCP SYN (without ACK) or the
 //     first UDP packet of a flow. A TCP packet without an entry uses the
 //     Maglev table and creates nothing; for a maglev service that is the
