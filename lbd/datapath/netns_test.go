@@ -179,8 +179,55 @@ func received(c *net.UDPConn, payload []byte, wait time.Duration) bool {
 }
 
 func (tp *topo) services() []Service {
-	return []Service{{Name: "e2e", VIP: ip4(e2eVIP), Proto: UDP, Ports: []uint16{5000},
-		Backends: []Backend{{Name: "be", Addr: ip4("192.0.2.3"), MAC: tp.beMAC, Weight: 1, State: Up}}}}
+	bes := []Backend{{Name: "be", Addr: ip4("192.0.2.3"), MAC: tp.beMAC, Weight: 1, State: Up}}
+	return []Service{
+		{Name: "e2e", VIP: ip4(e2eVIP), Proto: UDP, Ports: []uint16{5000}, Backends: bes},
+		{Name: "e2e-tcp", VIP: ip4(e2eVIP), Proto: TCP, Ports: []uint16{8080}, Backends: bes},
+	}
+}
+
+// tcpExchange connects from the client to VIP:8080, where the backend
+// echoes: the handshake only completes if SYN and ACK go through the
+// balancer and the backend's replies reach the client directly (DSR).
+func (tp *topo) tcpExchange(t *testing.T) {
+	var ln net.Listener
+	if err := inNetns(tp.be, func() error {
+		var err error
+		ln, err = net.Listen("tcp4", e2eVIP+":8080")
+		return err
+	}); err != nil {
+		t.Fatalf("listen in backend: %v", err)
+	}
+	defer ln.Close()
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		buf := make([]byte, 64)
+		n, _ := c.Read(buf)
+		c.Write(append([]byte("echo:"), buf[:n]...))
+	}()
+	var reply []byte
+	err := inNetns(tp.cli, func() error {
+		c, err := net.DialTimeout("tcp4", e2eVIP+":8080", 3*time.Second)
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(3 * time.Second))
+		if _, err := c.Write([]byte("hello")); err != nil {
+			return err
+		}
+		buf := make([]byte, 64)
+		n, err := c.Read(buf)
+		reply = buf[:n]
+		return err
+	})
+	if err != nil || string(reply) != "echo:hello" {
+		t.Fatalf("TCP through the balancer: reply %q, %v", reply, err)
+	}
 }
 
 // openIn opens and attaches a data plane in the balancer namespace.
@@ -222,6 +269,7 @@ func TestEndToEnd(t *testing.T) {
 			d := tp.openIn(t, Options{ForceClsact: clsact, MaglevTableSize: 251, ConntrackSize: 4096})
 			t.Cleanup(func() { inNetns(tp.lb, d.Remove) })
 			tp.expectForwarded(t, c, true, "attached")
+			tp.tcpExchange(t)
 			if clsact {
 				tp.requireClsactFilter(t)
 			}

@@ -94,6 +94,9 @@ func progCases(t *testing.T) []progCase {
 		redirect("icmp frag-needed about a service flow", icmp4(t, 3, 4, replyOf(t, syn4)), 1, ReasonRedirectICMP),
 		pass("icmp frag-needed about a non-service flow", icmp4(t, 3, 4, replyOf(t, with(syn4, func(p *pkt) { p.dst = ap("192.0.2.10:22") }))), ReasonPassICMP),
 		pass("icmpv6 echo to VIP", icmp6(t, 128, nil), ReasonPassICMP),
+		pass("icmpv6 neighbour solicitation to VIP", icmp6(t, 135, nil), ReasonPassICMP),
+		pass("icmp error quoting a non-first fragment", icmp4(t, 3, 4, patch(replyOf(t, syn4), 6, 0x01)), ReasonPassICMP),
+		pass("icmp error too short to quote ports", icmp4(t, 3, 4, replyOf(t, syn4)[:20]), ReasonPassMalformed),
 		redirect("icmpv6 packet-too-big about a service flow", icmp6(t, 2, replyOf(t, syn6)), 4, ReasonRedirectICMP),
 	}
 	return cases
