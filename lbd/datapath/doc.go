@@ -41,6 +41,11 @@
 //     map aside and swaps it in with one update of the outer map: the program
 //     never reads a half-written table. Backends leaving "up" are marked, and
 //     removed ones freed, only after the switch.
+//   - A backend's state is one byte, so Go flips it atomically. Its MAC is
+//     six bytes written in place: a packet racing a MAC change (neighbour
+//     moved) could see a mix of both. MAC changes are rare and such a frame
+//     is lost like any frame sent during a neighbour change; no table or id
+//     is ever read half-written.
 //   - Service and backend ids are stable across Apply and across restarts
 //     (services are matched by their keys, backends by address within their
 //     service), so conntrack entries stay meaningful. A conntrack entry is
