@@ -35,11 +35,16 @@ type ServiceStats struct {
 
 // BackendStats are the counters of one backend.
 type BackendStats struct {
-	Name     string
-	Addr     netip.Addr
-	MAC      net.HardwareAddr
-	State    State
+	Name  string
+	Addr  netip.Addr
+	MAC   net.HardwareAddr
+	State State
+	// Weight as last applied by this process; a process that adopted the
+	// maps does not know it (the program never reads it) and reports 0.
+	Weight   uint32
 	Counters Counters
+	// ActiveFlows is filled by ActiveFlows, not by Stats: it walks conntrack.
+	ActiveFlows uint64
 }
 
 // Stats reads every counter.
@@ -87,7 +92,7 @@ func (d *Datapath) serviceStats(s *svcState) (ServiceStats, error) {
 			return ServiceStats{}, err
 		}
 		ss.Backends = append(ss.Backends, BackendStats{Name: b.name, Addr: b.addr,
-			MAC: slices.Clone(b.mac), State: b.state, Counters: c})
+			MAC: slices.Clone(b.mac), State: b.state, Weight: b.weight, Counters: c})
 	}
 	return ss, nil
 }

@@ -73,12 +73,19 @@ were created.`,
 				return &cmdutil.ExitError{Code: 1, Err: fmt.Errorf("read data plane counters: %w", err)}
 			}
 			nameStats(cfg, &st)
+			if err := dp.ActiveFlows(&st); err != nil {
+				return &cmdutil.ExitError{Code: 1, Err: fmt.Errorf("count active flows: %w", err)}
+			}
+			bs := readBGPStatus(cfg)
 			if asJSON {
 				enc := json.NewEncoder(cmd.OutOrStdout())
 				enc.SetIndent("", "  ")
-				return enc.Encode(jsonStatus(cfg, st))
+				js := jsonStatus(cfg, st)
+				js.BGP = bs
+				return enc.Encode(js)
 			}
 			printStatus(cmd.OutOrStdout(), cfg, st)
+			printBGP(cmd.OutOrStdout(), cfg, bs)
 			return nil
 		},
 	}
@@ -101,14 +108,20 @@ func ports(ps []uint16) string {
 func printStatus(out io.Writer, cfg *config.Config, st datapath.Stats) {
 	fmt.Fprintf(out, "data plane on %s, pinned at %s\n", cfg.Balancer.Interface, cfg.Balancer.PinPath)
 	w := tabwriter.NewWriter(out, 2, 4, 2, ' ', 0)
-	fmt.Fprintln(w, "SERVICE\tVIP:PORTS\tPROTO\tSTATE\tMAC\tNEWFLOWS\tPACKETS\tBYTES")
+	fmt.Fprintln(w, "SERVICE\tVIP:PORTS\tPROTO\tSTATE\tWEIGHT\tMAC\tACTIVE\tNEWFLOWS\tPACKETS\tBYTES")
 	for _, s := range st.Services {
-		fmt.Fprintf(w, "%s\t%s:%s\t%s\t\t\t%d\t%d\t%d\n", s.Name, addrText(s.VIP), ports(s.Ports), s.Proto, s.Counters.NewFlows, s.Counters.Packets, s.Counters.Bytes)
+		var active uint64
 		for _, b := range s.Backends {
-			fmt.Fprintf(w, "  -> %s\t%s\t\t%s\t%s\t%d\t%d\t%d\n", b.Name, b.Addr, b.State, b.MAC, b.Counters.NewFlows, b.Counters.Packets, b.Counters.Bytes)
+			active += b.ActiveFlows
+		}
+		fmt.Fprintf(w, "%s\t%s:%s\t%s\t\t\t\t%d\t%d\t%d\t%d\n", s.Name, addrText(s.VIP), ports(s.Ports), s.Proto,
+			active, s.Counters.NewFlows, s.Counters.Packets, s.Counters.Bytes)
+		for _, b := range s.Backends {
+			fmt.Fprintf(w, "  -> %s\t%s\t\t%s\t%d\t%s\t%d\t%d\t%d\t%d\n", b.Name, b.Addr, b.State, b.Weight, b.MAC,
+				b.ActiveFlows, b.Counters.NewFlows, b.Counters.Packets, b.Counters.Bytes)
 		}
 		if s.Counters.NoBackend > 0 {
-			fmt.Fprintf(w, "  (no usable backend)\t\t\t\t\t\t%d\t\n", s.Counters.NoBackend)
+			fmt.Fprintf(w, "  (no usable backend: packets passed to the host)\t\t\t\t\t\t\t\t%d\t\n", s.Counters.NoBackend)
 		}
 	}
 	w.Flush()
@@ -132,6 +145,7 @@ type statusJSON struct {
 	PinPath   string                       `json:"pin_path"`
 	Services  []datapath.ServiceStats      `json:"services"`
 	Verdicts  map[string]datapath.Counters `json:"verdicts"`
+	BGP       *bgpStatusJSON               `json:"bgp,omitempty"`
 }
 
 func jsonStatus(cfg *config.Config, st datapath.Stats) statusJSON {
@@ -361,7 +375,7 @@ func nameStats(cfg *config.Config, st *datapath.Stats) {
 			for j := range s.Backends {
 				for _, srv := range cs.Servers {
 					if srv.Address == s.Backends[j].Addr {
-						s.Backends[j].Name = srv.Name
+						s.Backends[j].Name, s.Backends[j].Weight = srv.Name, srv.Weight
 					}
 				}
 			}
