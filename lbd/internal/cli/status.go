@@ -76,16 +76,12 @@ were created.`,
 			if err := dp.ActiveFlows(&st); err != nil {
 				return &cmdutil.ExitError{Code: 1, Err: fmt.Errorf("count active flows: %w", err)}
 			}
-			bs := readBGPStatus(cfg)
 			if asJSON {
 				enc := json.NewEncoder(cmd.OutOrStdout())
 				enc.SetIndent("", "  ")
-				js := jsonStatus(cfg, st)
-				js.BGP = bs
-				return enc.Encode(js)
+				return enc.Encode(jsonStatus(cfg, st))
 			}
 			printStatus(cmd.OutOrStdout(), cfg, st)
-			printBGP(cmd.OutOrStdout(), cfg, bs)
 			return nil
 		},
 	}
@@ -145,7 +141,6 @@ type statusJSON struct {
 	PinPath   string                       `json:"pin_path"`
 	Services  []datapath.ServiceStats      `json:"services"`
 	Verdicts  map[string]datapath.Counters `json:"verdicts"`
-	BGP       *bgpStatusJSON               `json:"bgp,omitempty"`
 }
 
 func jsonStatus(cfg *config.Config, st datapath.Stats) statusJSON {
