@@ -105,6 +105,7 @@ func printStatus(out io.Writer, cfg *config.Config, st datapath.Stats) {
 	fmt.Fprintf(out, "data plane on %s, pinned at %s\n", cfg.Balancer.Interface, cfg.Balancer.PinPath)
 	w := tabwriter.NewWriter(out, 2, 4, 2, ' ', 0)
 	fmt.Fprintln(w, "SERVICE\tVIP:PORTS\tPROTO\tSTATE\tWEIGHT\tMAC\tACTIVE\tNEWFLOWS\tPACKETS\tBYTES")
+	var notes []string
 	for _, s := range st.Services {
 		var active uint64
 		for _, b := range s.Backends {
@@ -117,10 +118,13 @@ func printStatus(out io.Writer, cfg *config.Config, st datapath.Stats) {
 				b.ActiveFlows, b.Counters.NewFlows, b.Counters.Packets, b.Counters.Bytes)
 		}
 		if s.Counters.NoBackend > 0 {
-			fmt.Fprintf(w, "  (no usable backend: packets passed to the host)\t\t\t\t\t\t\t\t%d\t\n", s.Counters.NoBackend)
+			notes = append(notes, fmt.Sprintf("%s: %d packets passed to the host for lack of a usable backend", s.Name, s.Counters.NoBackend))
 		}
 	}
 	w.Flush()
+	for _, n := range notes {
+		fmt.Fprintln(out, n)
+	}
 	fmt.Fprintln(out, "\nverdicts (packets):")
 	for _, r := range datapath.Reasons() {
 		if c := st.Reasons[r]; c.Packets > 0 {
