@@ -15,6 +15,21 @@ import (
 // topology's interface, a unique pin_path and metrics off.
 type Config struct {
 	Services []Service
+	BGP      *BGP // balancer.bgp; nil: ARP mode
+}
+
+// BGP is balancer.bgp; zero fields take the schema's defaults.
+type BGP struct {
+	ASN          uint32
+	WithdrawWait time.Duration
+	Peers        []BGPPeer
+}
+
+// BGPPeer is balancer.bgp.peers[].
+type BGPPeer struct {
+	Address  netip.Addr
+	ASN      uint32
+	HoldTime time.Duration
 }
 
 // Service is one services[] entry.
@@ -26,6 +41,8 @@ type Service struct {
 	Balance  string // maglev (default), roundrobin, source
 	Check    Check
 	Servers  []Server
+	// MinHealthy, when not nil, is announce.min_healthy.
+	MinHealthy *int
 }
 
 // Check is services[].check; zero fields take the schema's defaults.
@@ -77,11 +94,37 @@ func (c Config) lists(h *Host) bool {
 	return false
 }
 
-// Render writes the configuration as YAML.
-func (t *Topology) Render(c Config) string {
+// PinPathFor is the bpffs directory of balancer lb's data plane.
+func (t *Topology) PinPathFor(lb *Host) string {
+	if lb == t.Balancer {
+		return t.PinPath
+	}
+	return t.PinPath + "-" + lb.Role
+}
+
+// Render writes the configuration of the (first) balancer as YAML.
+func (t *Topology) Render(c Config) string { return t.renderFor(t.Balancer, c) }
+
+// renderFor writes the configuration as YAML for balancer lb: the same
+// file for every balancer but the pin path.
+func (t *Topology) renderFor(lb *Host, c Config) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "# written by the dsrlb integration harness for %s\n", t.ID)
-	fmt.Fprintf(&b, "balancer:\n  interface: %s\n  pin_path: %s\n  maglev_table_size: 65537\n  metrics:\n    listen: \"\"\n", t.Balancer.Link, t.PinPath)
+	fmt.Fprintf(&b, "balancer:\n  interface: %s\n  pin_path: %s\n  maglev_table_size: 65537\n  metrics:\n    listen: \"\"\n", lb.Link, t.PinPathFor(lb))
+	if g := c.BGP; g != nil {
+		fmt.Fprintf(&b, "  bgp:\n    asn: %d\n", g.ASN)
+		if g.WithdrawWait != 0 {
+			fmt.Fprintf(&b, "    withdraw_wait: %v\n", g.WithdrawWait)
+		}
+		b.WriteString("    peers:\n")
+		for _, p := range g.Peers {
+			fmt.Fprintf(&b, "      - {address: \"%s\", asn: %d", p.Address, p.ASN)
+			if p.HoldTime != 0 {
+				fmt.Fprintf(&b, ", hold_time: %v", p.HoldTime)
+			}
+			b.WriteString("}\n")
+		}
+	}
 	b.WriteString("services:\n")
 	for _, s := range c.Services {
 		fmt.Fprintf(&b, "  - name: %s\n    vip: %s\n", s.Name, s.VIP)
@@ -122,6 +165,9 @@ func (t *Topology) Render(c Config) string {
 		if len(ck) > 0 {
 			fmt.Fprintf(&b, "    check: {%s}\n", strings.Join(ck, ", "))
 		}
+		if s.MinHealthy != nil {
+			fmt.Fprintf(&b, "    announce: {min_healthy: %d}\n", *s.MinHealthy)
+		}
 		b.WriteString("    servers:\n")
 		for _, sv := range s.Servers {
 			fmt.Fprintf(&b, "      - {name: %s, address: %s", sv.Name, sv.Address)
@@ -138,18 +184,39 @@ func (t *Topology) Render(c Config) string {
 // reading it) and returns the path. The same file is what hostprep reads
 // on the backends.
 func (t *Topology) WriteConfig(c Config) (string, error) {
-	path := filepath.Join(t.Dir, "dsrlb.yaml")
-	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, []byte(t.Render(c)), 0o644); err != nil {
-		return "", fmt.Errorf("write config: %w", err)
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		return "", fmt.Errorf("write config: %w", err)
+	var path string
+	for _, lb := range t.Balancers {
+		p := t.configFile(lb)
+		tmp := p + ".tmp"
+		if err := os.WriteFile(tmp, []byte(t.renderFor(lb, c)), 0o644); err != nil {
+			return "", fmt.Errorf("write config: %w", err)
+		}
+		if err := os.Rename(tmp, p); err != nil {
+			return "", fmt.Errorf("write config: %w", err)
+		}
+		if path == "" {
+			path = p
+		}
 	}
 	t.mu.Lock()
 	t.config, t.cfg = path, c
 	t.mu.Unlock()
 	return path, nil
+}
+
+func (t *Topology) configFile(lb *Host) string {
+	if lb == t.Balancer {
+		return filepath.Join(t.Dir, "dsrlb.yaml")
+	}
+	return filepath.Join(t.Dir, "dsrlb-"+lb.Role+".yaml")
+}
+
+// ConfigPathFor is balancer lb's configuration file, "" before WriteConfig.
+func (t *Topology) ConfigPathFor(lb *Host) string {
+	if t.ConfigPath() == "" {
+		return ""
+	}
+	return t.configFile(lb)
 }
 
 // ConfigPath is the path WriteConfig last wrote.

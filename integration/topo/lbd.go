@@ -23,3 +23,19 @@ func (t *Topology) Lbd(ctx context.Context, args ...string) (string, error) {
 	defer cancel()
 	return t.Balancer.NS.Run(ctx, t.Bins.Lbd, append(args, "--config", t.ConfigPath())...)
 }
+
+// StartLbdOn starts `lbd run` on balancer lb with its configuration file.
+func (t *Topology) StartLbdOn(lb *Host) (*Proc, error) {
+	cfg := t.ConfigPathFor(lb)
+	if cfg == "" {
+		return nil, fmt.Errorf("start lbd on %s: no configuration written yet (WriteConfig)", lb.Role)
+	}
+	return t.Start(lb, "lbd "+lb.Role, t.Bins.Lbd, "run", "--config", cfg)
+}
+
+// LbdOn runs `lbd <args> --config <lb's config>` on balancer lb.
+func (t *Topology) LbdOn(ctx context.Context, lb *Host, args ...string) (string, error) {
+	ctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	defer cancel()
+	return lb.NS.Run(ctx, t.Bins.Lbd, append(args, "--config", t.ConfigPathFor(lb))...)
+}

@@ -58,6 +58,10 @@ type Options struct {
 	// (192.0.2.21.., or 198.51.100.21.. when routed) to act as other
 	// clients.
 	ClientAliases int
+	// Balancers is the number of balancers, lb (192.0.2.2) then lb2, lb3
+	// (192.0.2.3, .4); default 1. With more than one, each lbd gets its
+	// own pin path and configuration file (ConfigPathFor).
+	Balancers int
 	// Logf receives progress lines (t.Logf); nil discards them.
 	Logf func(format string, args ...any)
 }
@@ -85,8 +89,10 @@ type Topology struct {
 	Bridge   *NS
 	Client   *Host
 	Balancer *Host
-	Router   *Host // nil unless Options.Routed
-	Backends []*Host
+	// Balancers are every balancer, Balancer first.
+	Balancers []*Host
+	Router    *Host // nil unless Options.Routed
+	Backends  []*Host
 
 	mu        sync.Mutex
 	nss       []*NS
@@ -105,6 +111,12 @@ var topoSeq atomic.Int32
 func New(ctx context.Context, bins *Bins, opts Options) (_ *Topology, err error) {
 	if opts.Backends == 0 {
 		opts.Backends = 3
+	}
+	if opts.Balancers == 0 {
+		opts.Balancers = 1
+	}
+	if opts.Balancers > 3 {
+		return nil, fmt.Errorf("new topology: at most 3 balancers, not %d", opts.Balancers)
 	}
 	if opts.Backends > 9 {
 		return nil, fmt.Errorf("new topology: at most 9 backends, not %d", opts.Backends)
@@ -237,6 +249,14 @@ func (t *Topology) build(ctx context.Context) error {
 
 	if t.Balancer, err = onSegment("lb", 2); err != nil {
 		return err
+	}
+	t.Balancers = []*Host{t.Balancer}
+	for i := 2; i <= t.Opts.Balancers; i++ {
+		lb, err := onSegment(fmt.Sprintf("lb%d", i), byte(i+1))
+		if err != nil {
+			return err
+		}
+		t.Balancers = append(t.Balancers, lb)
 	}
 	for i := 1; i <= t.Opts.Backends; i++ {
 		b, err := onSegment(fmt.Sprintf("b%d", i), byte(10+i))
@@ -420,7 +440,7 @@ func (t *Topology) Hosts() []*Host {
 	if t.Router != nil {
 		hs = append(hs, t.Router)
 	}
-	hs = append(hs, t.Balancer)
+	hs = append(hs, t.Balancers...)
 	return append(hs, t.Backends...)
 }
 
@@ -474,15 +494,19 @@ func (t *Topology) Close() error {
 			}()
 		}
 		wg.Wait()
-		if _, err := os.Stat(t.PinPath); err == nil {
-			if t.config != "" && t.Bins != nil && t.Bins.LbdRunAvailable() {
+		for _, lb := range t.Balancers {
+			pin := t.PinPathFor(lb)
+			if _, err := os.Stat(pin); err != nil {
+				continue
+			}
+			if cfg := t.ConfigPathFor(lb); cfg != "" && t.Bins != nil && t.Bins.LbdRunAvailable() {
 				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-				if out, err := t.Balancer.NS.Run(ctx, t.Bins.Lbd, "detach", "--config", t.config); err != nil {
-					errs = append(errs, fmt.Errorf("lbd detach: %w: %s", err, strings.TrimSpace(out)))
+				if out, err := lb.NS.Run(ctx, t.Bins.Lbd, "detach", "--config", cfg); err != nil {
+					errs = append(errs, fmt.Errorf("lbd detach on %s: %w: %s", lb.Role, err, strings.TrimSpace(out)))
 				}
 				cancel()
 			}
-			if err := os.RemoveAll(t.PinPath); err != nil {
+			if err := os.RemoveAll(pin); err != nil {
 				errs = append(errs, fmt.Errorf("remove pins: %w", err))
 			}
 		}

@@ -21,6 +21,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/dsrlb/dsrlb/lbd/bgp"
 	"github.com/dsrlb/dsrlb/lbd/datapath"
 	"github.com/dsrlb/dsrlb/lbd/health"
 	"github.com/dsrlb/dsrlb/lbd/neigh"
@@ -48,6 +49,10 @@ type Options struct {
 	RunningCopy string
 	// Ready, when not nil, is closed once the data plane is programmed.
 	Ready chan<- struct{}
+	// BGPStatusFile, when set and BGP is configured, receives the BGP
+	// sessions and announced VIPs as JSON (for `lbd status`), refreshed
+	// every few seconds and removed on a clean stop.
+	BGPStatusFile string
 }
 
 // Daemon is one running lbd.
@@ -58,6 +63,7 @@ type Daemon struct {
 	checks  *health.Manager
 	res     *neigh.Resolver
 	metrics *metrics
+	bgp     *bgp.Speaker // nil in ARP mode
 
 	mu     sync.Mutex // guards cfg and obs, written by event callbacks
 	cfg    *config.Config
@@ -130,8 +136,12 @@ func (d *Daemon) start(ctx context.Context) error {
 	if err := d.dp.Attach(); err != nil {
 		return fmt.Errorf("attach data plane to %s: %w", b.Interface, err)
 	}
-	if err := vip.Take(b.Interface, cfg.VIPs(), d.log); err != nil {
-		return fmt.Errorf("take VIPs on %s: %w", b.Interface, err)
+	if b.BGP == nil {
+		if err := vip.Take(b.Interface, cfg.VIPs(), d.log); err != nil {
+			return fmt.Errorf("take VIPs on %s: %w", b.Interface, err)
+		}
+	} else if err := d.startBGP(ctx); err != nil {
+		return err
 	}
 	if err := d.startMetrics(ctx); err != nil {
 		return err
@@ -272,6 +282,14 @@ func (d *Daemon) apply() error {
 	if err := d.dp.Apply(svcs); err != nil {
 		return fmt.Errorf("program data plane: %w", err)
 	}
+	if d.bgp != nil {
+		d.mu.Lock()
+		routes := announcements(d.cfg, svcs)
+		d.mu.Unlock()
+		if err := d.bgp.Announce(routes); err != nil {
+			return fmt.Errorf("update BGP announcements: %w", err)
+		}
+	}
 	for key, r := range reasons {
 		if d.out[key] != r {
 			d.log.Warn("backend out of rotation", "backend", key, "reason", r)
@@ -293,6 +311,12 @@ func (d *Daemon) loop(ctx context.Context) error {
 		defer t.Stop()
 		tick = t.C
 	}
+	var bgpTick <-chan time.Time
+	if d.bgp != nil && d.opts.BGPStatusFile != "" {
+		t := time.NewTicker(2 * time.Second)
+		defer t.Stop()
+		bgpTick = t.C
+	}
 	retry := time.NewTimer(time.Hour)
 	retry.Stop()
 	for {
@@ -312,13 +336,24 @@ func (d *Daemon) loop(ctx context.Context) error {
 			d.markDirty()
 		case <-tick:
 			d.opts.Notify("WATCHDOG=1")
+		case <-bgpTick:
+			d.writeBGPStatus(ctx)
 		}
 	}
 }
 
 // stop ends the observers and releases the data plane's file descriptors.
-// Program, maps and VIPs stay: forwarding continues without lbd.
+// Program, maps and VIPs stay: forwarding continues without lbd. In BGP
+// mode the VIPs are withdrawn first and the routers given
+// bgp.withdraw_wait to move traffic away while this balancer still
+// forwards.
 func (d *Daemon) stop() {
+	if d.bgp != nil {
+		d.bgp.Stop(d.cfg.Balancer.BGP.WithdrawWait)
+		if d.opts.BGPStatusFile != "" {
+			os.Remove(d.opts.BGPStatusFile)
+		}
+	}
 	if d.metrics != nil {
 		d.metrics.close()
 	}

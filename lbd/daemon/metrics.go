@@ -37,6 +37,9 @@ var (
 	descCheckDur    = prometheus.NewDesc("dsrlb_health_check_duration_seconds", "Duration of the backend's last health check.", []string{"service", "backend"}, nil)
 	descCheckFails  = prometheus.NewDesc("dsrlb_health_check_failures_total", "Failed health checks since lbd started.", []string{"service", "backend"}, nil)
 	descVerdicts    = prometheus.NewDesc("dsrlb_packets_total", "Packets seen by the data plane, by verdict reason.", []string{"reason"}, nil)
+	descBGPUp       = prometheus.NewDesc("dsrlb_bgp_session_up", "1 when the BGP session with the peer is established.", []string{"peer"}, nil)
+	descBGPAdv      = prometheus.NewDesc("dsrlb_bgp_advertised_prefixes", "Prefixes advertised to the BGP peer.", []string{"peer"}, nil)
+	descBGPVIP      = prometheus.NewDesc("dsrlb_bgp_vip_announced", "1 when the VIP is announced over BGP (enough healthy backends), 0 when withdrawn.", []string{"vip"}, nil)
 	descScrapeError = prometheus.NewDesc("dsrlb_datapath_read_errors", "1 when reading the data plane's maps failed during this scrape.", nil, nil)
 )
 
@@ -45,7 +48,7 @@ type collector struct{ d *Daemon }
 
 func (c collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descSvcPackets, descSvcBytes, descSvcFlows, descSvcNoBe, descBePackets,
-		descBeBytes, descBeFlows, descBeState, descCheckUp, descCheckDur, descCheckFails, descVerdicts, descScrapeError} {
+		descBeBytes, descBeFlows, descBeState, descCheckUp, descCheckDur, descCheckFails, descVerdicts, descScrapeError, descBGPUp, descBGPAdv, descBGPVIP} {
 		ch <- d
 	}
 }
@@ -79,6 +82,36 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 				}
 				ch <- prometheus.MustNewConstMetric(descBeState, prometheus.GaugeValue, v, s.Name, b.Name, state.String())
 			}
+		}
+	}
+	if c.d.bgp != nil {
+		gauge := func(d *prometheus.Desc, v float64, label string) {
+			ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, label)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		bs := c.d.bgp.Status(ctx)
+		cancel()
+		for _, p := range bs.Peers {
+			up := 0.0
+			if p.Up {
+				up = 1
+			}
+			gauge(descBGPUp, up, p.Address.String())
+			gauge(descBGPAdv, float64(p.Advertised), p.Address.String())
+		}
+		on := map[string]bool{}
+		for _, v := range bs.Announced {
+			on[v.String()] = true
+		}
+		c.d.mu.Lock()
+		vips := c.d.cfg.VIPs()
+		c.d.mu.Unlock()
+		for _, v := range vips {
+			val := 0.0
+			if on[v.String()] {
+				val = 1
+			}
+			gauge(descBGPVIP, val, v.String())
 		}
 	}
 	for _, hs := range c.d.checks.Status() {

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"reflect"
 	"slices"
 
 	"github.com/dsrlb/dsrlb/lbd/health"
@@ -69,6 +70,7 @@ func restartOnly(cur, next *config.Config) error {
 	add("maglev_table_size", c.MaglevTableSize != n.MaglevTableSize)
 	add("conntrack", c.Conntrack != n.Conntrack)
 	add("metrics.listen", c.MetricsListen != n.MetricsListen)
+	add("bgp", !reflect.DeepEqual(c.BGP, n.BGP))
 	if len(errs) > 0 {
 		return errs
 	}
@@ -81,8 +83,11 @@ func restartOnly(cur, next *config.Config) error {
 func (d *Daemon) switchTo(next *config.Config) error {
 	ifname := next.Balancer.Interface
 	oldVIPs, newVIPs := d.cfg.VIPs(), next.VIPs()
-	if err := vip.Take(ifname, newVIPs, d.log); err != nil {
-		return fmt.Errorf("take VIPs on %s: %w", ifname, err)
+	bgpMode := next.Balancer.BGP != nil // VIPs are announced by apply, never taken
+	if !bgpMode {
+		if err := vip.Take(ifname, newVIPs, d.log); err != nil {
+			return fmt.Errorf("take VIPs on %s: %w", ifname, err)
+		}
 	}
 	d.mu.Lock()
 	prev := d.cfg
@@ -105,7 +110,7 @@ func (d *Daemon) switchTo(next *config.Config) error {
 			gone = append(gone, a)
 		}
 	}
-	if len(gone) > 0 {
+	if len(gone) > 0 && !bgpMode {
 		if err := vip.Release(ifname, gone, d.log); err != nil {
 			d.log.Warn("could not release VIPs no longer configured", "vips", gone, "err", err)
 		}

@@ -27,6 +27,9 @@ const (
 	DefaultHTTPPath        = "/"
 	DefaultExpectStatus    = 200
 	DefaultWeight          = 1
+	DefaultHoldTime        = 9 * time.Second
+	DefaultWithdrawWait    = 2 * time.Second
+	DefaultMinHealthy      = 1
 
 	MinMaglevTableSize = 251
 	MaxMaglevTableSize = 1048573 // largest prime below 2^20: bounds map memory per service
@@ -57,6 +60,24 @@ type Balancer struct {
 	Conntrack       Conntrack
 	PinPath         string
 	MetricsListen   string // "" = metrics off
+	BGP             *BGP   // nil: ARP mode (lbd takes the VIPs on Interface)
+}
+
+// BGP is the scale-out mode: the VIPs are announced to routers (ECMP over
+// balancers) instead of being taken on the interface.
+type BGP struct {
+	ASN          uint32
+	RouterID     netip.Addr // invalid: the first IPv4 address of the interface
+	WithdrawWait time.Duration
+	Peers        []BGPPeer
+}
+
+// BGPPeer is one router lbd announces the VIPs to.
+type BGPPeer struct {
+	Address  netip.Addr
+	ASN      uint32
+	HoldTime time.Duration
+	Password string // "" = no TCP MD5 signature
 }
 
 // Conntrack sizes the LRU flow table and its idle timeouts.
@@ -104,7 +125,18 @@ type Service struct {
 	Balance  Balance
 	Check    Check
 	Servers  []Server
-	Line     int // line of the service in the file, for later messages (reload, on-link checks)
+	Announce Announce // used with Balancer.BGP only
+	Line     int      // line of the service in the file, for later messages (reload, on-link checks)
+
+	hasAnnounce bool // announce: was written (only allowed with BGP)
+}
+
+// Announce says when a service's VIP is announced over BGP and with which
+// attributes.
+type Announce struct {
+	MinHealthy  int      // up servers needed; 0: announced whatever the checks say
+	Communities []uint32 // standard communities, ASN<<16 | value
+	MED         *uint32  // nil: no MED sent
 }
 
 // AllPorts reports whether the service takes every destination port of its VIP.

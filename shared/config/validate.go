@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -76,7 +77,101 @@ func (p *parser) balancer(w *wireBalancer) Balancer {
 			}
 		}
 	}
+	if w.BGP != nil {
+		b.BGP = p.bgp("balancer.bgp", w.BGP)
+	}
 	return b
+}
+
+// Bounds of the BGP settings (RFC 4271: a hold time is 0 or 3-65535 s; 0,
+// no keepalives, is refused because a dead balancer would keep its routes).
+const (
+	MinHoldTime    = 3 * time.Second
+	MaxHoldTime    = 65535 * time.Second
+	MaxASN         = 4294967294 // 4294967295 is reserved (RFC 7300)
+	MaxPasswordLen = 80         // TCP_MD5SIG_MAXKEYLEN
+	MaxPeers       = 64
+)
+
+func (p *parser) bgp(path string, w *wireBGP) *BGP {
+	g := &BGP{WithdrawWait: DefaultWithdrawWait}
+	g.ASN = p.asn(path+".asn", w.ASN)
+	if w.RouterID != "" {
+		a, err := netip.ParseAddr(w.RouterID)
+		if err != nil || !a.Is4() || a.IsUnspecified() {
+			p.errf(path+".router_id", "%q is not an IPv4 address such as 192.0.2.2 (a BGP router id is 32 bits, also on IPv6-only hosts)", w.RouterID)
+		} else {
+			g.RouterID = a
+		}
+	}
+	g.WithdrawWait = p.duration(path+".withdraw_wait", w.WithdrawWait, DefaultWithdrawWait, 0, time.Minute)
+	if len(w.Peers) == 0 {
+		p.errf(path+".peers", "no peers: give at least one router to announce the VIPs to")
+	}
+	if len(w.Peers) > MaxPeers {
+		p.errf(path+".peers", "%d peers, at most %d are supported", len(w.Peers), MaxPeers)
+	}
+	seen := map[netip.Addr]string{}
+	for i, wp := range w.Peers {
+		pp := fmt.Sprintf("%s.peers[%d]", path, i)
+		peer := BGPPeer{HoldTime: DefaultHoldTime}
+		peer.Address = p.addr(pp+".address", wp.Address, "peer address")
+		if first, dup := seen[peer.Address]; dup && peer.Address.IsValid() {
+			p.errf(pp+".address", "peer %s is listed twice (first at %s); one session per router", peer.Address, first)
+		}
+		seen[peer.Address] = pp
+		peer.ASN = p.asn(pp+".asn", wp.ASN)
+		if wp.HoldTime != nil {
+			peer.HoldTime = time.Duration(*wp.HoldTime)
+			if peer.HoldTime < MinHoldTime || peer.HoldTime > MaxHoldTime || peer.HoldTime%time.Second != 0 {
+				p.errf(pp+".hold_time", "%s is not a BGP hold time: give whole seconds from 3s to 65535s", peer.HoldTime)
+			}
+		}
+		if wp.Password != nil {
+			peer.Password = *wp.Password
+			if n := len(peer.Password); n == 0 || n > MaxPasswordLen {
+				p.errf(pp+".password", "a TCP MD5 key has 1-%d characters, not %d; omit password for none", MaxPasswordLen, n)
+			}
+		}
+		g.Peers = append(g.Peers, peer)
+	}
+	return g
+}
+
+func (p *parser) asn(path string, v *uint32) uint32 {
+	if v == nil {
+		p.errf(path, "AS number is required (private range 64512-65534 or 4200000000-4294967294)")
+		return 0
+	}
+	if *v == 0 || *v > MaxASN {
+		p.errf(path, "AS number %d is out of range 1-%d", *v, uint32(MaxASN))
+	}
+	return *v
+}
+
+func (p *parser) announce(path string, w *wireAnnounce, servers int) Announce {
+	a := Announce{MinHealthy: DefaultMinHealthy}
+	if w == nil {
+		return a
+	}
+	if w.MinHealthy != nil {
+		a.MinHealthy = *w.MinHealthy
+		if *w.MinHealthy < 0 || (servers > 0 && *w.MinHealthy > servers) {
+			p.errf(path+".min_healthy", "%d can never be met by %d server(s): give 0 to %d", *w.MinHealthy, servers, servers)
+		}
+	}
+	for i, c := range w.Communities {
+		hi, lo, ok := strings.Cut(c, ":")
+		h, herr := strconv.ParseUint(hi, 10, 16)
+		l, lerr := strconv.ParseUint(lo, 10, 16)
+		if !ok || herr != nil || lerr != nil {
+			p.errf(fmt.Sprintf("%s.communities[%d]", path, i), "%q is not a BGP community: write ASN:value, each 0-65535, e.g. \"64496:100\"", c)
+			continue
+		}
+		a.Communities = append(a.Communities, uint32(h)<<16|uint32(l))
+	}
+	a.MED = w.MED
+	return a
 }
 
 func (p *parser) duration(path string, d *Duration, def, lo, hi time.Duration) time.Duration {
@@ -112,6 +207,8 @@ func (p *parser) service(path string, w *wireService) Service {
 		seen[port] = true
 	}
 	s.Check = p.check(path+".check", w.Check, s.Ports)
+	s.Announce = p.announce(path+".announce", w.Announce, len(w.Servers))
+	s.hasAnnounce = w.Announce != nil
 	if len(w.Servers) == 0 {
 		p.errf(path+".servers", "service %q has no servers; add at least one", w.Name)
 	}
@@ -276,8 +373,20 @@ func (p *parser) crossChecks(cfg *Config) {
 	}
 	owner := map[key]string{}
 	maxServers := 0
+	announced := map[netip.Addr]int{} // VIP -> first service announcing it
 	for i, s := range cfg.Services {
 		path := fmt.Sprintf("services[%d]", i)
+		if s.hasAnnounce && cfg.Balancer.BGP == nil {
+			p.errf(path+".announce", "announce is only used with balancer.bgp; remove it or configure BGP")
+		}
+		if first, ok := announced[s.VIP]; ok && s.VIP.IsValid() {
+			f := cfg.Services[first].Announce
+			if !slices.Equal(f.Communities, s.Announce.Communities) || !equalMED(f.MED, s.Announce.MED) {
+				p.errf(path+".announce", "services %q and %q share the VIP %s but announce it with different communities or MED; one route carries one set", cfg.Services[first].Name, s.Name, s.VIP)
+			}
+		} else {
+			announced[s.VIP] = i
+		}
 		if first, dup := names[s.Name]; dup && s.Name != "" {
 			p.errf(path+".name", "service name %q is already used by services[%d]; names must be unique", s.Name, first)
 		}
@@ -307,6 +416,10 @@ func (p *parser) crossChecks(cfg *Config) {
 	if need := maxServers * MaglevSlotsPerServer; need > int(cfg.Balancer.MaglevTableSize) {
 		p.errf("balancer.maglev_table_size", "%d slots are too few for a service of %d servers: give a prime of at least %d", cfg.Balancer.MaglevTableSize, maxServers, need)
 	}
+}
+
+func equalMED(a, b *uint32) bool {
+	return (a == nil) == (b == nil) && (a == nil || *a == *b)
 }
 
 func validIfName(s string) bool {

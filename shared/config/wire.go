@@ -20,6 +20,21 @@ type wireBalancer struct {
 	Conntrack       *wireConntrack `yaml:"conntrack" doc:"The LRU connection table that keeps established flows on their backend."`
 	PinPath         *string        `yaml:"pin_path" doc:"Directory under bpffs where maps and the program link are pinned. Default /sys/fs/bpf/dsrlb."`
 	Metrics         *wireMetrics   `yaml:"metrics" doc:"Prometheus metrics endpoint."`
+	BGP             *wireBGP       `yaml:"bgp" doc:"Scale-out: announce each VIP over BGP (embedded GoBGP) to routers that spread traffic over several balancers by ECMP. When set, lbd does not put the VIPs on the interface and answers no ARP for them. See docs/scale-out.md."`
+}
+
+type wireBGP struct {
+	ASN          *uint32       `yaml:"asn" doc:"This balancer's AS number, 1-4294967294 (required)."`
+	RouterID     string        `yaml:"router_id" doc:"BGP router id, an IPv4 address; default the first IPv4 address of balancer.interface, so every balancer can share one file."`
+	WithdrawWait *Duration     `yaml:"withdraw_wait" doc:"On shutdown, the time between withdrawing the VIPs and closing the sessions, so routers move traffic before the balancer goes. Default 2s."`
+	Peers        []wireBGPPeer `yaml:"peers" doc:"The routers the VIPs are announced to (at least one); each VIP goes to the peers of its address family, with this balancer's own address as next hop."`
+}
+
+type wireBGPPeer struct {
+	Address  string    `yaml:"address" doc:"The router's address, on balancer.interface's segment (required)."`
+	ASN      *uint32   `yaml:"asn" doc:"The router's AS number (required)."`
+	HoldTime *Duration `yaml:"hold_time" doc:"BGP hold time, 3s-65535s in whole seconds: a balancer silent this long loses its routes. Default 9s."`
+	Password *string   `yaml:"password" doc:"TCP MD5 signature key (RFC 2385) shared with the router, 1-80 characters; keep the file readable by root only."`
 }
 
 type wireConntrack struct {
@@ -33,13 +48,20 @@ type wireMetrics struct {
 }
 
 type wireService struct {
-	Name     string       `yaml:"name" doc:"Unique name of the service: letters, digits, '.', '_' and '-', at most 32."`
-	VIP      string       `yaml:"vip" doc:"The virtual IP clients connect to, IPv4 or IPv6."`
-	Protocol string       `yaml:"protocol" doc:"tcp or udp. Default tcp."`
-	Ports    []int        `yaml:"ports" doc:"Destination ports 1-65535; empty or omitted means every port of the VIP."`
-	Balance  string       `yaml:"balance" doc:"maglev (consistent hash of the 5-tuple), roundrobin (weighted, per new flow) or source (client address). Default maglev."`
-	Check    *wireCheck   `yaml:"check" doc:"Health check applied to every server of the service."`
-	Servers  []wireServer `yaml:"servers" doc:"The backends; each must be on the balancer's L2 segment and hold the VIP on its loopback."`
+	Name     string        `yaml:"name" doc:"Unique name of the service: letters, digits, '.', '_' and '-', at most 32."`
+	VIP      string        `yaml:"vip" doc:"The virtual IP clients connect to, IPv4 or IPv6."`
+	Protocol string        `yaml:"protocol" doc:"tcp or udp. Default tcp."`
+	Ports    []int         `yaml:"ports" doc:"Destination ports 1-65535; empty or omitted means every port of the VIP."`
+	Balance  string        `yaml:"balance" doc:"maglev (consistent hash of the 5-tuple), roundrobin (weighted, per new flow) or source (client address). Default maglev."`
+	Check    *wireCheck    `yaml:"check" doc:"Health check applied to every server of the service."`
+	Servers  []wireServer  `yaml:"servers" doc:"The backends; each must be on the balancer's L2 segment and hold the VIP on its loopback."`
+	Announce *wireAnnounce `yaml:"announce" doc:"With balancer.bgp: when and how this service's VIP is announced."`
+}
+
+type wireAnnounce struct {
+	MinHealthy  *int     `yaml:"min_healthy" doc:"Servers that must be up for the VIP to be announced; below it the VIP is withdrawn. 0 announces whatever the checks say. Default 1. A VIP shared by several services is announced while any of them qualifies."`
+	Communities []string `yaml:"communities" doc:"BGP communities (ASN:value, each 0-65535) attached to the VIP's route; services sharing a VIP must agree."`
+	MED         *uint32  `yaml:"med" doc:"BGP MED (multi-exit discriminator) attached to the VIP's route; services sharing a VIP must agree."`
 }
 
 type wireCheck struct {

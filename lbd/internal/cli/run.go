@@ -37,6 +37,12 @@ func runningConfigPath(pinPath string) string {
 	return strings.TrimSuffix(pidFile(pinPath), ".pid") + ".running.yaml"
 }
 
+// bgpStatusPath is where lbd writes its BGP sessions and announcements
+// for `lbd status`.
+func bgpStatusPath(pinPath string) string {
+	return strings.TrimSuffix(pidFile(pinPath), ".pid") + ".bgp.json"
+}
+
 func newRunCmd(cfgPath *string) *cobra.Command {
 	var replace, clsact, debug bool
 	cmd := &cobra.Command{
@@ -77,9 +83,9 @@ func runDaemon(stderr io.Writer, cfgPath string, replace, clsact, debug bool) er
 		}
 	}()
 	watchdog, _ := sddaemon.SdWatchdogEnabled(false)
-	pf, running := "", ""
+	pf, running, bgpStatus := "", "", ""
 	if cfg, err := config.Load(cfgPath); err == nil {
-		pf, running = pidFile(cfg.Balancer.PinPath), runningConfigPath(cfg.Balancer.PinPath)
+		pf, running, bgpStatus = pidFile(cfg.Balancer.PinPath), runningConfigPath(cfg.Balancer.PinPath), bgpStatusPath(cfg.Balancer.PinPath)
 		if err := writePID(pf); err != nil {
 			log.Warn("cannot write PID file; `lbd reload` will not find this daemon (use systemctl reload or kill -HUP)", "err", err)
 			pf = ""
@@ -91,6 +97,7 @@ func runDaemon(stderr io.Writer, cfgPath string, replace, clsact, debug bool) er
 	err := daemon.Run(ctx, daemon.Options{
 		ConfigPath:          cfgPath,
 		RunningCopy:         running,
+		BGPStatusFile:       bgpStatus,
 		Logger:              log,
 		Notify:              func(s string) { sddaemon.SdNotify(false, s) },
 		Watchdog:            watchdog,

@@ -76,12 +76,16 @@ were created.`,
 			if err := dp.ActiveFlows(&st); err != nil {
 				return &cmdutil.ExitError{Code: 1, Err: fmt.Errorf("count active flows: %w", err)}
 			}
+			bs := readBGPStatus(cfg)
 			if asJSON {
 				enc := json.NewEncoder(cmd.OutOrStdout())
 				enc.SetIndent("", "  ")
-				return enc.Encode(jsonStatus(cfg, st))
+				js := jsonStatus(cfg, st)
+				js.BGP = bs
+				return enc.Encode(js)
 			}
 			printStatus(cmd.OutOrStdout(), cfg, st)
+			printBGP(cmd.OutOrStdout(), cfg, bs)
 			return nil
 		},
 	}
@@ -145,6 +149,7 @@ type statusJSON struct {
 	PinPath   string                       `json:"pin_path"`
 	Services  []datapath.ServiceStats      `json:"services"`
 	Verdicts  map[string]datapath.Counters `json:"verdicts"`
+	BGP       *bgpStatusJSON               `json:"bgp,omitempty"`
 }
 
 func jsonStatus(cfg *config.Config, st datapath.Stats) statusJSON {
@@ -237,6 +242,11 @@ func detach(out io.Writer, cfgPath string) error {
 		cfg = &config.Config{Balancer: config.Balancer{PinPath: config.DefaultPinPath}}
 	}
 	var errs []error
+	// A killed lbd leaves its last BGP status behind (lbd status reports
+	// it gone); detaching ends that story too.
+	if err := os.Remove(bgpStatusPath(cfg.Balancer.PinPath)); err != nil && !errors.Is(err, os.ErrNotExist) {
+		errs = append(errs, fmt.Errorf("remove BGP status: %w", err))
+	}
 	if _, err := os.Stat(cfg.Balancer.PinPath); err == nil {
 		dp, err := datapath.Open(datapath.Options{Interface: cfg.Balancer.Interface, PinPath: cfg.Balancer.PinPath, ReplaceIncompatible: true}, nil)
 		if err != nil {
