@@ -242,10 +242,14 @@ func detach(out io.Writer, cfgPath string) error {
 		cfg = &config.Config{Balancer: config.Balancer{PinPath: config.DefaultPinPath}}
 	}
 	var errs []error
-	// A killed lbd leaves its last BGP status behind (lbd status reports
-	// it gone); detaching ends that story too.
-	if err := os.Remove(bgpStatusPath(cfg.Balancer.PinPath)); err != nil && !errors.Is(err, os.ErrNotExist) {
-		errs = append(errs, fmt.Errorf("remove BGP status: %w", err))
+	// lbd's files under /run describe the pinned data plane (the running
+	// configuration, the last BGP status; a killed lbd also leaves its PID
+	// file): they go with it.
+	pin := cfg.Balancer.PinPath
+	for _, f := range []string{bgpStatusPath(pin), runningConfigPath(pin), pidFile(pin)} {
+		if err := os.Remove(f); err != nil && !errors.Is(err, os.ErrNotExist) {
+			errs = append(errs, fmt.Errorf("remove %s: %w", f, err))
+		}
 	}
 	if _, err := os.Stat(cfg.Balancer.PinPath); err == nil {
 		dp, err := datapath.Open(datapath.Options{Interface: cfg.Balancer.Interface, PinPath: cfg.Balancer.PinPath, ReplaceIncompatible: true}, nil)
