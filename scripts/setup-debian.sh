@@ -7,6 +7,7 @@ export DEBIAN_FRONTEND=noninteractive
 PACKAGES=(
 	clang llvm libbpf-dev bpftool   # BPF compile (bpf2go) and inspection
 	iproute2 iputils-ping tcpdump   # namespaces, veth, bridges, captures
+	procps util-linux               # sysctl in test namespaces; nsenter, setpriv
 	ca-certificates git
 	rpm lintian cloud-init systemd  # packaging tests: rpm -qp, lintian, cloud-init schema, systemd-analyze
 	wrk haproxy iperf3              # scripts/bench.sh: load generator, HAProxy TCP-mode baseline, raw TCP throughput

@@ -7,6 +7,9 @@ scripts/setup-debian.sh
 export PATH="$PATH:/usr/local/go/bin"
 mkdir -p out
 go test -count=1 -timeout 20m $(go list ./... | grep -v '/integration$')
+# The race detector on the concurrent control-plane code (checks, neighbour
+# and reload callbacks meet in the daemon); BPF-heavy packages run above.
+go test -count=1 -race -timeout 10m ./lbd/daemon/... ./lbd/health/... ./lbd/internal/... ./lbd/maglev/... ./shared/...
 # The end-to-end suite prints a one-line-per-scenario summary; go test shows
 # a passing package's output only with -v, so keep the log and print it.
 rc=0
