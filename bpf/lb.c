@@ -42,6 +42,9 @@ static __always_inline __u32 lb_no_service_reason(const struct lb_pkt *pkt)
 	return LB_REASON_PASS_NO_SERVICE;
 }
 
+/* PACKET_OTHERHOST of linux/if_packet.h, which the vendored headers lack. */
+#define LB_PACKET_OTHERHOST 3
+
 SEC("tc")
 int dsrlb_ingress(struct __sk_buff *skb)
 {
@@ -51,6 +54,13 @@ int dsrlb_ingress(struct __sk_buff *skb)
 	struct lb_config *cfg;
 	__u32 reason, key = 0, id = 0;
 	int is_new = 0;
+
+	/* A frame addressed to another MAC reaches us when the NIC is
+	 * promiscuous (tcpdump, a bridge port) or a switch floods unknown
+	 * unicast: it belongs to another balancer or host, and redirecting it
+	 * would hand a backend a duplicate. */
+	if (skb->pkt_type == LB_PACKET_OTHERHOST)
+		return lb_pass(skb, LB_REASON_PASS_OTHER_HOST);
 
 	reason = lb_parse(skb, &pkt);
 	if (reason != LB_CANDIDATE)

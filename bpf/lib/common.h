@@ -22,7 +22,7 @@
 /* Bump LB_ABI_VERSION when a map layout or the meaning of a field changes:
  * lbd does not adopt pinned maps written by another ABI (lb_config.abi). */
 enum lb_abi {
-	LB_ABI_VERSION = 1,
+	LB_ABI_VERSION = 2, /* 2: pass_other_host reason (lb_global_stats grew) */
 };
 
 /* Fixed hash seed: two balancers with the same configuration must pick the
@@ -67,7 +67,8 @@ enum lb_reason {
 	LB_REASON_PASS_NO_BACKEND = 7,   /* service has no usable backend: the host answers (RST/unreachable) */
 	LB_REASON_PASS_MALFORMED = 8,    /* truncated or inconsistent headers */
 	LB_REASON_PASS_UNSUPPORTED = 9,  /* valid but not handled: other L4, 2nd VLAN tag, long IPv6 header chain */
-	LB_REASON_MAX = 10,
+	LB_REASON_PASS_OTHER_HOST = 10,  /* frame for another MAC (promiscuous NIC, flooded unicast): not ours */
+	LB_REASON_MAX = 11,
 };
 
 /* A 16-byte address; IPv4 is IPv4-mapped. */

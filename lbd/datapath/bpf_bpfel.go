@@ -16,7 +16,7 @@ import (
 type bpfLbAbi uint32
 
 const (
-	bpfLbAbiLB_ABI_VERSION bpfLbAbi = 1
+	bpfLbAbiLB_ABI_VERSION bpfLbAbi = 2
 )
 
 type bpfLbBackend struct {
@@ -95,7 +95,8 @@ const (
 	bpfLbReasonLB_REASON_PASS_NO_BACKEND   bpfLbReason = 7
 	bpfLbReasonLB_REASON_PASS_MALFORMED    bpfLbReason = 8
 	bpfLbReasonLB_REASON_PASS_UNSUPPORTED  bpfLbReason = 9
-	bpfLbReasonLB_REASON_MAX               bpfLbReason = 10
+	bpfLbReasonLB_REASON_PASS_OTHER_HOST   bpfLbReason = 10
+	bpfLbReasonLB_REASON_MAX               bpfLbReason = 11
 )
 
 type bpfLbSched uint32

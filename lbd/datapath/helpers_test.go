@@ -35,6 +35,10 @@ func requirePrivileged(tb testing.TB) {
 
 var (
 	ifMAC   = mustMAC("02:00:00:00:00:01")
+	// hostMAC is the destination of test frames: BPF_PROG_TEST_RUN runs on
+	// the loopback device, whose address is all zeros, and eth_type_trans
+	// marks a frame for any other MAC PACKET_OTHERHOST (not ours).
+	hostMAC = mustMAC("00:00:00:00:00:00")
 	cliMAC  = mustMAC("02:00:00:00:00:02")
 	testLog = (*testing.T).Logf
 )
@@ -115,7 +119,7 @@ func ap(s string) netip.AddrPort { return netip.MustParseAddrPort(s) }
 func build(tb testing.TB, p pkt) []byte {
 	tb.Helper()
 	var ls []gopacket.SerializableLayer
-	eth := &layers.Ethernet{SrcMAC: cliMAC, DstMAC: ifMAC}
+	eth := &layers.Ethernet{SrcMAC: cliMAC, DstMAC: hostMAC}
 	ls = append(ls, eth)
 	etype := layers.EthernetTypeIPv4
 	if p.dst.Addr().Is6() {

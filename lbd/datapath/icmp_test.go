@@ -18,7 +18,7 @@ func replyOf(t *testing.T, p pkt) []byte {
 
 // icmp4 is a router's ICMP error (or echo) sent to the VIP 192.0.2.10.
 func icmp4(t *testing.T, typ, code uint8, quoted []byte) []byte {
-	eth := &layers.Ethernet{SrcMAC: cliMAC, DstMAC: ifMAC, EthernetType: layers.EthernetTypeIPv4}
+	eth := &layers.Ethernet{SrcMAC: cliMAC, DstMAC: hostMAC, EthernetType: layers.EthernetTypeIPv4}
 	ip := &layers.IPv4{Version: 4, TTL: 64, Protocol: layers.IPProtocolICMPv4,
 		SrcIP: ip4("203.0.113.1").AsSlice(), DstIP: ip4("192.0.2.10").AsSlice()}
 	ic := &layers.ICMPv4{TypeCode: layers.CreateICMPv4TypeCode(typ, code)}
@@ -27,7 +27,7 @@ func icmp4(t *testing.T, typ, code uint8, quoted []byte) []byte {
 
 // icmp6 is an ICMPv6 message to the VIP 2001:db8::10.
 func icmp6(t *testing.T, typ uint8, quoted []byte) []byte {
-	eth := &layers.Ethernet{SrcMAC: cliMAC, DstMAC: ifMAC, EthernetType: layers.EthernetTypeIPv6}
+	eth := &layers.Ethernet{SrcMAC: cliMAC, DstMAC: hostMAC, EthernetType: layers.EthernetTypeIPv6}
 	ip := &layers.IPv6{Version: 6, HopLimit: 64, NextHeader: layers.IPProtocolICMPv6,
 		SrcIP: ip4("2001:db8:ff::1").AsSlice(), DstIP: ip4("2001:db8::10").AsSlice()}
 	ic := &layers.ICMPv6{TypeCode: layers.CreateICMPv6TypeCode(typ, 0)}

@@ -70,6 +70,8 @@ func progCases(t *testing.T) []progCase {
 		pass("ipv6 to a non-VIP", b(with(syn6, func(p *pkt) { p.dst = ap("[2001:db8::99]:443") })), ReasonPassNoService),
 		pass("service whose only backend is down", b(with(syn4, func(p *pkt) { p.dst = ap("192.0.2.30:80") })), ReasonPassNoBackend),
 		pass("arp", arpFrame(), ReasonPassNotIP),
+		pass("ipv4 tcp syn to a VIP, frame for another MAC", patch(b(syn4), 0, 0x02), ReasonPassOtherHost),
+		pass("ipv6 udp to a VIP, frame for another MAC", patch(b(udp6), 5, 0x99), ReasonPassOtherHost),
 		// BPF_PROG_TEST_RUN refuses an IPv4/IPv6 ethertype frame shorter
 		// than the IP header; a frame with an in-band tag is not checked,
 		// so truncated IP headers are tested behind one.

@@ -121,6 +121,7 @@ const (
 	ReasonPassNoBackend    = Reason(bpfLbReasonLB_REASON_PASS_NO_BACKEND)
 	ReasonPassMalformed    = Reason(bpfLbReasonLB_REASON_PASS_MALFORMED)
 	ReasonPassUnsupported  = Reason(bpfLbReasonLB_REASON_PASS_UNSUPPORTED)
+	ReasonPassOtherHost    = Reason(bpfLbReasonLB_REASON_PASS_OTHER_HOST)
 	numReasons             = int(bpfLbReasonLB_REASON_MAX)
 )
 
@@ -135,6 +136,7 @@ var reasonNames = [...]string{
 	ReasonPassNoBackend:    "pass_no_backend",
 	ReasonPassMalformed:    "pass_malformed",
 	ReasonPassUnsupported:  "pass_unsupported",
+	ReasonPassOtherHost:    "pass_other_host",
 }
 
 func (r Reason) String() string {
