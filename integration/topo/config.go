@@ -16,6 +16,9 @@ import (
 type Config struct {
 	Services []Service
 	BGP      *BGP // balancer.bgp; nil: ARP mode
+	// VIPOwner is balancer.vip_owner ("external" for keepalived); "" leaves
+	// the default.
+	VIPOwner string
 }
 
 // BGP is balancer.bgp; zero fields take the schema's defaults.
@@ -111,6 +114,9 @@ func (t *Topology) renderFor(lb *Host, c Config) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "# written by the dsrlb integration harness for %s\n", t.ID)
 	fmt.Fprintf(&b, "balancer:\n  interface: %s\n  pin_path: %s\n  maglev_table_size: 65537\n  metrics:\n    listen: \"\"\n", lb.Link, t.PinPathFor(lb))
+	if c.VIPOwner != "" {
+		fmt.Fprintf(&b, "  vip_owner: %s\n", c.VIPOwner)
+	}
 	if g := c.BGP; g != nil {
 		fmt.Fprintf(&b, "  bgp:\n    asn: %d\n", g.ASN)
 		if g.WithdrawWait != 0 {

@@ -3,6 +3,8 @@ package topo
 import (
 	"context"
 	"fmt"
+	"path/filepath"
+	"strings"
 	"time"
 )
 
@@ -38,4 +40,12 @@ func (t *Topology) LbdOn(ctx context.Context, lb *Host, args ...string) (string,
 	ctx, cancel := context.WithTimeout(ctx, 15*time.Second)
 	defer cancel()
 	return lb.NS.Run(ctx, t.Bins.Lbd, append(args, "--config", t.ConfigPathFor(lb))...)
+}
+
+// LbdPIDFile is where `lbd run` on balancer lb writes its PID: lbd
+// derives it from the pin path (lbd/internal/cli.pidFile, not importable
+// from here; `lbd reload` in the scenarios breaks if the two differ).
+func (t *Topology) LbdPIDFile(lb *Host) string {
+	name := strings.Trim(strings.ReplaceAll(filepath.Clean(t.PinPathFor(lb)), "/", "-"), "-")
+	return filepath.Join("/run/dsrlb", "lbd-"+name+".pid")
 }

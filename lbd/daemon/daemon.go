@@ -6,8 +6,9 @@
 // Lifecycle (DESIGN §4): validate the config → load or adopt the pinned data
 // plane → check every backend is on-link → resolve MACs → start checks →
 // program the maps → attach → take the VIPs (gratuitous ARP / unsolicited
-// NA) → READY=1. Stopping leaves program, maps and VIPs in place, so
-// forwarding continues until a new lbd adopts them.
+// NA; not with balancer.vip_owner external, where keepalived or the BGP
+// routers bring the traffic) → READY=1. Stopping leaves program, maps and
+// VIPs in place, so forwarding continues until a new lbd adopts them.
 package daemon
 
 import (
@@ -136,23 +137,47 @@ func (d *Daemon) start(ctx context.Context) error {
 	if err := d.dp.Attach(); err != nil {
 		return fmt.Errorf("attach data plane to %s: %w", b.Interface, err)
 	}
-	if b.BGP == nil {
+	switch {
+	case b.BGP != nil:
+		if err := d.startBGP(ctx); err != nil {
+			return err
+		}
+	case b.TakesVIPs():
 		if err := vip.Take(b.Interface, cfg.VIPs(), d.log); err != nil {
 			return fmt.Errorf("take VIPs on %s: %w", b.Interface, err)
 		}
-	} else if err := d.startBGP(ctx); err != nil {
-		return err
+	default:
+		d.warnLeftVIPs()
 	}
 	if err := d.startMetrics(ctx); err != nil {
 		return err
 	}
 	d.saveRunning()
-	d.log.Info("lbd ready", "interface", b.Interface, "services", len(cfg.Services), "servers", cfg.ServerCount())
+	d.log.Info("lbd ready", "interface", b.Interface, "vip_owner", string(b.VIPOwner), "services", len(cfg.Services), "servers", cfg.ServerCount())
 	d.opts.Notify("READY=1\nSTATUS=" + d.statusLine())
 	if d.opts.Ready != nil {
 		close(d.opts.Ready)
 	}
 	return nil
+}
+
+// warnLeftVIPs reports VIPs an earlier lbd took (vip_owner lbd) that are
+// still on the interface now that another program owns the VIPs: they make
+// this balancer answer ARP for them, standby or not. lbd does not remove
+// them itself, since the owner (keepalived) may be relying on the same
+// address; the operator does, once (`ip addr del`, or `lbd detach` before
+// the restart).
+func (d *Daemon) warnLeftVIPs() {
+	ifname := d.cfg.Balancer.Interface
+	owned, err := vip.Owned(ifname)
+	if err != nil {
+		d.log.Warn("cannot list the addresses of the interface", "interface", ifname, "err", err)
+		return
+	}
+	if len(owned) > 0 {
+		d.log.Warn("VIPs taken by an earlier lbd (vip_owner lbd) are still on the interface: this balancer answers ARP for them; "+
+			"remove them (ip addr del VIP/32 dev "+ifname+") and let the VIP owner add them", "interface", ifname, "vips", owned)
+	}
 }
 
 // seedFromDataplane starts from what the adopted data plane holds, so a

@@ -105,3 +105,47 @@ func TestRestartOnly(t *testing.T) {
 		t.Errorf("restartOnly = %v", err)
 	}
 }
+
+// TestRestartOnlyVIPOwner: handing the VIPs to keepalived (or back) takes a
+// restart; adding BGP says so once, under bgp, though it changes the owner.
+func TestRestartOnlyVIPOwner(t *testing.T) {
+	cur := mustParse(t, twoServers)
+	external := mustParse(t, strings.Replace(twoServers, "interface: eth0", "interface: eth0, vip_owner: external", 1))
+	for _, c := range []struct{ from, to *config.Config }{{cur, external}, {external, cur}} {
+		err := restartOnly(c.from, c.to)
+		var es config.Errors
+		if !errors.As(err, &es) || len(es) != 1 || !strings.Contains(es[0].Error(), "balancer.vip_owner: changed; this takes a restart") {
+			t.Errorf("restartOnly %s -> %s = %v", c.from.Balancer.VIPOwner, c.to.Balancer.VIPOwner, err)
+		}
+	}
+	if err := restartOnly(external, external); err != nil {
+		t.Errorf("unchanged vip_owner external refused: %v", err)
+	}
+	bgp := mustParse(t, strings.Replace(twoServers, "interface: eth0", "interface: eth0, bgp: {asn: 64497, peers: [{address: 192.0.2.254, asn: 64496}]}", 1))
+	err := restartOnly(cur, bgp)
+	var es config.Errors
+	if !errors.As(err, &es) || len(es) != 1 || !strings.Contains(es[0].Error(), "balancer.bgp: changed") {
+		t.Errorf("restartOnly lbd -> bgp = %v, want one error about bgp", err)
+	}
+}
+
+// TestVIPChanges: a reload takes and releases VIPs only when lbd owns
+// them; with vip_owner external (keepalived) or BGP it touches none, even
+// when services and their VIPs come and go.
+func TestVIPChanges(t *testing.T) {
+	withVIP := func(owner, vip string) *config.Config {
+		y := strings.Replace(twoServers, "interface: eth0", "interface: eth0"+owner, 1)
+		return mustParse(t, strings.Replace(y, "192.0.2.10", vip, 1))
+	}
+	v10, v20 := netip.MustParseAddr("192.0.2.10"), netip.MustParseAddr("192.0.2.20")
+	take, release := vipChanges(withVIP("", "192.0.2.10"), withVIP("", "192.0.2.20"))
+	if len(take) != 1 || take[0] != v20 || len(release) != 1 || release[0] != v10 {
+		t.Errorf("vip_owner lbd: take %v release %v, want take [%s] release [%s]", take, release, v20, v10)
+	}
+	for _, owner := range []string{", vip_owner: external", ", bgp: {asn: 64497, peers: [{address: 192.0.2.254, asn: 64496}]}"} {
+		take, release := vipChanges(withVIP(owner, "192.0.2.10"), withVIP(owner, "192.0.2.20"))
+		if take != nil || release != nil {
+			t.Errorf("balancer {interface: eth0%s}: take %v release %v, want nothing", owner, take, release)
+		}
+	}
+}

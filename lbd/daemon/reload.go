@@ -71,10 +71,32 @@ func restartOnly(cur, next *config.Config) error {
 	add("conntrack", c.Conntrack != n.Conntrack)
 	add("metrics.listen", c.MetricsListen != n.MetricsListen)
 	add("bgp", !reflect.DeepEqual(c.BGP, n.BGP))
+	// Taking or leaving the VIPs while running would race the other owner
+	// (keepalived) for the address. Adding or removing bgp already says
+	// restart, and changes the owner with it.
+	add("vip_owner", c.VIPOwner != n.VIPOwner && (c.BGP == nil) == (n.BGP == nil))
 	if len(errs) > 0 {
 		return errs
 	}
 	return nil
+}
+
+// vipChanges is what a reload from cur to next does to the interface's
+// addresses when lbd owns the VIPs: take every VIP of next (Take skips
+// those already there), then release the VIPs that left. With vip_owner
+// external (keepalived, or BGP where apply announces them) it is nothing
+// at all: the interface's addresses are not lbd's business.
+func vipChanges(cur, next *config.Config) (take, release []netip.Addr) {
+	if !next.Balancer.TakesVIPs() {
+		return nil, nil
+	}
+	take = next.VIPs()
+	for _, a := range cur.VIPs() {
+		if !slices.Contains(take, a) {
+			release = append(release, a)
+		}
+	}
+	return take, release
 }
 
 // switchTo makes next the running configuration: new VIPs taken, checks and
@@ -82,10 +104,9 @@ func restartOnly(cur, next *config.Config) error {
 // VIPs that left released.
 func (d *Daemon) switchTo(next *config.Config) error {
 	ifname := next.Balancer.Interface
-	oldVIPs, newVIPs := d.cfg.VIPs(), next.VIPs()
-	bgpMode := next.Balancer.BGP != nil // VIPs are announced by apply, never taken
-	if !bgpMode {
-		if err := vip.Take(ifname, newVIPs, d.log); err != nil {
+	take, release := vipChanges(d.cfg, next)
+	if len(take) > 0 {
+		if err := vip.Take(ifname, take, d.log); err != nil {
 			return fmt.Errorf("take VIPs on %s: %w", ifname, err)
 		}
 	}
@@ -104,15 +125,9 @@ func (d *Daemon) switchTo(next *config.Config) error {
 	if err := d.apply(); err != nil {
 		return fmt.Errorf("%w (the new configuration is kept and the update retried)", err)
 	}
-	var gone []netip.Addr
-	for _, a := range oldVIPs {
-		if !slices.Contains(newVIPs, a) {
-			gone = append(gone, a)
-		}
-	}
-	if len(gone) > 0 && !bgpMode {
-		if err := vip.Release(ifname, gone, d.log); err != nil {
-			d.log.Warn("could not release VIPs no longer configured", "vips", gone, "err", err)
+	if len(release) > 0 {
+		if err := vip.Release(ifname, release, d.log); err != nil {
+			d.log.Warn("could not release VIPs no longer configured", "vips", release, "err", err)
 		}
 	}
 	return nil

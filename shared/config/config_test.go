@@ -99,6 +99,7 @@ func TestEveryRuleHasAFailingCase(t *testing.T) {
 		"AS number is required", "AS number 0 is out of range", "not an IPv4 address", "no peers",
 		"peer 192.0.2.254 is listed twice", "not a BGP hold time", "TCP MD5 key has", "can never be met",
 		"not a BGP community", "share the VIP", "only used with balancer.bgp",
+		"cannot own the VIPs with balancer.bgp",
 	} {
 		if !strings.Contains(all, frag) {
 			t.Errorf("no invalid testdata exercises %q", frag)

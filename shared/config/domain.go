@@ -30,6 +30,7 @@ const (
 	DefaultHoldTime        = 9 * time.Second
 	DefaultWithdrawWait    = 2 * time.Second
 	DefaultMinHealthy      = 1
+	DefaultVIPOwner        = VIPOwnerLBD // without balancer.bgp; with it, always VIPOwnerExternal
 
 	MinMaglevTableSize = 251
 	MaxMaglevTableSize = 1048573 // largest prime below 2^20: bounds map memory per service
@@ -59,9 +60,30 @@ type Balancer struct {
 	MaglevTableSize uint32
 	Conntrack       Conntrack
 	PinPath         string
-	MetricsListen   string // "" = metrics off
-	BGP             *BGP   // nil: ARP mode (lbd takes the VIPs on Interface)
+	MetricsListen   string   // "" = metrics off
+	VIPOwner        VIPOwner // who holds the VIPs on Interface; VIPOwnerExternal whenever BGP is set
+	BGP             *BGP     // nil: ARP mode (the VIPs are on Interface, put there by VIPOwner)
 }
+
+// VIPOwner says who puts the VIPs on the balancer interface, and so who
+// makes the segment send VIP traffic to this balancer.
+type VIPOwner string
+
+// VIP owners.
+const (
+	// VIPOwnerLBD: lbd adds the VIPs (and announces them with gratuitous
+	// ARP / unsolicited NA) and removes those it added when they leave
+	// the configuration.
+	VIPOwnerLBD VIPOwner = "lbd"
+	// VIPOwnerExternal: lbd never adds, announces nor removes a VIP; it
+	// forwards whatever reaches it. Another program holds the VIPs
+	// (keepalived VRRP moving them between an active and a standby
+	// balancer), or nobody does and routers route them (balancer.bgp).
+	VIPOwnerExternal VIPOwner = "external"
+)
+
+// TakesVIPs reports whether lbd itself puts the VIPs on the interface.
+func (b *Balancer) TakesVIPs() bool { return b.VIPOwner == VIPOwnerLBD }
 
 // BGP is the scale-out mode: the VIPs are announced to routers (ECMP over
 // balancers) instead of being taken on the interface.

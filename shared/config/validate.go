@@ -39,6 +39,7 @@ func (p *parser) balancer(w *wireBalancer) Balancer {
 		Conntrack:       Conntrack{Size: DefaultConntrackSize, TCPTimeout: DefaultTCPTimeout, UDPTimeout: DefaultUDPTimeout},
 		PinPath:         DefaultPinPath,
 		MetricsListen:   DefaultMetricsListen,
+		VIPOwner:        DefaultVIPOwner,
 	}
 	if w == nil {
 		return b
@@ -77,8 +78,15 @@ func (p *parser) balancer(w *wireBalancer) Balancer {
 			}
 		}
 	}
+	b.VIPOwner = VIPOwner(p.enum("balancer.vip_owner", w.VIPOwner, string(DefaultVIPOwner), string(VIPOwnerLBD), string(VIPOwnerExternal)))
 	if w.BGP != nil {
 		b.BGP = p.bgp("balancer.bgp", w.BGP)
+		// With BGP the routers route the VIPs to the balancers: none may
+		// hold them on its interface, or it would answer ARP for them.
+		if b.VIPOwner == VIPOwnerLBD && w.VIPOwner != "" {
+			p.errf("balancer.vip_owner", "lbd cannot own the VIPs with balancer.bgp: the routers route them to the balancers, which must not hold them on the interface; remove vip_owner or set it to external")
+		}
+		b.VIPOwner = VIPOwnerExternal
 	}
 	return b
 }

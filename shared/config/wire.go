@@ -20,6 +20,7 @@ type wireBalancer struct {
 	Conntrack       *wireConntrack `yaml:"conntrack" doc:"The LRU connection table that keeps established flows on their backend."`
 	PinPath         *string        `yaml:"pin_path" doc:"Directory under bpffs where maps and the program link are pinned. Default /sys/fs/bpf/dsrlb."`
 	Metrics         *wireMetrics   `yaml:"metrics" doc:"Prometheus metrics endpoint."`
+	VIPOwner        string         `yaml:"vip_owner" doc:"Who puts the VIPs on balancer.interface and so answers ARP/ND for them: lbd (it adds them at start and reload, announces them with gratuitous ARP / unsolicited NA, releases removed ones) or external (lbd never adds, releases nor announces a VIP and only forwards what reaches it; for active/standby with keepalived VRRP, which moves the VIPs). Default lbd; external with balancer.bgp, where lbd is refused. See docs/scale-out.md."`
 	BGP             *wireBGP       `yaml:"bgp" doc:"Scale-out: announce each VIP over BGP (embedded GoBGP) to routers that spread traffic over several balancers by ECMP. When set, lbd does not put the VIPs on the interface and answers no ARP for them. See docs/scale-out.md."`
 }
 
