@@ -231,28 +231,38 @@ func (d *Daemon) startObservers(ctx context.Context) error {
 	d.res.SetAddrs(resolvable(d.cfg))
 	for _, a := range resolvable(d.cfg) {
 		if n, ok := d.res.Lookup(a); ok && n.MAC != nil {
+			d.mu.Lock() // the resolver's OnChange may already run
 			d.obs.macs[a] = n.MAC
+			d.mu.Unlock()
 		}
 	}
 	d.checks = health.New(ctx, health.Options{Logger: d.log, OnChange: d.onHealth})
-	if err := d.checks.Update(healthTargets(d.cfg, d.initialState)); err != nil {
+	if err := d.checks.Update(healthTargets(d.cfg, d.initialFrom(d.cfg))); err != nil {
 		return fmt.Errorf("start health checks: %w", err)
 	}
 	return nil
 }
 
-func (d *Daemon) initialState(service string, addr netip.Addr) health.State {
-	for _, s := range d.cfg.Services {
-		if s.Name != service {
-			continue
-		}
-		for _, srv := range s.Servers {
-			if srv.Address == addr {
-				return d.obs.health[health.Key(service, srv.Name)]
+// initialFrom gives the state a health target starts in: what was observed
+// for the same service and address under prev, the configuration those
+// observations belong to; Down for anything new. A server that keeps its
+// name but changes address is a new backend and must earn its way in.
+func (d *Daemon) initialFrom(prev *config.Config) func(service string, addr netip.Addr) health.State {
+	return func(service string, addr netip.Addr) health.State {
+		for _, s := range prev.Services {
+			if s.Name != service {
+				continue
+			}
+			for _, srv := range s.Servers {
+				if srv.Address == addr {
+					d.mu.Lock() // checkers write obs.health concurrently
+					defer d.mu.Unlock()
+					return d.obs.health[health.Key(service, srv.Name)]
+				}
 			}
 		}
+		return health.Down
 	}
-	return health.Down
 }
 
 // resolvable lists the backend addresses whose MAC must be looked up:

@@ -62,7 +62,7 @@ func restartOnly(cur, next *config.Config) error {
 	add := func(field string, changed bool) {
 		if changed {
 			errs = append(errs, &config.Error{File: next.File, Path: "balancer." + field,
-				Msg: "changed; this takes a restart (systemctl restart lbd), not a reload"})
+				Msg: "changed; this takes a restart (systemctl restart lbd), not a reload" + resize(field)})
 		}
 	}
 	add("interface", c.Interface != n.Interface)
@@ -99,6 +99,14 @@ func vipChanges(cur, next *config.Config) (take, release []netip.Addr) {
 	return take, release
 }
 
+// resize explains what a restart does to maps whose size changed.
+func resize(field string) string {
+	if field != "maglev_table_size" && field != "conntrack" {
+		return ""
+	}
+	return "; the new size replaces the pinned maps (lbd run --replace-incompatible, as the unit does) and established flows fall back to the Maglev table"
+}
+
 // switchTo makes next the running configuration: new VIPs taken, checks and
 // neighbour watches updated, the data plane reprogrammed, and only then
 // VIPs that left released.
@@ -114,16 +122,25 @@ func (d *Daemon) switchTo(next *config.Config) error {
 	prev := d.cfg
 	d.cfg = next
 	d.mu.Unlock()
-	if err := d.checks.Update(healthTargets(next, d.initialState)); err != nil {
+	if err := d.checks.Update(healthTargets(next, d.initialFrom(prev))); err != nil {
 		d.mu.Lock()
 		d.cfg = prev
 		d.mu.Unlock()
+		if len(take) > 0 { // nothing of the new configuration may stay behind
+			if rerr := vip.Release(ifname, take, d.log); rerr != nil {
+				d.log.Warn("could not release the VIPs taken for the rejected configuration", "vips", take, "err", rerr)
+			}
+		}
 		return fmt.Errorf("update health checks: %w", err)
 	}
 	d.res.SetAddrs(resolvable(next))
 	d.pruneObserved(next)
 	if err := d.apply(); err != nil {
-		return fmt.Errorf("%w (the new configuration is kept and the update retried)", err)
+		// The new configuration is in force (checks and watches follow
+		// it); only writing the maps failed. The loop retries until the
+		// data plane matches, which keeps forwarding the previous state.
+		d.log.Error("new configuration in force, but the data plane update failed; retrying", "err", err)
+		d.markDirty()
 	}
 	if len(release) > 0 {
 		if err := vip.Release(ifname, release, d.log); err != nil {

@@ -34,7 +34,7 @@ func requirePrivileged(tb testing.TB) {
 }
 
 var (
-	ifMAC   = mustMAC("02:00:00:00:00:01")
+	ifMAC = mustMAC("02:00:00:00:00:01")
 	// hostMAC is the destination of test frames: BPF_PROG_TEST_RUN runs on
 	// the loopback device, whose address is all zeros, and eth_type_trans
 	// marks a frame for any other MAC PACKET_OTHERHOST (not ours).
