@@ -22,7 +22,7 @@
 /* Bump LB_ABI_VERSION when a map layout or the meaning of a field changes:
  * lbd does not adopt pinned maps written by another ABI (lb_config.abi). */
 enum lb_abi {
-	LB_ABI_VERSION = 2, /* 2: pass_other_host reason (lb_global_stats grew) */
+	LB_ABI_VERSION = 2, /* 2: pass_other_host reason, lb_config.last_cookie */
 };
 
 /* Fixed hash seed: two balancers with the same configuration must pick the
@@ -130,6 +130,10 @@ struct lb_config {
 	__u32 abi;            /* LB_ABI_VERSION of the writer */
 	__u8 if_mac[6];       /* source MAC of redirected frames: the interface's */
 	__u8 pad[2];
+	__u32 last_cookie;    /* highest lb_backend.cookie ever handed out (Go only):
+	                       * survives restarts so a reused slot never gets a
+	                       * cookie that stale conntrack entries still carry */
+	__u32 pad2;
 };
 
 /* Per-CPU counters, for services, backends and reasons alike. */

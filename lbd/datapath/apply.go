@@ -213,6 +213,9 @@ func (d *Datapath) newBackend(st *svcState, addr netip.Addr) (uint32, error) {
 	if d.state.cookie == 0 {
 		d.state.cookie++
 	}
+	if err := d.persistCookie(d.state.cookie); err != nil {
+		return 0, err
+	}
 	d.state.backends[id] = &beState{svc: st.id, addr: addr, cookie: d.state.cookie}
 	st.backends[addr] = id
 	return id, nil
@@ -401,5 +404,21 @@ func (d *Datapath) removeService(id uint32) error {
 	}
 	delete(d.state.services, id)
 	d.state.svcIDs.free(id)
+	return nil
+}
+
+// persistCookie records the highest cookie handed out in the pinned config,
+// before any backend carries it, so the next lbd continues above it. Only
+// last_cookie changes; the fields the program reads are rewritten with
+// their current values, so a concurrent reader sees no torn value.
+func (d *Datapath) persistCookie(c uint32) error {
+	var cfg bpfLbConfig
+	if err := d.objs.LbCfg.Lookup(uint32(0), &cfg); err != nil {
+		return fmt.Errorf("read data plane config: %w", err)
+	}
+	cfg.LastCookie = c
+	if err := d.objs.LbCfg.Put(uint32(0), &cfg); err != nil {
+		return fmt.Errorf("record backend cookie: %w", err)
+	}
 	return nil
 }

@@ -49,6 +49,8 @@ type bpfLbConfig struct {
 	Abi          uint32
 	IfMac        [6]uint8
 	Pad          [2]uint8
+	LastCookie   uint32
+	Pad2         uint32
 }
 
 type bpfLbCounters struct {

@@ -80,6 +80,9 @@ type Datapath struct {
 	objs    bpfObjects
 	inner   *ebpf.MapSpec // template of Maglev and round-robin tables
 	adopted bool          // maps came from PinPath with state in them
+	// cookieFloor is lb_config.last_cookie as found: every cookie handed
+	// out from now on is above it (and above every live backend's).
+	cookieFloor uint32
 
 	mu     sync.Mutex
 	state  *state    // what Apply last wrote (or what Open found pinned)
@@ -192,6 +195,7 @@ func (d *Datapath) checkConfig() error {
 	}
 	if cur.Abi != 0 {
 		d.adopted = true
+		d.cookieFloor = cur.LastCookie
 		if cur.Abi != uint32(bpfLbAbiLB_ABI_VERSION) {
 			return fmt.Errorf("adopt maps pinned in %s: %w: written by ABI %d, this lbd speaks %d",
 				d.opts.PinPath, ErrIncompatible, cur.Abi, bpfLbAbiLB_ABI_VERSION)
@@ -210,6 +214,7 @@ func (d *Datapath) checkConfig() error {
 		UdpTimeoutNs: uint64(d.opts.UDPTimeout),
 		TableSize:    d.opts.MaglevTableSize,
 		Abi:          uint32(bpfLbAbiLB_ABI_VERSION),
+		LastCookie:   d.cookieFloor,
 	}
 	copy(cfg.IfMac[:], mac)
 	if err := d.objs.LbCfg.Put(uint32(0), &cfg); err != nil {

@@ -126,6 +126,7 @@ func (d *Datapath) initState() error {
 	if err := d.readBackends(st); err != nil {
 		return err
 	}
+	st.cookie = max(st.cookie, d.cookieFloor)
 	d.state = st
 	if d.adopted {
 		d.log.Info("adopted pinned data plane", "pin_path", d.opts.PinPath,
