@@ -84,6 +84,7 @@ func (d *Datapath) attachTCX(ifindex int) error {
 	}
 	d.link = l
 	d.log.Info("attached with tcx", "interface", d.opts.Interface)
+	d.detachStrayTCX(ifindex, l)
 	// After a kernel upgrade, a filter left by a clsact-era lbd would run
 	// an old program after ours: remove it.
 	return d.detachClsact()
@@ -209,4 +210,46 @@ func (d *Datapath) detachClsact() error {
 	}
 	d.clsact = 0
 	return nil
+}
+
+// detachStrayTCX detaches every other dsrlb program attached with tcx to
+// the interface: one pinned under another pin path (pin_path changed, then
+// a restart) runs first and would keep redirecting with maps nobody updates
+// any more. Failures are logged: forwarding with ours works regardless.
+func (d *Datapath) detachStrayTCX(ifindex int, ours link.Link) {
+	info, err := ours.Info()
+	if err != nil {
+		return
+	}
+	res, err := link.QueryPrograms(link.QueryOptions{Target: ifindex, Attach: ebpf.AttachTCXIngress})
+	if err != nil {
+		d.log.Warn("cannot list tcx programs to find stray dsrlb ones", "interface", d.opts.Interface, "err", err)
+		return
+	}
+	for _, ap := range res.Programs {
+		lid, ok := ap.LinkID()
+		if !ok || lid == info.ID || !isDsrlbProgram(ap.ID) {
+			continue
+		}
+		l, err := link.NewFromID(lid)
+		if err == nil {
+			err = errors.Join(l.Detach(), l.Close())
+		}
+		if err != nil {
+			d.log.Warn("stray dsrlb program left attached; remove it with lbd detach --config OLD", "interface", d.opts.Interface, "link_id", lid, "err", err)
+			continue
+		}
+		d.log.Warn("detached a stray dsrlb program of another pin path; remove its pins (lbd detach --config OLD or rm -r the old pin_path)",
+			"interface", d.opts.Interface, "link_id", lid)
+	}
+}
+
+func isDsrlbProgram(id ebpf.ProgramID) bool {
+	p, err := ebpf.NewProgramFromID(id)
+	if err != nil {
+		return false
+	}
+	defer p.Close()
+	info, err := p.Info()
+	return err == nil && info.Name == "dsrlb_ingress"
 }

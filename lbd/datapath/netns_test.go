@@ -6,6 +6,8 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/link"
 	"net"
 	"os"
 	"os/exec"
@@ -406,4 +408,40 @@ func TestClsactToTCX(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+}
+
+// TestPinPathChangeDetachesStray: an lbd started with another pin path
+// (the old program still pinned and attached) leaves exactly one dsrlb
+// program on the interface: its own.
+func TestPinPathChangeDetachesStray(t *testing.T) {
+	tp := newTopo(t)
+	c := tp.listen(t, 5000)
+	d1 := tp.openIn(t, Options{PinPath: testPinPath(t), MaglevTableSize: 251, ConntrackSize: 4096})
+	d1.Close()
+	d2 := tp.openIn(t, Options{PinPath: testPinPath(t), MaglevTableSize: 251, ConntrackSize: 4096})
+	t.Cleanup(func() { inNetns(tp.lb, d2.Remove) })
+	err := inNetns(tp.lb, func() error {
+		l, err := netlink.LinkByName(tp.lbIface)
+		if err != nil {
+			return err
+		}
+		res, err := link.QueryPrograms(link.QueryOptions{Target: l.Attrs().Index, Attach: ebpf.AttachTCXIngress})
+		if err != nil {
+			return err
+		}
+		n := 0
+		for _, ap := range res.Programs {
+			if isDsrlbProgram(ap.ID) {
+				n++
+			}
+		}
+		if n != 1 {
+			return fmt.Errorf("%d dsrlb programs attached after the pin path changed, want 1", n)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tp.expectForwarded(t, c, true, "new pin path")
 }
