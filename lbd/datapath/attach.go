@@ -190,26 +190,43 @@ func (d *Datapath) Detach() error {
 // detachClsact deletes our filter from the interface's clsact ingress, if
 // present. The qdisc stays: other tools may have filters under it.
 func (d *Datapath) detachClsact() error {
-	if d.opts.Interface == "" {
-		return nil
-	}
-	l, err := netlink.LinkByName(d.opts.Interface)
+	links, err := d.clsactCandidates()
 	if err != nil {
-		return nil // interface gone: so is the filter
+		return err
 	}
-	filters, err := netlink.FilterList(l, netlink.HANDLE_MIN_INGRESS)
-	if err != nil {
-		return nil // no clsact qdisc
-	}
-	for _, f := range filters {
-		if bf, ok := f.(*netlink.BpfFilter); ok && bf.Name == clsactFilterName && bf.Priority == clsactPrio {
-			if err := netlink.FilterDel(f); err != nil {
-				return fmt.Errorf("delete cls_bpf filter: %w", err)
+	for _, l := range links {
+		filters, err := netlink.FilterList(l, netlink.HANDLE_MIN_INGRESS)
+		if err != nil {
+			continue // no clsact qdisc
+		}
+		for _, f := range filters {
+			if bf, ok := f.(*netlink.BpfFilter); ok && bf.Name == clsactFilterName && bf.Priority == clsactPrio {
+				if err := netlink.FilterDel(f); err != nil {
+					return fmt.Errorf("delete cls_bpf filter on %s: %w", l.Attrs().Name, err)
+				}
 			}
 		}
 	}
 	d.clsact = 0
 	return nil
+}
+
+// clsactCandidates is the configured interface, or every interface when
+// none is known (lbd detach with a lost configuration must still find the
+// filter rather than leave a program forwarding without health checks).
+func (d *Datapath) clsactCandidates() ([]netlink.Link, error) {
+	if d.opts.Interface != "" {
+		l, err := netlink.LinkByName(d.opts.Interface)
+		if err != nil {
+			return nil, nil // interface gone: so is the filter
+		}
+		return []netlink.Link{l}, nil
+	}
+	links, err := netlink.LinkList()
+	if err != nil {
+		return nil, fmt.Errorf("list interfaces to find the cls_bpf filter: %w", err)
+	}
+	return links, nil
 }
 
 // detachStrayTCX detaches every other dsrlb program attached with tcx to

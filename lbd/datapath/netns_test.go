@@ -445,3 +445,29 @@ func TestPinPathChangeDetachesStray(t *testing.T) {
 	}
 	tp.expectForwarded(t, c, true, "new pin path")
 }
+
+// TestDetachWithoutInterface: Detach by an lbd that lost its configuration
+// (no interface known) still finds and removes the clsact filter, so no
+// program keeps forwarding without health checks.
+func TestDetachWithoutInterface(t *testing.T) {
+	tp := newTopo(t)
+	c := tp.listen(t, 5000)
+	opts := Options{PinPath: testPinPath(t), MaglevTableSize: 251, ConntrackSize: 4096, ForceClsact: true}
+	d1 := tp.openIn(t, opts)
+	tp.requireClsactFilter(t)
+	d1.Close()
+	err := inNetns(tp.lb, func() error {
+		d, err := Open(Options{PinPath: opts.PinPath, MaglevTableSize: 251, ConntrackSize: 4096, InterfaceMAC: ifMAC}, nil)
+		if err != nil {
+			return err
+		}
+		if err := d.Detach(); err != nil {
+			return err
+		}
+		return d.Remove()
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tp.expectForwarded(t, c, false, "detached without knowing the interface")
+}

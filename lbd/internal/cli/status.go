@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/netip"
 	"os"
 	"slices"
@@ -268,7 +269,11 @@ func detach(out io.Writer, cfgPath string) error {
 	} else {
 		fmt.Fprintf(out, "no data plane pinned at %s\n", cfg.Balancer.PinPath)
 	}
-	if ifname := cfg.Balancer.Interface; ifname != "" {
+	ifnames := []string{cfg.Balancer.Interface}
+	if cfg.Balancer.Interface == "" {
+		ifnames = allInterfaces() // configuration lost: lbd's VIPs carry its mark wherever they are
+	}
+	for _, ifname := range ifnames {
 		owned, err := vip.Owned(ifname)
 		switch {
 		case err != nil:
@@ -421,4 +426,16 @@ func nameFlow(cfg *config.Config, f datapath.Flow, info *datapath.FlowInfo) {
 			return // an exact port match wins over an every-port service
 		}
 	}
+}
+
+func allInterfaces() []string {
+	ifs, err := net.Interfaces()
+	if err != nil {
+		return nil
+	}
+	names := make([]string, len(ifs))
+	for i, ifc := range ifs {
+		names[i] = ifc.Name
+	}
+	return names
 }
