@@ -2,7 +2,6 @@ package integration
 
 import (
 	"context"
-	"encoding/json"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -115,26 +114,7 @@ func startECMP(t *testing.T, s *scenario) *ecmpEnv {
 // plane (lbd status --json reads the maps, lbd running or not).
 func (e *ecmpEnv) newFlows(lb *topo.Host) uint64 {
 	e.t.Helper()
-	out, err := e.tp.LbdOn(context.Background(), lb, "status", "--json")
-	if err != nil {
-		e.t.Fatalf("lbd status on %s: %v\n%s", lb.Role, err, out)
-	}
-	var st struct {
-		Services []struct {
-			Name     string
-			Counters struct{ NewFlows uint64 } `json:"counters"`
-		} `json:"services"`
-	}
-	if err := json.Unmarshal([]byte(out), &st); err != nil {
-		e.t.Fatalf("lbd status --json on %s: %v\n%s", lb.Role, err, out)
-	}
-	for _, s := range st.Services {
-		if s.Name == "web" {
-			return s.Counters.NewFlows
-		}
-	}
-	e.t.Fatalf("lbd status on %s lists no service web:\n%s", lb.Role, out)
-	return 0
+	return serviceCounters(e.t, e.tp, lb, "web").NewFlows
 }
 
 // poker sends a request on every long-lived connection every 100ms and

@@ -3,7 +3,6 @@ package integration
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"fmt"
 	"net/netip"
 	"testing"
@@ -77,26 +76,7 @@ func (e *standbyEnv) lbdOwned(lb *topo.Host) []netip.Addr {
 // plane (lbd status --json reads the maps, lbd running or not).
 func (e *standbyEnv) webPackets(lb *topo.Host) uint64 {
 	e.t.Helper()
-	out, err := e.tp.LbdOn(context.Background(), lb, "status", "--json")
-	if err != nil {
-		e.t.Fatalf("lbd status on %s: %v\n%s", lb.Role, err, out)
-	}
-	var st struct {
-		Services []struct {
-			Name     string
-			Counters struct{ Packets uint64 }
-		}
-	}
-	if err := json.Unmarshal([]byte(out), &st); err != nil {
-		e.t.Fatalf("lbd status --json on %s: %v\n%s", lb.Role, err, out)
-	}
-	for _, s := range st.Services {
-		if s.Name == "web" {
-			return s.Counters.Packets
-		}
-	}
-	e.t.Fatalf("lbd status on %s lists no service web:\n%s", lb.Role, out)
-	return 0
+	return serviceCounters(e.t, e.tp, lb, "web").Packets
 }
 
 // waitClientSees waits (at most d) until the client's neighbour entry for

@@ -106,15 +106,10 @@ func toServices(b *testing.B, text string) (*config.Config, []datapath.Service) 
 
 func openLike(b *testing.B, cfg *config.Config, pin string) *datapath.Datapath {
 	b.Helper()
-	bl := cfg.Balancer
-	d, err := datapath.Open(datapath.Options{
-		InterfaceMAC:    net.HardwareAddr{0x02, 0, 0, 0, 0, 1}, // no interface: nothing is attached
-		PinPath:         pin,
-		ConntrackSize:   bl.Conntrack.Size,
-		TCPTimeout:      bl.Conntrack.TCPTimeout,
-		UDPTimeout:      bl.Conntrack.UDPTimeout,
-		MaglevTableSize: bl.MaglevTableSize,
-	}, nil)
+	opts := DataplaneOptions(cfg.Balancer)
+	opts.Interface, opts.PinPath = "", pin
+	opts.InterfaceMAC = net.HardwareAddr{0x02, 0, 0, 0, 0, 1} // no interface: nothing is attached
+	d, err := datapath.Open(opts, nil)
 	if err != nil {
 		b.Fatalf("open data plane: %v", err)
 	}

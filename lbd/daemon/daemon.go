@@ -105,16 +105,9 @@ func (d *Daemon) start(ctx context.Context) error {
 	if err := checkBPFFS(b.PinPath); err != nil {
 		return err
 	}
-	d.dp, err = datapath.Open(datapath.Options{
-		Interface:           b.Interface,
-		PinPath:             b.PinPath,
-		ConntrackSize:       b.Conntrack.Size,
-		TCPTimeout:          b.Conntrack.TCPTimeout,
-		UDPTimeout:          b.Conntrack.UDPTimeout,
-		MaglevTableSize:     b.MaglevTableSize,
-		ForceClsact:         d.opts.ForceClsact,
-		ReplaceIncompatible: d.opts.ReplaceIncompatible,
-	}, d.log)
+	dpOpts := DataplaneOptions(b)
+	dpOpts.ForceClsact, dpOpts.ReplaceIncompatible = d.opts.ForceClsact, d.opts.ReplaceIncompatible
+	d.dp, err = datapath.Open(dpOpts, d.log)
 	if errors.Is(err, datapath.ErrIncompatible) {
 		return fmt.Errorf("open data plane: %w: the maps pinned under %s were written by another lbd version or size; "+
 			"run `lbd run --replace-incompatible` to start afresh (established flows fall back to the Maglev table) or `lbd detach` first", err, b.PinPath)

@@ -117,15 +117,10 @@ func openTest(t *testing.T, cfg *config.Config) *datapath.Datapath {
 	testSeq++
 	pin := filepath.Join("/sys/fs/bpf", fmt.Sprintf("dsrlb-test-ecmp-%d-%d", os.Getpid(), testSeq))
 	t.Cleanup(func() { _ = os.RemoveAll(pin) })
-	bl := cfg.Balancer
-	d, err := datapath.Open(datapath.Options{
-		InterfaceMAC:    net.HardwareAddr{0x02, 0, 0, 0, 0, 1}, // no interface: nothing is attached
-		PinPath:         pin,
-		ConntrackSize:   bl.Conntrack.Size,
-		TCPTimeout:      bl.Conntrack.TCPTimeout,
-		UDPTimeout:      bl.Conntrack.UDPTimeout,
-		MaglevTableSize: bl.MaglevTableSize,
-	}, nil)
+	opts := DataplaneOptions(cfg.Balancer)
+	opts.Interface, opts.PinPath = "", pin
+	opts.InterfaceMAC = net.HardwareAddr{0x02, 0, 0, 0, 0, 1} // no interface: nothing is attached
+	d, err := datapath.Open(opts, nil)
 	if err != nil {
 		t.Fatalf("open data plane: %v", err)
 	}

@@ -16,6 +16,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/dsrlb/dsrlb/lbd/daemon"
 	"github.com/dsrlb/dsrlb/lbd/datapath"
 	"github.com/dsrlb/dsrlb/lbd/maglev"
 	"github.com/dsrlb/dsrlb/lbd/vip"
@@ -30,11 +31,7 @@ func openPinned(cfg *config.Config) (*datapath.Datapath, error) {
 	if _, err := os.Stat(pin); err != nil {
 		return nil, &cmdutil.ExitError{Code: 1, Err: fmt.Errorf("no data plane pinned at %s: lbd has not run with this configuration (or was detached)", pin)}
 	}
-	b := cfg.Balancer
-	dp, err := datapath.Open(datapath.Options{
-		Interface: b.Interface, PinPath: pin, ConntrackSize: b.Conntrack.Size,
-		TCPTimeout: b.Conntrack.TCPTimeout, UDPTimeout: b.Conntrack.UDPTimeout, MaglevTableSize: b.MaglevTableSize,
-	}, nil)
+	dp, err := datapath.Open(daemon.DataplaneOptions(cfg.Balancer), nil)
 	if err != nil {
 		return nil, &cmdutil.ExitError{Code: 1, Err: fmt.Errorf("open data plane pinned at %s: %w", pin, err)}
 	}
