@@ -30,6 +30,7 @@ to the backend's MAC; the backend answers the client directly.`,
 		newStatusCmd(&cfgPath),
 		newExplainCmd(&cfgPath),
 		newDetachCmd(&cfgPath),
+		newImportCmd(),
 		cmdutil.NewManCmd(root),
 	)
 	return root

@@ -1,0 +1,80 @@
+package importer
+
+import (
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"sort"
+)
+
+// Tools are the sources Import reads.
+var Tools = []string{"aloha", "keepalived", "ipvsadm"}
+
+// Options are what the command line adds to a source.
+type Options struct {
+	Interface string     // balancer.interface; overrides what the source says
+	Aloha     AlohaFlags // addresses an ALOHA file may not name
+	FS        FS         // for keepalived includes; zero: the host's file system
+}
+
+// HostFS reads the host's files.
+var HostFS = FS{ReadFile: os.ReadFile, Glob: filepath.Glob}
+
+// Import parses data (read from name, "-" for standard input) as tool's
+// configuration and maps it onto dsrlb's schema. The error is for a source
+// that cannot be read at all (broken syntax) or flags naming nothing
+// (*FlagError); everything else is in the Result's notes.
+func Import(tool, name string, data []byte, opts Options) (*Result, error) {
+	m, err := Parse(tool, name, data, opts)
+	if err != nil {
+		return nil, err
+	}
+	if opts.Interface != "" {
+		m.Interface = opts.Interface
+	}
+	return Map(m), nil
+}
+
+// Parse reads a source into the intermediate model without mapping it.
+func Parse(tool, name string, data []byte, opts Options) (*Model, error) {
+	if opts.FS.ReadFile == nil {
+		opts.FS = HostFS
+	}
+	switch tool {
+	case "keepalived":
+		return ParseKeepalived(name, data, opts.FS)
+	case "aloha":
+		return ParseAloha(name, data, opts.Aloha)
+	case "ipvsadm":
+		return ParseIpvsadm(name, data)
+	}
+	return nil, fmt.Errorf("import %s: unknown source; give one of aloha, keepalived, ipvsadm", tool)
+}
+
+// Report writes one line per note, then the output's validation errors.
+func (r *Result) Report(w io.Writer) {
+	for _, n := range r.Notes {
+		fmt.Fprintln(w, n)
+	}
+	if r.Invalid != nil {
+		fmt.Fprintf(w, "the output does not validate (lines of the output):\n%v\n", r.Invalid)
+	}
+}
+
+// sortNotes orders notes by file (in the order files first appear) and line.
+func sortNotes(ns Notes) {
+	files := map[string]int{}
+	for _, n := range ns {
+		if _, ok := files[n.At.File]; !ok {
+			files[n.At.File] = len(files)
+		}
+	}
+	sort.SliceStable(ns, func(i, j int) bool {
+		fi, fj := files[ns[i].At.File], files[ns[j].At.File]
+		if fi != fj {
+			return fi < fj
+		}
+		return ns[i].At.Line < ns[j].At.Line
+	})
+}

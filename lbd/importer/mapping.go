@@ -1,0 +1,376 @@
+package importer
+
+import (
+	"bytes"
+	"fmt"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+
+	"go.yaml.in/yaml/v3"
+
+	"github.com/dsrlb/dsrlb/shared/config"
+)
+
+// The output mirrors shared/config's wire schema (whose types are private
+// to keep the schema in one place): only the fields an import can fill.
+type outFile struct {
+	Balancer *outBalancer `yaml:"balancer,omitempty"`
+	Services []outService `yaml:"services"`
+}
+
+type outBalancer struct {
+	Interface string `yaml:"interface,omitempty"`
+}
+
+type outService struct {
+	Name     string      `yaml:"name"`
+	VIP      string      `yaml:"vip,omitempty"`
+	Protocol string      `yaml:"protocol"`
+	Ports    []int       `yaml:"ports,flow"`
+	Balance  string      `yaml:"balance,omitempty"`
+	Check    *outCheck   `yaml:"check,omitempty"`
+	Servers  []outServer `yaml:"servers"`
+}
+
+type outCheck struct {
+	Type         string `yaml:"type"`
+	Port         int    `yaml:"port,omitempty"`
+	Interval     string `yaml:"interval,omitempty"`
+	Timeout      string `yaml:"timeout,omitempty"`
+	Rise         int    `yaml:"rise,omitempty"`
+	Fall         int    `yaml:"fall,omitempty"`
+	Path         string `yaml:"path,omitempty"`
+	ExpectStatus int    `yaml:"expect_status,omitempty"`
+}
+
+type outServer struct {
+	Name    string `yaml:"name"`
+	Address string `yaml:"address,omitempty"`
+	Weight  *int   `yaml:"weight,omitempty"`
+	Check   *bool  `yaml:"check,omitempty"`
+}
+
+// MarshalYAML writes a check on one line, as a person would.
+func (c outCheck) MarshalYAML() (any, error) { type plain outCheck; return flow(plain(c)) }
+
+// MarshalYAML writes a server on one line, as a person would.
+func (s outServer) MarshalYAML() (any, error) { type plain outServer; return flow(plain(s)) }
+
+func flow(v any) (any, error) {
+	var n yaml.Node
+	if err := n.Encode(v); err != nil {
+		return nil, err
+	}
+	n.Style = yaml.FlowStyle
+	return &n, nil
+}
+
+// Result is the outcome of one import.
+type Result struct {
+	YAML    []byte // the dsrlb configuration
+	Notes   Notes  // what was not carried or is missing, in source order
+	Invalid error  // non-nil: the YAML does not validate (config.Errors)
+}
+
+// Carried reports whether everything was carried and the output is valid.
+func (r *Result) Carried() bool { return len(r.Notes) == 0 && r.Invalid == nil }
+
+// schedulers maps a source scheduler onto dsrlb's balance; absent ones are
+// reported. IPVS names (ipvsadm, keepalived) and ALOHA's share one table.
+var schedulers = map[string]config.Balance{
+	"rr":         config.RoundRobin,
+	"wrr":        config.RoundRobin,
+	"roundrobin": config.RoundRobin,
+	"sh":         config.Source,
+	"source":     config.Source,
+	"mh":         config.Maglev,
+}
+
+// defaultSched is each tool's scheduler when the source names none.
+var defaultSched = map[string]string{"keepalived": "wlc", "aloha": "leastconn", "ipvsadm": "wlc"}
+
+// Map translates m into dsrlb terms: the one implementation of the mapping
+// table in docs/migration.md. The output is validated with shared/config's
+// parser, exactly as `lbd validate` would.
+func Map(m *Model) *Result {
+	mp := &mapper{m: m, names: map[string]int{}}
+	out := outFile{}
+	if m.Interface != "" {
+		out.Balancer = &outBalancer{Interface: m.Interface}
+	}
+	mp.notes = append(mp.notes, m.Notes...)
+	for i := range m.Services {
+		if s, ok := mp.service(&m.Services[i]); ok {
+			out.Services = append(out.Services, s)
+		}
+	}
+	if m.Interface == "" {
+		mp.notes.add(Pos{File: mp.file()}, "balancer.interface", "the source names no interface for the VIPs: give --interface (lbd validate requires it)")
+	}
+	var buf bytes.Buffer
+	enc := yaml.NewEncoder(&buf)
+	enc.SetIndent(2)
+	if err := enc.Encode(out); err != nil { // only plain strings and ints: cannot happen
+		panic(fmt.Sprintf("marshal imported configuration: %v", err))
+	}
+	body := buf.Bytes()
+	sortNotes(mp.notes)
+	r := &Result{Notes: mp.notes}
+	r.YAML = append([]byte(fmt.Sprintf("# dsrlb configuration imported by `lbd import %s` from %s.\n# Check it with `lbd validate --config FILE` before use; see docs/migration.md.\n", m.Tool, mp.file())), body...)
+	r.Invalid = Validate(r.YAML)
+	return r
+}
+
+// Validate checks an imported configuration as `lbd validate` does.
+func Validate(data []byte) error {
+	cfg, err := config.Parse("output", data)
+	if err == nil {
+		err = cfg.RequireBalancer()
+	}
+	return err
+}
+
+type mapper struct {
+	m     *Model
+	notes Notes
+	names map[string]int // service names used, for unique derived names
+}
+
+func (mp *mapper) file() string {
+	for _, s := range mp.m.Services {
+		return s.At.File
+	}
+	for _, n := range mp.m.Notes {
+		return n.At.File
+	}
+	return "-"
+}
+
+func (mp *mapper) service(s *Service) (outService, bool) {
+	o := outService{Name: mp.unique(s.Name, serviceName(s))}
+	if s.FWMark != 0 {
+		mp.notes.add(s.At, fmt.Sprintf("fwmark %d service", s.FWMark), "not carried: dsrlb matches a service by VIP, protocol and port, not by firewall mark; write one service per VIP the mark covers")
+		return o, false
+	}
+	switch s.Protocol {
+	case "tcp", "udp":
+		o.Protocol = s.Protocol
+	default:
+		mp.notes.add(s.ProtoAt, "protocol "+s.Protocol, "not carried: dsrlb balances tcp and udp only; the service is left out")
+		return o, false
+	}
+	o.VIP = mp.vip(s)
+	o.Ports = []int{}
+	for _, p := range s.Ports {
+		o.Ports = append(o.Ports, int(p))
+	}
+	o.Balance = mp.balance(s)
+	mp.forwarding(s.Fwd)
+	if s.Persist.set() {
+		mp.notes.add(s.Persist.At, s.Persist.What, "not carried: dsrlb has no client persistence (conntrack keeps each flow on its server; balance: source keeps a client on one server)")
+	}
+	if s.Inhibit.set() {
+		mp.notes.add(s.Inhibit.At, s.Inhibit.What, "not carried: on_failure: drain is not in the schema yet (issue 15); a failed server is taken down and its flows move")
+	}
+	if s.Sorry != nil {
+		mp.notes.add(s.Sorry.At, "sorry server "+serverLabel(s.Sorry), "not carried: fallback servers are not in the schema yet (issue 15); it is left out so it takes no traffic")
+	}
+	servers := map[string]int{}
+	var checked []*Server
+	for i := range s.Servers {
+		srv := &s.Servers[i]
+		os := outServer{Name: uniqueIn(servers, srv.Name, serverName(srv)), Address: mp.serverAddr(srv), Weight: srv.Weight}
+		if srv.Weight != nil && *srv.Weight > config.MaxWeight {
+			mp.notes.add(srv.WeightAt, fmt.Sprintf("weight %d", *srv.Weight), "dsrlb weights are 0-%d: scale the weights of this service down keeping their ratios (the output does not validate as is)", config.MaxWeight)
+		}
+		if srv.Port != 0 && len(s.Ports) == 1 && srv.Port != s.Ports[0] {
+			mp.notes.add(srv.PortAt, fmt.Sprintf("server port %d", srv.Port), "not carried: DSR does not rewrite ports, so the server gets the clients' port %d and must listen on it", s.Ports[0])
+		}
+		mp.forwarding(srv.Fwd)
+		if srv.Inhibit.set() {
+			mp.notes.add(srv.Inhibit.At, srv.Inhibit.What, "not carried: on_failure: drain is not in the schema yet (issue 15); a failed server is taken down and its flows move")
+		}
+		if srv.Check != nil {
+			checked = append(checked, srv)
+		}
+		o.Servers = append(o.Servers, os)
+	}
+	o.Check = mp.check(s, checked)
+	if o.Check != nil && o.Check.Type != "none" {
+		for i := range s.Servers {
+			if s.Servers[i].Check == nil {
+				o.Servers[i].Check = new(bool) // the source does not check it: always up
+			}
+		}
+	}
+	mp.notes = append(mp.notes, s.Extra...)
+	return o, true
+}
+
+func (mp *mapper) vip(s *Service) string {
+	switch {
+	case s.VIP.IsValid():
+		return s.VIP.String()
+	case s.VIPText != "":
+		mp.notes.add(s.At, "virtual address "+s.VIPText, "not an IP address (a host name?): write the numeric address (ipvsadm-save -n)")
+	case mp.m.Tool == "aloha":
+		mp.notes.add(s.At, "director "+s.Name, "names no VIP: give --vip %s=ADDR (the output does not validate without it)", s.Name)
+	default:
+		mp.notes.add(s.At, "virtual service", "names no VIP (the output does not validate without it)")
+	}
+	return ""
+}
+
+func (mp *mapper) serverAddr(srv *Server) string {
+	switch {
+	case srv.Addr.IsValid():
+		return srv.Addr.String()
+	case srv.AddrText != "":
+		mp.notes.add(srv.At, "server "+srv.AddrText, "not an IP address (a host name?): write the numeric address")
+	case mp.m.Tool == "aloha":
+		mp.notes.add(srv.At, "server "+srv.Name, "names no address: give --server %s=ADDR (the output does not validate without it)", srv.Name)
+	default:
+		mp.notes.add(srv.At, "server "+srv.Name, "names no address (the output does not validate without it)")
+	}
+	return ""
+}
+
+func (mp *mapper) balance(s *Service) string {
+	if !s.Sched.set() {
+		def := defaultSched[mp.m.Tool]
+		mp.notes.add(s.At, "no scheduler", "%s's default is %s, which dsrlb does not have: maglev (dsrlb's default) is used; set balance: roundrobin or source if one fits better", mp.m.Tool, def)
+		return ""
+	}
+	if b, ok := schedulers[strings.ToLower(s.Sched.Text)]; ok {
+		return string(b)
+	}
+	mp.notes.add(s.Sched.At, s.Sched.What, "not carried: dsrlb schedules with maglev, roundrobin or source; maglev (the default) is used")
+	return ""
+}
+
+func (mp *mapper) forwarding(v Value) {
+	if !v.set() || v.Text == FwdDR {
+		return
+	}
+	mp.notes.add(v.At, v.What, "not carried: dsrlb only does direct server return (it rewrites the MAC, never an address); each server must hold the VIP on lo (hostprep apply) and answer the client directly")
+}
+
+// check merges the servers' checks into the service's one check. Servers
+// the source does not check get check: false; a service nobody checks gets
+// type none, as the source: its servers are always up.
+func (mp *mapper) check(s *Service, checked []*Server) *outCheck {
+	if len(checked) == 0 {
+		return &outCheck{Type: string(config.CheckNone)}
+	}
+	ref := checked[0].Check
+	for _, srv := range checked[1:] {
+		if srv.Check != ref && !srv.Check.same(ref) {
+			mp.notes.add(srv.Check.At, srv.Check.Keyword+" of "+serverLabel(srv), "not carried: it differs from the check of %s (%s), and dsrlb runs one check per service; that one is used", serverLabel(checked[0]), ref.At)
+		}
+	}
+	c := &outCheck{Port: int(ref.Port)}
+	switch ref.Kind {
+	case CheckTCP:
+		c.Type = string(config.CheckTCP)
+	case CheckHTTP:
+		c.Type = string(config.CheckHTTP)
+		if ref.Path != "/" {
+			c.Path = ref.Path
+		}
+		if ref.Status != nil && *ref.Status != config.DefaultExpectStatus {
+			c.ExpectStatus = *ref.Status
+		}
+	case CheckHTTPS, CheckSMTP:
+		mp.notes.add(ref.At, ref.Keyword, "not carried: dsrlb has tcp and http checks (https comes with issue 15); checked with a TCP connect to the same port instead")
+		c.Type = string(config.CheckTCP)
+	default: // its settings go with it: one note
+		mp.notes.add(ref.At, ref.Keyword, "not carried: dsrlb has no %s check (udp, dns and exec come with issue 15); the servers are not checked", ref.Kind)
+		return &outCheck{Type: string(config.CheckNone)}
+	}
+	mp.notes = append(mp.notes, ref.Extra...)
+	if ref.Port == 0 && len(s.Ports) == 0 {
+		mp.notes.add(ref.At, ref.Keyword, "names no port and the service takes every port: give the port to check (check.port; for ALOHA --server NAME=ADDR:PORT); the output does not validate without it")
+	}
+	c.Interval, c.Timeout = dur(ref.Interval), dur(ref.Timeout)
+	if ref.Fall != nil {
+		c.Fall = *ref.Fall
+	}
+	if ref.Rise != nil {
+		c.Rise = *ref.Rise
+	}
+	return c
+}
+
+func dur(d Duration) string {
+	if !d.set() {
+		return ""
+	}
+	if d.D%time.Second == 0 {
+		return strconv.FormatInt(int64(d.D/time.Second), 10) + "s"
+	}
+	return strconv.FormatInt(d.D.Milliseconds(), 10) + "ms"
+}
+
+var badName = regexp.MustCompile(`[^A-Za-z0-9._-]+`)
+
+// serviceName derives a name from the VIP and port when the source has none.
+func serviceName(s *Service) string {
+	base := "service"
+	switch {
+	case s.VIP.IsValid():
+		base = s.VIP.String()
+	case s.FWMark != 0:
+		base = fmt.Sprintf("fwmark%d", s.FWMark)
+	}
+	if len(s.Ports) > 0 {
+		base += "-" + strconv.Itoa(int(s.Ports[0]))
+	}
+	if s.Protocol == "udp" {
+		base += "-udp"
+	}
+	return base
+}
+
+func serverName(srv *Server) string {
+	if srv.Addr.IsValid() {
+		return srv.Addr.String()
+	}
+	return "server"
+}
+
+func serverLabel(srv *Server) string {
+	if srv.Name != "" {
+		return srv.Name
+	}
+	if srv.Addr.IsValid() {
+		return srv.Addr.String()
+	}
+	return srv.AddrText
+}
+
+func (mp *mapper) unique(name, derived string) string { return uniqueIn(mp.names, name, derived) }
+
+// uniqueIn makes a schema-valid name (1-32 of [A-Za-z0-9._-]) that is not
+// yet in used: the source's own name when it has one, else derived.
+func uniqueIn(used map[string]int, name, derived string) string {
+	if name == "" {
+		name = derived
+	}
+	name = strings.Trim(badName.ReplaceAllString(name, "-"), "-._")
+	if name == "" {
+		name = "x"
+	}
+	if len(name) > 32 {
+		name = name[:32]
+	}
+	base := name
+	for used[name] > 0 {
+		used[base]++
+		suffix := "-" + strconv.Itoa(used[base])
+		name = base[:min(len(base), 32-len(suffix))] + suffix
+	}
+	used[name]++
+	return name
+}
