@@ -279,8 +279,8 @@ func (a *alohaParser) server(at Pos, what string, words []string) {
 
 func (a *alohaParser) serverAddr(srv *Server, at Pos, text string) {
 	addr, port, ok := splitAddrPort(text)
-	if !ok {
-		a.cur.Extra.add(at, text, "not carried: not an address such as 192.0.2.11:443")
+	if !ok { // a host name: Map reports it
+		srv.AddrText = text
 		return
 	}
 	srv.Addr, srv.Port, srv.PortAt = addr, port, at

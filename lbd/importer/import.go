@@ -62,8 +62,10 @@ func (r *Result) Report(w io.Writer) {
 	}
 }
 
-// sortNotes orders notes by file (in the order files first appear) and line.
-func sortNotes(ns Notes) {
+// sortNotes orders notes by file (in the order files first appear) and
+// line, and drops repeats: a virtual_server_group's body is read once per
+// VIP, but what it cannot carry is said once.
+func sortNotes(ns Notes) Notes {
 	files := map[string]int{}
 	for _, n := range ns {
 		if _, ok := files[n.At.File]; !ok {
@@ -77,4 +79,13 @@ func sortNotes(ns Notes) {
 		}
 		return ns[i].At.Line < ns[j].At.Line
 	})
+	seen := map[Note]bool{}
+	out := ns[:0]
+	for _, n := range ns {
+		if !seen[n] {
+			seen[n] = true
+			out = append(out, n)
+		}
+	}
+	return out
 }

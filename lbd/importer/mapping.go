@@ -116,8 +116,7 @@ func Map(m *Model) *Result {
 		panic(fmt.Sprintf("marshal imported configuration: %v", err))
 	}
 	body := buf.Bytes()
-	sortNotes(mp.notes)
-	r := &Result{Notes: mp.notes}
+	r := &Result{Notes: sortNotes(mp.notes)}
 	r.YAML = append([]byte(fmt.Sprintf("# dsrlb configuration imported by `lbd import %s` from %s.\n# Check it with `lbd validate --config FILE` before use; see docs/migration.md.\n", m.Tool, mp.file())), body...)
 	r.Invalid = Validate(r.YAML)
 	return r
@@ -149,7 +148,7 @@ func (mp *mapper) file() string {
 }
 
 func (mp *mapper) service(s *Service) (outService, bool) {
-	o := outService{Name: mp.unique(s.Name, serviceName(s))}
+	o := outService{}
 	if s.FWMark != 0 {
 		mp.notes.add(s.At, fmt.Sprintf("fwmark %d service", s.FWMark), "not carried: dsrlb matches a service by VIP, protocol and port, not by firewall mark; write one service per VIP the mark covers")
 		return o, false
@@ -161,6 +160,7 @@ func (mp *mapper) service(s *Service) (outService, bool) {
 		mp.notes.add(s.ProtoAt, "protocol "+s.Protocol, "not carried: dsrlb balances tcp and udp only; the service is left out")
 		return o, false
 	}
+	o.Name = mp.unique(s.Name, serviceName(s))
 	o.VIP = mp.vip(s)
 	o.Ports = []int{}
 	for _, p := range s.Ports {
