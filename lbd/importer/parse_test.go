@@ -43,10 +43,10 @@ func TestKeepalivedLexer(t *testing.T) {
 func TestKeepalivedTreeErrors(t *testing.T) {
 	for text, want := range map[string]string{
 		"virtual_server 192.0.2.10 80 {\n  real_server 192.0.2.11 80 {\n": "k.conf:2: block of \"real_server\" is not closed",
-		"global_defs {\n}\n}\n":                                          "k.conf:3: '}' closes no block",
-		"{\n}\n":                                                         "k.conf:1: '{' opens a block with no keyword",
-		"a { } {\n}\n":                                                   "k.conf:1: '{' opens a block with no keyword",
-		strings.Repeat("a {\n", 70) + strings.Repeat("}\n", 70):          "blocks nested too deep",
+		"global_defs {\n}\n}\n": "k.conf:3: '}' closes no block",
+		"{\n}\n":                "k.conf:1: '{' opens a block with no keyword",
+		"a { } {\n}\n":          "k.conf:1: '{' opens a block with no keyword",
+		strings.Repeat("a {\n", 70) + strings.Repeat("}\n", 70): "blocks nested too deep",
 	} {
 		_, err := ParseKeepalived("k.conf", []byte(text), memFS(nil))
 		if err == nil || !strings.Contains(err.Error(), want) {
