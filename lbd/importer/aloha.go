@@ -202,6 +202,9 @@ func (a *alohaParser) checkLine(at Pos, what string, words []string) {
 }
 
 func (a *alohaParser) option(at Pos, what string, words []string) {
+	if strings.HasSuffix(arg0(words), "check") {
+		a.check.At = at // notes about the check point at the line naming its kind
+	}
 	switch arg0(words) {
 	case "tcpcheck":
 		a.check.Kind, a.check.Keyword = CheckTCP, what

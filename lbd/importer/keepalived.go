@@ -71,7 +71,7 @@ func (k *kaModel) top(tree []*stmt) {
 		case kw == "vrrp_instance":
 			k.vrrpInstance(s)
 		case strings.HasPrefix(kw, "$") || strings.HasPrefix(kw, "@"):
-			k.note(s, "not carried: parameter definitions and conditional lines are not expanded; expand them (keepalived -t shows the result) and import again")
+			k.note(s, "not carried: parameter definitions and conditional lines are not expanded; expand them by hand and import again")
 		case kw == "global_defs":
 			k.note(s, "not carried: global settings (notification, process, VRRP defaults) have no dsrlb equivalent")
 		case kw == "vrrp_script" || kw == "vrrp_sync_group" || kw == "track_file" || kw == "vrrp_track_process":
