@@ -5,6 +5,8 @@ import (
 	"strings"
 	"testing"
 	"testing/fstest"
+
+	"github.com/dsrlb/dsrlb/shared/config"
 )
 
 // memFS serves files from memory, so include tests never read the host.
@@ -204,5 +206,30 @@ func TestIpvsadmOptionalPersistence(t *testing.T) {
 	s := m.Services[0]
 	if !s.Persist.set() || s.Ports != nil || len(s.Servers) != 1 || s.Servers[0].Weight != nil || s.Servers[0].Fwd.Text != FwdDR {
 		t.Errorf("%+v", s)
+	}
+}
+
+// TestSchedulerTable: the balance rows of docs/migration.md's table.
+func TestSchedulerTable(t *testing.T) {
+	for sched, want := range map[string]string{"rr": "roundrobin", "wrr": "roundrobin", "sh": "source", "mh": "maglev", "wlc": "", "lblcr": "", "dh": ""} {
+		text := "-A -t 192.0.2.10:80 -s " + sched + "\n-a -t 192.0.2.10:80 -r 192.0.2.11:80 -g -w 1\n"
+		res, err := Import("ipvsadm", "s", []byte(text), Options{Interface: "eth0"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		cfg, err := config.Parse("out", res.YAML)
+		if err != nil {
+			t.Fatal(err)
+		}
+		reported := len(res.Notes) == 1 && strings.Contains(res.Notes[0].String(), "s:1: -s "+sched+": not carried")
+		if want == "" {
+			if !reported || cfg.Services[0].Balance != config.Maglev {
+				t.Errorf("-s %s: balance %s, notes %v; want maglev and one note", sched, cfg.Services[0].Balance, res.Notes)
+			}
+			continue
+		}
+		if string(cfg.Services[0].Balance) != want || len(res.Notes) != 0 {
+			t.Errorf("-s %s: balance %s, notes %v; want %s", sched, cfg.Services[0].Balance, res.Notes, want)
+		}
 	}
 }
