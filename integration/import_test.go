@@ -225,6 +225,7 @@ func checkAnswers(t *testing.T, ctx context.Context, tp *topo.Topology, c import
 		if err := topo.WaitServing(ctx, client, url6, c.web6, 30*time.Second); err != nil {
 			t.Fatal(err)
 		}
+		t.Logf("%s: served by %v", url6, c.web6)
 	}
 }
 
@@ -246,6 +247,7 @@ func checkUDPSource(t *testing.T, ctx context.Context, tp *topo.Topology, allowe
 	if len(seen) != 1 {
 		t.Fatalf("UDP %s (balance source): answers from %v, want one backend for one client", to, seen)
 	}
+	t.Logf("UDP %s (balance source): %v", to, seen)
 	for role := range seen {
 		if !slices.Contains(allowed, role) {
 			t.Fatalf("UDP %s answered by %s, which the source does not list (%v)", to, role, allowed)
