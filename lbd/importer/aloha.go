@@ -36,7 +36,7 @@ func (e *FlagError) Error() string { return e.Msg }
 
 // ParseAloha reads ALOHA LB Layer4 director sections into a Model.
 func ParseAloha(name string, data []byte, flags AlohaFlags) (*Model, error) {
-	a := &alohaParser{m: &Model{Tool: "aloha"}, usedVIP: map[string]bool{}, usedSrv: map[string]bool{}, flags: flags}
+	a := &alohaParser{m: &Model{Tool: "aloha", File: name}, usedVIP: map[string]bool{}, usedSrv: map[string]bool{}, flags: flags}
 	for i, line := range strings.Split(string(data), "\n") {
 		at := Pos{File: name, Line: i + 1}
 		text, _, _ := strings.Cut(strings.TrimSuffix(line, "\r"), "#")
@@ -217,6 +217,8 @@ func (a *alohaParser) option(at Pos, what string, words []string) {
 			case "statuscode":
 				if n, err := strconv.Atoi(words[i+1]); err == nil {
 					a.check.Status = &n
+				} else {
+					a.check.Extra.add(at, "statuscode "+words[i+1], "not carried: not a status code; 200 is expected")
 				}
 			default:
 				a.check.Extra.add(at, words[i]+" "+words[i+1], "not carried: dsrlb's http check sends no virtual host and compares the status only")

@@ -148,7 +148,7 @@ func TestVerdicts(t *testing.T) {
 		services   int      // services in the output, when valid
 	}{
 		{"keepalived", "clean.conf", true, true, nil, 1},
-		{"keepalived", "dr_web.conf", false, true, []string{"global_defs", "vrrp_instance VI_WEB", "conf.d/dns.conf:9: DNS_CHECK"}, 3},
+		{"keepalived", "dr_web.conf", false, true, []string{"global_defs notification_email", "dr_web.conf:12: tcpfin 120", "vrrp_instance VI_WEB", "conf.d/dns.conf:9: DNS_CHECK"}, 3},
 		{"keepalived", "not_carried.conf", false, false, []string{
 			"persistence_timeout 300", "SSL_GET", "MISC_CHECK", "lb_kind NAT", "fwmark 7 service", "fwmark 9 service",
 			"lb_algo wlc", "sorry server 192.0.2.99", "inhibit_on_failure", "delay_before_retry 2", "weight 300",
@@ -168,7 +168,7 @@ func TestVerdicts(t *testing.T) {
 		{"ipvsadm", "not_carried.save", false, false, []string{
 			"-s wlc", "-p 300", "-M 255.255.255.0", "-m (NAT) for 192.0.2.31:443", "-i (tunnel)", "weight 1000",
 			"-x 500", "-y 100", "-b sh-port", "fwmark 5 service", "protocol sctp", "www.example.com:http",
-			"-a 192.0.2.40:80: not carried: no -A", "--set",
+			"-a 192.0.2.40:80: not carried: no -A", "tcpfin 120",
 		}, 0},
 	}
 	for _, c := range cases {

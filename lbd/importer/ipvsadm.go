@@ -5,6 +5,7 @@ import (
 	"net/netip"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // ipvsadm-save -n prints one ipvsadm command per line, without the
@@ -23,7 +24,7 @@ type ipvsKey struct {
 
 // ParseIpvsadm reads the output of ipvsadm-save -n into a Model.
 func ParseIpvsadm(name string, data []byte) (*Model, error) {
-	p := &ipvsParser{m: &Model{Tool: "ipvsadm"}, index: map[ipvsKey]int{}}
+	p := &ipvsParser{m: &Model{Tool: "ipvsadm", File: name}, index: map[ipvsKey]int{}}
 	for i, line := range strings.Split(string(data), "\n") {
 		text, _, _ := strings.Cut(strings.TrimSuffix(line, "\r"), "#")
 		words := strings.Fields(text)
@@ -31,6 +32,10 @@ func ParseIpvsadm(name string, data []byte) (*Model, error) {
 			words = words[1:]
 		}
 		if len(words) == 0 {
+			continue
+		}
+		if words[0] == "--set" {
+			p.timeouts(Pos{File: name, Line: i + 1}, words)
 			continue
 		}
 		p.line(Pos{File: name, Line: i + 1}, words)
@@ -193,6 +198,34 @@ func hostPort(text string) (netip.Addr, string, uint16) {
 		return a.Unmap(), "", 0
 	}
 	return netip.Addr{}, text, 0
+}
+
+// timeouts reads "--set TCP TCPFIN UDP" (seconds, 0 = unchanged): IPVS's
+// idle timeouts are dsrlb's conntrack timeouts.
+func (p *ipvsParser) timeouts(at Pos, words []string) {
+	what := strings.Join(words, " ")
+	if len(words) != 4 {
+		p.m.Notes.add(at, what, "not carried: --set takes three timeouts: tcp tcpfin udp")
+		return
+	}
+	var secs [3]uint64
+	for i := range secs {
+		n, err := strconv.ParseUint(words[i+1], 10, 32)
+		if err != nil {
+			p.m.Notes.add(at, what, "not carried: %q is not a time in seconds", words[i+1])
+			return
+		}
+		secs[i] = n
+	}
+	if secs[0] != 0 {
+		p.m.TCPTimeout = Duration{D: time.Duration(secs[0]) * time.Second, At: at}
+	}
+	if secs[1] != 0 {
+		p.m.Notes.add(at, "tcpfin "+words[2], "not carried: dsrlb sees only client-to-server packets, so it has no separate FIN timeout")
+	}
+	if secs[2] != 0 {
+		p.m.UDPTimeout = Duration{D: time.Duration(secs[2]) * time.Second, At: at}
+	}
 }
 
 func (p *ipvsParser) server(l *ipvsLine) {

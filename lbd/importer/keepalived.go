@@ -29,7 +29,7 @@ func ParseKeepalived(name string, data []byte, fsys FS) (*Model, error) {
 	if err != nil {
 		return nil, fmt.Errorf("read keepalived configuration: %w", err)
 	}
-	k := &kaModel{m: &Model{Tool: "keepalived", Notes: r.notes}, groups: map[string]*stmt{}}
+	k := &kaModel{m: &Model{Tool: "keepalived", File: name, Notes: r.notes}, groups: map[string]*stmt{}}
 	k.top(tree)
 	return k.m, nil
 }
@@ -73,7 +73,7 @@ func (k *kaModel) top(tree []*stmt) {
 		case strings.HasPrefix(kw, "$") || strings.HasPrefix(kw, "@"):
 			k.note(s, "not carried: parameter definitions and conditional lines are not expanded; expand them by hand and import again")
 		case kw == "global_defs":
-			k.note(s, "not carried: global settings (notification, process, VRRP defaults) have no dsrlb equivalent")
+			k.globalDefs(s)
 		case kw == "vrrp_script" || kw == "vrrp_sync_group" || kw == "track_file" || kw == "vrrp_track_process":
 			k.note(s, "not carried: dsrlb runs no VRRP; keep keepalived for the VIPs (balancer.vip_owner: external, docs/scale-out.md)")
 		default:
@@ -82,6 +82,35 @@ func (k *kaModel) top(tree []*stmt) {
 	}
 	if len(k.interfaces) == 1 {
 		k.m.Interface = k.interfaces[0]
+	}
+}
+
+// globalDefs carries lvs_timeouts (IPVS's idle timeouts, dsrlb's conntrack
+// timeouts); the rest of the block is one note.
+func (k *kaModel) globalDefs(s *stmt) {
+	var rest []string
+	for _, c := range s.Block {
+		if c.kw() != "lvs_timeouts" {
+			rest = append(rest, c.kw())
+			continue
+		}
+		for i := 1; i+1 < len(c.Words); i += 2 {
+			secs, err := strconv.ParseUint(c.Words[i+1], 10, 32)
+			d := Duration{D: time.Duration(secs) * time.Second, At: c.At}
+			switch {
+			case err != nil:
+				k.m.Notes.add(c.At, c.Words[i]+" "+c.Words[i+1], "not carried: not a time in seconds")
+			case c.Words[i] == "tcp":
+				k.m.TCPTimeout = d
+			case c.Words[i] == "udp":
+				k.m.UDPTimeout = d
+			default:
+				k.m.Notes.add(c.At, c.Words[i]+" "+c.Words[i+1], "not carried: dsrlb sees only client-to-server packets, so it has no separate FIN timeout")
+			}
+		}
+	}
+	if len(rest) > 0 {
+		k.m.Notes.add(s.At, "global_defs "+strings.Join(rest, ", "), "not carried: global settings (notification, process, VRRP defaults) have no dsrlb equivalent")
 	}
 }
 

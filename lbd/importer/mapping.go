@@ -21,7 +21,13 @@ type outFile struct {
 }
 
 type outBalancer struct {
-	Interface string `yaml:"interface,omitempty"`
+	Interface string        `yaml:"interface,omitempty"`
+	Conntrack *outConntrack `yaml:"conntrack,omitempty"`
+}
+
+type outConntrack struct {
+	TCPTimeout string `yaml:"tcp_timeout,omitempty"`
+	UDPTimeout string `yaml:"udp_timeout,omitempty"`
 }
 
 type outService struct {
@@ -97,8 +103,11 @@ var defaultSched = map[string]string{"keepalived": "wlc", "aloha": "leastconn", 
 func Map(m *Model) *Result {
 	mp := &mapper{m: m, names: map[string]int{}}
 	out := outFile{}
-	if m.Interface != "" {
+	if m.Interface != "" || m.TCPTimeout.set() || m.UDPTimeout.set() {
 		out.Balancer = &outBalancer{Interface: m.Interface}
+	}
+	if m.TCPTimeout.set() || m.UDPTimeout.set() {
+		out.Balancer.Conntrack = &outConntrack{TCPTimeout: dur(m.TCPTimeout), UDPTimeout: dur(m.UDPTimeout)}
 	}
 	mp.notes = append(mp.notes, m.Notes...)
 	for i := range m.Services {
@@ -137,15 +146,7 @@ type mapper struct {
 	names map[string]int // service names used, for unique derived names
 }
 
-func (mp *mapper) file() string {
-	for _, s := range mp.m.Services {
-		return s.At.File
-	}
-	for _, n := range mp.m.Notes {
-		return n.At.File
-	}
-	return "-"
-}
+func (mp *mapper) file() string { return mp.m.File }
 
 func (mp *mapper) service(s *Service) (outService, bool) {
 	o := outService{}

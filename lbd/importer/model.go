@@ -49,9 +49,13 @@ func (ns *Notes) add(at Pos, what, format string, args ...any) {
 // Model is a source configuration in the source's own terms.
 type Model struct {
 	Tool      string // "keepalived", "aloha", "ipvsadm"
+	File      string // the file given on the command line ("-": standard input)
 	Interface string // "" when the source names none
-	Services  []Service
-	Notes     Notes // what the parser itself could not place in the model
+	// Conntrack idle timeouts (keepalived lvs_timeouts, ipvsadm --set);
+	// unset when the source leaves them to the kernel.
+	TCPTimeout, UDPTimeout Duration
+	Services               []Service
+	Notes                  Notes // what the parser itself could not place in the model
 }
 
 // Forwarding methods (ipvsadm -g/-m/-i, keepalived lb_kind, ALOHA mode).
