@@ -42,7 +42,7 @@ func TestImportExitCodes(t *testing.T) {
 		{"stdin", string(saved), []string{"ipvsadm", "-", "--interface", "eth0"}, importCarried, ""},
 		{"aloha flags", "", []string{"aloha", importData + "aloha/seed.cfg", "--interface", "eth0", "--vip", "exchange=192.0.2.10",
 			"--server", "exchange1=192.0.2.11:443", "--server", "exchange/exchange2=192.0.2.12:443"}, importCarried, ""},
-		{"not carried", "", []string{"keepalived", importData + "keepalived/dr_web.conf"}, importNotCarried, "dr_web.conf:14: vrrp_instance VI_WEB: not carried"},
+		{"not carried", "", []string{"keepalived", importData + "keepalived/dr_web.conf"}, importNotCarried, "dr_web.conf:15: vrrp_instance VI_WEB: not carried"},
 		{"seed without addresses", "", []string{"aloha", importData + "aloha/seed.cfg", "--interface", "eth0"}, importInvalid, "seed.cfg:6: server exchange1: names no address: give --server exchange1=ADDR"},
 		{"missing file", "", []string{"ipvsadm", "/nonexistent/x.save"}, importUnreadable, "no such file"},
 		{"broken syntax", "virtual_server 192.0.2.10 80 {\n", []string{"keepalived", "-"}, importUnreadable, "-:1: block of \"virtual_server\" is not closed"},
