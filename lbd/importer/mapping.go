@@ -146,7 +146,8 @@ type mapper struct {
 	names map[string]int // service names used, for unique derived names
 }
 
-func (mp *mapper) file() string { return mp.m.File }
+// file is the source's name, on one line (it goes into a YAML comment).
+func (mp *mapper) file() string { return strings.NewReplacer("\n", " ", "\r", " ").Replace(mp.m.File) }
 
 func (mp *mapper) service(s *Service) (outService, bool) {
 	o := outService{}

@@ -47,10 +47,10 @@ func TestImportExitCodes(t *testing.T) {
 		{"missing file", "", []string{"ipvsadm", "/nonexistent/x.save"}, importUnreadable, "no such file"},
 		{"broken syntax", "virtual_server 192.0.2.10 80 {\n", []string{"keepalived", "-"}, importUnreadable, "-:1: block of \"virtual_server\" is not closed"},
 		{"unknown tool", "", []string{"haproxy", "-"}, importUnreadable, "unknown source"},
-		{"flag for nothing", "", []string{"aloha", importData + "aloha/seed.cfg", "--server", "nope=192.0.2.1"}, 2, `no server "nope"`},
-		{"bad flag", "", []string{"aloha", "-", "--server", "192.0.2.1"}, 2, "write NAME=ADDR"},
-		{"flag for another tool", "", []string{"ipvsadm", "-", "--vip", "192.0.2.1"}, 2, "for aloha only"},
-		{"arguments", "", []string{"ipvsadm"}, 2, "accepts 2 arg"},
+		{"flag for nothing", "", []string{"aloha", importData + "aloha/seed.cfg", "--server", "nope=192.0.2.1"}, importUsageFailed, `no server "nope"`},
+		{"bad flag", "", []string{"aloha", "-", "--server", "192.0.2.1"}, importUsageFailed, "write NAME=ADDR"},
+		{"flag for another tool", "", []string{"ipvsadm", "-", "--vip", "192.0.2.1"}, importUsageFailed, "for aloha only"},
+		{"arguments", "", []string{"ipvsadm"}, importUsageFailed, "accepts 2 arg"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			code, out, errs := runImport(t, c.stdin, c.args...)
@@ -61,7 +61,7 @@ func TestImportExitCodes(t *testing.T) {
 				t.Errorf("carried everything but wrote to stderr:\n%s", errs)
 			}
 			valid := c.code == importCarried || c.code == importNotCarried
-			if c.code == importUnreadable || c.code == 2 {
+			if c.code == importUnreadable || c.code == importUsageFailed {
 				if out != "" {
 					t.Errorf("nothing to print, but stdout has:\n%s", out)
 				}
