@@ -179,11 +179,19 @@ func (mp *mapper) service(s *Service) (outService, bool) {
 	if s.Sorry != nil {
 		mp.notes.add(s.Sorry.At, "sorry server "+serverLabel(s.Sorry), "not carried: fallback servers are not in the schema yet (issue 15); it is left out so it takes no traffic")
 	}
-	servers := map[string]int{}
+	o.Servers, o.Check = mp.servers(s)
+	mp.notes = append(mp.notes, s.Extra...)
+	return o, true
+}
+
+// servers maps the real servers and merges their checks into the service's.
+func (mp *mapper) servers(s *Service) ([]outServer, *outCheck) {
+	names := map[string]int{}
+	var out []outServer
 	var checked []*Server
 	for i := range s.Servers {
 		srv := &s.Servers[i]
-		os := outServer{Name: uniqueIn(servers, srv.Name, serverName(srv)), Address: mp.serverAddr(srv), Weight: srv.Weight}
+		out = append(out, outServer{Name: uniqueIn(names, srv.Name, serverName(srv)), Address: mp.serverAddr(srv), Weight: srv.Weight})
 		if srv.Weight != nil && *srv.Weight > config.MaxWeight {
 			mp.notes.add(srv.WeightAt, fmt.Sprintf("weight %d", *srv.Weight), "dsrlb weights are 0-%d: scale the weights of this service down keeping their ratios (the output does not validate as is)", config.MaxWeight)
 		}
@@ -197,18 +205,16 @@ func (mp *mapper) service(s *Service) (outService, bool) {
 		if srv.Check != nil {
 			checked = append(checked, srv)
 		}
-		o.Servers = append(o.Servers, os)
 	}
-	o.Check = mp.check(s, checked)
-	if o.Check != nil && o.Check.Type != "none" {
+	check := mp.check(s, checked)
+	if check.Type != string(config.CheckNone) {
 		for i := range s.Servers {
 			if s.Servers[i].Check == nil {
-				o.Servers[i].Check = new(bool) // the source does not check it: always up
+				out[i].Check = new(bool) // the source does not check it: always up
 			}
 		}
 	}
-	mp.notes = append(mp.notes, s.Extra...)
-	return o, true
+	return out, check
 }
 
 func (mp *mapper) vip(s *Service) string {
