@@ -275,7 +275,7 @@ func (mp *mapper) check(s *Service, checked []*Server) *outCheck {
 	ref := checked[0].Check
 	for _, srv := range checked[1:] {
 		if srv.Check != ref && !srv.Check.same(ref) {
-			mp.notes.add(srv.Check.At, srv.Check.Keyword+" of "+serverLabel(srv), "not carried: it differs from the check of %s (%s), and dsrlb runs one check per service; that one is used", serverLabel(checked[0]), ref.At)
+			mp.notes.add(srv.Check.At, srv.Check.Keyword+" of "+serverLabel(srv), "not carried: it differs from the check of %s (%s), and dsrlb runs one check per service; that one is used%s", serverLabel(checked[0]), ref.At, kindGap(srv.Check.Kind))
 		}
 	}
 	c := &outCheck{Port: int(ref.Port)}
@@ -309,6 +309,18 @@ func (mp *mapper) check(s *Service, checked []*Server) *outCheck {
 		c.Rise = *ref.Rise
 	}
 	return c
+}
+
+// kindGap says what dsrlb lacks for a check kind, for notes about checks
+// that are dropped for another reason.
+func kindGap(kind string) string {
+	switch kind {
+	case CheckTCP, CheckHTTP:
+		return ""
+	case CheckHTTPS, CheckSMTP:
+		return " (dsrlb has no " + kind + " check: https comes with issue 15)"
+	}
+	return " (dsrlb has no " + kind + " check: udp, dns and exec come with issue 15)"
 }
 
 func dur(d Duration) string {
