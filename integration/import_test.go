@@ -29,18 +29,24 @@ type importCase struct {
 	not        []string       // roles listed with weight 0, or not at all
 	udp        []string       // roles that may answer the source-hashed UDP service on :5353
 	web6       []string       // roles answering the IPv6 service on [VIP6]:80
+	// kill, when set, is a backend whose server is killed; the source's
+	// check must take it out within leave (its interval x failures + timeout).
+	kill  string
+	leave time.Duration
 }
 
 var importCases = []importCase{
 	{tool: "keepalived", file: "dr_web.conf", exit: 3, web: topo.VIP4,
-		want: map[string]int{"b1": 2, "b2": 1, "b3": 1}},
+		want: map[string]int{"b1": 2, "b2": 1, "b3": 1},
+		kill: "b3", leave: 2*time.Second*(2+1) + time.Second}, // delay_loop 2 x (retry 2 + 1) + connect_timeout 1
 	{tool: "keepalived", file: "clean.conf", exit: 0, web: topo.VIP4,
 		want: map[string]int{"b1": 1, "b2": 1}, not: []string{"b3"}},
 	{tool: "aloha", file: "seed.cfg", exit: 0, web: topo.VIP4,
 		flags: []string{"--vip", "exchange=" + topo.VIP4.String(), "--server", "exchange1={b1}:80", "--server", "exchange2={b2}:80"},
 		want:  map[string]int{"b1": 10, "b2": 10}, not: []string{"b3"}},
 	{tool: "aloha", file: "gui.cfg", exit: 0, web: topo.VIP4,
-		want: map[string]int{"b1": 2, "b2": 1, "b3": 1}},
+		want: map[string]int{"b1": 2, "b2": 1, "b3": 1},
+		kill: "b2", leave: time.Second*config.DefaultFall + 500*time.Millisecond}, // check interval 1 x dsrlb's fall + timeout 0.5
 	{tool: "ipvsadm", file: "dr.save", exit: 0, web: topo.VIP4,
 		want: map[string]int{"b1": 3, "b2": 1}, not: []string{"b3"}, udp: []string{"b1", "b2"}, web6: []string{"b1", "b2"}},
 }
@@ -60,8 +66,11 @@ func TestImportRoundTrip(t *testing.T) {
 			if err != nil {
 				t.Fatalf("lbd import printed a configuration that does not validate: %v\n%s", err, yaml)
 			}
-			mustRunImported(t, ctx, tp, cfg, yaml)
+			servers := mustRunImported(t, ctx, tp, cfg, yaml)
 			checkAnswers(t, ctx, tp, c)
+			if c.kill != "" {
+				checkTakenOut(t, ctx, tp, servers[c.kill], c)
+			}
 			s.note = fmt.Sprintf("%d services", len(cfg.Services))
 		})
 	}
@@ -131,7 +140,7 @@ func mustImportOnto(t *testing.T, ctx context.Context, tp *topo.Topology, c impo
 // mustRunImported installs the imported file as the balancer's and the
 // backends' configuration (only the pin path and metrics are added, as the
 // harness needs them unique), prepares the backends and starts lbd.
-func mustRunImported(t *testing.T, ctx context.Context, tp *topo.Topology, cfg *config.Config, yaml []byte) {
+func mustRunImported(t *testing.T, ctx context.Context, tp *topo.Topology, cfg *config.Config, yaml []byte) map[string]*topo.Proc {
 	t.Helper()
 	if _, err := tp.WriteConfig(harnessView(cfg)); err != nil { // for hostprep's and Close's bookkeeping
 		t.Fatal(err)
@@ -162,6 +171,7 @@ func mustRunImported(t *testing.T, ctx context.Context, tp *topo.Topology, cfg *
 		t.Fatal(err)
 	}
 	logOnFailure(t, lbd)
+	return servers
 }
 
 // harnessView is the imported configuration in the harness's terms.
@@ -253,4 +263,30 @@ func checkUDPSource(t *testing.T, ctx context.Context, tp *topo.Topology, allowe
 			t.Fatalf("UDP %s answered by %s, which the source does not list (%v)", to, role, allowed)
 		}
 	}
+}
+
+// checkTakenOut kills one backend's server: the imported check must take it
+// out within the time the source's check settings give (plus slack for a
+// shared machine), after which every new connection succeeds elsewhere.
+func checkTakenOut(t *testing.T, ctx context.Context, tp *topo.Topology, p *topo.Proc, c importCase) {
+	t.Helper()
+	client := tp.Client.HTTPClient(false, netip.Addr{})
+	url := topo.URL(c.web, "/")
+	p.Kill()
+	killed := time.Now()
+	deadline := killed.Add(c.leave + 3*time.Second)
+	clean := 0 // consecutive good answers from the others
+	for clean < 20 {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s still in rotation %v after its server died (the source's check allows %v)", c.kill, time.Since(killed).Round(time.Millisecond), c.leave)
+		}
+		a := topo.Get(ctx, client, url)
+		if a.Err != nil || a.Backend == c.kill {
+			clean = 0
+			time.Sleep(50 * time.Millisecond)
+			continue
+		}
+		clean++
+	}
+	t.Logf("%s out of rotation %v after its server died (source allows %v)", c.kill, time.Since(killed).Round(time.Millisecond), c.leave)
 }
