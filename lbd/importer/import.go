@@ -6,6 +6,8 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+
+	"github.com/dsrlb/dsrlb/shared/config"
 )
 
 // Tools are the sources Import reads.
@@ -18,8 +20,29 @@ type Options struct {
 	FS        FS         // for keepalived includes; zero: the host's file system
 }
 
-// HostFS reads the host's files.
-var HostFS = FS{ReadFile: os.ReadFile, Glob: filepath.Glob}
+// HostFS reads the host's files: regular files only, bounded like a
+// configuration, so an include of /dev/zero or a FIFO cannot hang import.
+var HostFS = FS{ReadFile: readRegular, Glob: filepath.Glob}
+
+func readRegular(name string) ([]byte, error) {
+	f, err := os.Open(name)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	if !st.Mode().IsRegular() {
+		return nil, fmt.Errorf("%s is not a regular file", name)
+	}
+	data, err := io.ReadAll(io.LimitReader(f, config.MaxFileSize+1))
+	if err == nil && len(data) > config.MaxFileSize {
+		err = fmt.Errorf("%s is larger than %d bytes", name, config.MaxFileSize)
+	}
+	return data, err
+}
 
 // Import parses data (read from name, "-" for standard input) as tool's
 // configuration and maps it onto dsrlb's schema. The error is for a source

@@ -233,3 +233,14 @@ func TestSchedulerTable(t *testing.T) {
 		}
 	}
 }
+
+// TestHostFSRefusesDevices: an include of a device or FIFO is a note, not a hang.
+func TestHostFSRefusesDevices(t *testing.T) {
+	res, err := Import("keepalived", "k.conf", []byte("include /dev/zero\n"), Options{Interface: "eth0"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res.Notes) == 0 || !strings.Contains(res.Notes[0].Why, "not a regular file") {
+		t.Errorf("notes %v", res.Notes)
+	}
+}
