@@ -165,6 +165,23 @@ func Claim(ifname string, vips []netip.Addr, log *slog.Logger) (Taken, error) {
 // del VIP/32 dev IFNAME`); addresses without lbd's mark, and VIPs that
 // are not there, are left alone. It is idempotent.
 func (n Namespace) Release(ifname string, vips []netip.Addr, log *slog.Logger) error {
+	return n.release(ifname, vips, false, log)
+}
+
+// ReleaseAdded removes VIPs lbd recorded adding itself: those carrying its
+// mark, and those carrying none, which is how a kernel without IFA_PROTO
+// (< 5.18, e.g. RHEL 9's 5.14) reports every address. An address with
+// another tool's mark is left alone.
+func (n Namespace) ReleaseAdded(ifname string, vips []netip.Addr, log *slog.Logger) error {
+	return n.release(ifname, vips, true, log)
+}
+
+// ReleaseAdded releases recorded VIPs in the current namespace.
+func ReleaseAdded(ifname string, vips []netip.Addr, log *slog.Logger) error {
+	return Current().ReleaseAdded(ifname, vips, log)
+}
+
+func (n Namespace) release(ifname string, vips []netip.Addr, unmarked bool, log *slog.Logger) error {
 	log = orDiscard(log)
 	h, link, err := n.open(ifname)
 	if err != nil {
@@ -179,7 +196,7 @@ func (n Namespace) Release(ifname string, vips []netip.Addr, log *slog.Logger) e
 	for _, v := range vips {
 		v = v.Unmap()
 		a, ok := present[v]
-		if !ok || a.proto != Proto {
+		if !ok || (a.proto != Proto && !(unmarked && a.proto == 0)) {
 			continue
 		}
 		err := h.AddrDel(link, &netlink.Addr{IPNet: a.ipnet})
