@@ -74,14 +74,14 @@ type Daemon struct {
 	// startAdded are the VIPs this start added: undone if it fails.
 	startAdded []netip.Addr
 
-	mu     sync.Mutex // guards cfg and obs, written by event callbacks
-	cfg    *config.Config
-	obs    observed
-	out    why // last reasons backends were out of rotation, to log changes once
+	mu  sync.Mutex // guards cfg and obs, written by event callbacks
+	cfg *config.Config
+	obs observed
+	out why // last reasons backends were out of rotation, to log changes once
 	// conflicts are the VIPs not taken because another host answers for them.
 	conflicts []vip.Conflict
-	dirty  chan struct{}
-	reload chan struct{}
+	dirty     chan struct{}
+	reload    chan struct{}
 }
 
 // Run starts lbd and blocks until ctx ends. It returns an error only when
