@@ -36,18 +36,47 @@ func Under(path string) bool {
 
 // HostMountNS reports whether the calling process shares PID 1's mount
 // namespace: only there does a bpffs it mounts outlive it and is it seen
-// by the next lbd. It is an error when the namespaces cannot be read (no
-// /proc, or PID 1's namespace hidden from an unprivileged process).
+// by the next lbd. The namespace links of PID 1 are hidden from processes
+// that may not ptrace it (containers, a dropped CAP_SYS_PTRACE); then its
+// mount table decides: mount IDs are unique across namespaces, so two
+// tables that share one belong to the same namespace.
 func HostMountNS() (bool, error) {
 	self, err := os.Readlink("/proc/self/ns/mnt")
 	if err != nil {
 		return false, fmt.Errorf("read own mount namespace: %w", err)
 	}
-	init, err := os.Readlink("/proc/1/ns/mnt")
-	if err != nil {
-		return false, fmt.Errorf("read PID 1's mount namespace: %w", err)
+	if init, err := os.Readlink("/proc/1/ns/mnt"); err == nil {
+		return self == init, nil
 	}
-	return self == init, nil
+	mine, err := mountIDs("/proc/self/mountinfo")
+	if err != nil {
+		return false, err
+	}
+	theirs, err := mountIDs("/proc/1/mountinfo")
+	if err != nil {
+		return false, fmt.Errorf("compare mount namespace with PID 1's: %w", err)
+	}
+	for id := range mine {
+		if theirs[id] {
+			return true, nil
+		}
+	}
+	return false, nil
+}
+
+// mountIDs reads the mount IDs (first field) of a mountinfo file.
+func mountIDs(path string) (map[string]bool, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	ids := map[string]bool{}
+	for _, line := range strings.Split(string(b), "\n") {
+		if id, _, ok := strings.Cut(line, " "); ok {
+			ids[id] = true
+		}
+	}
+	return ids, nil
 }
 
 // Mount mounts a bpf filesystem at Root unless one is there already, as

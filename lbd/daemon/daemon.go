@@ -113,7 +113,7 @@ func (d *Daemon) start(ctx context.Context) error {
 	if err := checkInterface(cfg); err != nil {
 		return err
 	}
-	if err := checkPrivileges(); err != nil {
+	if err := CheckPrivileges(); err != nil {
 		return err
 	}
 	if err := EnsureBPFFS(cfg.Balancer.PinPath, d.log); err != nil {
@@ -186,7 +186,7 @@ func (d *Daemon) start(ctx context.Context) error {
 // this start and keeps doing so.
 func (d *Daemon) undoStart() {
 	if len(d.startAdded) > 0 {
-		if err := vip.Release(d.cfg.Balancer.Interface, d.startAdded, d.log); err != nil {
+		if err := vip.ReleaseAdded(d.cfg.Balancer.Interface, d.startAdded, d.log); err != nil {
 			d.log.Error("failed start: could not release the VIPs it added", "vips", d.startAdded, "err", err)
 		}
 		d.recordVIPs(nil, d.startAdded, nil)

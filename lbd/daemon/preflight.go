@@ -24,7 +24,7 @@ func Preflight(cfg *config.Config) error {
 	if err := checkInterface(cfg); err != nil {
 		return err
 	}
-	if err := checkPrivileges(); err != nil {
+	if err := CheckPrivileges(); err != nil {
 		return err
 	}
 	if err := CheckBPFFS(cfg.Balancer.PinPath); err != nil {
@@ -73,7 +73,8 @@ const capSysAdmin = 21
 // ErrPrivileges: lbd lacks capabilities it needs.
 var ErrPrivileges = errors.New("missing privileges")
 
-func checkPrivileges() error {
+// CheckPrivileges returns one line naming the capabilities lbd lacks.
+func CheckPrivileges() error {
 	eff, err := effectiveCaps()
 	if err != nil {
 		return fmt.Errorf("read own capabilities: %w", err)

@@ -145,7 +145,7 @@ func (d *Daemon) switchTo(next *config.Config) error {
 		d.markDirty()
 	}
 	if len(release) > 0 {
-		if err := vip.Release(ifname, release, d.log); err != nil {
+		if err := d.releaseVIPs(ifname, release); err != nil {
 			d.log.Warn("could not release VIPs no longer configured", "vips", release, "err", err)
 		}
 		d.mu.Lock()

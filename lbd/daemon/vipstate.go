@@ -76,3 +76,22 @@ func (d *Daemon) recordVIPs(added, released []netip.Addr, conflicts []vip.Confli
 		d.log.Warn("cannot record the VIPs lbd added; lbd detach falls back to the address mark (IFA_PROTO, kernel >= 5.18)", "file", path, "err", err)
 	}
 }
+
+// releaseVIPs removes VIPs lbd added: those in the record whether or not
+// the kernel kept lbd's mark (it drops it before Linux 5.18), the others
+// only when marked.
+func (d *Daemon) releaseVIPs(ifname string, vips []netip.Addr) error {
+	var rec VIPRecord
+	if d.opts.VIPRecord != "" {
+		rec, _ = ReadVIPRecord(d.opts.VIPRecord)
+	}
+	var recorded, other []netip.Addr
+	for _, v := range vips {
+		if slices.Contains(rec.Added, v) {
+			recorded = append(recorded, v)
+		} else {
+			other = append(other, v)
+		}
+	}
+	return errors.Join(vip.ReleaseAdded(ifname, recorded, d.log), vip.Release(ifname, other, d.log))
+}

@@ -125,6 +125,9 @@ func runDaemon(stderr io.Writer, cfgPath string, replace, clsact, debug bool) er
 // pin, before anything is changed: bpffs there (mounted if missing, in the
 // host's mount namespace), the pin directory 0700 and lbd's, and its lock.
 func takeOwnership(pin string, log *slog.Logger) (*pinLock, error) {
+	if err := daemon.CheckPrivileges(); err != nil {
+		return nil, err
+	}
 	if err := daemon.EnsureBPFFS(pin, log); err != nil {
 		return nil, err
 	}

@@ -269,7 +269,11 @@ func detach(out io.Writer, cfgPath string, force bool) error {
 		}
 	}
 	if _, err := os.Stat(cfg.Balancer.PinPath); err == nil {
-		dp, err := datapath.Open(datapath.Options{Interface: cfg.Balancer.Interface, PinPath: cfg.Balancer.PinPath, ReplaceIncompatible: true}, nil)
+		ifname := cfg.Balancer.Interface
+		if _, err := net.InterfaceByName(ifname); err != nil {
+			ifname = "" // gone or renamed: look for the cls_bpf filter everywhere
+		}
+		dp, err := datapath.Open(datapath.Options{Interface: ifname, PinPath: cfg.Balancer.PinPath, ReplaceIncompatible: true}, nil)
 		if err != nil {
 			errs = append(errs, fmt.Errorf("open pinned data plane: %w", err))
 		} else {

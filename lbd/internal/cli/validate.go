@@ -48,6 +48,9 @@ address is its own: the check says so.`,
 
 func hostPreflight(cfg *config.Config) error {
 	pin := cfg.Balancer.PinPath
+	if err := daemon.CheckPrivileges(); err != nil {
+		return err
+	}
 	if err := checkPinDir(pin); err != nil {
 		return err
 	}
