@@ -3,6 +3,7 @@ package integration
 import (
 	"context"
 	"fmt"
+	"io"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -193,7 +194,7 @@ func TestAnsweredVIPNotTaken(t *testing.T) {
 		if out, err := tp.Client.NS.Run(context.Background(), "ip", "addr", "add", topo.VIP4.String()+"/32", "dev", tp.Client.Dev); err != nil {
 			t.Fatalf("give the client the VIP: %v\n%s", err, out)
 		}
-		return topo.Config{Services: []topo.Service{
+		return topo.Config{MetricsListen: "127.0.0.1:9469", Services: []topo.Service{
 			tp.WebService("free", free, "", tp.Backends...),
 			tp.WebService("stolen", topo.VIP4, "", tp.Backends...),
 		}}
@@ -214,6 +215,15 @@ func TestAnsweredVIPNotTaken(t *testing.T) {
 	st, err := e.tp.Lbd(ctx, "status")
 	if err != nil || !strings.Contains(st, fmt.Sprintf("VIP %s NOT TAKEN: another host (%s)", topo.VIP4, mac)) {
 		t.Errorf("lbd status does not report the VIP not taken: %v\n%s", err, st)
+	}
+	resp, err := e.tp.Balancer.HTTPClient(false, netip.Addr{}).Get("http://127.0.0.1:9469/metrics")
+	if err != nil {
+		t.Fatalf("scrape lbd's metrics: %v", err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if want := fmt.Sprintf("dsrlb_vip_conflict{mac=%q,vip=%q} 1", mac, topo.VIP4); !strings.Contains(string(body), want) {
+		t.Errorf("metrics lack %s:\n%s", want, grepLines(string(body), "dsrlb_vip"))
 	}
 	mustNoFailures(t, "requests to the free VIP", e.newConns(e.client, topo.URL(free, "/"), 30, 4, 30*time.Second))
 }
@@ -298,5 +308,56 @@ func TestErrorsOneLine(t *testing.T) {
 			t.Errorf("lbd %v with a wrong interface succeeded:\n%s", args, out)
 		}
 		oneLine("lbd "+strings.Join(args, " ")+" with a wrong interface", out, `"nosuch9": no such interface`, tp.Balancer.Link)
+	}
+}
+
+func grepLines(s, sub string) string {
+	var out []string
+	for _, l := range strings.Split(s, "\n") {
+		if strings.Contains(l, sub) {
+			out = append(out, l)
+		}
+	}
+	return strings.Join(out, "\n")
+}
+
+// detachPinnedLink detaches lbd's tcx link from the interface behind its
+// back, as `bpftool link detach` would; the pin stays.
+func detachPinnedLink(t *testing.T, tp *topo.Topology) {
+	t.Helper()
+	l, err := link.LoadPinnedLink(filepath.Join(tp.PinPath, "link"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	if err := l.Detach(); err != nil {
+		t.Fatalf("detach lbd's tcx link: %v", err)
+	}
+}
+
+// TestDetachedLinkRepaired: a tcx link detached under a running lbd is
+// noticed (ERROR log) and attached again, and forwarding resumes; with lbd
+// stopped, lbd status reports the program not attached.
+func TestDetachedLinkRepaired(t *testing.T) {
+	s := begin(t, "detached-link-noticed-and-repaired")
+	e := startLB(t, s, topo.Options{}, func(tp *topo.Topology) topo.Config { return web(tp, "") })
+	detachPinnedLink(t, e.tp)
+	if err := e.lbd.WaitOutput(context.Background(), "data plane re-attached", 20*time.Second); err != nil {
+		t.Fatalf("lbd did not repair a detached link: %v", err)
+	}
+	if !strings.Contains(e.lbd.Output(), "level=ERROR") || !strings.Contains(e.lbd.Output(), "was detached") {
+		t.Errorf("no ERROR about the detached link:\n%s", e.lbd.Output())
+	}
+	ctx := ctxFor(t, 30*time.Second)
+	if err := topo.WaitServing(ctx, e.client, topo.URL(topo.VIP4, "/"), []string{"b1", "b2", "b3"}, 20*time.Second); err != nil {
+		t.Fatalf("not serving after the repair: %v", err)
+	}
+	if err := e.lbd.Stop(10 * time.Second); err != nil {
+		t.Fatal(err)
+	}
+	detachPinnedLink(t, e.tp)
+	out, err := e.tp.Lbd(ctx, "status")
+	if err != nil || !strings.Contains(out, "PROGRAM NOT ATTACHED") {
+		t.Errorf("lbd status with the link detached and lbd stopped: %v\n%s", err, out)
 	}
 }

@@ -80,6 +80,9 @@ type Daemon struct {
 	out why // last reasons backends were out of rotation, to log changes once
 	// conflicts are the VIPs not taken because another host answers for them.
 	conflicts []vip.Conflict
+	// detached is why the program was last found not attached; "" when it is.
+	detached string
+	repairs  uint64 // re-attachments after the program was found detached
 	dirty     chan struct{}
 	reload    chan struct{}
 }
@@ -393,6 +396,8 @@ func (d *Daemon) loop(ctx context.Context) error {
 	}
 	retry := time.NewTimer(time.Hour)
 	retry.Stop()
+	attachTick := time.NewTicker(AttachCheckInterval)
+	defer attachTick.Stop()
 	for {
 		select {
 		case <-ctx.Done():
@@ -412,6 +417,8 @@ func (d *Daemon) loop(ctx context.Context) error {
 			d.opts.Notify("WATCHDOG=1")
 		case <-bgpTick:
 			d.writeBGPStatus(ctx)
+		case <-attachTick.C:
+			d.watchAttach()
 		}
 	}
 }

@@ -39,6 +39,8 @@ var (
 	descBGPAdv      = prometheus.NewDesc("dsrlb_bgp_advertised_prefixes", "Prefixes advertised to the BGP peer.", []string{"peer"}, nil)
 	descBGPVIP      = prometheus.NewDesc("dsrlb_bgp_vip_announced", "1 when the VIP is announced over BGP (enough healthy backends), 0 when withdrawn.", []string{"vip"}, nil)
 	descVIPConflict = prometheus.NewDesc("dsrlb_vip_conflict", "1 for a VIP lbd did not take because another host (mac) answers for it.", []string{"vip", "mac"}, nil)
+	descAttached    = prometheus.NewDesc("dsrlb_datapath_attached", "1 while the data plane program is attached as lbd left it, 0 when found detached or replaced (lbd re-attaches it).", nil, nil)
+	descRepairs     = prometheus.NewDesc("dsrlb_datapath_reattach_total", "Times lbd re-attached its program after finding it detached or replaced.", nil, nil)
 	descScrapeError = prometheus.NewDesc("dsrlb_datapath_read_errors", "1 when reading the data plane's maps failed during this scrape.", nil, nil)
 )
 
@@ -47,7 +49,7 @@ type collector struct{ d *Daemon }
 
 func (c collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descSvcPackets, descSvcBytes, descSvcFlows, descSvcNoBe, descBePackets,
-		descBeBytes, descBeFlows, descBeState, descCheckUp, descCheckDur, descCheckFails, descVerdicts, descScrapeError, descBGPUp, descBGPAdv, descBGPVIP, descVIPConflict} {
+		descBeBytes, descBeFlows, descBeState, descCheckUp, descCheckDur, descCheckFails, descVerdicts, descScrapeError, descBGPUp, descBGPAdv, descBGPVIP, descVIPConflict, descAttached, descRepairs} {
 		ch <- d
 	}
 }
@@ -63,6 +65,12 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 	}
 	ch <- prometheus.MustNewConstMetric(descScrapeError, prometheus.GaugeValue, failed)
 	c.d.mu.Lock()
+	attached := 1.0
+	if c.d.detached != "" {
+		attached = 0
+	}
+	ch <- prometheus.MustNewConstMetric(descAttached, prometheus.GaugeValue, attached)
+	ch <- prometheus.MustNewConstMetric(descRepairs, prometheus.CounterValue, float64(c.d.repairs))
 	for _, cf := range c.d.conflicts {
 		ch <- prometheus.MustNewConstMetric(descVIPConflict, prometheus.GaugeValue, 1, cf.VIP.String(), cf.MAC.String())
 	}

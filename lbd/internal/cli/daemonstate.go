@@ -16,6 +16,9 @@ type daemonJSON struct {
 	LastSeen time.Time `json:"last_seen,omitzero"`
 	// VIPConflicts are VIPs lbd did not take: another host answers for them.
 	VIPConflicts []daemon.VIPConflict `json:"vip_conflicts,omitempty"`
+	// NotAttached says why the program does not run on the interface; ""
+	// when it does.
+	NotAttached string `json:"not_attached,omitempty"`
 }
 
 // daemonState tells whether an lbd holds the pin path's lock; when none
@@ -46,6 +49,9 @@ func printDaemon(out io.Writer, d daemonJSON) {
 			seen = d.LastSeen.Format(time.RFC3339)
 		}
 		fmt.Fprintf(out, "lbd is not running (last seen %s): backend states are frozen at their last values; the data plane keeps forwarding\n", seen)
+	}
+	if d.NotAttached != "" {
+		fmt.Fprintf(out, "PROGRAM NOT ATTACHED: %s\n", d.NotAttached)
 	}
 	for _, c := range d.VIPConflicts {
 		fmt.Fprintf(out, "VIP %s NOT TAKEN: another host (%s) answers for it on the segment\n", c.VIP, c.MAC)

@@ -76,6 +76,10 @@ were created.`,
 			}
 			bs := readBGPStatus(cfg)
 			d := daemonState(cfg.Balancer.PinPath)
+			attachErr := dp.Attachment(cfg.Balancer.Interface)
+			if attachErr != nil {
+				d.NotAttached = attachErr.Error()
+			}
 			if asJSON {
 				enc := json.NewEncoder(cmd.OutOrStdout())
 				enc.SetIndent("", "  ")
