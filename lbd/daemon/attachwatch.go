@@ -23,9 +23,13 @@ func (d *Daemon) watchAttach() {
 		d.log.Error("data plane program not attached as lbd left it: re-attaching", "interface", d.cfg.Balancer.Interface, "err", err)
 	}
 	if err := d.dp.Reattach(); err != nil {
-		d.log.Error("re-attaching the data plane failed; retrying", "interface", d.cfg.Balancer.Interface, "err", err)
+		if first || err.Error() != d.reattachErr { // once per distinct failure, not every tick
+			d.log.Error("re-attaching the data plane failed; retrying (after lbd detach --force, restart lbd)", "interface", d.cfg.Balancer.Interface, "err", err)
+		}
+		d.reattachErr = err.Error()
 		return
 	}
+	d.reattachErr = ""
 	if err := d.dp.CheckAttached(); err != nil {
 		d.log.Error("re-attached data plane still not attached; retrying", "err", err)
 		return

@@ -83,8 +83,10 @@ type Daemon struct {
 	// detached is why the program was last found not attached; "" when it is.
 	detached string
 	repairs  uint64 // re-attachments after the program was found detached
-	dirty    chan struct{}
-	reload   chan struct{}
+	// reattachErr is the last re-attach failure, to log each once (loop only).
+	reattachErr string
+	dirty       chan struct{}
+	reload      chan struct{}
 }
 
 // Run starts lbd and blocks until ctx ends. It returns an error only when
