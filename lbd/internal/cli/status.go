@@ -32,6 +32,9 @@ func openPinned(cfg *config.Config) (*datapath.Reader, error) {
 	if errors.Is(err, datapath.ErrNotPinned) {
 		return nil, &cmdutil.ExitError{Code: 1, Err: fmt.Errorf("no data plane pinned at %s: lbd has not run with this configuration (or was detached)", pin)}
 	}
+	if errors.Is(err, os.ErrPermission) {
+		return nil, &cmdutil.ExitError{Code: 1, Err: fmt.Errorf("read data plane pinned at %s: permission denied: reading the pinned maps needs root (CAP_BPF and access to %s)", pin, pin)}
+	}
 	if err != nil {
 		return nil, &cmdutil.ExitError{Code: 1, Err: fmt.Errorf("open data plane pinned at %s: %w", pin, err)}
 	}
