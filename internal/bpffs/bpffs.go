@@ -20,7 +20,7 @@ const Root = "/sys/fs/bpf"
 // lockFile serialises the check-then-mount of concurrent processes (lbd,
 // parallel test binaries): two mounts on Root would stack, and pins made in
 // the lower one would vanish from every path lookup.
-const lockFile = "/run/dsrlb-bpffs.lock"
+const lockFile = "/run/dsrlb/bpffs.lock" // lbd's RuntimeDirectory
 
 // Mounted reports whether dir is on a bpf filesystem.
 func Mounted(dir string) bool {
@@ -108,7 +108,10 @@ func Mount() (bool, error) {
 }
 
 func lock() (func(), error) {
-	f, err := os.OpenFile(lockFile, os.O_RDWR|os.O_CREATE, 0o600)
+	if err := os.MkdirAll(filepath.Dir(lockFile), 0o755); err != nil {
+		return nil, fmt.Errorf("create %s: %w", filepath.Dir(lockFile), err)
+	}
+	f, err := os.OpenFile(lockFile, os.O_RDWR|os.O_CREATE|unix.O_CLOEXEC, 0o600)
 	if err != nil {
 		return nil, fmt.Errorf("open %s: %w", lockFile, err)
 	}
