@@ -361,3 +361,46 @@ func TestDetachedLinkRepaired(t *testing.T) {
 		t.Errorf("lbd status with the link detached and lbd stopped: %v\n%s", err, out)
 	}
 }
+
+// TestLateFailedStartUndone: a start that fails after attaching (here the
+// BGP speaker finds no IPv4 address for its router id) undoes what it did:
+// the data plane it created is detached and unpinned.
+func TestLateFailedStartUndone(t *testing.T) {
+	s := begin(t, "late-failed-start-undone")
+	s.needRoot()
+	tp := mustTopology(t, topo.Options{})
+	ctx := ctxFor(t, 60*time.Second)
+	lb := tp.Balancer
+	// Keep the segment on-link (preflight passes) but leave no IPv4 address.
+	for _, args := range [][]string{
+		{"ip", "addr", "del", lb.IPv4.String() + "/24", "dev", lb.Dev},
+		{"ip", "route", "replace", "192.0.2.0/24", "dev", lb.Dev},
+	} {
+		if out, err := lb.NS.Run(ctx, args[0], args[1:]...); err != nil {
+			t.Fatalf("%v: %v\n%s", args, err, out)
+		}
+	}
+	cfg := web(tp, "")
+	cfg.BGP = &topo.BGP{ASN: 64512, Peers: []topo.BGPPeer{{Address: netip.MustParseAddr("192.0.2.1"), ASN: 64513}}}
+	if _, err := tp.WriteConfig(cfg); err != nil {
+		t.Fatal(err)
+	}
+	lbd, err := tp.StartLbd()
+	if err != nil {
+		t.Fatal(err)
+	}
+	logOnFailure(t, lbd)
+	if err := lbd.Wait(30 * time.Second); err == nil {
+		t.Fatalf("lbd started without a router id:\n%s", lbd.Output())
+	}
+	if !strings.Contains(lbd.Output(), "attached with") || !strings.Contains(lbd.Output(), "failed start undone") {
+		t.Errorf("lbd did not undo its failed start:\n%s", lbd.Output())
+	}
+	progs, err := lb.NS.Run(ctx, "bpftool", "net", "show", "dev", lb.Link)
+	if err != nil || strings.Contains(progs, "dsrlb") {
+		t.Errorf("failed start left a program attached (%v):\n%s", err, progs)
+	}
+	if ents, _ := os.ReadDir(tp.PinPath); len(ents) > 0 {
+		t.Errorf("failed start left pins in %s: %v", tp.PinPath, ents)
+	}
+}
