@@ -73,7 +73,7 @@ func TestSecondRunRefused(t *testing.T) {
 		t.Errorf("refused detach changed the tcx link's program from %d to %d", progBefore, got)
 	}
 	mustNoFailures(t, "requests after the refused run and detach", e.newConns(e.client, topo.URL(topo.VIP4, "/"), 30, 4, 30*time.Second))
-	if out, err := e.tp.Lbd(context.Background(), "status"); err != nil || !strings.Contains(out, fmt.Sprintf("lbd is running (pid %d)", e.lbd.PID())) {
+	if out, err := e.tp.Lbd(context.Background(), "status"); err != nil || !strings.Contains(out, fmt.Sprintf("lbd is running (pid %d)", e.lbd.PID())) || strings.Contains(out, "NOT ATTACHED") {
 		t.Errorf("lbd status does not name the running lbd: %v\n%s", err, out)
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"os"
 	"path/filepath"
 
 	"github.com/cilium/ebpf"
@@ -88,9 +89,13 @@ func (r *Reader) Attachment(ifname string) error {
 	if err != nil {
 		return fmt.Errorf("%w: interface %s not found", ErrNotAttached, ifname)
 	}
-	l, err := link.LoadPinnedLink(filepath.Join(r.d.opts.PinPath, pinLink), &ebpf.LoadPinOptions{ReadOnly: true})
-	if err != nil { // no tcx link pinned: clsact mode, or detached
+	// Links take no BPF_F_RDONLY; only Info is read through this one.
+	l, err := link.LoadPinnedLink(filepath.Join(r.d.opts.PinPath, pinLink), nil)
+	if errors.Is(err, os.ErrNotExist) { // no tcx link pinned: clsact mode, or detached
 		return checkClsact(ifi.Index, 0, ifname)
+	}
+	if err != nil {
+		return fmt.Errorf("open pinned tcx link: %w", err)
 	}
 	defer l.Close()
 	info, err := l.Info()
