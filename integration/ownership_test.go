@@ -76,6 +76,13 @@ func TestSecondRunRefused(t *testing.T) {
 	if out, err := e.tp.Lbd(context.Background(), "status"); err != nil || !strings.Contains(out, fmt.Sprintf("lbd is running (pid %d)", e.lbd.PID())) || strings.Contains(out, "NOT ATTACHED") {
 		t.Errorf("lbd status does not name the running lbd: %v\n%s", err, out)
 	}
+	out, err = e.tp.Lbd(context.Background(), "detach", "--force")
+	if err != nil || !strings.Contains(out, "detaching anyway") {
+		t.Errorf("lbd detach --force: %v\n%s", err, out)
+	}
+	if _, err := os.Stat(e.tp.PinPath); err == nil {
+		t.Error("lbd detach --force left the pin directory")
+	}
 }
 
 // dumpMaps dumps every map pinned under pin with bpftool.
@@ -159,6 +166,9 @@ func TestFailedStartLeavesNothing(t *testing.T) {
 	cfg.MetricsListen = "127.0.0.1:9100"
 	if _, err := tp.WriteConfig(cfg); err != nil {
 		t.Fatal(err)
+	}
+	if out, err := tp.Lbd(context.Background(), "validate", "--host"); err == nil || !strings.Contains(out, "listen for metrics on 127.0.0.1:9100") {
+		t.Errorf("lbd validate --host did not catch the taken metrics port: %v\n%s", err, out)
 	}
 	lbd, err := tp.StartLbd()
 	if err != nil {
