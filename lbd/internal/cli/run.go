@@ -2,6 +2,7 @@ package cli
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -91,7 +92,8 @@ func runDaemon(stderr io.Writer, cfgPath string, replace, clsact, debug bool) er
 	pin := cfg.Balancer.PinPath
 	lock, err := takeOwnership(pin, log)
 	if err != nil {
-		return &cmdutil.ExitError{Code: 1, Err: err}
+		_, running := errors.AsType[*alreadyRunning](err) // already starts with "lbd"
+		return &cmdutil.ExitError{Code: 1, Err: err, Plain: running}
 	}
 	defer lock.release()
 	// Only the owner writes the PID file and the files beside it.

@@ -60,8 +60,11 @@ func newStatusCmd(cfgPath *string) *cobra.Command {
 		Use:   "status",
 		Short: "Show services, backends, states, MACs and counters (works while lbd is down)",
 		Long: `status reads the pinned data plane: what it shows is what the kernel forwards,
-whether or not lbd is running. Counters are summed over CPUs since the maps
-were created.`,
+whether or not lbd is running. It opens the maps read-only and changes nothing.
+The first line says whether an lbd owns the data plane; when none does, backend
+states are the last ones it wrote. A program found detached and VIPs not taken
+because another host answers for them are reported before the table. Counters
+are summed over CPUs since the maps were created.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			cfg, dp, err := loadPinned(*cfgPath)
