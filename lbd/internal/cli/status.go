@@ -264,7 +264,7 @@ func detach(out io.Writer, cfgPath string, force bool) error {
 		defer lock.release()
 	} else if ar, ok := errors.AsType[*alreadyRunning](err); ok {
 		if !force {
-			return &cmdutil.ExitError{Code: 1, Err: fmt.Errorf("%v: stop it first (systemctl stop lbd, or kill %d), or use --force to detach anyway and leave it running with no data plane", ar, ar.pid)}
+			return &cmdutil.ExitError{Code: 1, Plain: true, Err: fmt.Errorf("%v: stop it first (systemctl stop lbd, or kill %d), or use --force to detach anyway and leave it running with no data plane", ar, ar.pid)}
 		}
 		fmt.Fprintf(out, "%v: detaching anyway (--force); it keeps running with no data plane until it is restarted\n", ar)
 	}
