@@ -204,7 +204,7 @@ func CloseAll() error {
 // bpffs entries named with RunID, and processes carrying DSRIT_RUN=RunID.
 func Leaks() []string {
 	var leaks []string
-	for _, dir := range []string{"/run/netns", bpffs} {
+	for _, dir := range []string{"/run/netns", bpffsRoot} {
 		ents, _ := os.ReadDir(dir)
 		for _, e := range ents {
 			if strings.HasPrefix(e.Name(), RunID) {

@@ -27,6 +27,8 @@ import (
 	"github.com/cilium/ebpf"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
+
+	"github.com/dsrlb/dsrlb/internal/bpffs"
 )
 
 // The addressing plan.
@@ -40,7 +42,7 @@ var (
 	routed6  = netip.MustParsePrefix("2001:db8:1::/64")
 )
 
-const bpffs = "/sys/fs/bpf"
+const bpffsRoot = bpffs.Root
 
 // Options shape a topology.
 type Options struct {
@@ -124,12 +126,16 @@ func New(ctx context.Context, bins *Bins, opts Options) (_ *Topology, err error)
 	if opts.Logf == nil {
 		opts.Logf = func(string, ...any) {}
 	}
+	// A machine booted without systemd has no bpffs for lbd's pins.
+	if _, err := bpffs.Mount(); err != nil {
+		return nil, fmt.Errorf("new topology: %w", err)
+	}
 	id := fmt.Sprintf("%s-%d", RunID, topoSeq.Add(1))
 	dir, err := os.MkdirTemp("", id+"-")
 	if err != nil {
 		return nil, fmt.Errorf("new topology: %w", err)
 	}
-	t := &Topology{ID: id, Opts: opts, Bins: bins, Dir: dir, PinPath: filepath.Join(bpffs, id)}
+	t := &Topology{ID: id, Opts: opts, Bins: bins, Dir: dir, PinPath: filepath.Join(bpffsRoot, id)}
 	liveMu.Lock()
 	live[t] = struct{}{}
 	liveMu.Unlock()

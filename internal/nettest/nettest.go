@@ -11,12 +11,15 @@ import (
 	"encoding/hex"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
+
+	"github.com/dsrlb/dsrlb/internal/bpffs"
 )
 
 // Require skips a test that needs root, or fails it under CI,
@@ -33,6 +36,28 @@ func Require(t *testing.T) {
 		t.Fatal(msg)
 	}
 	t.Skip(msg)
+}
+
+// PinPath returns a unique directory under /sys/fs/bpf for the test's
+// pins, removed when the test ends. A machine booted without systemd has
+// no bpffs there: it is mounted first (in the test's mount namespace).
+func PinPath(t testing.TB, prefix string) string {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		msg := "needs root to pin BPF objects under " + bpffs.Root
+		if os.Getenv("CI") == "true" {
+			t.Fatal(msg)
+		}
+		t.Skip(msg)
+	}
+	if _, err := bpffs.Mount(); err != nil {
+		t.Fatalf("mount bpffs for the test's pins: %v", err)
+	}
+	b := make([]byte, 4)
+	_, _ = rand.Read(b)
+	p := filepath.Join(bpffs.Root, prefix+hex.EncodeToString(b))
+	t.Cleanup(func() { os.RemoveAll(p) })
+	return p
 }
 
 // NS is a named network namespace removed when the test ends.

@@ -13,6 +13,7 @@ import (
 
 	"github.com/cilium/ebpf"
 
+	"github.com/dsrlb/dsrlb/internal/nettest"
 	"github.com/dsrlb/dsrlb/lbd/datapath"
 	"github.com/dsrlb/dsrlb/lbd/health"
 	"github.com/dsrlb/dsrlb/shared/config"
@@ -82,9 +83,7 @@ var benchSeq atomic.Int32
 
 // benchPinPath is a unique bpffs directory, removed at the end of b.
 func benchPinPath(b *testing.B) string {
-	p := filepath.Join("/sys/fs/bpf", fmt.Sprintf("dsrlb-bench-%d-%d", os.Getpid(), benchSeq.Add(1)))
-	b.Cleanup(func() { _ = os.RemoveAll(p) })
-	return p
+	return nettest.PinPath(b, fmt.Sprintf("dsrlb-bench-%d-%d-", os.Getpid(), benchSeq.Add(1)))
 }
 
 // toServices is what the daemon does between reading a file and Apply:

@@ -1,22 +1,22 @@
 package daemon
 
 import (
-	"os"
 	"strings"
 	"testing"
+
+	"github.com/dsrlb/dsrlb/internal/nettest"
 )
 
 func TestCheckBPFFS(t *testing.T) {
 	if err := checkBPFFS(t.TempDir() + "/pins"); err == nil || !strings.Contains(err.Error(), "not on a bpf filesystem") {
 		t.Errorf("tmp dir accepted as bpffs: %v", err)
 	}
-	if _, err := os.Stat("/sys/fs/bpf"); err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("/sys/fs/bpf missing in CI")
-		}
-		t.Skip("no /sys/fs/bpf here")
-	}
-	if err := checkBPFFS("/sys/fs/bpf/dsrlb-not-created-yet/sub"); err != nil {
+	nettest.Require(t)
+	pin := nettest.PinPath(t, "dsrlb-not-created-yet-") // mounts bpffs when missing
+	if err := checkBPFFS(pin + "/sub"); err != nil {
 		t.Errorf("bpffs refused: %v", err)
+	}
+	if err := EnsureBPFFS(pin, nil); err != nil {
+		t.Errorf("mounted bpffs refused: %v", err)
 	}
 }

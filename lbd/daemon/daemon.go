@@ -54,6 +54,9 @@ type Options struct {
 	// sessions and announced VIPs as JSON (for `lbd status`), refreshed
 	// every few seconds and removed on a clean stop.
 	BGPStatusFile string
+	// VIPRecord, when set, is the file where lbd records the VIPs it added
+	// and those it did not take (see VIPRecord).
+	VIPRecord string
 }
 
 // Daemon is one running lbd.
@@ -65,13 +68,25 @@ type Daemon struct {
 	res     *neigh.Resolver
 	metrics *metrics
 	bgp     *bgp.Speaker // nil in ARP mode
+	// metricsLn is bound before the first kernel change, so a taken port
+	// fails the start before anything changed.
+	metricsLn net.Listener
+	// startAdded are the VIPs this start added: undone if it fails.
+	startAdded []netip.Addr
 
-	mu     sync.Mutex // guards cfg and obs, written by event callbacks
-	cfg    *config.Config
-	obs    observed
-	out    why // last reasons backends were out of rotation, to log changes once
-	dirty  chan struct{}
-	reload chan struct{}
+	mu  sync.Mutex // guards cfg and obs, written by event callbacks
+	cfg *config.Config
+	obs observed
+	out why // last reasons backends were out of rotation, to log changes once
+	// conflicts are the VIPs not taken because another host answers for them.
+	conflicts []vip.Conflict
+	// detached is why the program was last found not attached; "" when it is.
+	detached string
+	repairs  uint64 // re-attachments after the program was found detached
+	// reattachErr is the last re-attach failure, to log each once (loop only).
+	reattachErr string
+	dirty       chan struct{}
+	reload      chan struct{}
 }
 
 // Run starts lbd and blocks until ctx ends. It returns an error only when
@@ -85,6 +100,7 @@ func Run(ctx context.Context, opts Options) error {
 	}
 	d := &Daemon{opts: opts, log: opts.Logger, dirty: make(chan struct{}, 1)}
 	if err := d.start(ctx); err != nil {
+		d.undoStart()
 		d.stop()
 		return err
 	}
@@ -97,12 +113,23 @@ func (d *Daemon) start(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	// Preflight: everything that can fail is checked before the first
+	// kernel change (mounting a missing bpffs aside).
+	if err := checkInterface(cfg); err != nil {
+		return err
+	}
+	if err := CheckPrivileges(); err != nil {
+		return err
+	}
+	if err := EnsureBPFFS(cfg.Balancer.PinPath, d.log); err != nil {
+		return err
+	}
 	if err := checkOnLink(cfg); err != nil {
 		return err
 	}
 	d.cfg = cfg
 	b := cfg.Balancer
-	if err := checkBPFFS(b.PinPath); err != nil {
+	if d.metricsLn, err = listenMetrics(b.MetricsListen); err != nil {
 		return err
 	}
 	dpOpts := DataplaneOptions(b)
@@ -136,7 +163,10 @@ func (d *Daemon) start(ctx context.Context) error {
 			return err
 		}
 	case b.TakesVIPs():
-		if err := vip.Take(b.Interface, cfg.VIPs(), d.log); err != nil {
+		t, err := vip.Claim(b.Interface, cfg.VIPs(), d.log)
+		d.startAdded = t.Added
+		d.recordVIPs(t.Added, nil, t.Conflicts)
+		if err != nil {
 			return fmt.Errorf("take VIPs on %s: %w", b.Interface, err)
 		}
 	default:
@@ -146,12 +176,33 @@ func (d *Daemon) start(ctx context.Context) error {
 		return err
 	}
 	d.saveRunning()
+	d.startAdded = nil // from here on, a failure is not the start's
 	d.log.Info("lbd ready", "interface", b.Interface, "vip_owner", string(b.VIPOwner), "services", len(cfg.Services), "servers", cfg.ServerCount())
 	d.opts.Notify("READY=1\nSTATUS=" + d.statusLine())
 	if d.opts.Ready != nil {
 		close(d.opts.Ready)
 	}
 	return nil
+}
+
+// undoStart takes back what a failed start changed: the VIPs it added and,
+// when it created the data plane rather than adopting one, the program,
+// link and maps. An adopted data plane stays: it was forwarding before
+// this start and keeps doing so.
+func (d *Daemon) undoStart() {
+	if len(d.startAdded) > 0 {
+		if err := vip.ReleaseAdded(d.cfg.Balancer.Interface, d.startAdded, d.log); err != nil {
+			d.log.Error("failed start: could not release the VIPs it added", "vips", d.startAdded, "err", err)
+		}
+		d.recordVIPs(nil, d.startAdded, nil)
+	}
+	if d.dp != nil && !d.dp.Adopted() {
+		if err := d.dp.Remove(); err != nil {
+			d.log.Error("failed start: could not remove the data plane it created", "err", err)
+		}
+		d.dp = nil
+		d.log.Info("failed start undone: the data plane it created is detached and unpinned")
+	}
 }
 
 // warnLeftVIPs reports VIPs an earlier lbd took (vip_owner lbd) that are
@@ -347,6 +398,8 @@ func (d *Daemon) loop(ctx context.Context) error {
 	}
 	retry := time.NewTimer(time.Hour)
 	retry.Stop()
+	attachTick := time.NewTicker(AttachCheckInterval)
+	defer attachTick.Stop()
 	for {
 		select {
 		case <-ctx.Done():
@@ -366,6 +419,8 @@ func (d *Daemon) loop(ctx context.Context) error {
 			d.opts.Notify("WATCHDOG=1")
 		case <-bgpTick:
 			d.writeBGPStatus(ctx)
+		case <-attachTick.C:
+			d.watchAttach()
 		}
 	}
 }
@@ -384,6 +439,8 @@ func (d *Daemon) stop() {
 	}
 	if d.metrics != nil {
 		d.metrics.close()
+	} else if d.metricsLn != nil {
+		d.metricsLn.Close() // the start failed before serving
 	}
 	if d.checks != nil {
 		d.checks.Close()

@@ -6,9 +6,9 @@ import (
 	"net"
 	"net/netip"
 	"os"
-	"path/filepath"
 	"testing"
 
+	"github.com/dsrlb/dsrlb/internal/nettest"
 	"github.com/dsrlb/dsrlb/lbd/datapath"
 	"github.com/dsrlb/dsrlb/lbd/health"
 	"github.com/dsrlb/dsrlb/shared/config"
@@ -115,8 +115,7 @@ var testSeq int
 func openTest(t *testing.T, cfg *config.Config) *datapath.Datapath {
 	t.Helper()
 	testSeq++
-	pin := filepath.Join("/sys/fs/bpf", fmt.Sprintf("dsrlb-test-ecmp-%d-%d", os.Getpid(), testSeq))
-	t.Cleanup(func() { _ = os.RemoveAll(pin) })
+	pin := nettest.PinPath(t, fmt.Sprintf("dsrlb-test-ecmp-%d-%d-", os.Getpid(), testSeq))
 	opts := DataplaneOptions(cfg.Balancer)
 	opts.Interface, opts.PinPath = "", pin
 	opts.InterfaceMAC = net.HardwareAddr{0x02, 0, 0, 0, 0, 1} // no interface: nothing is attached

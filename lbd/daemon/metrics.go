@@ -3,8 +3,6 @@ package daemon
 import (
 	"context"
 	"errors"
-	"fmt"
-	"net"
 	"net/http"
 	"time"
 
@@ -40,6 +38,9 @@ var (
 	descBGPUp       = prometheus.NewDesc("dsrlb_bgp_session_up", "1 when the BGP session with the peer is established.", []string{"peer"}, nil)
 	descBGPAdv      = prometheus.NewDesc("dsrlb_bgp_advertised_prefixes", "Prefixes advertised to the BGP peer.", []string{"peer"}, nil)
 	descBGPVIP      = prometheus.NewDesc("dsrlb_bgp_vip_announced", "1 when the VIP is announced over BGP (enough healthy backends), 0 when withdrawn.", []string{"vip"}, nil)
+	descVIPConflict = prometheus.NewDesc("dsrlb_vip_conflict", "1 for a VIP lbd did not take because another host (mac) answers for it.", []string{"vip", "mac"}, nil)
+	descAttached    = prometheus.NewDesc("dsrlb_datapath_attached", "1 while the data plane program is attached as lbd left it, 0 when found detached or replaced (lbd re-attaches it).", nil, nil)
+	descRepairs     = prometheus.NewDesc("dsrlb_datapath_reattach_total", "Times lbd re-attached its program after finding it detached or replaced.", nil, nil)
 	descScrapeError = prometheus.NewDesc("dsrlb_datapath_read_errors", "1 when reading the data plane's maps failed during this scrape.", nil, nil)
 )
 
@@ -48,7 +49,7 @@ type collector struct{ d *Daemon }
 
 func (c collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descSvcPackets, descSvcBytes, descSvcFlows, descSvcNoBe, descBePackets,
-		descBeBytes, descBeFlows, descBeState, descCheckUp, descCheckDur, descCheckFails, descVerdicts, descScrapeError, descBGPUp, descBGPAdv, descBGPVIP} {
+		descBeBytes, descBeFlows, descBeState, descCheckUp, descCheckDur, descCheckFails, descVerdicts, descScrapeError, descBGPUp, descBGPAdv, descBGPVIP, descVIPConflict, descAttached, descRepairs} {
 		ch <- d
 	}
 }
@@ -63,6 +64,17 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 		failed = 1
 	}
 	ch <- prometheus.MustNewConstMetric(descScrapeError, prometheus.GaugeValue, failed)
+	c.d.mu.Lock()
+	attached := 1.0
+	if c.d.detached != "" {
+		attached = 0
+	}
+	ch <- prometheus.MustNewConstMetric(descAttached, prometheus.GaugeValue, attached)
+	ch <- prometheus.MustNewConstMetric(descRepairs, prometheus.CounterValue, float64(c.d.repairs))
+	for _, cf := range c.d.conflicts {
+		ch <- prometheus.MustNewConstMetric(descVIPConflict, prometheus.GaugeValue, 1, cf.VIP.String(), cf.MAC.String())
+	}
+	c.d.mu.Unlock()
 	for r, cnt := range st.Reasons {
 		counter(descVerdicts, cnt.Packets, r.String())
 	}
@@ -143,13 +155,9 @@ func (d *Daemon) startMetrics(ctx context.Context) error {
 	})}
 	reg.MustRegister(collector{d}, m.reloadFailures, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	d.metrics = m
-	addr := d.cfg.Balancer.MetricsListen
-	if addr == "" {
+	ln := d.metricsLn // bound in preflight
+	if ln == nil {
 		return nil
-	}
-	ln, err := net.Listen("tcp", addr)
-	if err != nil {
-		return fmt.Errorf("listen for metrics on %s: %w (change balancer.metrics.listen, or \"\" to turn metrics off)", addr, err)
 	}
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))

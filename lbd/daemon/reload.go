@@ -114,7 +114,9 @@ func (d *Daemon) switchTo(next *config.Config) error {
 	ifname := next.Balancer.Interface
 	take, release := vipChanges(d.cfg, next)
 	if len(take) > 0 {
-		if err := vip.Take(ifname, take, d.log); err != nil {
+		t, err := vip.Claim(ifname, take, d.log) // answered VIPs are reported, not taken
+		d.recordVIPs(t.Added, nil, t.Conflicts)
+		if err != nil {
 			return fmt.Errorf("take VIPs on %s: %w", ifname, err)
 		}
 	}
@@ -143,9 +145,13 @@ func (d *Daemon) switchTo(next *config.Config) error {
 		d.markDirty()
 	}
 	if len(release) > 0 {
-		if err := vip.Release(ifname, release, d.log); err != nil {
+		if err := d.releaseVIPs(ifname, release); err != nil {
 			d.log.Warn("could not release VIPs no longer configured", "vips", release, "err", err)
 		}
+		d.mu.Lock()
+		conflicts := d.conflicts
+		d.mu.Unlock()
+		d.recordVIPs(nil, release, conflicts)
 	}
 	return nil
 }

@@ -113,7 +113,7 @@ func (d *Datapath) tableSlot(svc, slot uint32) (uint32, error) {
 	if err := d.objs.LbMaglev.Lookup(svc, &innerID); err != nil {
 		return 0, fmt.Errorf("read maglev table of service %d: %w", svc, err)
 	}
-	inner, err := ebpf.NewMapFromID(innerID)
+	inner, err := d.openMapByID(innerID)
 	if err != nil {
 		return 0, fmt.Errorf("open maglev table of service %d: %w", svc, err)
 	}

@@ -6,16 +6,18 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"github.com/cilium/ebpf"
-	"github.com/cilium/ebpf/link"
 	"net"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"runtime"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/link"
+
+	"github.com/dsrlb/dsrlb/internal/nettest"
 
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
@@ -312,9 +314,7 @@ func (tp *topo) requireClsactFilter(t *testing.T) {
 }
 
 func testPinPath(t *testing.T) string {
-	p := filepath.Join("/sys/fs/bpf", "dsrlb-test-"+randomSuffix())
-	t.Cleanup(func() { os.RemoveAll(p) })
-	return p
+	return nettest.PinPath(t, "dsrlb-test-")
 }
 
 func TestPinAdoptRemove(t *testing.T) {

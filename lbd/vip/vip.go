@@ -76,26 +76,45 @@ func Release(ifname string, vips []netip.Addr, log *slog.Logger) error {
 // Owned lists the addresses lbd added to ifname in the current namespace.
 func Owned(ifname string) ([]netip.Addr, error) { return Current().Owned(ifname) }
 
-// Take puts every VIP on ifname that is not there yet (`ip addr add
-// VIP/32 dev IFNAME label IFNAME:lbd proto 213`; IPv6 `VIP/128 ... nodad`) and announces
-// the ones it added (AnnounceCount frames each, AnnounceGap apart, so Take
-// may block for a few hundred milliseconds). It is idempotent: a VIP
-// already on the interface, lbd's or not, is not added again nor
-// announced. On error, VIPs added by this call stay (a retry completes
-// the set); the error names what failed.
+// Taken says what Claim did.
+type Taken struct {
+	Added     []netip.Addr // VIPs this call put on the interface
+	Conflicts []Conflict   // VIPs another host answers for: not taken
+}
+
+// Take claims the VIPs and returns an error when any could not be taken,
+// a conflict included. See Namespace.Claim.
 func (n Namespace) Take(ifname string, vips []netip.Addr, log *slog.Logger) error {
+	t, err := n.Claim(ifname, vips, log)
+	for _, c := range t.Conflicts {
+		err = errors.Join(err, fmt.Errorf("VIP %s not taken: %s answers for it on %s", c.VIP, c.MAC, ifname))
+	}
+	return err
+}
+
+// Claim puts every VIP on ifname that is not there yet (`ip addr add
+// VIP/32 dev IFNAME label IFNAME:lbd proto 213`; IPv6 `VIP/128 ... nodad`)
+// and announces the ones it added (AnnounceCount frames each, AnnounceGap
+// apart). Before adding, it probes for them (see Probe): a VIP another
+// host answers for is not taken but logged as an ERROR and returned in
+// Conflicts, and the other VIPs are taken all the same. Claim may so block
+// for about a second. It is idempotent: a VIP already on the interface,
+// lbd's or not, is neither probed, added again nor announced. On error,
+// VIPs added by this call stay (a retry completes the set) and are in
+// Added; the error names what failed.
+func (n Namespace) Claim(ifname string, vips []netip.Addr, log *slog.Logger) (Taken, error) {
 	log = orDiscard(log)
+	var t Taken
 	h, link, err := n.open(ifname)
 	if err != nil {
-		return err
+		return t, err
 	}
 	defer h.Close()
 	present, err := n.addrsOf(link.Attrs().Index)
 	if err != nil {
-		return err
+		return t, err
 	}
-	var added []netip.Addr
-	var errs []error
+	var missing []netip.Addr
 	for _, v := range vips {
 		v = v.Unmap()
 		if a, ok := present[v]; ok {
@@ -105,26 +124,64 @@ func (n Namespace) Take(ifname string, vips []netip.Addr, log *slog.Logger) erro
 			}
 			continue
 		}
+		if !slices.Contains(missing, v) {
+			missing = append(missing, v)
+		}
+	}
+	if len(missing) == 0 {
+		return t, nil
+	}
+	if t.Conflicts, err = n.Probe(ifname, missing); err != nil {
+		return t, err
+	}
+	var errs []error
+	for _, v := range missing {
+		if i := slices.IndexFunc(t.Conflicts, func(c Conflict) bool { return c.VIP == v }); i >= 0 {
+			log.Error("VIP not taken: another host on the segment answers for it; remove it there (or from the configuration) and reload",
+				"vip", v.String(), "mac", t.Conflicts[i].MAC.String(), "interface", ifname)
+			continue
+		}
 		if err := n.addVIP(ifname, link.Attrs().Index, v); err != nil {
 			errs = append(errs, fmt.Errorf("add VIP %s to %s: %w", v, ifname, err))
 			continue
 		}
-		present[v] = addr{proto: Proto}
-		added = append(added, v)
+		t.Added = append(t.Added, v)
 		log.Info("VIP taken", "vip", v.String(), "interface", ifname)
 	}
-	if len(added) > 0 {
-		if err := n.Announce(ifname, added); err != nil {
+	if len(t.Added) > 0 {
+		if err := n.Announce(ifname, t.Added); err != nil {
 			errs = append(errs, err)
 		}
 	}
-	return errors.Join(errs...)
+	return t, errors.Join(errs...)
+}
+
+// Claim claims VIPs in the current namespace. See Namespace.Claim.
+func Claim(ifname string, vips []netip.Addr, log *slog.Logger) (Taken, error) {
+	return Current().Claim(ifname, vips, log)
 }
 
 // Release removes the given VIPs from ifname if lbd added them (`ip addr
 // del VIP/32 dev IFNAME`); addresses without lbd's mark, and VIPs that
 // are not there, are left alone. It is idempotent.
 func (n Namespace) Release(ifname string, vips []netip.Addr, log *slog.Logger) error {
+	return n.release(ifname, vips, false, log)
+}
+
+// ReleaseAdded removes VIPs lbd recorded adding itself: those carrying its
+// mark, and those carrying none, which is how a kernel without IFA_PROTO
+// (< 5.18, e.g. RHEL 9's 5.14) reports every address. An address with
+// another tool's mark is left alone.
+func (n Namespace) ReleaseAdded(ifname string, vips []netip.Addr, log *slog.Logger) error {
+	return n.release(ifname, vips, true, log)
+}
+
+// ReleaseAdded releases recorded VIPs in the current namespace.
+func ReleaseAdded(ifname string, vips []netip.Addr, log *slog.Logger) error {
+	return Current().ReleaseAdded(ifname, vips, log)
+}
+
+func (n Namespace) release(ifname string, vips []netip.Addr, unmarked bool, log *slog.Logger) error {
 	log = orDiscard(log)
 	h, link, err := n.open(ifname)
 	if err != nil {
@@ -139,7 +196,7 @@ func (n Namespace) Release(ifname string, vips []netip.Addr, log *slog.Logger) e
 	for _, v := range vips {
 		v = v.Unmap()
 		a, ok := present[v]
-		if !ok || a.proto != Proto {
+		if !ok || (a.proto != Proto && !(unmarked && a.proto == 0)) {
 			continue
 		}
 		err := h.AddrDel(link, &netlink.Addr{IPNet: a.ipnet})

@@ -24,7 +24,7 @@ to the backend's MAC; the backend answers the client directly.`,
 	}
 	cmdutil.AddConfigFlag(root, &cfgPath)
 	root.AddCommand(
-		cmdutil.NewValidateCmd(&cfgPath, (*config.Config).RequireBalancer),
+		newValidateCmd(&cfgPath),
 		newRunCmd(&cfgPath),
 		newReloadCmd(&cfgPath),
 		newStatusCmd(&cfgPath),

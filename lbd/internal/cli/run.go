@@ -2,6 +2,7 @@ package cli
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -11,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
+	"time"
 
 	sddaemon "github.com/coreos/go-systemd/v22/daemon"
 	"github.com/spf13/cobra"
@@ -83,21 +85,31 @@ func runDaemon(stderr io.Writer, cfgPath string, replace, clsact, debug bool) er
 		}
 	}()
 	watchdog, _ := sddaemon.SdWatchdogEnabled(false)
-	pf, running, bgpStatus := "", "", ""
-	if cfg, err := config.Load(cfgPath); err == nil {
-		pf, running, bgpStatus = pidFile(cfg.Balancer.PinPath), runningConfigPath(cfg.Balancer.PinPath), bgpStatusPath(cfg.Balancer.PinPath)
-		if err := writePID(pf); err != nil {
-			log.Warn("cannot write PID file; `lbd reload` will not find this daemon (use systemctl reload or kill -HUP)", "err", err)
-			pf = ""
-		}
+	cfg, err := cmdutil.LoadConfig(nil, cfgPath, (*config.Config).RequireBalancer)
+	if err != nil {
+		return err
 	}
-	if pf != "" {
+	pin := cfg.Balancer.PinPath
+	lock, err := takeOwnership(pin, log)
+	if err != nil {
+		_, running := errors.AsType[*alreadyRunning](err) // already starts with "lbd"
+		return &cmdutil.ExitError{Code: 1, Err: err, Plain: running}
+	}
+	defer lock.release()
+	// Only the owner writes the PID file and the files beside it.
+	pf, running, bgpStatus := pidFile(pin), runningConfigPath(pin), bgpStatusPath(pin)
+	if err := writePID(pf); err != nil {
+		log.Warn("cannot write PID file; `lbd reload` will not find this daemon (use systemctl reload or kill -HUP)", "err", err)
+	} else {
 		defer os.Remove(pf)
 	}
-	err := daemon.Run(ctx, daemon.Options{
+	stopSeen := keepSeen(seenFile(pin))
+	defer stopSeen()
+	err = daemon.Run(ctx, daemon.Options{
 		ConfigPath:          cfgPath,
 		RunningCopy:         running,
 		BGPStatusFile:       bgpStatus,
+		VIPRecord:           vipsFile(pin),
 		Logger:              log,
 		Notify:              func(s string) { sddaemon.SdNotify(false, s) },
 		Watchdog:            watchdog,
@@ -109,6 +121,56 @@ func runDaemon(stderr io.Writer, cfgPath string, replace, clsact, debug bool) er
 		return &cmdutil.ExitError{Code: 1, Err: err, Plain: isConfigErr(err)}
 	}
 	return nil
+}
+
+// takeOwnership makes this lbd the one owner of the data plane pinned at
+// pin, before anything is changed: bpffs there (mounted if missing, in the
+// host's mount namespace), the pin directory 0700 and lbd's, and its lock.
+func takeOwnership(pin string, log *slog.Logger) (*pinLock, error) {
+	if err := daemon.CheckPrivileges(); err != nil {
+		return nil, err
+	}
+	if err := daemon.EnsureBPFFS(pin, log); err != nil {
+		return nil, err
+	}
+	if err := checkPinDir(pin); err != nil {
+		return nil, err
+	}
+	if held, pid := lockHolder(pin); held { // refuse before creating anything
+		return nil, &alreadyRunning{pin: pin, pid: pid}
+	}
+	if err := preparePinDir(pin); err != nil {
+		return nil, err
+	}
+	return lockPinDir(pin)
+}
+
+// keepSeen refreshes the mtime of path while lbd runs (and once at the
+// end), for `lbd status` to tell when lbd last ran.
+func keepSeen(path string) (stop func()) {
+	touch := func() {
+		now := time.Now()
+		if os.Chtimes(path, now, now) != nil {
+			os.WriteFile(path, nil, 0o644)
+		}
+	}
+	if ensureRunDir() == nil {
+		touch()
+	}
+	done := make(chan struct{})
+	go func() {
+		t := time.NewTicker(10 * time.Second)
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-t.C:
+				touch()
+			}
+		}
+	}()
+	return func() { close(done); touch() }
 }
 
 func writePID(path string) error {

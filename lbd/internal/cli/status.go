@@ -24,22 +24,25 @@ import (
 	"github.com/dsrlb/dsrlb/shared/config"
 )
 
-// openPinned adopts the data plane pinned for cfg, refusing to create one:
-// status and explain must read what runs, never start something new.
-func openPinned(cfg *config.Config) (*datapath.Datapath, error) {
+// openPinned opens the data plane pinned for cfg read-only: status and
+// explain must read what runs, never start, write or attach anything.
+func openPinned(cfg *config.Config) (*datapath.Reader, error) {
 	pin := cfg.Balancer.PinPath
-	if _, err := os.Stat(pin); err != nil {
+	r, err := datapath.OpenReadOnly(pin)
+	if errors.Is(err, datapath.ErrNotPinned) {
 		return nil, &cmdutil.ExitError{Code: 1, Err: fmt.Errorf("no data plane pinned at %s: lbd has not run with this configuration (or was detached)", pin)}
 	}
-	dp, err := datapath.Open(daemon.DataplaneOptions(cfg.Balancer), nil)
+	if errors.Is(err, os.ErrPermission) {
+		return nil, &cmdutil.ExitError{Code: 1, Err: fmt.Errorf("read data plane pinned at %s: permission denied: reading the pinned maps needs root (CAP_BPF and access to %s)", pin, pin)}
+	}
 	if err != nil {
 		return nil, &cmdutil.ExitError{Code: 1, Err: fmt.Errorf("open data plane pinned at %s: %w", pin, err)}
 	}
-	return dp, nil
+	return r, nil
 }
 
-// loadPinned loads the configuration and adopts the data plane it names.
-func loadPinned(cfgPath string) (*config.Config, *datapath.Datapath, error) {
+// loadPinned loads the configuration and opens the data plane it names.
+func loadPinned(cfgPath string) (*config.Config, *datapath.Reader, error) {
 	cfg, err := cmdutil.LoadConfig(nil, cfgPath, (*config.Config).RequireBalancer)
 	if err != nil {
 		return nil, nil, err
@@ -57,8 +60,11 @@ func newStatusCmd(cfgPath *string) *cobra.Command {
 		Use:   "status",
 		Short: "Show services, backends, states, MACs and counters (works while lbd is down)",
 		Long: `status reads the pinned data plane: what it shows is what the kernel forwards,
-whether or not lbd is running. Counters are summed over CPUs since the maps
-were created.`,
+whether or not lbd is running. It opens the maps read-only and changes nothing.
+The first line says whether an lbd owns the data plane; when none does, backend
+states are the last ones it wrote. A program found detached and VIPs not taken
+because another host answers for them are reported before the table. Counters
+are summed over CPUs since the maps were created.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			cfg, dp, err := loadPinned(*cfgPath)
@@ -75,13 +81,19 @@ were created.`,
 				return &cmdutil.ExitError{Code: 1, Err: fmt.Errorf("count active flows: %w", err)}
 			}
 			bs := readBGPStatus(cfg)
+			d := daemonState(cfg.Balancer.PinPath)
+			attachErr := dp.Attachment(cfg.Balancer.Interface)
+			if attachErr != nil {
+				d.NotAttached = attachErr.Error()
+			}
 			if asJSON {
 				enc := json.NewEncoder(cmd.OutOrStdout())
 				enc.SetIndent("", "  ")
 				js := jsonStatus(cfg, st)
-				js.BGP = bs
+				js.BGP, js.Daemon = bs, d
 				return enc.Encode(js)
 			}
+			printDaemon(cmd.OutOrStdout(), d)
 			printStatus(cmd.OutOrStdout(), cfg, st)
 			printBGP(cmd.OutOrStdout(), cfg, bs)
 			return nil
@@ -148,6 +160,7 @@ type statusJSON struct {
 	Services  []datapath.ServiceStats      `json:"services"`
 	Verdicts  map[string]datapath.Counters `json:"verdicts"`
 	BGP       *bgpStatusJSON               `json:"bgp,omitempty"`
+	Daemon    daemonJSON                   `json:"daemon"`
 }
 
 func jsonStatus(cfg *config.Config, st datapath.Stats) statusJSON {
@@ -219,38 +232,58 @@ func parseFlow(args []string) (datapath.Flow, error) {
 }
 
 func newDetachCmd(cfgPath *string) *cobra.Command {
-	return &cobra.Command{
+	var force bool
+	cmd := &cobra.Command{
 		Use:   "detach",
 		Short: "Remove the data plane for good: program, pinned maps and the VIPs lbd added",
 		Long: `detach stops forwarding: it detaches the program from the interface, removes
 the pinned maps and link, and releases the VIPs lbd added (only those: addresses
-added by hand stay). Stop lbd first. Running it twice is harmless. A broken or
-missing configuration falls back to the default pin path.`,
+added by hand stay). Stop lbd first: while an lbd runs on the pin path, detach
+refuses (--force detaches anyway, leaving that lbd running without a data
+plane). Running it twice is harmless. A broken or missing configuration falls
+back to the default pin path.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			return detach(cmd.OutOrStdout(), *cfgPath)
+			return detach(cmd.OutOrStdout(), *cfgPath, force)
 		},
 	}
+	cmd.Flags().BoolVar(&force, "force", false, "detach even while lbd runs: it keeps running with no data plane (health checks and reloads change nothing) until restarted")
+	return cmd
 }
 
-func detach(out io.Writer, cfgPath string) error {
+func detach(out io.Writer, cfgPath string, force bool) error {
 	cfg, err := config.Load(cfgPath)
 	if err != nil {
 		fmt.Fprintf(out, "configuration unreadable (%v); using the default pin path %s\n", firstLine(err), config.DefaultPinPath)
 		cfg = &config.Config{Balancer: config.Balancer{PinPath: config.DefaultPinPath}}
 	}
+	pin := cfg.Balancer.PinPath
+	// Hold the lock while detaching, so no lbd starts on a half-removed
+	// data plane; refuse while one runs.
+	if lock, err := lockPinDir(pin); err == nil {
+		defer lock.release()
+	} else if ar, ok := errors.AsType[*alreadyRunning](err); ok {
+		if !force {
+			return &cmdutil.ExitError{Code: 1, Plain: true, Err: fmt.Errorf("%v: stop it first (systemctl stop lbd, or kill %d), or use --force to detach anyway and leave it running with no data plane", ar, ar.pid)}
+		}
+		fmt.Fprintf(out, "%v: detaching anyway (--force); it keeps running with no data plane until it is restarted\n", ar)
+	}
+	record, _ := daemon.ReadVIPRecord(vipsFile(pin))
 	var errs []error
 	// lbd's files under /run describe the pinned data plane (the running
 	// configuration, the last BGP status; a killed lbd also leaves its PID
 	// file): they go with it.
-	pin := cfg.Balancer.PinPath
-	for _, f := range []string{bgpStatusPath(pin), runningConfigPath(pin), pidFile(pin)} {
+	for _, f := range []string{bgpStatusPath(pin), runningConfigPath(pin), pidFile(pin), seenFile(pin), vipsFile(pin)} {
 		if err := os.Remove(f); err != nil && !errors.Is(err, os.ErrNotExist) {
 			errs = append(errs, fmt.Errorf("remove %s: %w", f, err))
 		}
 	}
 	if _, err := os.Stat(cfg.Balancer.PinPath); err == nil {
-		dp, err := datapath.Open(datapath.Options{Interface: cfg.Balancer.Interface, PinPath: cfg.Balancer.PinPath, ReplaceIncompatible: true}, nil)
+		ifname := cfg.Balancer.Interface
+		if _, err := net.InterfaceByName(ifname); err != nil {
+			ifname = "" // gone or renamed: look for the cls_bpf filter everywhere
+		}
+		dp, err := datapath.Open(datapath.Options{Interface: ifname, PinPath: cfg.Balancer.PinPath, ReplaceIncompatible: true}, nil)
 		if err != nil {
 			errs = append(errs, fmt.Errorf("open pinned data plane: %w", err))
 		} else {
@@ -267,16 +300,24 @@ func detach(out io.Writer, cfgPath string) error {
 		fmt.Fprintf(out, "no data plane pinned at %s\n", cfg.Balancer.PinPath)
 	}
 	ifnames := []string{cfg.Balancer.Interface}
-	if cfg.Balancer.Interface == "" {
+	switch {
+	case cfg.Balancer.Interface == "" && record.Interface != "":
+		ifnames = []string{record.Interface}
+	case cfg.Balancer.Interface == "":
 		ifnames = allInterfaces() // configuration lost: lbd's VIPs carry its mark wherever they are
 	}
 	for _, ifname := range ifnames {
 		owned, err := vip.Owned(ifname)
+		if err == nil && ifname == record.Interface {
+			// What this instance recorded adding: the only record on
+			// kernels without IFA_PROTO.
+			owned = mergeAddrs(owned, record.Added)
+		}
 		switch {
 		case err != nil:
 			fmt.Fprintf(out, "no VIPs released on %s: %v\n", ifname, err)
 		case len(owned) > 0:
-			if err := vip.Release(ifname, owned, slog.New(slog.DiscardHandler)); err != nil {
+			if err := vip.ReleaseAdded(ifname, owned, slog.New(slog.DiscardHandler)); err != nil {
 				errs = append(errs, fmt.Errorf("release VIPs on %s: %w", ifname, err))
 			} else {
 				fmt.Fprintf(out, "released VIPs %v on %s\n", owned, ifname)
@@ -287,6 +328,17 @@ func detach(out io.Writer, cfgPath string) error {
 		return &cmdutil.ExitError{Code: 1, Err: errors.Join(errs...)}
 	}
 	return nil
+}
+
+func mergeAddrs(a, b []netip.Addr) []netip.Addr {
+	out := slices.Clone(a)
+	for _, x := range b {
+		if !slices.Contains(out, x) {
+			out = append(out, x)
+		}
+	}
+	slices.SortFunc(out, netip.Addr.Compare)
+	return out
 }
 
 func firstLine(err error) string {

@@ -1,0 +1,97 @@
+package daemon
+
+import (
+	"encoding/json"
+	"errors"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"slices"
+	"time"
+
+	"github.com/dsrlb/dsrlb/lbd/vip"
+)
+
+// VIPRecord is what lbd keeps in Options.VIPRecord: the VIPs it added to
+// the interface (so `lbd detach` releases exactly those, also on kernels
+// without IFA_PROTO, where the address mark is not kept) and the VIPs it
+// did not take because another host answers for them (for `lbd status`).
+type VIPRecord struct {
+	Interface string        `json:"interface"`
+	Added     []netip.Addr  `json:"added"`
+	Conflicts []VIPConflict `json:"conflicts,omitempty"`
+	Updated   time.Time     `json:"updated"`
+}
+
+// VIPConflict is a VIP not taken: MAC answered the probe for it.
+type VIPConflict struct {
+	VIP netip.Addr `json:"vip"`
+	MAC string     `json:"mac"`
+}
+
+// ReadVIPRecord reads a record; a missing file is an empty record.
+func ReadVIPRecord(path string) (VIPRecord, error) {
+	var r VIPRecord
+	b, err := os.ReadFile(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return r, nil
+	}
+	if err != nil {
+		return r, err
+	}
+	return r, json.Unmarshal(b, &r)
+}
+
+// recordVIPs updates the record: added joins it, released leaves it, and
+// conflicts replaces the list of VIPs not taken. Written atomically (temp
+// + rename) so a reader never sees half a file.
+func (d *Daemon) recordVIPs(added, released []netip.Addr, conflicts []vip.Conflict) {
+	d.mu.Lock()
+	d.conflicts = conflicts
+	d.mu.Unlock()
+	path := d.opts.VIPRecord
+	if path == "" {
+		return
+	}
+	r, _ := ReadVIPRecord(path)
+	r.Interface = d.cfg.Balancer.Interface
+	for _, a := range added {
+		if !slices.Contains(r.Added, a) {
+			r.Added = append(r.Added, a)
+		}
+	}
+	r.Added = slices.DeleteFunc(r.Added, func(a netip.Addr) bool { return slices.Contains(released, a) })
+	r.Conflicts = nil
+	for _, c := range conflicts {
+		r.Conflicts = append(r.Conflicts, VIPConflict{VIP: c.VIP, MAC: c.MAC.String()})
+	}
+	r.Updated = time.Now().UTC()
+	b, _ := json.MarshalIndent(r, "", "  ")
+	tmp := filepath.Join(filepath.Dir(path), "."+filepath.Base(path)+".tmp")
+	err := os.WriteFile(tmp, append(b, '\n'), 0o644)
+	if err == nil {
+		err = os.Rename(tmp, path)
+	}
+	if err != nil {
+		d.log.Warn("cannot record the VIPs lbd added; lbd detach falls back to the address mark (IFA_PROTO, kernel >= 5.18)", "file", path, "err", err)
+	}
+}
+
+// releaseVIPs removes VIPs lbd added: those in the record whether or not
+// the kernel kept lbd's mark (it drops it before Linux 5.18), the others
+// only when marked.
+func (d *Daemon) releaseVIPs(ifname string, vips []netip.Addr) error {
+	var rec VIPRecord
+	if d.opts.VIPRecord != "" {
+		rec, _ = ReadVIPRecord(d.opts.VIPRecord)
+	}
+	var recorded, other []netip.Addr
+	for _, v := range vips {
+		if slices.Contains(rec.Added, v) {
+			recorded = append(recorded, v)
+		} else {
+			other = append(other, v)
+		}
+	}
+	return errors.Join(vip.ReleaseAdded(ifname, recorded, d.log), vip.Release(ifname, other, d.log))
+}
