@@ -64,6 +64,7 @@ type Daemon struct {
 	checks  *health.Manager
 	res     *neigh.Resolver
 	metrics *metrics
+	more    moreMetrics  // check durations and reload results, ready before metrics start
 	bgp     *bgp.Speaker // nil in ARP mode
 
 	mu     sync.Mutex // guards cfg and obs, written by event callbacks
@@ -229,7 +230,7 @@ func (d *Daemon) startObservers(ctx context.Context) error {
 			d.mu.Unlock()
 		}
 	}
-	d.checks = health.New(ctx, health.Options{Logger: d.log, OnChange: d.onHealth})
+	d.checks = health.New(ctx, health.Options{Logger: d.log, OnChange: d.onHealth, OnResult: d.more.observeCheck})
 	if err := d.checks.Update(healthTargets(d.cfg, d.initialFrom(d.cfg))); err != nil {
 		return fmt.Errorf("start health checks: %w", err)
 	}

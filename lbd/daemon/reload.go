@@ -35,6 +35,7 @@ func (d *Daemon) doReload() {
 		return
 	}
 	d.saveRunning()
+	d.more.reloaded(true)
 	d.log.Info("configuration reloaded", "services", len(next.Services), "servers", next.ServerCount())
 }
 
@@ -48,6 +49,7 @@ func logReject(d *Daemon, err error) {
 		d.log.Error("reload rejected", "err", err)
 	}
 	d.log.Warn("running configuration kept")
+	d.more.reloaded(false)
 	if d.metrics != nil {
 		d.metrics.reloadFailures.Inc()
 	}

@@ -7,6 +7,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/dsrlb/dsrlb/lbd/daemon"
 	"github.com/dsrlb/dsrlb/shared/cmdutil"
 	"github.com/dsrlb/dsrlb/shared/config"
 )
@@ -38,6 +39,7 @@ to the backend's MAC; the backend answers the client directly.`,
 // Main runs lbd with args and returns the process exit code.
 func Main(version string, args []string, stdout, stderr io.Writer) int {
 	root := NewRoot(version)
+	daemon.BuildVersion = root.Version // dsrlb_build_info
 	root.SetArgs(args)
 	root.SetOut(stdout)
 	root.SetErr(stderr)
