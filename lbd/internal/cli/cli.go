@@ -24,6 +24,7 @@ to the backend's MAC; the backend answers the client directly.`,
 		Version: cmdutil.Version(version),
 	}
 	cmdutil.AddConfigFlag(root, &cfgPath)
+	addVerboseFlag(root)
 	root.AddCommand(
 		cmdutil.NewValidateCmd(&cfgPath, (*config.Config).RequireBalancer),
 		newRunCmd(&cfgPath),
@@ -31,7 +32,7 @@ to the backend's MAC; the backend answers the client directly.`,
 		newStatusCmd(&cfgPath),
 		newExplainCmd(&cfgPath),
 		newDetachCmd(&cfgPath),
-		cmdutil.NewManCmd(root),
+		cmdutil.NewManCmd(root, manSections()),
 	)
 	return root
 }
