@@ -235,24 +235,63 @@ func revision() string {
 	return rev
 }
 
-var fqName = regexp.MustCompile(`fqName: "([^"]+)"`)
+// descParts reads a Desc's String(): name, help and variable labels.
+var descParts = regexp.MustCompile(`^Desc\{fqName: ("(?:[^"\\]|\\.)*"), help: ("(?:[^"\\]|\\.)*"), .*variableLabels: \{([^}]*)\}\}$`)
+
+// MetricDoc describes one metric lbd exports.
+type MetricDoc struct {
+	Name, Help string
+	Labels     []string
+}
+
+// MetricDocs lists every metric lbd's endpoint can expose, sorted by
+// name, derived from the registry it serves (not from a hand-kept list).
+func MetricDocs() []MetricDoc {
+	var descs describer
+	(&Daemon{}).registerMetrics(&descs)
+	var out []MetricDoc
+	for _, desc := range descs {
+		m := descParts.FindStringSubmatch(desc.String())
+		if m == nil {
+			continue
+		}
+		name, _ := strconv.Unquote(m[1])
+		help, _ := strconv.Unquote(m[2])
+		var labels []string
+		if m[3] != "" {
+			labels = strings.Split(m[3], ",")
+		}
+		out = append(out, MetricDoc{Name: name, Help: help, Labels: labels})
+	}
+	slices.SortFunc(out, func(a, b MetricDoc) int { return strings.Compare(a.Name, b.Name) })
+	return out
+}
 
 // MetricNames lists every metric name lbd's endpoint can expose, as a
 // query names it: histograms and summaries with their _bucket, _sum and
-// _count series. It is derived from the registry lbd serves, so a test
-// can check that dashboards and alert rules name only real metrics.
+// _count series. A test checks with it that dashboards and alert rules
+// name only real metrics.
 func MetricNames() []string {
-	var descs describer
-	(&Daemon{}).registerMetrics(&descs)
 	var out []string
-	for _, desc := range descs {
-		if m := fqName.FindStringSubmatch(desc.String()); m != nil {
-			n := m[1]
-			out = append(out, n, n+"_bucket", n+"_sum", n+"_count")
-		}
+	for _, d := range MetricDocs() {
+		out = append(out, d.Name, d.Name+"_bucket", d.Name+"_sum", d.Name+"_count")
 	}
 	slices.Sort(out)
 	return slices.Compact(out)
+}
+
+// MetricsTable renders lbd's own metrics (dsrlb_*) as a Markdown table,
+// for docs/monitoring.md (a test keeps it current).
+func MetricsTable() string {
+	var b strings.Builder
+	b.WriteString("| metric | labels | meaning |\n|---|---|---|\n")
+	for _, d := range MetricDocs() {
+		if !strings.HasPrefix(d.Name, "dsrlb_") {
+			continue
+		}
+		b.WriteString("| `" + d.Name + "` | " + strings.Join(d.Labels, ", ") + " | " + strings.ReplaceAll(d.Help, "|", "\\|") + " |\n")
+	}
+	return b.String()
 }
 
 // describer is a prometheus.Registerer that keeps the descriptions of

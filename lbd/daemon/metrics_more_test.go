@@ -2,9 +2,11 @@ package daemon
 
 import (
 	"context"
+	"flag"
 	"math"
 	"os"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -194,5 +196,38 @@ func TestConntrackCountCached(t *testing.T) {
 	m.ctAt = time.Now().Add(-ctCountEvery)
 	if n, _ := m.conntrackEntries(count); n != 20 {
 		t.Errorf("after %v: %d, want a fresh count", ctCountEvery, n)
+	}
+}
+
+var update = flag.Bool("update", false, "rewrite the metrics table in docs/monitoring.md")
+
+// TestMonitoringDocTable keeps docs/monitoring.md's metric table equal to
+// what lbd's registry describes; go test ./lbd/daemon -run TestMonitoringDocTable -update
+// rewrites it.
+func TestMonitoringDocTable(t *testing.T) {
+	const path, begin, end = "../../docs/monitoring.md", "<!-- metrics-table:begin -->\n", "<!-- metrics-table:end -->"
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	doc := string(b)
+	i, j := strings.Index(doc, begin), strings.Index(doc, end)
+	if i < 0 || j < i {
+		t.Fatalf("%s lacks the %q ... %q markers", path, begin, end)
+	}
+	want := MetricsTable()
+	if got := doc[i+len(begin) : j]; got != want {
+		if *update {
+			if err := os.WriteFile(path, []byte(doc[:i+len(begin)]+want+doc[j:]), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			return
+		}
+		t.Errorf("%s metric table is stale; run go test ./lbd/daemon -run TestMonitoringDocTable -update\n--- want\n%s", path, want)
+	}
+	for _, name := range []string{"dsrlb_backend_weight", "dsrlb_health_check_duration_seconds", "dsrlb_conntrack_entries"} {
+		if !strings.Contains(want, "`"+name+"`") {
+			t.Errorf("table lacks %s", name)
+		}
 	}
 }
