@@ -101,6 +101,9 @@ func (d *Daemon) start(ctx context.Context) error {
 	if err := checkOnLink(cfg); err != nil {
 		return err
 	}
+	if err := checkWebConfig(cfg.Balancer.MetricsWebConfig); err != nil {
+		return err // before anything is attached
+	}
 	d.cfg = cfg
 	b := cfg.Balancer
 	if err := checkBPFFS(b.PinPath); err != nil {

@@ -155,6 +155,9 @@ func (d *Daemon) startMetrics(ctx context.Context) error {
 	if addr == "" {
 		return nil
 	}
+	if err := checkWebConfig(d.cfg.Balancer.MetricsWebConfig); err != nil {
+		return err
+	}
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return fmt.Errorf("listen for metrics on %s: %w (change balancer.metrics.listen, or \"\" to turn metrics off)", addr, err)
@@ -163,7 +166,7 @@ func (d *Daemon) startMetrics(ctx context.Context) error {
 	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 	m.srv = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	go func() {
-		if err := m.srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		if err := d.serveMetrics(m.srv, ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			d.log.Error("metrics server stopped", "err", err)
 		}
 	}()

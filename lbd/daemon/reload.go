@@ -72,6 +72,7 @@ func restartOnly(cur, next *config.Config) error {
 	add("maglev_table_size", c.MaglevTableSize != n.MaglevTableSize)
 	add("conntrack", c.Conntrack != n.Conntrack)
 	add("metrics.listen", c.MetricsListen != n.MetricsListen)
+	add("metrics.web_config", c.MetricsWebConfig != n.MetricsWebConfig)
 	add("bgp", !reflect.DeepEqual(c.BGP, n.BGP))
 	// Taking or leaving the VIPs while running would race the other owner
 	// (keepalived) for the address. Adding or removing bgp already says
