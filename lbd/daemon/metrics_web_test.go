@@ -163,3 +163,14 @@ func TestMetricsTLSAndBasicAuth(t *testing.T) {
 		d2.metrics.close()
 	}
 }
+
+// TestRestartOnlyWebConfig: the endpoint's listener is set up once, so
+// turning TLS on or off is a restart, said by the reload.
+func TestRestartOnlyWebConfig(t *testing.T) {
+	cur := mustParse(t, twoServers)
+	next := mustParse(t, strings.Replace(twoServers, "interface: eth0", "interface: eth0, metrics: {web_config: /etc/dsrlb/web-config.yml}", 1))
+	err := restartOnly(cur, next)
+	if err == nil || !strings.Contains(err.Error(), "balancer.metrics.web_config: changed; this takes a restart") {
+		t.Errorf("restartOnly = %v", err)
+	}
+}
