@@ -19,6 +19,9 @@ type Config struct {
 	// VIPOwner is balancer.vip_owner ("external" for keepalived); "" leaves
 	// the default.
 	VIPOwner string
+	// MetricsListen is balancer.metrics.listen, inside the balancer's
+	// namespace; "" (the harness's default) turns metrics off.
+	MetricsListen string
 }
 
 // BGP is balancer.bgp; zero fields take the schema's defaults.
@@ -113,7 +116,7 @@ func (t *Topology) Render(c Config) string { return t.renderFor(t.Balancer, c) }
 func (t *Topology) renderFor(lb *Host, c Config) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "# written by the dsrlb integration harness for %s\n", t.ID)
-	fmt.Fprintf(&b, "balancer:\n  interface: %s\n  pin_path: %s\n  maglev_table_size: 65537\n  metrics:\n    listen: \"\"\n", lb.Link, t.PinPathFor(lb))
+	fmt.Fprintf(&b, "balancer:\n  interface: %s\n  pin_path: %s\n  maglev_table_size: 65537\n  metrics:\n    listen: %q\n", lb.Link, t.PinPathFor(lb), c.MetricsListen)
 	if c.VIPOwner != "" {
 		fmt.Fprintf(&b, "  vip_owner: %s\n", c.VIPOwner)
 	}
