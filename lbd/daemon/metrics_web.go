@@ -6,7 +6,13 @@ import (
 	"net/http"
 
 	"github.com/prometheus/exporter-toolkit/web"
+
+	"github.com/dsrlb/dsrlb/shared/config"
 )
+
+// CheckWebConfig is checkWebConfig for `lbd validate`: the unit's
+// ExecStartPre then refuses a broken web configuration before lbd starts.
+func CheckWebConfig(cfg *config.Config) error { return checkWebConfig(cfg.Balancer.MetricsWebConfig) }
 
 // checkWebConfig reads the metrics web configuration (TLS certificates,
 // basic auth users) once at start, so a broken file stops lbd with its

@@ -26,7 +26,7 @@ to the backend's MAC; the backend answers the client directly.`,
 	cmdutil.AddConfigFlag(root, &cfgPath)
 	addVerboseFlag(root)
 	root.AddCommand(
-		cmdutil.NewValidateCmd(&cfgPath, (*config.Config).RequireBalancer),
+		cmdutil.NewValidateCmd(&cfgPath, validateBalancer),
 		newRunCmd(&cfgPath),
 		newReloadCmd(&cfgPath),
 		newStatusCmd(&cfgPath),

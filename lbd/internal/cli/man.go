@@ -3,7 +3,9 @@ package cli
 import (
 	"github.com/spf13/cobra"
 
+	"github.com/dsrlb/dsrlb/lbd/daemon"
 	"github.com/dsrlb/dsrlb/shared/cmdutil"
+	"github.com/dsrlb/dsrlb/shared/config"
 )
 
 // manSections are the FILES, SIGNALS and EXIT STATUS sections of lbd's
@@ -41,6 +43,15 @@ func manSections() cmdutil.ManSections {
 			},
 		},
 	}
+}
+
+// validateBalancer is what `lbd validate` checks besides the schema: a
+// balancer section, and a metrics web configuration lbd can read.
+func validateBalancer(cfg *config.Config) error {
+	if err := cfg.RequireBalancer(); err != nil {
+		return err
+	}
+	return daemon.CheckWebConfig(cfg)
 }
 
 // addVerboseFlag gives -v the meaning it has in hostprep: --verbose, more

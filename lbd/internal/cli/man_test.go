@@ -74,3 +74,30 @@ func TestVerboseNotVersion(t *testing.T) {
 		t.Errorf("-v is %v, want --verbose", f)
 	}
 }
+
+// TestValidateReadsWebConfig: lbd validate (the unit's ExecStartPre)
+// refuses a metrics web configuration lbd could not read, naming it.
+func TestValidateReadsWebConfig(t *testing.T) {
+	dir := t.TempDir()
+	web := filepath.Join(dir, "web-config.yml")
+	cfg := filepath.Join(dir, "dsrlb.yaml")
+	text := strings.Replace(cfgText, "pin_path: /sys/fs/bpf/dsrlb-a}", "pin_path: /sys/fs/bpf/dsrlb-a, metrics: {web_config: "+web+"}}", 1)
+	if err := os.WriteFile(cfg, []byte(text), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(web, []byte("tls_server_config:\n  cert_file: missing.crt\n  key_file: missing.key\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var out, errb bytes.Buffer
+	if code := Main("1.2.3", []string{"validate", "--config", cfg}, &out, &errb); code != 1 || !strings.Contains(errb.String(), web) {
+		t.Errorf("validate with a broken web config: exit %d, stderr %q", code, errb.String())
+	}
+	if err := os.WriteFile(web, []byte("basic_auth_users: {}\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	out.Reset()
+	errb.Reset()
+	if code := Main("1.2.3", []string{"validate", "--config", cfg}, &out, &errb); code != 0 {
+		t.Errorf("validate with a readable web config: exit %d, stderr %q", code, errb.String())
+	}
+}
