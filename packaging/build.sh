@@ -12,13 +12,19 @@ ARCHES=${ARCHES:-amd64 arm64}
 export VERSION
 rel=out/release
 rm -rf "$rel" && mkdir -p "$rel"
-# Man pages, from the command trees themselves (host-arch build, any arch's pages).
-rm -rf out/man && mkdir -p out/man
+# Man pages and shell completions, from the command trees themselves: a
+# host-arch build stamped like the release binaries, so the pages say
+# "dsrlb $VERSION" (any arch's pages and completions are the same).
+rm -rf out/man out/completions out/host && mkdir -p out/man out/completions out/host
 export SOURCE_DATE_EPOCH=${SOURCE_DATE_EPOCH:-$(git log -1 --format=%ct 2>/dev/null || date +%s)}
 for bin in lbd hostprep; do
-	go run "./$bin" man out/man
+	CGO_ENABLED=0 go build -trimpath -ldflags "-X main.version=$VERSION" -o "out/host/$bin" "./$bin"
+	"out/host/$bin" man out/man
+	"out/host/$bin" completion bash > "out/completions/$bin.bash"
+	"out/host/$bin" completion zsh > "out/completions/_$bin"
+	"out/host/$bin" completion fish > "out/completions/$bin.fish"
 done
-gzip -n -9 out/man/*.8
+gzip -n -9 out/man/*.8 out/man/*.5
 for arch in $ARCHES; do
 	mkdir -p "out/$arch"
 	for bin in lbd hostprep; do
@@ -26,7 +32,7 @@ for arch in $ARCHES; do
 			-ldflags "-s -w -X main.version=$VERSION" -o "out/$arch/$bin" "./$bin"
 	done
 	# nfpm does not expand variables in src: stage this arch's binaries at a fixed path.
-	rm -rf out/stage && cp -r "out/$arch" out/stage && cp -r out/man out/stage/man
+	rm -rf out/stage && cp -r "out/$arch" out/stage && cp -r out/man out/stage/man && cp -r out/completions out/stage/completions
 	# Debian wants a native package's changelog as changelog.gz; -n keeps
 	# the archive (and so the package) free of timestamps.
 	gzip -n -9 -c packaging/debian.changelog > out/stage/changelog.gz

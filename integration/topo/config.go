@@ -19,7 +19,8 @@ type Config struct {
 	// VIPOwner is balancer.vip_owner ("external" for keepalived); "" leaves
 	// the default.
 	VIPOwner string
-	// MetricsListen is balancer.metrics.listen; "" turns metrics off.
+	// MetricsListen is balancer.metrics.listen, inside the balancer's
+	// namespace; "" (the harness's default) turns metrics off.
 	MetricsListen string
 }
 

@@ -67,6 +67,7 @@ type Daemon struct {
 	checks  *health.Manager
 	res     *neigh.Resolver
 	metrics *metrics
+	more    moreMetrics  // check durations and reload results, ready before metrics start
 	bgp     *bgp.Speaker // nil in ARP mode
 	// metricsLn is bound before the first kernel change, so a taken port
 	// fails the start before anything changed.
@@ -126,6 +127,9 @@ func (d *Daemon) start(ctx context.Context) error {
 	}
 	if err := checkOnLink(cfg); err != nil {
 		return err
+	}
+	if err := checkWebConfig(cfg.Balancer.MetricsWebConfig); err != nil {
+		return err // before anything is attached
 	}
 	d.cfg = cfg
 	b := cfg.Balancer
@@ -280,7 +284,7 @@ func (d *Daemon) startObservers(ctx context.Context) error {
 			d.mu.Unlock()
 		}
 	}
-	d.checks = health.New(ctx, health.Options{Logger: d.log, OnChange: d.onHealth})
+	d.checks = health.New(ctx, health.Options{Logger: d.log, OnChange: d.onHealth, OnResult: d.more.observeCheck})
 	if err := d.checks.Update(healthTargets(d.cfg, d.initialFrom(d.cfg))); err != nil {
 		return fmt.Errorf("start health checks: %w", err)
 	}

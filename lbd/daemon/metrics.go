@@ -32,7 +32,7 @@ var (
 	descBeFlows     = prometheus.NewDesc("dsrlb_backend_new_flows_total", "New flows scheduled to the backend.", []string{"service", "backend"}, nil)
 	descBeState     = prometheus.NewDesc("dsrlb_backend_state", "1 for the backend's current data plane state.", []string{"service", "backend", "state"}, nil)
 	descCheckUp     = prometheus.NewDesc("dsrlb_health_check_up", "1 when the backend's health check says up.", []string{"service", "backend"}, nil)
-	descCheckDur    = prometheus.NewDesc("dsrlb_health_check_duration_seconds", "Duration of the backend's last health check.", []string{"service", "backend"}, nil)
+	descCheckDur    = prometheus.NewDesc("dsrlb_health_check_last_duration_seconds", "Duration of the backend's last health check.", []string{"service", "backend"}, nil)
 	descCheckFails  = prometheus.NewDesc("dsrlb_health_check_failures_total", "Failed health checks since lbd started.", []string{"service", "backend"}, nil)
 	descVerdicts    = prometheus.NewDesc("dsrlb_packets_total", "Packets seen by the data plane, by verdict reason.", []string{"reason"}, nil)
 	descBGPUp       = prometheus.NewDesc("dsrlb_bgp_session_up", "1 when the BGP session with the peer is established.", []string{"peer"}, nil)
@@ -147,13 +147,21 @@ func splitKey(key string) (string, string) {
 	return key, ""
 }
 
-// startMetrics serves /metrics on the configured address; "" turns it off.
-func (d *Daemon) startMetrics(ctx context.Context) error {
-	reg := prometheus.NewRegistry()
+// registerMetrics registers every metric lbd serves with r (also used to
+// list them, see MetricNames).
+func (d *Daemon) registerMetrics(r prometheus.Registerer) *metrics {
 	m := &metrics{reloadFailures: prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "dsrlb_reload_failures_total", Help: "Configuration reloads rejected (the running configuration was kept).",
 	})}
-	reg.MustRegister(collector{d}, m.reloadFailures, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	r.MustRegister(collector{d}, m.reloadFailures, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	d.registerMore(r)
+	return m
+}
+
+// startMetrics serves /metrics on the configured address; "" turns it off.
+func (d *Daemon) startMetrics(ctx context.Context) error {
+	reg := prometheus.NewRegistry()
+	m := d.registerMetrics(reg)
 	d.metrics = m
 	ln := d.metricsLn // bound in preflight
 	if ln == nil {
@@ -163,7 +171,7 @@ func (d *Daemon) startMetrics(ctx context.Context) error {
 	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 	m.srv = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	go func() {
-		if err := m.srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		if err := d.serveMetrics(m.srv, ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			d.log.Error("metrics server stopped", "err", err)
 		}
 	}()

@@ -33,6 +33,9 @@ func Preflight(cfg *config.Config) error {
 	if err := checkOnLink(cfg); err != nil {
 		return err
 	}
+	if err := CheckWebConfig(cfg); err != nil {
+		return err
+	}
 	ln, err := listenMetrics(cfg.Balancer.MetricsListen)
 	if ln != nil {
 		ln.Close()

@@ -35,6 +35,7 @@ func (d *Daemon) doReload() {
 		return
 	}
 	d.saveRunning()
+	d.more.reloaded(true)
 	d.log.Info("configuration reloaded", "services", len(next.Services), "servers", next.ServerCount())
 }
 
@@ -48,6 +49,7 @@ func logReject(d *Daemon, err error) {
 		d.log.Error("reload rejected", "err", err)
 	}
 	d.log.Warn("running configuration kept")
+	d.more.reloaded(false)
 	if d.metrics != nil {
 		d.metrics.reloadFailures.Inc()
 	}
@@ -70,6 +72,7 @@ func restartOnly(cur, next *config.Config) error {
 	add("maglev_table_size", c.MaglevTableSize != n.MaglevTableSize)
 	add("conntrack", c.Conntrack != n.Conntrack)
 	add("metrics.listen", c.MetricsListen != n.MetricsListen)
+	add("metrics.web_config", c.MetricsWebConfig != n.MetricsWebConfig)
 	add("bgp", !reflect.DeepEqual(c.BGP, n.BGP))
 	// Taking or leaving the VIPs while running would race the other owner
 	// (keepalived) for the address. Adding or removing bgp already says

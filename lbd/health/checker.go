@@ -62,8 +62,10 @@ type checker struct {
 	probe  prober
 	log    *slog.Logger
 	notify func(ctx context.Context, t Target, s State, reason string)
-	rnd    *rand.Rand
-	lim    logLimiter
+	// onResult, when set, sees every result (Options.OnResult).
+	onResult func(Target, Result)
+	rnd      *rand.Rand
+	lim      logLimiter
 
 	cancel context.CancelFunc
 	done   chan struct{}
@@ -139,6 +141,9 @@ func (c *checker) once(ctx context.Context) Result {
 
 // record applies a result, and on a transition notifies and logs.
 func (c *checker) record(ctx context.Context, res Result) {
+	if c.onResult != nil {
+		c.onResult(c.t, res)
+	}
 	c.mu.Lock()
 	c.st.Last = res
 	c.st.Checks++

@@ -27,6 +27,9 @@ type Options struct {
 	// LogEvery is the least time between two transition log lines of one
 	// backend; 0 means DefaultLogEvery.
 	LogEvery time.Duration
+	// OnResult, when set, receives every check result (for the check
+	// duration histogram). It runs on the checker's goroutine: keep it short.
+	OnResult func(t Target, r Result)
 }
 
 // Manager runs one checker per target and reconciles them with the
@@ -36,6 +39,7 @@ type Manager struct {
 	cancel   context.CancelFunc
 	log      *slog.Logger
 	onChange ChangeFunc
+	onResult func(Target, Result)
 	logEvery time.Duration
 	wg       sync.WaitGroup
 
@@ -71,6 +75,7 @@ func New(ctx context.Context, opts Options) *Manager {
 		cancel:   cancel,
 		log:      opts.Logger,
 		onChange: opts.OnChange,
+		onResult: opts.OnResult,
 		logEvery: opts.LogEvery,
 		entries:  map[string]*entry{},
 	}
@@ -173,6 +178,7 @@ func (m *Manager) newEntry(t Target, initial State) *entry {
 	}
 	p, _ := newProber(t) // validated
 	e.c = newChecker(t, initial, p, m.log, m.logEvery, m.deliver)
+	e.c.onResult = m.onResult
 	return e
 }
 

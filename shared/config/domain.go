@@ -63,6 +63,10 @@ type Balancer struct {
 	MetricsListen   string   // "" = metrics off
 	VIPOwner        VIPOwner // who holds the VIPs on Interface; VIPOwnerExternal whenever BGP is set
 	BGP             *BGP     // nil: ARP mode (the VIPs are on Interface, put there by VIPOwner)
+
+	// MetricsWebConfig is the exporter-toolkit web configuration file
+	// (TLS, basic auth); "" = plain HTTP. Omitted from JSON when unset.
+	MetricsWebConfig string `json:",omitempty"`
 }
 
 // VIPOwner says who puts the VIPs on the balancer interface, and so who

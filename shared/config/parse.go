@@ -97,7 +97,7 @@ func (p *parser) decode(data []byte) (*wireFile, bool) {
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	if err := dec.Decode(&doc); err != nil {
 		if errors.Is(err, io.EOF) {
-			p.errAt(0, "", "the file is empty; start from the example in /usr/share/doc/dsrlb/examples/dsrlb.yaml")
+			p.errAt(0, "", "the file is empty; start from the example in /usr/share/doc/dsrlb-common/examples/dsrlb.yaml (fields: man 5 dsrlb.yaml)")
 		} else {
 			p.syntaxError(err)
 		}

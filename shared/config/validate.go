@@ -78,6 +78,12 @@ func (p *parser) balancer(w *wireBalancer) Balancer {
 			}
 		}
 	}
+	if m := w.Metrics; m != nil && m.WebConfig != nil {
+		b.MetricsWebConfig = *m.WebConfig
+		if !filepath.IsAbs(b.MetricsWebConfig) {
+			p.errf("balancer.metrics.web_config", "%q must be an absolute path, e.g. /etc/dsrlb/web-config.yml", b.MetricsWebConfig)
+		}
+	}
 	b.VIPOwner = VIPOwner(p.enum("balancer.vip_owner", w.VIPOwner, string(DefaultVIPOwner), string(VIPOwnerLBD), string(VIPOwnerExternal)))
 	if w.BGP != nil {
 		b.BGP = p.bgp("balancer.bgp", w.BGP)

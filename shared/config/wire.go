@@ -45,7 +45,8 @@ type wireConntrack struct {
 }
 
 type wireMetrics struct {
-	Listen *string `yaml:"listen" doc:"host:port of the Prometheus endpoint; \"\" turns it off. Default 127.0.0.1:9469."`
+	Listen    *string `yaml:"listen" doc:"host:port of the Prometheus endpoint; \"\" turns it off. Default 127.0.0.1:9469."`
+	WebConfig *string `yaml:"web_config" doc:"Absolute path of a web configuration file in the Prometheus exporter-toolkit format (tls_server_config, basic_auth_users with bcrypt hashes; what Prometheus's --web.config.file reads) that turns on TLS and/or basic authentication for the endpoint. Certificates and users are read again on every connection. Default none: plain HTTP."`
 }
 
 type wireService struct {

@@ -47,7 +47,7 @@ changes only what differs.`,
 	pf.StringVar(&o.state, "state", state.DefaultPath, "state file recording what hostprep changed (under --root)")
 	pf.BoolVar(&o.offline, "offline", false, "files only: no address or sysctl is read or changed (image building)")
 	pf.BoolVarP(&o.verbose, "verbose", "v", false, "log every change")
-	root.AddCommand(cmdutil.NewValidateCmd(&o.config, nil), applyCmd(o, env), checkCmd(o, env), removeCmd(o, env), cmdutil.NewManCmd(root))
+	root.AddCommand(cmdutil.NewValidateCmd(&o.config, nil), applyCmd(o, env), checkCmd(o, env), removeCmd(o, env), cmdutil.NewManCmd(root, manSections()))
 	root.SetArgs(args)
 	root.SetOut(env.Stdout)
 	root.SetErr(env.Stderr)

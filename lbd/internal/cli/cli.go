@@ -7,6 +7,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/dsrlb/dsrlb/lbd/daemon"
 	"github.com/dsrlb/dsrlb/shared/cmdutil"
 	"github.com/dsrlb/dsrlb/shared/config"
 )
@@ -23,6 +24,7 @@ to the backend's MAC; the backend answers the client directly.`,
 		Version: cmdutil.Version(version),
 	}
 	cmdutil.AddConfigFlag(root, &cfgPath)
+	addVerboseFlag(root)
 	root.AddCommand(
 		newValidateCmd(&cfgPath),
 		newRunCmd(&cfgPath),
@@ -31,7 +33,7 @@ to the backend's MAC; the backend answers the client directly.`,
 		newExplainCmd(&cfgPath),
 		newDetachCmd(&cfgPath),
 		newImportCmd(),
-		cmdutil.NewManCmd(root),
+		cmdutil.NewManCmd(root, manSections()),
 	)
 	return root
 }
@@ -39,6 +41,7 @@ to the backend's MAC; the backend answers the client directly.`,
 // Main runs lbd with args and returns the process exit code.
 func Main(version string, args []string, stdout, stderr io.Writer) int {
 	root := NewRoot(version)
+	daemon.BuildVersion = root.Version // dsrlb_build_info
 	root.SetArgs(args)
 	root.SetOut(stdout)
 	root.SetErr(stderr)

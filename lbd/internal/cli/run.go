@@ -55,7 +55,7 @@ checks backends, programs the maps and serves until SIGTERM. SIGHUP reloads the
 configuration. Stopping leaves the data plane forwarding; a new lbd adopts it.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			return runDaemon(cmd.ErrOrStderr(), *cfgPath, replace, clsact, debug)
+			return runDaemon(cmd.ErrOrStderr(), *cfgPath, replace, clsact, debug || verbose(cmd))
 		},
 	}
 	cmd.Flags().BoolVar(&replace, "replace-incompatible", false, "discard pinned maps of another layout instead of refusing to start")

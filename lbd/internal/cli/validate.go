@@ -26,7 +26,7 @@ on-link and the metrics address can be bound. While lbd runs, the metrics
 address is its own: the check says so.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			cfg, err := cmdutil.LoadConfig(nil, *cfgPath, (*config.Config).RequireBalancer)
+			cfg, err := cmdutil.LoadConfig(nil, *cfgPath, validateBalancer)
 			if err != nil {
 				return err
 			}

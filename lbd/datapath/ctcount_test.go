@@ -1,0 +1,58 @@
+package datapath
+
+import (
+	"fmt"
+	"testing"
+)
+
+// fillConntrack writes n distinct entries straight into the map, as the
+// program would for n flows.
+func fillConntrack(tb testing.TB, d *Datapath, n int) {
+	tb.Helper()
+	for i := range n {
+		var k bpfLbFlow
+		k.Saddr.B = [16]byte{10: 0xff, 11: 0xff, 12: 198, 13: 51, 14: 100, 15: byte(i)}
+		k.Daddr.B = [16]byte{10: 0xff, 11: 0xff, 12: 192, 13: 0, 14: 2, 15: 10}
+		k.Sport, k.Dport, k.Proto = uint16(1024+i/256), 80, uint8(TCP)
+		if err := d.objs.LbConntrack.Put(&k, &bpfLbCtEntry{LastSeenNs: 1, BackendId: 1, Cookie: 1}); err != nil {
+			tb.Fatalf("put conntrack entry %d: %v", i, err)
+		}
+	}
+}
+
+// TestConntrackEntries: the count is exact across several batches, and
+// an empty map counts 0.
+func TestConntrackEntries(t *testing.T) {
+	d := mustOpen(t, Options{ConntrackSize: 3 * ctBatch})
+	if n, err := d.ConntrackEntries(); err != nil || n != 0 {
+		t.Fatalf("empty map: %d entries, %v", n, err)
+	}
+	if d.ConntrackLimit() != 3*ctBatch {
+		t.Errorf("limit %d, want %d", d.ConntrackLimit(), 3*ctBatch)
+	}
+	for _, want := range []int{1, ctBatch - 1, ctBatch, 2*ctBatch + 17} {
+		fillConntrack(t, d, want) // entries are the first `want` keys: grows the map
+		if n, err := d.ConntrackEntries(); err != nil || n != uint64(want) {
+			t.Errorf("after %d entries: counted %d, %v", want, n, err)
+		}
+	}
+}
+
+// BenchmarkConntrackEntries: what counting a 90% full conntrack map
+// costs (the metrics collector does it at most every ctCountEvery).
+func BenchmarkConntrackEntries(b *testing.B) {
+	for _, n := range []int{1 << 16, 1 << 20} {
+		b.Run(fmt.Sprintf("entries=%d", n), func(b *testing.B) {
+			d := mustOpen(b, Options{ConntrackSize: uint32(n)})
+			// 90% full: a full LRU already evicts a few entries while filling.
+			fill := n / 10 * 9
+			fillConntrack(b, d, fill)
+			for b.Loop() {
+				if got, err := d.ConntrackEntries(); err != nil || got != uint64(fill) {
+					b.Fatalf("counted %d, %v; want %d", got, err, fill)
+				}
+			}
+			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/float64(fill), "ns/entry")
+		})
+	}
+}
