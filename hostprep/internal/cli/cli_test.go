@@ -208,3 +208,52 @@ func TestOfflineIdempotentFiles(t *testing.T) {
 		}
 	}
 }
+
+// TestApplyFailureTellsTheTruth: a failed apply printed "no change ...
+// already as planned" when its first change failed (issue 13).
+func TestApplyFailureTellsTheTruth(t *testing.T) {
+	for _, match := range []string{"", "default.arp_announce"} { // first change fails; a later one fails
+		env, _ := fakeEnv()
+		open := env.OpenLive
+		f := &fakehost.Fault{Op: "Set", Match: match}
+		env.OpenLive = func() (reconcile.Net, reconcile.Sysctls, func(), error) {
+			n, s, c, err := open()
+			return fakehost.FaultyNet{NetAPI: n, F: f}, fakehost.FaultySysctls{SysctlAPI: s, F: f}, c, err
+		}
+		r := run(env, "--root", mustRoot(t, testConfig), "apply")
+		if r.code != 1 || strings.Contains(r.out, "already as planned") || !strings.Contains(r.out, "not applied: ") {
+			t.Errorf("fault %q: exit %d, stdout %q", match, r.code, r.out)
+		}
+		if !strings.Contains(r.errout, "injected failure") {
+			t.Errorf("fault %q: stderr %q", match, r.errout)
+		}
+	}
+}
+
+// TestRemoveFailureReported: remove keeps going past a failure, then
+// exits 1 naming what is left, and a second remove finishes the job.
+func TestRemoveFailureReported(t *testing.T) {
+	env, n := fakeEnv()
+	root := mustRoot(t, testConfig)
+	if r := run(env, "--root", root, "apply"); r.code != 0 {
+		t.Fatalf("apply: %d %s", r.code, r.errout)
+	}
+	open := env.OpenLive
+	f := &fakehost.Fault{Op: "DelAddr", Match: "2001:db8::10"}
+	env.OpenLive = func() (reconcile.Net, reconcile.Sysctls, func(), error) {
+		n, s, c, err := open()
+		return fakehost.FaultyNet{NetAPI: n, F: f}, s, c, err
+	}
+	r := run(env, "--root", root, "remove")
+	if r.code != 1 || !strings.Contains(r.out, "deleted 203.0.113.10/32") || !strings.Contains(r.out, "not removed: delete 2001:db8::10/128") ||
+		!strings.Contains(r.errout, "remove incomplete") || !strings.Contains(r.errout, "hostprep remove again") {
+		t.Errorf("failed remove: exit %d\n%s%s", r.code, r.out, r.errout)
+	}
+	*f = fakehost.Fault{}
+	if r := run(env, "--root", root, "remove"); r.code != 0 || !strings.Contains(r.out, "deleted 2001:db8::10/128") {
+		t.Errorf("second remove: exit %d\n%s%s", r.code, r.out, r.errout)
+	}
+	if len(n.Table) != 2 {
+		t.Errorf("addresses left: %v", n.Table)
+	}
+}

@@ -96,7 +96,7 @@ func runApply(o *options, env *Env) error {
 	}
 	rep, err := reconcile.Apply(s.deps, p, s.host, o.dryRun)
 	if rep != nil {
-		printApply(env.Stdout, rep, p, o.dryRun, s.deps.Live())
+		printApply(env.Stdout, rep, p, o.dryRun, s.deps.Live(), err != nil)
 	}
 	return fail(err)
 }
