@@ -257,3 +257,37 @@ func TestRemoveFailureReported(t *testing.T) {
 		t.Errorf("addresses left: %v", n.Table)
 	}
 }
+
+// TestApplyWaitsForAddress: at boot the server address may appear after
+// hostprep.service started (issue 13); --wait looks again, bounded.
+func TestApplyWaitsForAddress(t *testing.T) {
+	late := netops.Addr{Link: "eth0", Prefix: netip.MustParsePrefix("198.51.100.11/24"), Label: "eth0"}
+	for _, tc := range []struct {
+		name      string
+		wait      string
+		appearsAt int // open call that finds the address; 0 never
+		code      int
+		want      string
+	}{
+		{"appears", "30s", 3, 0, "added 203.0.113.10/32"},
+		{"no wait", "0s", 2, 1, "no VIP is this host's"},
+		{"never", "200ms", 0, 1, "(waited 200ms for such an address)"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			env, n := fakeEnv()
+			n.Table = nil
+			env.Poll = 10 * time.Millisecond
+			open, calls := env.OpenLive, 0
+			env.OpenLive = func() (reconcile.Net, reconcile.Sysctls, func(), error) {
+				if calls++; calls == tc.appearsAt {
+					n.Table = append(n.Table, late)
+				}
+				return open()
+			}
+			r := run(env, "--root", mustRoot(t, testConfig), "apply", "--wait", tc.wait)
+			if r.code != tc.code || !strings.Contains(r.out+r.errout, tc.want) {
+				t.Errorf("exit %d (want %d), output %q %q, want %q", r.code, tc.code, r.out, r.errout, tc.want)
+			}
+		})
+	}
+}
