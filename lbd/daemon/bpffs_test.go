@@ -1,13 +1,14 @@
 package daemon
 
 import (
+	"errors"
 	"os"
 	"strings"
 	"testing"
 )
 
 func TestCheckBPFFS(t *testing.T) {
-	if err := checkBPFFS(t.TempDir() + "/pins"); err == nil || !strings.Contains(err.Error(), "not on a bpf filesystem") {
+	if err := checkBPFFS(t.TempDir() + "/pins"); !errors.Is(err, ErrNoBPFFS) || !strings.Contains(err.Error(), "not on a bpf filesystem") {
 		t.Errorf("tmp dir accepted as bpffs: %v", err)
 	}
 	if _, err := os.Stat("/sys/fs/bpf"); err != nil {

@@ -84,7 +84,11 @@ func runDaemon(stderr io.Writer, cfgPath string, replace, clsact, debug bool) er
 	}()
 	watchdog, _ := sddaemon.SdWatchdogEnabled(false)
 	pf, running, bgpStatus := "", "", ""
-	if cfg, err := config.Load(cfgPath); err == nil {
+	cfg, err := loadRunConfig(cfgPath) // exit 6 (no restart) for a bad file
+	if err != nil {
+		return err
+	}
+	{
 		pf, running, bgpStatus = pidFile(cfg.Balancer.PinPath), runningConfigPath(cfg.Balancer.PinPath), bgpStatusPath(cfg.Balancer.PinPath)
 		if err := writePID(pf); err != nil {
 			log.Warn("cannot write PID file; `lbd reload` will not find this daemon (use systemctl reload or kill -HUP)", "err", err)
@@ -94,7 +98,7 @@ func runDaemon(stderr io.Writer, cfgPath string, replace, clsact, debug bool) er
 	if pf != "" {
 		defer os.Remove(pf)
 	}
-	err := daemon.Run(ctx, daemon.Options{
+	err = daemon.Run(ctx, daemon.Options{
 		ConfigPath:          cfgPath,
 		RunningCopy:         running,
 		BGPStatusFile:       bgpStatus,
@@ -106,7 +110,7 @@ func runDaemon(stderr io.Writer, cfgPath string, replace, clsact, debug bool) er
 		ForceClsact:         clsact,
 	})
 	if err != nil {
-		return &cmdutil.ExitError{Code: 1, Err: err, Plain: isConfigErr(err)}
+		return &cmdutil.ExitError{Code: runExitCode(err), Err: err, Plain: isConfigErr(err)}
 	}
 	return nil
 }
