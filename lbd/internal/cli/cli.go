@@ -25,7 +25,7 @@ to the backend's MAC; the backend answers the client directly.`,
 	cmdutil.AddConfigFlag(root, &cfgPath)
 	root.AddCommand(
 		cmdutil.NewValidateCmd(&cfgPath, (*config.Config).RequireBalancer),
-		newRunCmd(&cfgPath),
+		newRunCmd(&cfgPath, version),
 		newReloadCmd(&cfgPath),
 		newStatusCmd(&cfgPath),
 		newExplainCmd(&cfgPath),
