@@ -18,8 +18,8 @@ import (
 // every 2 s (issue 13).
 func TestRunExitCodes(t *testing.T) {
 	for err, want := range map[error]int{
-		fmt.Errorf("check: %w", daemon.ErrNoBPFFS):          ExitNotInstalled,
-		fmt.Errorf("load program: %w", unix.EPERM):          ExitNoPermission,
+		fmt.Errorf("check: %w", daemon.ErrNoBPFFS):           ExitNotInstalled,
+		fmt.Errorf("load program: %w", unix.EPERM):           ExitNoPermission,
 		errors.New("watch neighbours on eth0: no such link"): ExitFailure,
 	} {
 		if got := runExitCode(err); got != want {
