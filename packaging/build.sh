@@ -4,13 +4,20 @@
 # SHA256SUMS. Run from anywhere; output in out/release/.
 #   packaging/build.sh            # version from VERSION
 #   VERSION=0.2.0 packaging/build.sh
+#   RELEASE_DIR=/tmp/x FORMATS=deb ARCHES=amd64 packaging/build.sh   # what tests use
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$PATH:/usr/local/go/bin"
 VERSION=${VERSION:-$(cat VERSION)}
 ARCHES=${ARCHES:-amd64 arm64}
+FORMATS=${FORMATS:-deb rpm}
 export VERSION
-rel=out/release
+rel=${RELEASE_DIR:-out/release}
+# nfpm reads fixed paths under out/ (it expands no variables in src:), so
+# two builds at once (test packages run in parallel) take turns.
+mkdir -p out
+exec 9>out/.build.lock
+flock 9
 rm -rf "$rel" && mkdir -p "$rel"
 # Man pages and shell completions, from the command trees themselves: a
 # host-arch build stamped like the release binaries, so the pages say
@@ -39,10 +46,10 @@ for arch in $ARCHES; do
 	export ARCH=$arch
 	for pkg in common lbd hostprep; do
 		if [ "$pkg" = common ] && [ "$arch" != "${ARCHES%% *}" ]; then continue; fi # arch: all, once
-		for fmt in deb rpm; do
+		for fmt in $FORMATS; do
 			go tool -modfile=tools/go.mod nfpm package --config "packaging/nfpm/$pkg.yaml" --packager "$fmt" --target "$rel/"
 		done
 	done
 done
-(cd "$rel" && sha256sum -- *.deb *.rpm > SHA256SUMS)
+(cd "$rel" && sha256sum -- *.deb $(ls -- *.rpm 2>/dev/null) > SHA256SUMS)
 ls -1 "$rel"

@@ -65,7 +65,7 @@ func debs(rel string) map[string]string {
 
 // wantFiles lists, per package, files with their mode as dpkg-deb -c shows it.
 var wantFiles = map[string][]string{
-	"dsrlb-common":   {"-rw-r--r-- ./etc/dsrlb/dsrlb.yaml", "-rw-r--r-- ./usr/share/doc/dsrlb-common/copyright", "-rw-r--r-- ./usr/share/doc/dsrlb-common/changelog.gz"},
+	"dsrlb-common":   {"-rw-r----- ./etc/dsrlb/dsrlb.yaml", "-rw-r--r-- ./usr/share/doc/dsrlb-common/copyright", "-rw-r--r-- ./usr/share/doc/dsrlb-common/changelog.gz"},
 	"dsrlb-lbd":      {"-rwxr-xr-x ./usr/sbin/lbd", "-rw-r--r-- ./usr/lib/systemd/system/lbd.service", "-rw-r--r-- ./usr/share/doc/dsrlb-lbd/README.md"},
 	"dsrlb-hostprep": {"-rwxr-xr-x ./usr/sbin/hostprep", "-rw-r--r-- ./usr/lib/systemd/system/hostprep.service", "-rw-r--r-- ./usr/share/doc/dsrlb-hostprep/cloud-init-user-data.yaml"},
 }
@@ -190,7 +190,7 @@ func TestInstallUpgradePurge(t *testing.T) {
 	run(t, "dpkg", "-i", d["dsrlb-common"], d["dsrlb-lbd"], d["dsrlb-hostprep"])
 
 	for path, mode := range map[string]os.FileMode{
-		"/usr/sbin/lbd": 0o755, "/usr/sbin/hostprep": 0o755, "/etc/dsrlb/dsrlb.yaml": 0o644,
+		"/usr/sbin/lbd": 0o755, "/usr/sbin/hostprep": 0o755, "/etc/dsrlb/dsrlb.yaml": 0o640,
 		"/usr/lib/systemd/system/lbd.service": 0o644, "/usr/lib/systemd/system/hostprep.service": 0o644,
 	} {
 		fi, err := os.Stat(path)

@@ -76,8 +76,8 @@ func checkBPFFS(pinPath string) error {
 		err := unix.Statfs(dir, &st)
 		if err == nil {
 			if st.Type != unix.BPF_FS_MAGIC {
-				return fmt.Errorf("pin path %s is not on a bpf filesystem (%s is not bpffs): mount one with `mount -t bpf bpf /sys/fs/bpf`, "+
-					"or set balancer.pin_path; note that `ip netns exec` remounts /sys, so start lbd in a namespace with `nsenter --net=/run/netns/NAME` instead", pinPath, dir)
+				return fmt.Errorf("pin path %s is not on a bpf filesystem (%s is %w): mount one with `mount -t bpf bpf /sys/fs/bpf`, "+
+					"or set balancer.pin_path; note that `ip netns exec` remounts /sys, so start lbd in a namespace with `nsenter --net=/run/netns/NAME` instead", pinPath, dir, ErrNoBPFFS)
 			}
 			return nil
 		}

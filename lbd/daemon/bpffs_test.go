@@ -1,6 +1,7 @@
 package daemon
 
 import (
+	"errors"
 	"strings"
 	"testing"
 
@@ -8,7 +9,7 @@ import (
 )
 
 func TestCheckBPFFS(t *testing.T) {
-	if err := checkBPFFS(t.TempDir() + "/pins"); err == nil || !strings.Contains(err.Error(), "not on a bpf filesystem") {
+	if err := checkBPFFS(t.TempDir() + "/pins"); !errors.Is(err, ErrNoBPFFS) || !strings.Contains(err.Error(), "not on a bpf filesystem") {
 		t.Errorf("tmp dir accepted as bpffs: %v", err)
 	}
 	nettest.Require(t)

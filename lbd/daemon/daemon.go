@@ -20,6 +20,7 @@ import (
 	"net/netip"
 	"os"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/dsrlb/dsrlb/lbd/bgp"
@@ -57,6 +58,15 @@ type Options struct {
 	// VIPRecord, when set, is the file where lbd records the VIPs it added
 	// and those it did not take (see VIPRecord).
 	VIPRecord string
+
+	// ControlSocket, when set, is the unix socket `lbd reload` talks to
+	// (see lbd/control and control.go).
+	ControlSocket string
+	// Version is lbd's version, for the control socket's ping.
+	Version string
+	// StallLimit is how long one loop step may run before the watchdog
+	// pings stop (watchdog.go); 0 means DefaultStallLimit.
+	StallLimit time.Duration
 }
 
 // Daemon is one running lbd.
@@ -88,6 +98,12 @@ type Daemon struct {
 	reattachErr string
 	dirty       chan struct{}
 	reload      chan struct{}
+
+	// Runtime control and health (control.go, watchdog.go).
+	reloadReqs chan chan error // control socket reloads, answered by the loop
+	live       liveness        // the loop's heartbeat for the watchdog
+	status     atomic.Value    // string: the last STATUS= line sent
+	lastReload atomic.Value    // string: the last reload's outcome
 }
 
 // Run starts lbd and blocks until ctx ends. It returns an error only when
@@ -100,6 +116,11 @@ func Run(ctx context.Context, opts Options) error {
 		opts.Notify = func(string) {}
 	}
 	d := &Daemon{opts: opts, log: opts.Logger, dirty: make(chan struct{}, 1)}
+	closeControl, err := d.openControl()
+	if err != nil {
+		return err
+	}
+	defer closeControl()
 	if err := d.start(ctx); err != nil {
 		d.undoStart()
 		d.stop()
@@ -388,12 +409,10 @@ func (d *Daemon) apply() error {
 }
 
 func (d *Daemon) loop(ctx context.Context) error {
-	var tick <-chan time.Time
-	if d.opts.Watchdog > 0 {
-		t := time.NewTicker(d.opts.Watchdog / 2)
-		defer t.Stop()
-		tick = t.C
-	}
+	wctx, stopWatchdog := context.WithCancel(ctx)
+	defer stopWatchdog()
+	go d.runWatchdog(wctx)
+	d.publishStatus()
 	var bgpTick <-chan time.Time
 	if d.bgp != nil && d.opts.BGPStatusFile != "" {
 		t := time.NewTicker(2 * time.Second)
@@ -405,27 +424,34 @@ func (d *Daemon) loop(ctx context.Context) error {
 	attachTick := time.NewTicker(AttachCheckInterval)
 	defer attachTick.Stop()
 	for {
+		var step func()
 		select {
 		case <-ctx.Done():
 			d.opts.Notify("STOPPING=1")
 			d.log.Info("lbd stopping: the data plane stays attached and keeps forwarding")
 			return nil
 		case <-d.opts.Reload:
-			d.doReload()
+			step = func() { d.doReload() } // SIGHUP: the verdict is in the log
+		case reply := <-d.reloadReqs:
+			step = func() { reply <- d.doReload() }
 		case <-d.dirty:
-			if err := d.apply(); err != nil {
-				d.log.Error("data plane update failed; keeping the previous state and retrying", "err", err)
-				retry.Reset(time.Second)
+			step = func() {
+				if err := d.apply(); err != nil {
+					d.log.Error("data plane update failed; keeping the previous state and retrying", "err", err)
+					retry.Reset(time.Second)
+				}
 			}
 		case <-retry.C:
-			d.markDirty()
-		case <-tick:
-			d.opts.Notify("WATCHDOG=1")
+			step = d.markDirty
 		case <-bgpTick:
-			d.writeBGPStatus(ctx)
+			step = func() { d.writeBGPStatus(ctx) }
 		case <-attachTick.C:
-			d.watchAttach()
+			step = d.watchAttach
 		}
+		d.live.begin()
+		step()
+		d.publishStatus()
+		d.live.end()
 	}
 }
 
@@ -455,16 +481,6 @@ func (d *Daemon) stop() {
 	if d.dp != nil {
 		d.dp.Close()
 	}
-}
-
-func (d *Daemon) statusLine() string {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	n := 0
-	for _, s := range d.cfg.Services {
-		n += len(s.Servers)
-	}
-	return fmt.Sprintf("%d services, %d servers, %d out of rotation", len(d.cfg.Services), n, len(d.out))
 }
 
 // loadConfig loads the file and checks what lbd needs from it.

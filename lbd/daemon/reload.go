@@ -14,10 +14,14 @@ import (
 
 // doReload re-reads the configuration. A bad file, or a change that needs a
 // restart, is reported with every reason and the running config stays: a
-// reload never stops or degrades the data plane.
-func (d *Daemon) doReload() {
+// reload never stops or degrades the data plane. The error is the verdict
+// for whoever asked (the control socket); SIGHUP only logs it.
+func (d *Daemon) doReload() (err error) {
 	d.opts.Notify("RELOADING=1")
-	defer d.opts.Notify("READY=1\nSTATUS=" + d.statusLine())
+	defer func() {
+		d.recordReload(err)
+		d.opts.Notify("READY=1\nSTATUS=" + d.statusLine())
+	}()
 	d.log.Info("reloading configuration", "file", d.opts.ConfigPath)
 	next, err := loadConfig(d.opts.ConfigPath)
 	if err == nil {
@@ -28,15 +32,16 @@ func (d *Daemon) doReload() {
 	}
 	if err != nil {
 		logReject(d, err)
-		return
+		return err
 	}
 	if err := d.switchTo(next); err != nil {
 		logReject(d, err)
-		return
+		return err
 	}
 	d.saveRunning()
 	d.more.reloaded(true)
 	d.log.Info("configuration reloaded", "services", len(next.Services), "servers", next.ServerCount())
+	return nil
 }
 
 func logReject(d *Daemon, err error) {
@@ -54,6 +59,10 @@ func logReject(d *Daemon, err error) {
 		d.metrics.reloadFailures.Inc()
 	}
 }
+
+// RestartOnly returns, as config errors of next, the changes from cur that
+// a reload refuses because they take a restart (for `lbd reload --dry-run`).
+func RestartOnly(cur, next *config.Config) error { return restartOnly(cur, next) }
 
 // restartOnly refuses changes the running data plane cannot take: they size
 // or place its maps, so applying them means a restart (which is safe: the

@@ -1,9 +1,10 @@
 #!/bin/sh
-# dsrlb-lbd post-remove: deb purge, or rpm erase ($1 = 0), removes what a
-# failed `lbd detach` may have left under /run/dsrlb.
+# dsrlb-lbd post-remove: `lbd detach` in pre-remove took the packaged
+# instance's files under /run/dsrlb; other instances' files are theirs.
+# The directory goes when it is left empty.
 set -e
 case "$1" in
-purge | 0) rm -rf /run/dsrlb/lbd-* ;;
+purge | remove | 0) rmdir /run/dsrlb 2>/dev/null || true ;;
 esac
 if [ -d /run/systemd/system ]; then
 	systemctl daemon-reload || true

@@ -4,6 +4,7 @@ package cli
 import (
 	"io"
 	"log/slog"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -22,6 +23,7 @@ type options struct {
 	vips    []string
 	all     bool
 	json    bool
+	wait    time.Duration
 }
 
 // Main runs hostprep with args and returns the process exit code.
@@ -85,6 +87,7 @@ back what the run changed.`,
 	}
 	addSelectFlags(c, o)
 	c.Flags().BoolVar(&o.dryRun, "dry-run", false, "print the plan and the changes it needs; change nothing")
+	c.Flags().DurationVar(&o.wait, "wait", 0, "when no server address is this host's yet (a late DHCP address at boot), look again for up to `DURATION`")
 	return c
 }
 

@@ -208,3 +208,86 @@ func TestOfflineIdempotentFiles(t *testing.T) {
 		}
 	}
 }
+
+// TestApplyFailureTellsTheTruth: a failed apply printed "no change ...
+// already as planned" when its first change failed (issue 13).
+func TestApplyFailureTellsTheTruth(t *testing.T) {
+	for _, match := range []string{"", "default.arp_announce"} { // first change fails; a later one fails
+		env, _ := fakeEnv()
+		open := env.OpenLive
+		f := &fakehost.Fault{Op: "Set", Match: match}
+		env.OpenLive = func() (reconcile.Net, reconcile.Sysctls, func(), error) {
+			n, s, c, err := open()
+			return fakehost.FaultyNet{NetAPI: n, F: f}, fakehost.FaultySysctls{SysctlAPI: s, F: f}, c, err
+		}
+		r := run(env, "--root", mustRoot(t, testConfig), "apply")
+		if r.code != 1 || strings.Contains(r.out, "already as planned") || !strings.Contains(r.out, "not applied: ") {
+			t.Errorf("fault %q: exit %d, stdout %q", match, r.code, r.out)
+		}
+		if !strings.Contains(r.errout, "injected failure") {
+			t.Errorf("fault %q: stderr %q", match, r.errout)
+		}
+	}
+}
+
+// TestRemoveFailureReported: remove keeps going past a failure, then
+// exits 1 naming what is left, and a second remove finishes the job.
+func TestRemoveFailureReported(t *testing.T) {
+	env, n := fakeEnv()
+	root := mustRoot(t, testConfig)
+	if r := run(env, "--root", root, "apply"); r.code != 0 {
+		t.Fatalf("apply: %d %s", r.code, r.errout)
+	}
+	open := env.OpenLive
+	f := &fakehost.Fault{Op: "DelAddr", Match: "2001:db8::10"}
+	env.OpenLive = func() (reconcile.Net, reconcile.Sysctls, func(), error) {
+		n, s, c, err := open()
+		return fakehost.FaultyNet{NetAPI: n, F: f}, s, c, err
+	}
+	r := run(env, "--root", root, "remove")
+	if r.code != 1 || !strings.Contains(r.out, "deleted 203.0.113.10/32") || !strings.Contains(r.out, "not removed: delete 2001:db8::10/128") ||
+		!strings.Contains(r.errout, "remove incomplete") || !strings.Contains(r.errout, "hostprep remove again") {
+		t.Errorf("failed remove: exit %d\n%s%s", r.code, r.out, r.errout)
+	}
+	*f = fakehost.Fault{}
+	if r := run(env, "--root", root, "remove"); r.code != 0 || !strings.Contains(r.out, "deleted 2001:db8::10/128") {
+		t.Errorf("second remove: exit %d\n%s%s", r.code, r.out, r.errout)
+	}
+	if len(n.Table) != 2 {
+		t.Errorf("addresses left: %v", n.Table)
+	}
+}
+
+// TestApplyWaitsForAddress: at boot the server address may appear after
+// hostprep.service started (issue 13); --wait looks again, bounded.
+func TestApplyWaitsForAddress(t *testing.T) {
+	late := netops.Addr{Link: "eth0", Prefix: netip.MustParsePrefix("198.51.100.11/24"), Label: "eth0"}
+	for _, tc := range []struct {
+		name      string
+		wait      string
+		appearsAt int // open call that finds the address; 0 never
+		code      int
+		want      string
+	}{
+		{"appears", "30s", 3, 0, "added 203.0.113.10/32"},
+		{"no wait", "0s", 2, 1, "no VIP is this host's"},
+		{"never", "200ms", 0, 1, "(waited 200ms for such an address)"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			env, n := fakeEnv()
+			n.Table = nil
+			env.Poll = 10 * time.Millisecond
+			open, calls := env.OpenLive, 0
+			env.OpenLive = func() (reconcile.Net, reconcile.Sysctls, func(), error) {
+				if calls++; calls == tc.appearsAt {
+					n.Table = append(n.Table, late)
+				}
+				return open()
+			}
+			r := run(env, "--root", mustRoot(t, testConfig), "apply", "--wait", tc.wait)
+			if r.code != tc.code || !strings.Contains(r.out+r.errout, tc.want) {
+				t.Errorf("exit %d (want %d), output %q %q, want %q", r.code, tc.code, r.out, r.errout, tc.want)
+			}
+		})
+	}
+}

@@ -8,6 +8,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/dsrlb/dsrlb/hostprep/internal/netops"
 	"github.com/dsrlb/dsrlb/hostprep/internal/reconcile"
@@ -25,11 +26,13 @@ type Env struct {
 	Privileged func() error
 	// Log, when nil, is a text logger on Stderr (debug with --verbose).
 	Log *slog.Logger
+	// Poll is how often apply --wait looks at the addresses again.
+	Poll time.Duration
 }
 
 // DefaultEnv is the production environment.
 func DefaultEnv(stdout, stderr io.Writer) *Env {
-	return &Env{Stdout: stdout, Stderr: stderr, OpenLive: openLive, Privileged: privileged}
+	return &Env{Stdout: stdout, Stderr: stderr, OpenLive: openLive, Privileged: privileged, Poll: 500 * time.Millisecond}
 }
 
 func openLive() (reconcile.Net, reconcile.Sysctls, func(), error) {

@@ -219,7 +219,7 @@ func liveFaultyFiles(t *testing.T, ns *nstest.NS, root string, f *fakehost.Fault
 		}
 		var out strings.Builder
 		rep, err := reconcile.Apply(s.deps, p, s.host, false)
-		printApply(&out, rep, p, false, true)
+		printApply(&out, rep, p, false, true, err != nil)
 		r = result{code: 1, out: out.String(), errout: fmt.Sprint(err)}
 		if err == nil {
 			r.code = 0

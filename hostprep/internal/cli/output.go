@@ -39,7 +39,11 @@ func labelText(l string) string {
 	return " (label " + l + ")"
 }
 
-func printApply(w io.Writer, rep *reconcile.Report, p *plan.Plan, dryRun, live bool) {
+func printApply(w io.Writer, rep *reconcile.Report, p *plan.Plan, dryRun, live, failed bool) {
+	if failed {
+		printApplyFailed(w, rep)
+		return
+	}
 	switch {
 	case dryRun && len(rep.Changes) == 0:
 		fmt.Fprintf(w, "no change needed: %s already as planned\n", summary(p, live))
@@ -57,6 +61,25 @@ func printApply(w io.Writer, rep *reconcile.Report, p *plan.Plan, dryRun, live b
 		for _, c := range rep.Changes {
 			fmt.Fprintln(w, c.Done)
 		}
+	}
+}
+
+// printApplyFailed tells what a failed apply left: never "no change ...
+// already as planned", which would read as success.
+func printApplyFailed(w io.Writer, rep *reconcile.Report) {
+	for _, c := range rep.RolledBack {
+		fmt.Fprintf(w, "rolled back: %s\n", c.Done)
+	}
+	for _, c := range rep.NotUndone {
+		fmt.Fprintf(w, "left in place: %s\n", c.Done)
+	}
+	switch {
+	case len(rep.NotUndone) > 0:
+		fmt.Fprintf(w, "not applied: %d change(s) rolled back, %d left in place (recorded for hostprep remove)\n", len(rep.RolledBack), len(rep.NotUndone))
+	case len(rep.RolledBack) > 0:
+		fmt.Fprintf(w, "not applied: the %d change(s) made were rolled back; the host is as before\n", len(rep.RolledBack))
+	default:
+		fmt.Fprintln(w, "not applied: the host is as before")
 	}
 }
 
@@ -101,16 +124,28 @@ func printRemove(w io.Writer, rep *reconcile.Report, dryRun bool, statePath stri
 	for _, n := range rep.Notes {
 		fmt.Fprintf(w, "note: %s\n", n)
 	}
+	if len(rep.Failed) > 0 && !dryRun {
+		for _, c := range rep.Changes {
+			fmt.Fprintln(w, c.Done)
+		}
+		for _, f := range rep.Failed {
+			fmt.Fprintf(w, "not removed: %s\n", f)
+		}
+		return
+	}
 	switch {
-	case len(rep.RolledBack) > 0:
-		for _, c := range rep.RolledBack {
-			fmt.Fprintf(w, "rolled back: %s\n", c.Done)
+	case len(rep.Changes) == 0 && len(rep.Failed) > 0:
+		for _, f := range rep.Failed {
+			fmt.Fprintf(w, "cannot remove: %s\n", f)
 		}
 	case len(rep.Changes) == 0:
 		fmt.Fprintf(w, "nothing to remove: %s records nothing hostprep changed that is still in place\n", statePath)
 	case dryRun:
 		for _, c := range rep.Changes {
 			fmt.Fprintf(w, "would %s\n", c.Action)
+		}
+		for _, f := range rep.Failed {
+			fmt.Fprintf(w, "cannot remove: %s\n", f)
 		}
 	default:
 		for _, c := range rep.Changes {

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/netip"
 	"path/filepath"
+	"time"
 
 	"github.com/dsrlb/dsrlb/hostprep/internal/files"
 	"github.com/dsrlb/dsrlb/hostprep/internal/plan"
@@ -82,23 +83,49 @@ func fail(err error) error {
 }
 
 func runApply(o *options, env *Env) error {
-	s, err := open(o, env, !o.dryRun)
+	s, p, err := openWaiting(o, env)
 	if err != nil {
 		return fail(err)
 	}
 	defer s.close()
-	p, err := makePlan(o, s.host)
-	if err != nil {
-		return fail(err)
-	}
 	if o.dryRun {
 		printPlan(env.Stdout, p, s.deps.Live())
 	}
 	rep, err := reconcile.Apply(s.deps, p, s.host, o.dryRun)
 	if rep != nil {
-		printApply(env.Stdout, rep, p, o.dryRun, s.deps.Live())
+		printApply(env.Stdout, rep, p, o.dryRun, s.deps.Live(), err != nil)
 	}
 	return fail(err)
+}
+
+// openWaiting opens the host and plans; with --wait, while no server
+// address is this host's yet, it reads the addresses again until one
+// matches or the wait is over. At boot hostprep.service runs before a
+// DHCP or late static address may exist, and is not retried otherwise.
+func openWaiting(o *options, env *Env) (*session, *plan.Plan, error) {
+	deadline := time.Now().Add(o.wait)
+	for logged := false; ; {
+		s, err := open(o, env, !o.dryRun)
+		if err != nil {
+			return nil, nil, err
+		}
+		p, err := makePlan(o, s.host)
+		if err == nil {
+			return s, p, nil
+		}
+		s.close()
+		if !errors.Is(err, plan.ErrNoVIPs) || o.wait <= 0 {
+			return nil, nil, err
+		}
+		if !time.Now().Before(deadline) {
+			return nil, nil, fmt.Errorf("%w (waited %s for such an address)", err, o.wait)
+		}
+		if !logged {
+			env.Log.Warn("no server address is this host's yet; waiting for one", "wait", o.wait)
+			logged = true
+		}
+		time.Sleep(min(env.Poll, time.Until(deadline)))
+	}
 }
 
 func runCheck(o *options, env *Env) error {

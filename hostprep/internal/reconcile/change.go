@@ -22,6 +22,7 @@ type Change struct {
 	Done   string `json:"-"` // past tense, for apply's output
 
 	do, undo func() error
+	forget   func() // remove: drops the item from the state once undone
 }
 
 // String is the one-line drift report of check.
@@ -34,6 +35,8 @@ type Report struct {
 	Changes    []*Change // done (apply, remove), or to do (dry run, check)
 	Notes      []string  // things left alone on purpose, for the user to know
 	RolledBack []*Change // undone after a failure, newest first
+	NotUndone  []*Change // apply: made, then not undone after a failure (still recorded)
+	Failed     []string  // remove: what could not be undone, and why
 }
 
 // run executes changes in order and, on the first failure, undoes the
@@ -74,6 +77,7 @@ func (r *run) rollback(done []*Change, cause error) error {
 		c := done[i]
 		if err := c.undo(); err != nil {
 			errs = append(errs, fmt.Errorf("undo %s %s: %w", c.Kind, c.Item, err))
+			r.rep.NotUndone = append(r.rep.NotUndone, c)
 			continue
 		}
 		r.rep.RolledBack = append(r.rep.RolledBack, c)

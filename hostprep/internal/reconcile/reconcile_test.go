@@ -288,16 +288,43 @@ func TestRemoveLeavesLaterChanges(t *testing.T) {
 	}
 }
 
-func TestRemoveRollback(t *testing.T) {
-	f := newFake()
-	mustApply(t, f.deps(true), "203.0.113.10")
-	applied := f.snapshot()
-	*f.fault = fakehost.Fault{Op: "Remove", Match: plan.NetworkdFile}
-	if _, err := Remove(f.deps(true), mustHost(t, f), false); !errors.Is(err, fakehost.ErrInjected) {
-		t.Fatalf("error %v", err)
-	}
-	if f.snapshot() != applied {
-		t.Error("failed remove not rolled back")
+// TestRemoveBestEffort: a failed part of a remove does not undo the rest
+// (a package removal would leave everything in place), stays recorded, and
+// a VIP left on lo keeps the ARP sysctls that protect it.
+func TestRemoveBestEffort(t *testing.T) {
+	for _, tc := range []struct {
+		fault      fakehost.Fault
+		sysctlsAll bool // restored despite the failure
+	}{
+		{fakehost.Fault{Op: "Remove", Match: plan.NetworkdFile}, true},
+		{fakehost.Fault{Op: "DelAddr", Match: "203.0.113.10"}, false},
+	} {
+		t.Run(tc.fault.Op, func(t *testing.T) {
+			f := newFake()
+			before := f.snapshot()
+			mustApply(t, f.deps(true), "203.0.113.10", "2001:db8::10")
+			*f.fault = tc.fault
+			rep, err := Remove(f.deps(true), mustHost(t, f), false)
+			if !errors.Is(err, ErrIncomplete) || !strings.Contains(err.Error(), "injected failure") || len(rep.Failed) == 0 {
+				t.Fatalf("error %v, failed %q", err, rep.Failed)
+			}
+			if !slices.Contains(kinds(rep.Changes), "address 2001:db8::10/128") {
+				t.Errorf("the other VIP was not removed: %v", kinds(rep.Changes))
+			}
+			if got := f.sys.Values["net.ipv4.conf.all.arp_ignore"] == "0"; got != tc.sysctlsAll {
+				t.Errorf("arp_ignore restored %t, want %t", got, tc.sysctlsAll)
+			}
+			if _, ok := f.files.Data[statePath]; !ok {
+				t.Fatal("state forgotten though parts are still in place")
+			}
+			*f.fault = fakehost.Fault{}
+			if _, err := Remove(f.deps(true), mustHost(t, f), false); err != nil {
+				t.Fatal(err)
+			}
+			if got := f.snapshot(); got != before {
+				t.Errorf("second remove left:\n got %s\nwant %s", got, before)
+			}
+		})
 	}
 }
 

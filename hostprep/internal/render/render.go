@@ -44,9 +44,12 @@ type Address struct {
 }
 
 // Networkd renders the .network file for lo. networkd removes addresses it
-// does not know from a link it manages, so the file lists the kernel's own
-// loopback addresses and every VIP; KeepConfiguration=static keeps static
-// addresses added by hand or by a newer hostprep run until the next boot.
+// does not know from a link it manages, so the file lists every VIP;
+// KeepConfiguration=static keeps static addresses added by hand or by a
+// newer hostprep run until the next boot. It must not list the kernel's own
+// 127.0.0.1/8 and ::1/128: networkd 252 keeps localhost on lo by itself,
+// and asked to configure it re-requests the kernel's address in a loop
+// ("Numerical result out of range") until lo ends "failed" in most boots.
 func Networkd(vips []Address) []byte {
 	var b strings.Builder
 	b.WriteString(Header)
@@ -62,14 +65,6 @@ KeepConfiguration=static
 
 [Link]
 RequiredForOnline=no
-
-# The kernel's loopback addresses, listed so networkd keeps them.
-[Address]
-Address=127.0.0.1/8
-Scope=host
-
-[Address]
-Address=::1/128
 `)
 	for _, v := range vips {
 		fmt.Fprintf(&b, "\n[Address]\nAddress=%s\n", v.Prefix)

@@ -5,6 +5,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 )
 
@@ -41,4 +42,18 @@ func TestNetworkd(t *testing.T) {
 		{Prefix: netip.MustParsePrefix("2001:db8::10/128")},
 	}))
 	golden(t, "05-dsrlb-lo-empty.network", Networkd(nil))
+}
+
+// TestNetworkdOnlyVIPs: listing the kernel's loopback addresses made
+// networkd 252 fail lo in most boots (issue 13); only VIPs may appear.
+func TestNetworkdOnlyVIPs(t *testing.T) {
+	out := string(Networkd([]Address{{Prefix: netip.MustParsePrefix("192.0.2.10/32"), Label: "lo:1"}}))
+	for _, bad := range []string{"127.0.0.1", "::1/128", "Scope=host"} {
+		if strings.Contains(out, bad) {
+			t.Errorf("networkd file names %q; it must list only the VIPs:\n%s", bad, out)
+		}
+	}
+	if got := strings.Count(out, "[Address]"); got != 1 {
+		t.Errorf("networkd file has %d [Address] sections for 1 VIP:\n%s", got, out)
+	}
 }

@@ -27,7 +27,7 @@ to the backend's MAC; the backend answers the client directly.`,
 	addVerboseFlag(root)
 	root.AddCommand(
 		newValidateCmd(&cfgPath),
-		newRunCmd(&cfgPath),
+		newRunCmd(&cfgPath, version),
 		newReloadCmd(&cfgPath),
 		newStatusCmd(&cfgPath),
 		newExplainCmd(&cfgPath),

@@ -21,15 +21,20 @@ func manSections() cmdutil.ManSections {
 			"`/run/dsrlb/lbd-PIN.pid`: the PID of the lbd serving the data plane pinned at PIN (slashes as dashes), read by lbd reload.\n\n" +
 			"`/run/dsrlb/lbd-PIN.running.yaml`: the configuration in force, compared by lbd reload --dry-run.\n\n" +
 			"`/run/dsrlb/lbd-PIN.bgp.json`: BGP sessions and announcements for lbd status (with balancer.bgp).\n\n" +
-			"`/usr/lib/systemd/system/lbd.service`: the unit (Type=notify, ExecReload sends SIGHUP).\n\n" +
+			"`/run/dsrlb/lbd-PIN.sock`: the daemon's control socket (root only), through which lbd reload gets the daemon's verdict.\n\n" +
+			"`/run/dsrlb/lbd-PIN.vips`: the VIPs this lbd added, the only ones lbd detach releases.\n\n" +
+			"`/usr/lib/systemd/system/lbd.service`: the unit (Type=notify, ExecReload runs lbd reload).\n\n" +
 			"`/usr/share/dsrlb/monitoring/`: Grafana dashboard and Prometheus alert rules for lbd's metrics.",
 		Commands: map[string]cmdutil.ManSections{
 			"lbd run": {
 				Signals: "`SIGHUP`: reload the configuration (systemctl reload lbd sends it). A file with errors, or a change that needs a restart, is logged with every reason and the running configuration stays.\n\n" +
 					"`SIGTERM, SIGINT`: stop. The program, the maps and the VIPs stay in the kernel and keep forwarding; the next lbd run adopts them. lbd detach removes them.",
 				ExitStatus: "`0`: stopped by SIGTERM or SIGINT.\n\n" +
-					"`1`: lbd could not start: an invalid configuration, a backend not on-link from balancer.interface, bpffs not mounted at the pin path, incompatible pinned maps without --replace-incompatible, or the reason logged.\n\n" +
-					"`2`: wrong usage.",
+					"`1`: lbd could not start and may on a later try: another lbd holds the pin directory, a backend not on-link from balancer.interface, incompatible pinned maps without --replace-incompatible, a taken metrics port, or the reason logged.\n\n" +
+					"`2`: wrong usage.\n\n" +
+					"`4`: missing privileges (CAP_BPF, CAP_NET_ADMIN, CAP_PERFMON, CAP_NET_RAW): permanent, the unit does not restart.\n\n" +
+					"`5`: no bpffs at the pin path and none can be mounted: permanent.\n\n" +
+					"`6`: the configuration file is missing or invalid: permanent until it is edited.",
 			},
 			"lbd validate": {
 				ExitStatus: "`0`: the configuration is valid; a one-line summary is printed.\n\n" +
@@ -37,8 +42,8 @@ func manSections() cmdutil.ManSections {
 					"`2`: wrong usage.",
 			},
 			"lbd reload": {
-				ExitStatus: "`0`: the running lbd was signalled (its log says whether it took the file), or with --dry-run the preview was printed.\n\n" +
-					"`1`: the configuration is not valid (nothing is signalled), or no running lbd was found for it.\n\n" +
+				ExitStatus: "`0`: the running lbd took the file (its answer over the control socket), or with --dry-run the preview was printed and holds no restart-only change.\n\n" +
+					"`1`: the file is not valid, the daemon rejected it (its reasons are printed; a restart-only change too), or no running lbd was found for it.\n\n" +
 					"`2`: wrong usage.",
 			},
 		},

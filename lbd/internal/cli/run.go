@@ -3,7 +3,6 @@ package cli
 import (
 	"context"
 	"errors"
-	"fmt"
 	"io"
 	"log/slog"
 	"os"
@@ -17,9 +16,9 @@ import (
 	sddaemon "github.com/coreos/go-systemd/v22/daemon"
 	"github.com/spf13/cobra"
 
+	"github.com/dsrlb/dsrlb/lbd/control"
 	"github.com/dsrlb/dsrlb/lbd/daemon"
 	"github.com/dsrlb/dsrlb/shared/cmdutil"
-	"github.com/dsrlb/dsrlb/shared/config"
 )
 
 // RunDir holds lbd's PID files, one per pinned data plane.
@@ -45,8 +44,12 @@ func bgpStatusPath(pinPath string) string {
 	return strings.TrimSuffix(pidFile(pinPath), ".pid") + ".bgp.json"
 }
 
-func newRunCmd(cfgPath *string) *cobra.Command {
+// controlSocket is the control socket of the lbd serving pinPath.
+func controlSocket(pinPath string) string { return control.SocketPath(RunDir, pinPath) }
+
+func newRunCmd(cfgPath *string, version string) *cobra.Command {
 	var replace, clsact, debug bool
+	var logFormat string
 	cmd := &cobra.Command{
 		Use:   "run",
 		Short: "Run the balancer in the foreground (the systemd unit's ExecStart)",
@@ -55,21 +58,27 @@ checks backends, programs the maps and serves until SIGTERM. SIGHUP reloads the
 configuration. Stopping leaves the data plane forwarding; a new lbd adopts it.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			return runDaemon(cmd.ErrOrStderr(), *cfgPath, replace, clsact, debug || verbose(cmd))
+			return runDaemon(cmd.ErrOrStderr(), *cfgPath, version, logFormat, replace, clsact, debug || verbose(cmd))
 		},
 	}
 	cmd.Flags().BoolVar(&replace, "replace-incompatible", false, "discard pinned maps of another layout instead of refusing to start")
 	cmd.Flags().BoolVar(&clsact, "clsact", false, "attach with clsact + cls_bpf even when the kernel has tcx")
 	cmd.Flags().BoolVar(&debug, "debug", false, "log at debug level")
+	cmd.Flags().StringVar(&logFormat, "log-format", LogAuto, "`FORMAT` of the log on stderr: auto (journal under systemd, else text), text, json or journal")
 	return cmd
 }
 
-func runDaemon(stderr io.Writer, cfgPath string, replace, clsact, debug bool) error {
+func runDaemon(stderr io.Writer, cfgPath, version, logFormat string, replace, clsact, debug bool) error {
 	level := slog.LevelInfo
 	if debug {
 		level = slog.LevelDebug
 	}
-	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
+	log, err := newLogger(stderr, logFormat, level)
+	if err != nil {
+		return &cmdutil.ExitError{Code: ExitUsage, Err: err}
+	}
+	version = cmdutil.Version(version)
+	logStart(log, version, cfgPath)
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 	hup := make(chan os.Signal, 1)
@@ -85,7 +94,7 @@ func runDaemon(stderr io.Writer, cfgPath string, replace, clsact, debug bool) er
 		}
 	}()
 	watchdog, _ := sddaemon.SdWatchdogEnabled(false)
-	cfg, err := cmdutil.LoadConfig(nil, cfgPath, (*config.Config).RequireBalancer)
+	cfg, err := loadRunConfig(cfgPath) // exit 6 (no restart) for a bad file
 	if err != nil {
 		return err
 	}
@@ -93,7 +102,11 @@ func runDaemon(stderr io.Writer, cfgPath string, replace, clsact, debug bool) er
 	lock, err := takeOwnership(pin, log)
 	if err != nil {
 		_, running := errors.AsType[*alreadyRunning](err) // already starts with "lbd"
-		return &cmdutil.ExitError{Code: 1, Err: err, Plain: running}
+		code := runExitCode(err)                          // missing privileges or bpffs: permanent
+		if running {
+			code = ExitFailure // the unit retries: the other lbd may be gone by then
+		}
+		return &cmdutil.ExitError{Code: code, Err: err, Plain: running}
 	}
 	defer lock.release()
 	// Only the owner writes the PID file and the files beside it.
@@ -110,6 +123,8 @@ func runDaemon(stderr io.Writer, cfgPath string, replace, clsact, debug bool) er
 		RunningCopy:         running,
 		BGPStatusFile:       bgpStatus,
 		VIPRecord:           vipsFile(pin),
+		ControlSocket:       controlSocket(pin),
+		Version:             version,
 		Logger:              log,
 		Notify:              func(s string) { sddaemon.SdNotify(false, s) },
 		Watchdog:            watchdog,
@@ -118,7 +133,7 @@ func runDaemon(stderr io.Writer, cfgPath string, replace, clsact, debug bool) er
 		ForceClsact:         clsact,
 	})
 	if err != nil {
-		return &cmdutil.ExitError{Code: 1, Err: err, Plain: isConfigErr(err)}
+		return &cmdutil.ExitError{Code: runExitCode(err), Err: err, Plain: isConfigErr(err)}
 	}
 	return nil
 }
@@ -178,45 +193,4 @@ func writePID(path string) error {
 		return err
 	}
 	return os.WriteFile(path, []byte(strconv.Itoa(os.Getpid())+"\n"), 0o644)
-}
-
-func newReloadCmd(cfgPath *string) *cobra.Command {
-	var dryRun bool
-	cmd := &cobra.Command{
-		Use:   "reload",
-		Short: "Make the running lbd re-read its configuration (checked first)",
-		Long: `reload validates the configuration and signals the running lbd (SIGHUP).
-With --dry-run it only previews the change: per service, the share of Maglev
-slots that would move to another backend.`,
-		Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			cfg, err := cmdutil.LoadConfig(nil, *cfgPath, (*config.Config).RequireBalancer)
-			if err != nil {
-				return err
-			}
-			if dryRun {
-				return previewReload(cmd.OutOrStdout(), cfg)
-			}
-			return signalDaemon(cmd.OutOrStdout(), cfg)
-		},
-	}
-	cmd.Flags().BoolVar(&dryRun, "dry-run", false, "print what would change, change nothing")
-	return cmd
-}
-
-func signalDaemon(out io.Writer, cfg *config.Config) error {
-	pf := pidFile(cfg.Balancer.PinPath)
-	b, err := os.ReadFile(pf)
-	if err != nil {
-		return &cmdutil.ExitError{Code: 1, Err: fmt.Errorf("find running lbd: %w (is lbd running with this configuration? under systemd use systemctl reload lbd)", err)}
-	}
-	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
-	if err != nil || pid <= 1 {
-		return &cmdutil.ExitError{Code: 1, Err: fmt.Errorf("read %s: %q is not a PID; remove the file and restart lbd", pf, b)}
-	}
-	if err := syscall.Kill(pid, syscall.SIGHUP); err != nil {
-		return &cmdutil.ExitError{Code: 1, Err: fmt.Errorf("signal lbd (pid %d from %s): %w", pid, pf, err)}
-	}
-	fmt.Fprintf(out, "reload requested from lbd pid %d; its log says whether the new configuration was taken\n", pid)
-	return nil
 }

@@ -378,7 +378,10 @@ func previewReload(out io.Writer, next *config.Config) error {
 			}
 		}
 	}
-	return w.Flush()
+	if err := w.Flush(); err != nil {
+		return err
+	}
+	return printRestartOnly(out, cur, next) // reload.go
 }
 
 func findService(cfg *config.Config, name string) *config.Service {
