@@ -26,7 +26,7 @@ type Options struct {
 	ConntrackSize   uint32
 	TCPTimeout      time.Duration
 	UDPTimeout      time.Duration
-	MaglevTableSize uint32 // prime; also the round-robin table size
+	MaglevTableSize uint32 // prime; bound of every table's size (maglev.TableSize)
 	MaxServices     uint32 // service ids
 	MaxServiceKeys  uint32 // (vip, proto, port) entries over all services
 	MaxBackends     uint32 // backend ids over all services
@@ -85,7 +85,13 @@ type Datapath struct {
 	cookieFloor uint32
 
 	mu     sync.Mutex
-	state  *state    // what Apply last wrote (or what Open found pinned)
+	state  *state     // what Apply last wrote (or what Open found pinned)
+	empty  *ebpf.Map  // the shared empty table (tables.go), once created
+	last   ApplyStats // what the last successful Apply wrote
+	// Test hooks: faultAt fails Apply after a step; badTable makes the
+	// table of that service one the kernel refuses in the batch update.
+	faultAt  func(step string) error
+	badTable string
 	link   link.Link // tcx link, when attached with tcx
 	clsact int       // ifindex, when attached with clsact
 }
@@ -128,8 +134,10 @@ func (d *Datapath) spec() (*ebpf.CollectionSpec, error) {
 	for name, n := range sizes {
 		spec.Maps[name].MaxEntries = n
 	}
+	// The template's size is the bound; with BPF_F_INNER_MAP (maps.h) the
+	// kernel accepts inner tables of any size.
 	for _, name := range []string{bpfMapLbMaglev, bpfMapLbRr} {
-		spec.Maps[name].InnerMap.MaxEntries = o.MaglevTableSize
+		spec.Maps[name].InnerMap.MaxEntries = o.MaglevTableSize + 1
 	}
 	d.inner = spec.Maps[bpfMapLbMaglev].InnerMap.Copy()
 	d.inner.Name = "lb_table"
@@ -255,6 +263,10 @@ func (d *Datapath) Close() error {
 	if d.link != nil {
 		errs = append(errs, d.link.Close())
 		d.link = nil
+	}
+	if d.empty != nil {
+		errs = append(errs, d.empty.Close())
+		d.empty = nil
 	}
 	return errors.Join(append(errs, d.objs.Close())...)
 }

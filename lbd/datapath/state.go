@@ -32,6 +32,7 @@ type svcState struct {
 	keys        []bpfLbServiceKey
 	backends    map[netip.Addr]uint32 // backend address -> backend id
 	fingerprint string                // of the tables last written; "" = unknown
+	rrTable     bool                  // lb_rr may hold a non-empty table for it
 }
 
 type beState struct {
@@ -107,7 +108,8 @@ func (d *Datapath) initState() error {
 		s := st.services[val.Id]
 		if s == nil {
 			s = &svcState{id: val.Id, vip: addrFrom16(key.Vip.B), proto: Proto(key.Proto),
-				sched: Scheduler(val.Sched), backends: map[netip.Addr]uint32{}, name: fmt.Sprintf("service%d", val.Id)}
+				sched: Scheduler(val.Sched), backends: map[netip.Addr]uint32{}, name: fmt.Sprintf("service%d", val.Id),
+				rrTable: Scheduler(val.Sched) == RoundRobin}
 			st.services[val.Id] = s
 			st.svcIDs.used[val.Id] = true
 		}
@@ -162,14 +164,15 @@ func (d *Datapath) readBackends(st *state) error {
 	return nil
 }
 
-// zeroPerCPU resets a per-CPU counter slot for a newly allocated id.
-func zeroPerCPU(m *ebpf.Map, id uint32) error {
+// zeroPerCPU resets the per-CPU counter slots of newly allocated ids, in
+// one batch update.
+func zeroPerCPU(m *ebpf.Map, ids []uint32) error {
 	n, err := ebpf.PossibleCPU()
 	if err != nil {
 		return fmt.Errorf("count CPUs: %w", err)
 	}
-	if err := m.Put(id, make([]bpfLbCounters, n)); err != nil {
-		return fmt.Errorf("reset counters %d: %w", id, err)
+	if _, err := m.BatchUpdate(ids, make([]bpfLbCounters, n*len(ids)), nil); err != nil {
+		return fmt.Errorf("reset %d counters of %s: %w", len(ids), m, err)
 	}
 	return nil
 }
