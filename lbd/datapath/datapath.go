@@ -84,16 +84,16 @@ type Datapath struct {
 	// out from now on is above it (and above every live backend's).
 	cookieFloor uint32
 
-	mu     sync.Mutex
-	state  *state     // what Apply last wrote (or what Open found pinned)
-	empty  *ebpf.Map  // the shared empty table (tables.go), once created
-	last   ApplyStats // what the last successful Apply wrote
+	mu    sync.Mutex
+	state *state     // what Apply last wrote (or what Open found pinned)
+	empty *ebpf.Map  // the shared empty table (tables.go), once created
+	last  ApplyStats // what the last successful Apply wrote
 	// Test hooks: faultAt fails Apply after a step; badTable makes the
 	// table of that service one the kernel refuses in the batch update.
 	faultAt  func(step string) error
 	badTable string
-	link   link.Link // tcx link, when attached with tcx
-	clsact int       // ifindex, when attached with clsact
+	link     link.Link // tcx link, when attached with tcx
+	clsact   int       // ifindex, when attached with clsact
 }
 
 // Open loads the program and creates its maps, or adopts the maps pinned
