@@ -84,18 +84,22 @@ func runDaemon(stderr io.Writer, cfgPath string, replace, clsact, debug bool) er
 	}()
 	watchdog, _ := sddaemon.SdWatchdogEnabled(false)
 	pf, running, bgpStatus := "", "", ""
-	if cfg, err := config.Load(cfgPath); err == nil {
+	cfg, err := config.Load(cfgPath)
+	if err == nil {
 		pf, running, bgpStatus = pidFile(cfg.Balancer.PinPath), runningConfigPath(cfg.Balancer.PinPath), bgpStatusPath(cfg.Balancer.PinPath)
 		if err := writePID(pf); err != nil {
 			log.Warn("cannot write PID file; `lbd reload` will not find this daemon (use systemctl reload or kill -HUP)", "err", err)
 			pf = ""
 		}
+	} else {
+		cfg = nil // daemon.Run loads it again and reports why it fails
 	}
 	if pf != "" {
 		defer os.Remove(pf)
 	}
-	err := daemon.Run(ctx, daemon.Options{
+	err = daemon.Run(ctx, daemon.Options{
 		ConfigPath:          cfgPath,
+		Config:              cfg,
 		RunningCopy:         running,
 		BGPStatusFile:       bgpStatus,
 		Logger:              log,
