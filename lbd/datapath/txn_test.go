@@ -3,6 +3,7 @@ package datapath
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"math/rand/v2"
 	"net/netip"
 	"slices"
@@ -198,5 +199,45 @@ func TestApplyWritesOnlyChanges(t *testing.T) {
 	// table, then is marked down: one service, one table, two writes.
 	if got := d.LastApply(); got != (ApplyStats{Services: 1, Tables: 1, Backends: 1}) {
 		t.Fatalf("a flap wrote %+v, want 1 service, 1 table, 1 backend write", got)
+	}
+}
+
+// TestStatsBatchedEqualsPerEntry: Stats reads counters by batch above
+// batchStatsFrom backends; both ways give the same figures.
+func TestStatsBatchedEqualsPerEntry(t *testing.T) {
+	d := mustOpen(t, Options{MaxServices: 512, MaxBackends: 2048})
+	svcs := make([]Service, 100)
+	for i := range svcs {
+		bes := make([]Backend, 3)
+		for j := range bes {
+			bes[j] = Backend{Name: fmt.Sprint(j), Addr: netip.AddrFrom4([4]byte{198, 51, 100, byte(j + 1)}), MAC: beMAC(j), Weight: 1, State: Up}
+		}
+		svcs[i] = Service{Name: fmt.Sprint("s", i), VIP: netip.AddrFrom4([4]byte{192, 0, 2, byte(i + 1)}), Proto: TCP, Ports: []uint16{80}, Backends: bes}
+	}
+	mustApply(t, d, svcs...)
+	r := flowRun{d, t}
+	for _, f := range txnFlows(svcs[:5]) {
+		r.send(f, true)
+	}
+	if len(d.state.backends) <= batchStatsFrom {
+		t.Fatalf("%d backends: the batched path is not taken", len(d.state.backends))
+	}
+	batched, err := d.Stats()
+	if err != nil {
+		t.Fatal(err)
+	}
+	perEntry := Stats{}
+	for _, id := range slices.Sorted(maps.Keys(d.state.services)) {
+		ss, err := d.serviceStats(d.state.services[id], sumCounters)
+		if err != nil {
+			t.Fatal(err)
+		}
+		perEntry.Services = append(perEntry.Services, ss)
+	}
+	if fmt.Sprint(batched.Services) != fmt.Sprint(perEntry.Services) {
+		t.Fatal("batched counters differ from per-entry ones")
+	}
+	if batched.Services[0].Counters.NewFlows == 0 {
+		t.Fatal("no new flows counted: the comparison proves nothing")
 	}
 }
