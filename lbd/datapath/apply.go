@@ -59,7 +59,7 @@ func (d *Datapath) LastApply() ApplyStats {
 }
 
 func (d *Datapath) apply(services []Service) error {
-	tx := &txn{d: d}
+	tx := &txn{d: d, prevSched: map[uint32]Scheduler{}}
 	defer tx.close()
 	ids, err := d.matchServices(tx, services)
 	if err != nil {
@@ -142,8 +142,18 @@ type txn struct {
 	delKeys []bpfLbServiceKey
 	keyOld  map[bpfLbServiceKey]bpfLbService // before this Apply, for undo
 
-	changed map[uint32]bool // services with anything to write
-	undo    []func() error
+	changed   map[uint32]bool      // services with anything to write
+	prevSched map[uint32]Scheduler // schedulers this Apply changes, as they were
+	undo      []func() error
+}
+
+// oldKey is the value key k had before this Apply, owned by owner.
+func (tx *txn) oldKey(owner uint32) bpfLbService {
+	sched, ok := tx.prevSched[owner]
+	if !ok {
+		sched = tx.d.state.services[owner].sched
+	}
+	return bpfLbService{Id: owner, Sched: uint8(sched)}
 }
 
 func (tx *txn) close() {
@@ -174,6 +184,9 @@ func (tx *txn) planService(id uint32, s *Service) error {
 		tx.mark(id)
 	}
 	schedChanged := st.sched != s.Scheduler
+	if schedChanged {
+		tx.prevSched[id] = st.sched // for the keys' undo
+	}
 	st.name, st.vip, st.proto, st.sched = s.Name, s.VIP, s.Proto, s.Scheduler
 	st.ports = slices.Sorted(slices.Values(s.Ports))
 	ids, err := tx.planBackends(st, s.Backends)
@@ -393,7 +406,7 @@ func (tx *txn) planKeys(services []Service, ids []uint32) error {
 				continue
 			}
 			if ok {
-				tx.keyOld[k] = bpfLbService{Id: owner, Sched: uint8(d.state.services[owner].sched)}
+				tx.keyOld[k] = tx.oldKey(owner)
 			}
 			tx.putKeys = append(tx.putKeys, k)
 			tx.putVals = append(tx.putVals, val)
@@ -403,7 +416,7 @@ func (tx *txn) planKeys(services []Service, ids []uint32) error {
 	}
 	for k, owner := range d.state.keyOwner {
 		if !want[k] {
-			tx.keyOld[k] = bpfLbService{Id: owner, Sched: uint8(d.state.services[owner].sched)}
+			tx.keyOld[k] = tx.oldKey(owner)
 			tx.delKeys = append(tx.delKeys, k)
 			tx.mark(owner)
 		}

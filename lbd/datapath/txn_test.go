@@ -12,8 +12,8 @@ import (
 )
 
 // txnStates are the two states of the failure tests: every kind of change
-// at once (backend added, removed, reweighted, taken down; a service
-// removed, one added, a port moving between services).
+// at once (backend added, removed, reweighted, taken down; a scheduler
+// changed; a service removed, one added, a port moving between services).
 func txnStates() (before, after []Service) {
 	be := func(i int, w uint32) Backend {
 		return Backend{Name: fmt.Sprint("b", i), Addr: netip.AddrFrom4([4]byte{192, 0, 2, byte(100 + i)}), MAC: beMAC(i), Weight: w, State: Up}
@@ -33,6 +33,7 @@ func txnStates() (before, after []Service) {
 		svc("b", "192.0.2.20", 80, be(4, 3), b5down, be(6, 1)),
 		svc("d", "192.0.2.30", 80, be(10, 1), be(11, 1)), // takes c's key: a new service
 	}
+	after[0].Scheduler = Source // its keys' values change too
 	return before, after
 }
 
