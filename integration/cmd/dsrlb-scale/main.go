@@ -91,6 +91,7 @@ func run(ctx context.Context, bin string, runs int, shapes []shape) error {
 		return err
 	}
 	defer b.sock.Close()
+	load0 := loadavg()
 	var rows []row
 	for _, sh := range shapes {
 		var samples []row
@@ -105,7 +106,17 @@ func run(ctx context.Context, bin string, runs int, shapes []shape) error {
 		rows = append(rows, median(samples))
 	}
 	printTable(rows, runs)
+	// The machine may be shared: say how busy it was.
+	fmt.Printf("\nload average (1, 5, 15 min) at start: %s; at end: %s\n", load0, loadavg())
 	return nil
+}
+
+func loadavg() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if f := strings.Fields(string(b)); err == nil && len(f) >= 3 {
+		return strings.Join(f[:3], " ")
+	}
+	return "unknown"
 }
 
 type bench struct {
