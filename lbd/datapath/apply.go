@@ -5,9 +5,11 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"runtime"
 	"slices"
 	"sort"
 	"strings"
+	"sync"
 
 	"github.com/cilium/ebpf"
 
@@ -136,6 +138,7 @@ type txn struct {
 	removed []uint32 // service ids removed
 
 	maglev, rr tableSwitch
+	jobs       []tableJob // tables to build before the switch
 
 	putKeys []bpfLbServiceKey
 	putVals []bpfLbService
@@ -316,17 +319,19 @@ func (tx *txn) planTables(st *svcState, s *Service, ids []uint32, schedChanged b
 	if len(pop) == 0 {
 		return tx.emptyTables(st)
 	}
-	slots, err := maglev.Build(pop, size)
-	if err != nil {
-		return fmt.Errorf("build maglev table: %w", err)
-	}
-	if err := tx.addTable(&tx.maglev, d.objs.LbMaglev, st.id, slots, popIDs); err != nil {
-		return err
-	}
+	tx.addTable(&tx.maglev, d.objs.LbMaglev, st, func() ([]uint32, error) {
+		slots, err := maglev.Build(pop, size)
+		if err != nil {
+			return nil, fmt.Errorf("build maglev table: %w", err)
+		}
+		return idsOf(slots, popIDs), nil
+	})
 	switch {
 	case s.Scheduler == RoundRobin:
 		st.rrTable = true
-		return tx.addTable(&tx.rr, d.objs.LbRr, st.id, roundRobinTable(pop, size), popIDs)
+		tx.addTable(&tx.rr, d.objs.LbRr, st, func() ([]uint32, error) {
+			return idsOf(roundRobinTable(pop, size), popIDs), nil
+		})
 	case st.rrTable:
 		st.rrTable = false
 		return tx.addEmpty(&tx.rr, d.objs.LbRr, st.id)
@@ -347,20 +352,69 @@ func (tx *txn) emptyTables(st *svcState) error {
 	return nil
 }
 
-func (tx *txn) addTable(sw *tableSwitch, outer *ebpf.Map, svc uint32, slots, ids []uint32) error {
-	vals := make([]uint32, len(slots))
+// addTable queues a table for st, built by buildTables from ids: the
+// backend id of each slot.
+func (tx *txn) addTable(sw *tableSwitch, outer *ebpf.Map, st *svcState, ids func() ([]uint32, error)) {
+	sw.outer = outer
+	sw.add(st.id, nil)
+	tx.jobs = append(tx.jobs, tableJob{sw: sw, idx: len(sw.keys) - 1, name: st.name, ids: ids})
+}
+
+func idsOf(slots, ids []uint32) []uint32 {
+	out := make([]uint32, len(slots))
 	for i, s := range slots {
-		vals[i] = ids[s]
+		out[i] = ids[s]
 	}
-	if tx.d.badTable != "" && tx.d.state.services[svc].name == tx.d.badTable {
-		return tx.addBadTable(sw, outer, svc)
+	return out
+}
+
+// tableJob is one table to build and create.
+type tableJob struct {
+	sw   *tableSwitch
+	idx  int // of the table in sw
+	name string
+	ids  func() ([]uint32, error)
+}
+
+// buildTables computes and creates the queued tables on every CPU: for
+// 100 services of 100 backends, building 16,381-slot Maglev tables is
+// most of an Apply. Nothing the program reads changes here.
+func (tx *txn) buildTables() error {
+	errs := make([]error, len(tx.jobs))
+	next := make(chan int)
+	var wg sync.WaitGroup
+	for range min(runtime.GOMAXPROCS(0), len(tx.jobs)) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range next {
+				errs[i] = tx.build(&tx.jobs[i])
+			}
+		}()
 	}
-	m, err := tx.d.newTable(vals)
-	if err != nil {
+	for i := range tx.jobs {
+		next <- i
+	}
+	close(next)
+	wg.Wait()
+	return errors.Join(errs...)
+}
+
+func (tx *txn) build(j *tableJob) error {
+	if tx.d.badTable != "" && j.name == tx.d.badTable {
+		m, err := badTableMap()
+		j.sw.tables[j.idx] = m
 		return err
 	}
-	sw.outer = outer
-	sw.add(svc, m)
+	ids, err := j.ids()
+	if err != nil {
+		return fmt.Errorf("service %s: %w", j.name, err)
+	}
+	m, err := tx.d.newTable(ids)
+	if err != nil {
+		return fmt.Errorf("service %s: %w", j.name, err)
+	}
+	j.sw.tables[j.idx] = m
 	return nil
 }
 
@@ -428,6 +482,9 @@ func (tx *txn) planKeys(services []Service, ids []uint32) error {
 // undone on failure; what follows only retires what no table or key
 // names any more.
 func (tx *txn) commit() error {
+	if err := tx.buildTables(); err != nil {
+		return fmt.Errorf("build tables: %w", err)
+	}
 	steps := []struct {
 		name string
 		run  func() error

@@ -157,14 +157,8 @@ func (d *Datapath) fault(step string) error {
 	return d.faultAt(step)
 }
 
-// addBadTable (test hook) queues a hash map as svc's table: the kernel
+// badTableMap (test hook) is a hash map queued as a table: the kernel
 // refuses it in the middle of the batch update, a real partial failure.
-func (tx *txn) addBadTable(sw *tableSwitch, outer *ebpf.Map, svc uint32) error {
-	m, err := ebpf.NewMap(&ebpf.MapSpec{Type: ebpf.Hash, KeySize: 4, ValueSize: 4, MaxEntries: 1})
-	if err != nil {
-		return err
-	}
-	sw.outer = outer
-	sw.add(svc, m)
-	return nil
+func badTableMap() (*ebpf.Map, error) {
+	return ebpf.NewMap(&ebpf.MapSpec{Type: ebpf.Hash, KeySize: 4, ValueSize: 4, MaxEntries: 1})
 }
