@@ -87,6 +87,8 @@
 //     copy however large (65,537 slots: 0.2 ms instead of 30 ms). They are
 //     created without BTF (loading it per map was two thirds of the
 //     creation cost), unmapped, then frozen: no one writes a live table.
+//     They are built (Maglev population) and created on every CPU at once,
+//     before anything the program reads changes.
 //   - One batch update per outer map switches every changed table. Since
 //     kernel 6.8 a batch update of an array of maps waits for one grace
 //     period in all; older kernels wait per entry, as a Put does. Services
