@@ -22,7 +22,8 @@
 /* Bump LB_ABI_VERSION when a map layout or the meaning of a field changes:
  * lbd does not adopt pinned maps written by another ABI (lb_config.abi). */
 enum lb_abi {
-	LB_ABI_VERSION = 2, /* 2: pass_other_host reason, lb_config.last_cookie */
+	LB_ABI_VERSION = 3, /* 2: pass_other_host reason, lb_config.last_cookie;
+			     * 3: per-service table sizes (size in slot 0) */
 };
 
 /* Fixed hash seed: two balancers with the same configuration must pick the
@@ -126,7 +127,8 @@ struct lb_ct_entry {
 struct lb_config {
 	__u64 tcp_timeout_ns; /* idle time after which a TCP entry is ignored */
 	__u64 udp_timeout_ns; /* same for UDP */
-	__u32 table_size;     /* entries of every Maglev and round-robin table (a prime) */
+	__u32 table_size;     /* bound of every table's size (Go only: each table
+	                       * holds its own size in slot 0) */
 	__u32 abi;            /* LB_ABI_VERSION of the writer */
 	__u8 if_mac[6];       /* source MAC of redirected frames: the interface's */
 	__u8 pad[2];

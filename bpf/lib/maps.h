@@ -25,14 +25,18 @@ struct {
 	__uint(max_entries, 65536);
 } lb_backends SEC(".maps");
 
-/* Inner table: slot -> backend id. Go fills a new one aside and swaps it
- * into the outer map with one update: the program never reads a
- * half-written table. */
+/* Inner table. Slot 0 holds n, the table's size (0: no usable backend);
+ * slots 1..n name backend ids. Each service's table is sized from its
+ * backend count (BPF_F_INNER_MAP: inner maps of any max_entries), so the
+ * size travels with the table it describes. Go fills a new one aside
+ * (BPF_F_MMAPABLE: one memory copy) and switches it in with the outer
+ * map's update: the program never reads a half-written table. */
 struct lb_table {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__type(key, __u32);
 	__type(value, __u32);
-	__uint(max_entries, 65537);
+	__uint(max_entries, 65538);
+	__uint(map_flags, BPF_F_INNER_MAP | BPF_F_MMAPABLE);
 };
 
 /* service id -> its weighted Maglev table (up backends only). Used by the

@@ -12,17 +12,22 @@
 #include "hash.h"
 #include "conntrack.h"
 
-/* lb_table_get reads slot of the service's table in outer (lb_maglev or
- * lb_rr) and returns that backend if it is up. */
-static __always_inline struct lb_backend *lb_table_get(void *outer, __u32 svc_id, __u32 slot, __u32 *id)
+/* lb_table_get reads slot 1 + h % n of the service's table in outer
+ * (lb_maglev or lb_rr), n being the table's own size in slot 0, and
+ * returns that backend if it is up. */
+static __always_inline struct lb_backend *lb_table_get(void *outer, __u32 svc_id, __u32 h, __u32 *id)
 {
 	struct lb_backend *be;
-	__u32 *bid;
+	__u32 *bid, *n, slot = 0;
 	void *table;
 
 	table = bpf_map_lookup_elem(outer, &svc_id);
 	if (!table)
-		return NULL; /* no up backend: Go removed the table */
+		return NULL; /* never written */
+	n = bpf_map_lookup_elem(table, &slot);
+	if (!n || !*n)
+		return NULL; /* no up backend: Go wrote an empty table */
+	slot = 1 + h % *n;
 	bid = bpf_map_lookup_elem(table, &slot);
 	if (!bid)
 		return NULL;
@@ -42,24 +47,20 @@ static __always_inline struct lb_backend *lb_pick_consistent(const struct lb_ser
 {
 	__u32 h;
 
-	if (!cfg->table_size)
-		return NULL;
 	if (svc->sched == LB_SCHED_SOURCE)
 		h = lb_hash_source(&flow->saddr);
 	else
 		h = lb_hash_flow(flow);
-	return lb_table_get(&lb_maglev, svc->id, h % cfg->table_size, id);
+	return lb_table_get(&lb_maglev, svc->id, h, id);
 }
 
 static __always_inline struct lb_backend *lb_pick_rr(const struct lb_service *svc, const struct lb_config *cfg, __u32 *id)
 {
 	__u32 *next = bpf_map_lookup_elem(&lb_rr_next, &svc->id);
-	__u32 n;
 
-	if (!next || !cfg->table_size)
+	if (!next)
 		return NULL;
-	n = __sync_fetch_and_add(next, 1);
-	return lb_table_get(&lb_rr, svc->id, n % cfg->table_size, id);
+	return lb_table_get(&lb_rr, svc->id, __sync_fetch_and_add(next, 1), id);
 }
 
 static __always_inline int lb_is_new_flow(const struct lb_pkt *pkt)

@@ -161,3 +161,44 @@ func setTCPTimeout(b *testing.B, d *Datapath, ns uint64) {
 		b.Fatal(err)
 	}
 }
+
+// BenchmarkApply measures Apply of nsvc services of nbe backends: from
+// nothing (every table created and switched) and a change of every
+// service or of one (the first backend's weight). ns/op is one Apply.
+func BenchmarkApply(b *testing.B) {
+	for _, sh := range [][2]int{{1000, 3}, {100, 100}} {
+		nsvc, nbe := sh[0], sh[1]
+		opts := Options{MaglevTableSize: 65537, ConntrackSize: 4096, MaxServices: 4096, MaxBackends: 65536, MaxServiceKeys: 16384}
+		base := benchServices(nsvc, nbe, Maglev)
+		bumped := func(n int) []Service {
+			out := benchServices(nsvc, nbe, Maglev)
+			for i := range n {
+				out[i].Backends[0].Weight = 2
+			}
+			return out
+		}
+		b.Run(fmt.Sprintf("services=%d/backends=%d/from_nothing", nsvc, nbe), func(b *testing.B) {
+			for b.Loop() {
+				b.StopTimer()
+				d := mustOpen(b, opts)
+				b.StartTimer()
+				mustApply(b, d, base...)
+				b.StopTimer()
+				d.Close()
+				b.StartTimer()
+			}
+		})
+		for _, changed := range []int{nsvc, 1} {
+			b.Run(fmt.Sprintf("services=%d/backends=%d/changed=%d", nsvc, nbe, changed), func(b *testing.B) {
+				d := mustOpen(b, opts)
+				states := [2][]Service{base, bumped(changed)}
+				mustApply(b, d, base...)
+				i := 0
+				for b.Loop() {
+					i++
+					mustApply(b, d, states[i%2]...)
+				}
+			})
+		}
+	}
+}

@@ -16,7 +16,7 @@ import (
 type bpfLbAbi uint32
 
 const (
-	bpfLbAbiLB_ABI_VERSION bpfLbAbi = 2
+	bpfLbAbiLB_ABI_VERSION bpfLbAbi = 3
 )
 
 type bpfLbBackend struct {

@@ -26,7 +26,7 @@ type Options struct {
 	ConntrackSize   uint32
 	TCPTimeout      time.Duration
 	UDPTimeout      time.Duration
-	MaglevTableSize uint32 // prime; also the round-robin table size
+	MaglevTableSize uint32 // prime; bound of every table's size (maglev.TableSize)
 	MaxServices     uint32 // service ids
 	MaxServiceKeys  uint32 // (vip, proto, port) entries over all services
 	MaxBackends     uint32 // backend ids over all services
@@ -84,10 +84,16 @@ type Datapath struct {
 	// out from now on is above it (and above every live backend's).
 	cookieFloor uint32
 
-	mu     sync.Mutex
-	state  *state    // what Apply last wrote (or what Open found pinned)
-	link   link.Link // tcx link, when attached with tcx
-	clsact int       // ifindex, when attached with clsact
+	mu    sync.Mutex
+	state *state     // what Apply last wrote (or what Open found pinned)
+	empty *ebpf.Map  // the shared empty table (tables.go), once created
+	last  ApplyStats // what the last successful Apply wrote
+	// Test hooks: faultAt fails Apply after a step; badTable makes the
+	// table of that service one the kernel refuses in the batch update.
+	faultAt  func(step string) error
+	badTable string
+	link     link.Link // tcx link, when attached with tcx
+	clsact   int       // ifindex, when attached with clsact
 }
 
 // Open loads the program and creates its maps, or adopts the maps pinned
@@ -128,11 +134,16 @@ func (d *Datapath) spec() (*ebpf.CollectionSpec, error) {
 	for name, n := range sizes {
 		spec.Maps[name].MaxEntries = n
 	}
+	// The template's size is the bound; with BPF_F_INNER_MAP (maps.h) the
+	// kernel accepts inner tables of any size.
 	for _, name := range []string{bpfMapLbMaglev, bpfMapLbRr} {
-		spec.Maps[name].InnerMap.MaxEntries = o.MaglevTableSize
+		spec.Maps[name].InnerMap.MaxEntries = o.MaglevTableSize + 1
 	}
 	d.inner = spec.Maps[bpfMapLbMaglev].InnerMap.Copy()
 	d.inner.Name = "lb_table"
+	// Tables are created by the thousand: without key and value types
+	// none loads BTF into the kernel (two thirds of its creation cost).
+	d.inner.Key, d.inner.Value = nil, nil
 	if o.PinPath != "" {
 		for name, m := range spec.Maps {
 			if !strings.HasPrefix(name, ".") { // globals cannot be pinned
@@ -255,6 +266,10 @@ func (d *Datapath) Close() error {
 	if d.link != nil {
 		errs = append(errs, d.link.Close())
 		d.link = nil
+	}
+	if d.empty != nil {
+		errs = append(errs, d.empty.Close())
+		d.empty = nil
 	}
 	return errors.Join(append(errs, d.objs.Close())...)
 }

@@ -11,7 +11,8 @@ import (
 
 // Slot is the Go model of the program's consistent choice: the Maglev
 // table slot it reads for flow f of a service using scheduler s (source:
-// client address; otherwise the 5-tuple).
+// client address; otherwise the 5-tuple), tableSize being that service's
+// table size (maglev.TableSize). The program stores slot i at index 1 + i.
 func Slot(s Scheduler, f Flow, tableSize uint32) uint32 {
 	if s == Source {
 		return HashSource(f.Src.Addr()) % tableSize
@@ -52,9 +53,8 @@ func (d *Datapath) LookupFlow(f Flow) (FlowInfo, error) {
 		info.Tracked, info.Why = true, "conntrack entry"
 		return info, nil
 	}
-	slot := Slot(Scheduler(svc.Sched), f, d.opts.MaglevTableSize)
-	id, err := d.tableSlot(svc.Id, slot)
-	if errors.Is(err, ebpf.ErrKeyNotExist) {
+	n, slot, id, err := d.tableSlot(svc.Id, Scheduler(svc.Sched), f)
+	if errors.Is(err, ebpf.ErrKeyNotExist) || (err == nil && n == 0) {
 		info.Why = "no usable backend: passed to the host"
 		return info, nil
 	}
@@ -62,9 +62,9 @@ func (d *Datapath) LookupFlow(f Flow) (FlowInfo, error) {
 		return FlowInfo{}, err
 	}
 	d.describe(&info, id)
-	info.Why = fmt.Sprintf("%s table slot %d", Scheduler(svc.Sched), slot)
+	info.Why = fmt.Sprintf("%s table slot %d of %d", Scheduler(svc.Sched), slot, n)
 	if Scheduler(svc.Sched) == RoundRobin {
-		info.Why = fmt.Sprintf("untracked: maglev fallback slot %d (a new flow takes the next round-robin slot)", slot)
+		info.Why = fmt.Sprintf("untracked: maglev fallback slot %d of %d (a new flow takes the next round-robin slot)", slot, n)
 	}
 	return info, nil
 }
@@ -107,22 +107,31 @@ func flowKey(f Flow) bpfLbFlow {
 	return k
 }
 
-// tableSlot reads slot of the service's Maglev table.
-func (d *Datapath) tableSlot(svc, slot uint32) (uint32, error) {
+// tableSlot reads the service's Maglev table as the program does: its
+// size n, the slot Slot gives for f, and the backend id there. The inner
+// table is opened by id (read-only for a Reader), so a reader never holds
+// a writable fd.
+func (d *Datapath) tableSlot(svc uint32, s Scheduler, f Flow) (n, slot, id uint32, err error) {
 	var innerID ebpf.MapID
 	if err := d.objs.LbMaglev.Lookup(svc, &innerID); err != nil {
-		return 0, fmt.Errorf("read maglev table of service %d: %w", svc, err)
+		return 0, 0, 0, fmt.Errorf("read maglev table of service %d: %w", svc, err)
 	}
 	inner, err := d.openMapByID(innerID)
 	if err != nil {
-		return 0, fmt.Errorf("open maglev table of service %d: %w", svc, err)
+		return 0, 0, 0, fmt.Errorf("open maglev table of service %d: %w", svc, err)
 	}
 	defer inner.Close()
-	var id uint32
-	if err := inner.Lookup(slot, &id); err != nil {
-		return 0, fmt.Errorf("read maglev slot %d: %w", slot, err)
+	if err := inner.Lookup(uint32(0), &n); err != nil {
+		return 0, 0, 0, fmt.Errorf("read maglev table size of service %d: %w", svc, err)
 	}
-	return id, nil
+	if n == 0 {
+		return 0, 0, 0, nil
+	}
+	slot = Slot(s, f, n)
+	if err := inner.Lookup(1+slot, &id); err != nil {
+		return n, slot, 0, fmt.Errorf("read maglev slot %d: %w", slot, err)
+	}
+	return n, slot, id, nil
 }
 
 // monotonicNow is bpf_ktime_get_ns's clock.

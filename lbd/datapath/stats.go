@@ -1,6 +1,7 @@
 package datapath
 
 import (
+	"errors"
 	"fmt"
 	"net"
 	"net/netip"
@@ -64,8 +65,16 @@ func (d *Datapath) Stats() (Stats, error) {
 		ids = append(ids, id)
 	}
 	slices.Sort(ids)
+	read := sumCounters
+	if len(d.state.backends) > batchStatsFrom {
+		all, err := d.allCounters()
+		if err != nil {
+			return Stats{}, err
+		}
+		read = func(m *ebpf.Map, key uint32) (Counters, error) { return all[m][key], nil }
+	}
 	for _, id := range ids {
-		ss, err := d.serviceStats(d.state.services[id])
+		ss, err := d.serviceStats(d.state.services[id], read)
 		if err != nil {
 			return Stats{}, err
 		}
@@ -74,8 +83,8 @@ func (d *Datapath) Stats() (Stats, error) {
 	return st, nil
 }
 
-func (d *Datapath) serviceStats(s *svcState) (ServiceStats, error) {
-	c, err := sumCounters(d.objs.LbSvcStats, s.id)
+func (d *Datapath) serviceStats(s *svcState, read func(*ebpf.Map, uint32) (Counters, error)) (ServiceStats, error) {
+	c, err := read(d.objs.LbSvcStats, s.id)
 	if err != nil {
 		return ServiceStats{}, err
 	}
@@ -87,7 +96,7 @@ func (d *Datapath) serviceStats(s *svcState) (ServiceStats, error) {
 	slices.Sort(bids)
 	for _, id := range bids {
 		b := d.state.backends[id]
-		c, err := sumCounters(d.objs.LbBeStats, id)
+		c, err := read(d.objs.LbBeStats, id)
 		if err != nil {
 			return ServiceStats{}, err
 		}
@@ -110,4 +119,45 @@ func sumCounters(m *ebpf.Map, key uint32) (Counters, error) {
 		c.NoBackend += p.NoBackend
 	}
 	return c, nil
+}
+
+// batchStatsFrom is the number of backends above which Stats reads the
+// counter arrays whole, by batch lookups, rather than one entry per call:
+// 10,000 backends cost 10,000 calls (an adopting lbd reads them at start).
+const batchStatsFrom = 256
+
+// allCounters reads every entry of the service and backend counters.
+func (d *Datapath) allCounters() (map[*ebpf.Map][]Counters, error) {
+	ncpu, err := ebpf.PossibleCPU()
+	if err != nil {
+		return nil, fmt.Errorf("count CPUs: %w", err)
+	}
+	out := map[*ebpf.Map][]Counters{}
+	for _, m := range []*ebpf.Map{d.objs.LbSvcStats, d.objs.LbBeStats} {
+		sums := make([]Counters, m.MaxEntries())
+		const chunk = 4096
+		keys := make([]uint32, chunk)
+		vals := make([]bpfLbCounters, chunk*ncpu)
+		var cursor ebpf.MapBatchCursor
+		for {
+			n, err := m.BatchLookup(&cursor, keys, vals, nil)
+			for i := range n {
+				c := &sums[keys[i]]
+				for _, p := range vals[i*ncpu : (i+1)*ncpu] {
+					c.Packets += p.Packets
+					c.Bytes += p.Bytes
+					c.NewFlows += p.NewFlows
+					c.NoBackend += p.NoBackend
+				}
+			}
+			if errors.Is(err, ebpf.ErrKeyNotExist) {
+				break
+			}
+			if err != nil {
+				return nil, fmt.Errorf("read counters %s: %w", m, err)
+			}
+		}
+		out[m] = sums
+	}
+	return out, nil
 }

@@ -69,6 +69,7 @@ type checker struct {
 
 	cancel context.CancelFunc
 	done   chan struct{}
+	first  time.Duration // delay of the first check after start
 
 	mu  sync.Mutex // guards st and cnt, read by Status
 	st  Status
@@ -78,7 +79,7 @@ type checker struct {
 func newChecker(t Target, initial State, p prober, log *slog.Logger, every time.Duration,
 	notify func(context.Context, Target, State, string)) *checker {
 	now := time.Now()
-	return &checker{
+	c := &checker{
 		t:      t,
 		probe:  p,
 		log:    log.With("backend", t.Key, "addr", t.Addr.String()),
@@ -89,6 +90,8 @@ func newChecker(t Target, initial State, p prober, log *slog.Logger, every time.
 		st:     Status{Target: t, State: initial, Since: now},
 		cnt:    counter{state: initial},
 	}
+	c.first = firstDelay(t.Check.Interval, c.rnd)
+	return c
 }
 
 // start runs the checker on its own goroutine, tracked by wg.
@@ -110,7 +113,7 @@ func (c *checker) stop() {
 }
 
 func (c *checker) run(ctx context.Context) {
-	timer := time.NewTimer(firstDelay(c.t.Check.Interval, c.rnd))
+	timer := time.NewTimer(c.first)
 	defer timer.Stop()
 	for {
 		select {

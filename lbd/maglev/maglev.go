@@ -81,12 +81,22 @@ func populate(backends []Backend, order []int, size uint32) []uint32 {
 		table[i] = empty
 	}
 	n := len(order)
-	offset, skip, next := make([]uint64, n), make([]uint64, n), make([]uint64, n)
+	// pos[j] is backend j's next preferred slot, (offset + k*skip) mod
+	// size for its k-th preference, advanced by addition: no division in
+	// the loop that runs about size*ln(size) times.
+	pos, skip := make([]uint32, n), make([]uint32, n)
 	credit := make([]uint64, n)
 	var maxWeight uint64
 	for j, i := range order {
-		offset[j], skip[j] = permutation(backends[i].Key, size)
+		off, sk := permutation(backends[i].Key, size)
+		pos[j], skip[j] = uint32(off), uint32(sk)
 		maxWeight = max(maxWeight, uint64(backends[i].Weight))
+	}
+	advance := func(p, skip uint32) uint32 {
+		if p += skip; p >= size {
+			p -= size
+		}
+		return p
 	}
 	filled := uint32(0)
 	for {
@@ -94,13 +104,12 @@ func populate(backends []Backend, order []int, size uint32) []uint32 {
 			credit[j] += uint64(backends[i].Weight)
 			for credit[j] >= maxWeight {
 				credit[j] -= maxWeight
-				slot := (offset[j] + next[j]*skip[j]) % uint64(size)
-				for table[slot] != empty {
-					next[j]++
-					slot = (offset[j] + next[j]*skip[j]) % uint64(size)
+				p := pos[j]
+				for table[p] != empty {
+					p = advance(p, skip[j])
 				}
-				table[slot] = uint32(i)
-				next[j]++
+				table[p] = uint32(i)
+				pos[j] = advance(p, skip[j])
 				if filled++; filled == size {
 					return table
 				}

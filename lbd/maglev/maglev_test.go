@@ -185,3 +185,36 @@ func BenchmarkBuild(b *testing.B) {
 		})
 	}
 }
+
+func TestTableSize(t *testing.T) {
+	for _, c := range []struct {
+		backends int
+		limit    uint32
+		want     uint32
+	}{
+		{0, 65537, 251},
+		{1, 65537, 251},
+		{3, 65537, 509},
+		{5, 65537, 509},
+		{6, 65537, 1021},
+		{100, 65537, 16381},
+		{655, 65537, 65537},
+		{656, 65537, 65537}, // bounded: the configured size
+		{10000, 100003, 100003},
+		{10000, 1048573, 1048573},
+		{3, 251, 251},
+	} {
+		got := TableSize(c.backends, c.limit)
+		if got != c.want {
+			t.Errorf("TableSize(%d, %d) = %d, want %d", c.backends, c.limit, got, c.want)
+		}
+		if !isPrime(got) {
+			t.Errorf("TableSize(%d, %d) = %d is not prime", c.backends, c.limit, got)
+		}
+	}
+	for _, s := range sizes {
+		if !isPrime(s) {
+			t.Errorf("step %d is not prime", s)
+		}
+	}
+}

@@ -16,7 +16,7 @@ type wireFile struct {
 
 type wireBalancer struct {
 	Interface       string         `yaml:"interface" doc:"The NIC that receives client traffic for the VIPs; frames leave by the same NIC (one-arm)."`
-	MaglevTableSize *uint32        `yaml:"maglev_table_size" doc:"Slots per Maglev lookup table; a prime, at least 10 x the servers of the largest service. Default 65537."`
+	MaglevTableSize *uint32        `yaml:"maglev_table_size" doc:"Largest Maglev lookup table: each service gets a prime of at least 100 slots per server (in steps of about 2x), at most this; a prime, at least 10 x the servers of the largest service. Default 65537."`
 	Conntrack       *wireConntrack `yaml:"conntrack" doc:"The LRU connection table that keeps established flows on their backend."`
 	PinPath         *string        `yaml:"pin_path" doc:"Directory under bpffs where maps and the program link are pinned. Default /sys/fs/bpf/dsrlb."`
 	Metrics         *wireMetrics   `yaml:"metrics" doc:"Prometheus metrics endpoint."`

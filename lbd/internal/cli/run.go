@@ -120,6 +120,7 @@ func runDaemon(stderr io.Writer, cfgPath, version, logFormat string, replace, cl
 	defer stopSeen()
 	err = daemon.Run(ctx, daemon.Options{
 		ConfigPath:          cfgPath,
+		Config:              cfg,
 		RunningCopy:         running,
 		BGPStatusFile:       bgpStatus,
 		VIPRecord:           vipsFile(pin),

@@ -396,15 +396,30 @@ func findService(cfg *config.Config, name string) *config.Service {
 	return nil
 }
 
-// movedShare compares the Maglev tables of two versions of a service.
-func movedShare(a, b *config.Service, size uint32) float64 {
-	ta, ka := table(a, size)
-	tb, kb := table(b, size)
+// movedShare compares the Maglev tables of two versions of a service, each
+// sized as the data plane sizes it (maglev.TableSize, bounded by limit).
+// Tables of one size are compared slot by slot; when the size changed, a
+// flow hashing to h reads slot h mod size of each, so the share is
+// measured over a fixed sample of hashes.
+func movedShare(a, b *config.Service, limit uint32) float64 {
+	ta, ka := table(a, maglev.TableSize(len(a.Servers), limit))
+	tb, kb := table(b, maglev.TableSize(len(b.Servers), limit))
 	if ta == nil || tb == nil {
 		if ta == nil && tb == nil {
 			return 0
 		}
 		return 1
+	}
+	if len(ta) != len(tb) {
+		const samples = 200000
+		moved := 0
+		for i := uint32(0); i < samples; i++ {
+			h := i * 2654435761 // spread over 32 bits, as the flow hash is
+			if ka[ta[h%uint32(len(ta))]] != kb[tb[h%uint32(len(tb))]] {
+				moved++
+			}
+		}
+		return float64(moved) / samples
 	}
 	moved := 0
 	for i := range ta {
