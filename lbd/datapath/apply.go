@@ -3,6 +3,7 @@ package datapath
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"net"
 	"net/netip"
 	"slices"
@@ -33,6 +34,13 @@ func (d *Datapath) Apply(services []Service) error {
 	if err != nil {
 		return fmt.Errorf("apply services: %w", err)
 	}
+	before := maps.Clone(d.state.keyOwner)
+	// New VIPs pass the filter before their keys exist; old ones stop
+	// passing only once their keys are gone.
+	filter := vipFilter(services)
+	if err := d.writeVIPFilter(filter.union(d.state.vipFilter)); err != nil {
+		return fmt.Errorf("apply services: %w", err)
+	}
 	keep := map[uint32]bool{}
 	for i := range services {
 		keep[ids[i]] = true
@@ -47,7 +55,10 @@ func (d *Datapath) Apply(services []Service) error {
 			}
 		}
 	}
-	return nil
+	if err := d.writeVIPFilter(filter); err != nil {
+		return fmt.Errorf("apply services: %w", err)
+	}
+	return d.purgeUnserved(before)
 }
 
 func (s *Service) keys() []bpfLbServiceKey {

@@ -1,15 +1,71 @@
 package datapath
 
-import "fmt"
+import (
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/cilium/ebpf"
+)
+
+// CTState is the state of a tracked flow, from the client's half of the
+// connection (the balancer never sees the server's packets), as IPVS
+// tracks connections for direct routing.
+type CTState uint8
+
+// Conntrack states; values are the C enum lb_ct_state.
+const (
+	// Established: TCP after the handshake's ACK, and every UDP flow. Active.
+	Established = CTState(bpfLbCtStateLB_CT_ESTABLISHED)
+	// SynSeen: a TCP SYN, no ACK yet. Inactive.
+	SynSeen = CTState(bpfLbCtStateLB_CT_SYN_SEEN)
+	// Closing: the client sent a FIN. Inactive.
+	Closing = CTState(bpfLbCtStateLB_CT_CLOSING)
+	// Closed: the client sent a RST. Inactive.
+	Closed = CTState(bpfLbCtStateLB_CT_CLOSED)
+)
+
+func (s CTState) String() string {
+	switch s {
+	case Established:
+		return "established"
+	case SynSeen:
+		return "syn_seen"
+	case Closing:
+		return "closing"
+	case Closed:
+		return "closed"
+	}
+	return fmt.Sprintf("ct_state(%d)", uint8(s))
+}
+
+// ctTimeout mirrors lb_ct_timeout.
+func (d *Datapath) ctTimeout(proto Proto, state CTState) time.Duration {
+	switch {
+	case proto != TCP:
+		return d.opts.UDPTimeout
+	case state == Established:
+		return d.opts.TCPTimeout
+	}
+	return d.opts.TCPClosingTimeout
+}
+
+// ctLive mirrors the age check of lb_ct_lookup.
+func (d *Datapath) ctLive(proto Proto, ct *bpfLbCtEntry, now uint64) bool {
+	return now-ct.LastSeenNs < uint64(d.ctTimeout(proto, CTState(ct.State)))
+}
 
 // ActiveFlows counts, per backend, the conntrack entries that still decide
-// their flow's backend (within their idle timeout, backend slot not reused,
-// backend up or draining). It walks the whole conntrack map, so it is for
-// `lbd status`, not for every metrics scrape. The counts are filled into
-// st's BackendStats.
+// their flow's backend (within their timeout, backend slot not reused,
+// backend up or draining): established ones as ActiveFlows, the others
+// (TCP SYN seen, closing after a client FIN, closed after a RST) as
+// InactiveFlows, as IPVS's ActiveConn and InActConn. It walks the whole
+// conntrack map, so it is for `lbd status`, not for every metrics scrape.
+// The counts are filled into st's BackendStats.
 func (d *Datapath) ActiveFlows(st *Stats) error {
 	d.mu.Lock()
-	counts := map[uint32]uint64{}
+	type counts struct{ active, inactive uint64 }
+	perID := map[uint32]counts{}
 	var (
 		key bpfLbFlow
 		ct  bpfLbCtEntry
@@ -19,11 +75,7 @@ func (d *Datapath) ActiveFlows(st *Stats) error {
 	cookies := map[uint32]*bpfLbBackend{}
 	it := d.objs.LbConntrack.Iterate()
 	for it.Next(&key, &ct) {
-		timeout := d.opts.UDPTimeout
-		if Proto(key.Proto) == TCP {
-			timeout = d.opts.TCPTimeout
-		}
-		if now-ct.LastSeenNs > uint64(timeout) {
+		if !d.ctLive(Proto(key.Proto), &ct, now) {
 			continue
 		}
 		b, ok := cookies[ct.BackendId]
@@ -34,18 +86,28 @@ func (d *Datapath) ActiveFlows(st *Stats) error {
 			}
 			cookies[ct.BackendId] = b
 		}
-		if b != nil && b.Cookie == ct.Cookie && (State(b.State) == Up || State(b.State) == Drain) {
-			counts[ct.BackendId]++
+		if b == nil || b.Cookie != ct.Cookie || (State(b.State) != Up && State(b.State) != Drain) {
+			continue
 		}
+		c := perID[ct.BackendId]
+		if CTState(ct.State) == Established {
+			c.active++
+		} else {
+			c.inactive++
+		}
+		perID[ct.BackendId] = c
 	}
 	err := it.Err()
-	byAddr := map[uint32]map[[16]byte]uint64{} // service id -> backend address -> flows
-	for id, n := range counts {
+	byAddr := map[uint32]map[[16]byte]counts{} // service id -> backend address -> flows
+	for id, n := range perID {
 		if b := d.state.backends[id]; b != nil {
 			if byAddr[b.svc] == nil {
-				byAddr[b.svc] = map[[16]byte]uint64{}
+				byAddr[b.svc] = map[[16]byte]counts{}
 			}
-			byAddr[b.svc][b.addr.As16()] += n
+			c := byAddr[b.svc][b.addr.As16()]
+			c.active += n.active
+			c.inactive += n.inactive
+			byAddr[b.svc][b.addr.As16()] = c
 		}
 	}
 	svcByKey := map[string]uint32{}
@@ -60,7 +122,53 @@ func (d *Datapath) ActiveFlows(st *Stats) error {
 		s := &st.Services[i]
 		flows := byAddr[svcByKey[s.VIP.String()+"/"+s.Proto.String()+fmt.Sprint(s.Ports)]]
 		for j := range s.Backends {
-			s.Backends[j].ActiveFlows = flows[s.Backends[j].Addr.As16()]
+			c := flows[s.Backends[j].Addr.As16()]
+			s.Backends[j].ActiveFlows, s.Backends[j].InactiveFlows = c.active, c.inactive
+		}
+	}
+	return nil
+}
+
+// purgeUnserved deletes the conntrack entries of flows no service takes any
+// more, when Apply removed a service key that was in before. The program
+// honours a valid entry without looking the service up (one hash lookup
+// per packet instead of two), so without this a port removed from a
+// service that keeps its backends would still be forwarded until idle.
+// No entry for such a flow is created after its key is gone (creating one
+// needs the service), so one walk suffices. Called with d.mu held.
+func (d *Datapath) purgeUnserved(before map[bpfLbServiceKey]uint32) error {
+	removed := false
+	for k := range before {
+		if _, ok := d.state.keyOwner[k]; !ok {
+			removed = true
+			break
+		}
+	}
+	if !removed {
+		return nil
+	}
+	var (
+		key  bpfLbFlow
+		ct   bpfLbCtEntry
+		dead []bpfLbFlow
+	)
+	it := d.objs.LbConntrack.Iterate()
+	for it.Next(&key, &ct) {
+		k := bpfLbServiceKey{Vip: key.Daddr, Port: key.Dport, Proto: key.Proto}
+		if _, ok := d.state.keyOwner[k]; ok {
+			continue
+		}
+		k.Port = 0
+		if _, ok := d.state.keyOwner[k]; !ok {
+			dead = append(dead, key)
+		}
+	}
+	if err := it.Err(); err != nil {
+		return fmt.Errorf("walk conntrack: %w", err)
+	}
+	for _, k := range dead {
+		if err := d.objs.LbConntrack.Delete(&k); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+			return fmt.Errorf("delete conntrack entry of a removed service: %w", err)
 		}
 	}
 	return nil
