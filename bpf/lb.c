@@ -58,22 +58,24 @@ static __always_inline struct lb_backend *lb_forward(struct __sk_buff *skb, cons
 	int starts = lb_starts_flow(pkt);
 	/* CLOCK_MONOTONIC_COARSE: no TSC read per packet; timeouts are
 	 * seconds, the clock's tick is milliseconds. */
-	__u64 now = bpf_ktime_get_coarse_ns();
+	__u64 now = lb_now();
+	struct lb_ct_entry *stale = NULL;
 	struct lb_service *svc;
 	struct lb_backend *be;
 
-	be = lb_ct_lookup(pkt, cfg, now, starts && pkt->flow.proto == IPPROTO_TCP, id);
+	be = lb_ct_lookup(pkt, cfg, now, starts && pkt->flow.proto == IPPROTO_TCP, id, &stale);
 	if (be) {
 		*svc_id = be->service_id;
 		return be;
 	}
 	svc = lb_service_lookup(pkt);
 	if (!svc) {
+		lb_ct_drop(&pkt->flow, stale);
 		*reason = lb_no_service_reason(pkt);
 		return NULL;
 	}
 	*svc_id = svc->id;
-	be = lb_schedule(pkt, svc, cfg, now, starts, id, is_new);
+	be = lb_schedule(pkt, svc, cfg, now, starts, stale, id, is_new);
 	if (!be) {
 		lb_count_no_backend(svc->id, skb);
 		*reason = LB_REASON_PASS_NO_BACKEND;

@@ -24,7 +24,7 @@
 enum lb_abi {
 	LB_ABI_VERSION = 3, /* 2: pass_other_host reason, lb_config.last_cookie;
 	                     * 3: lb_ct_entry.state, lb_config.tcp_closing_timeout_ns,
-	                     *    lb_frags, lb_vip_filter */
+	                     *    lb_frags, lb_vip_filter, lb_clock */
 };
 
 /* Fixed hash seed: two balancers with the same configuration must pick the
@@ -168,6 +168,15 @@ struct lb_config {
 	                       * survives restarts so a reused slot never gets a
 	                       * cookie that stale conntrack entries still carry */
 	__u32 pad2;
+};
+
+/* Value of lb_clock (per CPU): CLOCK_MONOTONIC_COARSE as of the last jiffy
+ * this CPU saw. The coarse clock only moves on a tick, so reading it again
+ * within the same jiffy gives the same value: the cache gives it without a
+ * helper call (bpf_jiffies64 is inlined by the verifier). */
+struct lb_clock {
+	__u64 jiffies;
+	__u64 coarse_ns;
 };
 
 /* Per-CPU counters, for services, backends and reasons alike. */

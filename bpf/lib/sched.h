@@ -75,23 +75,27 @@ static __always_inline int lb_starts_flow(const struct lb_pkt *pkt)
 
 /* lb_schedule picks the backend of a packet that has no valid conntrack
  * entry (NULL: none usable). starts: the packet may start a flow; it then
- * gets an entry, and *is_new is set. */
+ * gets an entry (its stale one renewed), and *is_new is set. */
 static __always_inline struct lb_backend *lb_schedule(const struct lb_pkt *pkt, const struct lb_service *svc,
 						      const struct lb_config *cfg, __u64 now, int starts,
-						      __u32 *id, int *is_new)
+						      struct lb_ct_entry *stale, __u32 *id, int *is_new)
 {
 	struct lb_backend *be;
 
-	if (!starts)
+	if (!starts) {
+		lb_ct_drop(&pkt->flow, stale);
 		return lb_pick_consistent(svc, &pkt->flow, cfg, id);
+	}
 	if (svc->sched == LB_SCHED_ROUNDROBIN)
 		be = lb_pick_rr(svc, cfg, id);
 	else
 		be = lb_pick_consistent(svc, &pkt->flow, cfg, id);
-	if (be) {
-		lb_ct_insert(&pkt->flow, *id, be, now);
-		*is_new = 1;
+	if (!be) {
+		lb_ct_drop(&pkt->flow, stale);
+		return NULL;
 	}
+	lb_ct_insert(&pkt->flow, *id, be, now, stale);
+	*is_new = 1;
 	return be;
 }
 

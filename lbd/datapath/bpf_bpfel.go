@@ -41,6 +41,12 @@ const (
 	bpfLbBackendStateLB_BACKEND_DOWN   bpfLbBackendState = 3
 )
 
+type bpfLbClock struct {
+	_        structs.HostLayout
+	Jiffies  uint64
+	CoarseNs uint64
+}
+
 type bpfLbConfig struct {
 	_                   structs.HostLayout
 	TcpTimeoutNs        uint64
@@ -167,6 +173,7 @@ const (
 	bpfMapLbBackends      = "lb_backends"
 	bpfMapLbBeStats       = "lb_be_stats"
 	bpfMapLbCfg           = "lb_cfg"
+	bpfMapLbClock         = "lb_clock"
 	bpfMapLbConntrack     = "lb_conntrack"
 	bpfMapLbFrags         = "lb_frags"
 	bpfMapLbGlobalStats   = "lb_global_stats"
@@ -236,6 +243,7 @@ type bpfMapSpecs struct {
 	LbBackends    *ebpf.MapSpec `ebpf:"lb_backends"`
 	LbBeStats     *ebpf.MapSpec `ebpf:"lb_be_stats"`
 	LbCfg         *ebpf.MapSpec `ebpf:"lb_cfg"`
+	LbClock       *ebpf.MapSpec `ebpf:"lb_clock"`
 	LbConntrack   *ebpf.MapSpec `ebpf:"lb_conntrack"`
 	LbFrags       *ebpf.MapSpec `ebpf:"lb_frags"`
 	LbGlobalStats *ebpf.MapSpec `ebpf:"lb_global_stats"`
@@ -281,6 +289,7 @@ type bpfMaps struct {
 	LbBackends    *ebpf.Map `ebpf:"lb_backends"`
 	LbBeStats     *ebpf.Map `ebpf:"lb_be_stats"`
 	LbCfg         *ebpf.Map `ebpf:"lb_cfg"`
+	LbClock       *ebpf.Map `ebpf:"lb_clock"`
 	LbConntrack   *ebpf.Map `ebpf:"lb_conntrack"`
 	LbFrags       *ebpf.Map `ebpf:"lb_frags"`
 	LbGlobalStats *ebpf.Map `ebpf:"lb_global_stats"`
@@ -297,6 +306,7 @@ func (m *bpfMaps) Close() error {
 		m.LbBackends,
 		m.LbBeStats,
 		m.LbCfg,
+		m.LbClock,
 		m.LbConntrack,
 		m.LbFrags,
 		m.LbGlobalStats,

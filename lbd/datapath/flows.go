@@ -52,7 +52,8 @@ func (d *Datapath) ctTimeout(proto Proto, state CTState) time.Duration {
 
 // ctLive mirrors the age check of lb_ct_lookup.
 func (d *Datapath) ctLive(proto Proto, ct *bpfLbCtEntry, now uint64) bool {
-	return now-ct.LastSeenNs < uint64(d.ctTimeout(proto, CTState(ct.State)))
+	// Signed, as the program: an entry may be a tick younger than now.
+	return int64(now-ct.LastSeenNs) < int64(d.ctTimeout(proto, CTState(ct.State)))
 }
 
 // ActiveFlows counts, per backend, the conntrack entries that still decide
