@@ -24,7 +24,7 @@
 enum lb_abi {
 	LB_ABI_VERSION = 3, /* 2: pass_other_host reason, lb_config.last_cookie;
 	                     * 3: lb_ct_entry.state, lb_config.tcp_closing_timeout_ns,
-	                     *    lb_frags, lb_vip_filter, lb_clock */
+	                     *    lb_frags, lb_vip_filter, lb_clock, lb_ct_stats */
 };
 
 /* Fixed hash seed: two balancers with the same configuration must pick the
@@ -177,6 +177,15 @@ struct lb_config {
 struct lb_clock {
 	__u64 jiffies;
 	__u64 coarse_ns;
+};
+
+/* Value of lb_ct_stats (per CPU): conntrack churn, so that evictions by
+ * the LRU can be told: evicted = inserted - dropped - entries present
+ * (minus what Go deleted). */
+struct lb_ct_counters {
+	__u64 inserted; /* new entries (bpf_map_update_elem) */
+	__u64 renewed;  /* stale entries reused in place by a new flow */
+	__u64 dropped;  /* stale entries deleted by the program */
 };
 
 /* Per-CPU counters, for services, backends and reasons alike. */

@@ -106,12 +106,25 @@ invalid:
 	return NULL;
 }
 
+static __always_inline struct lb_ct_counters *lb_ct_counters(void)
+{
+	__u32 key = 0;
+
+	return bpf_map_lookup_elem(&lb_ct_stats, &key);
+}
+
 /* lb_ct_drop deletes a stale entry, so a later revival of its backend slot
  * cannot pull the flow back. */
 static __always_inline void lb_ct_drop(const struct lb_flow *flow, struct lb_ct_entry *stale)
 {
-	if (stale)
-		bpf_map_delete_elem(&lb_conntrack, flow);
+	struct lb_ct_counters *c;
+
+	if (!stale)
+		return;
+	bpf_map_delete_elem(&lb_conntrack, flow);
+	c = lb_ct_counters();
+	if (c)
+		c->dropped++;
 }
 
 /* lb_ct_insert records a new flow: in place over its own stale entry (no
@@ -128,13 +141,18 @@ static __always_inline void lb_ct_insert(const struct lb_flow *flow, __u32 id, c
 		.state = flow->proto == IPPROTO_TCP ? LB_CT_SYN_SEEN : LB_CT_ESTABLISHED,
 	};
 
+	struct lb_ct_counters *c = lb_ct_counters();
+
 	if (stale) {
 		*(__u64 *)&stale->backend_id = *(__u64 *)&ct.backend_id;
 		stale->state = ct.state;
 		stale->last_seen_ns = now;
+		if (c)
+			c->renewed++;
 		return;
 	}
-	bpf_map_update_elem(&lb_conntrack, flow, &ct, BPF_ANY);
+	if (bpf_map_update_elem(&lb_conntrack, flow, &ct, BPF_ANY) == 0 && c)
+		c->inserted++;
 }
 
 #endif /* LB_CONNTRACK_H */

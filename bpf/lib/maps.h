@@ -97,6 +97,14 @@ struct {
 	__uint(max_entries, LB_VIP_FILTER_WORDS);
 } lb_vip_filter SEC(".maps");
 
+/* Single entry (key 0), per CPU: struct lb_ct_counters. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__type(key, __u32);
+	__type(value, struct lb_ct_counters);
+	__uint(max_entries, 1);
+} lb_ct_stats SEC(".maps");
+
 /* Single entry (key 0), per CPU: struct lb_clock. */
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);

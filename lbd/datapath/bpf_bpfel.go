@@ -68,6 +68,13 @@ type bpfLbCounters struct {
 	NoBackend uint64
 }
 
+type bpfLbCtCounters struct {
+	_        structs.HostLayout
+	Inserted uint64
+	Renewed  uint64
+	Dropped  uint64
+}
+
 type bpfLbCtEntry struct {
 	_          structs.HostLayout
 	LastSeenNs uint64
@@ -175,6 +182,7 @@ const (
 	bpfMapLbCfg           = "lb_cfg"
 	bpfMapLbClock         = "lb_clock"
 	bpfMapLbConntrack     = "lb_conntrack"
+	bpfMapLbCtStats       = "lb_ct_stats"
 	bpfMapLbFrags         = "lb_frags"
 	bpfMapLbGlobalStats   = "lb_global_stats"
 	bpfMapLbMaglev        = "lb_maglev"
@@ -245,6 +253,7 @@ type bpfMapSpecs struct {
 	LbCfg         *ebpf.MapSpec `ebpf:"lb_cfg"`
 	LbClock       *ebpf.MapSpec `ebpf:"lb_clock"`
 	LbConntrack   *ebpf.MapSpec `ebpf:"lb_conntrack"`
+	LbCtStats     *ebpf.MapSpec `ebpf:"lb_ct_stats"`
 	LbFrags       *ebpf.MapSpec `ebpf:"lb_frags"`
 	LbGlobalStats *ebpf.MapSpec `ebpf:"lb_global_stats"`
 	LbMaglev      *ebpf.MapSpec `ebpf:"lb_maglev"`
@@ -291,6 +300,7 @@ type bpfMaps struct {
 	LbCfg         *ebpf.Map `ebpf:"lb_cfg"`
 	LbClock       *ebpf.Map `ebpf:"lb_clock"`
 	LbConntrack   *ebpf.Map `ebpf:"lb_conntrack"`
+	LbCtStats     *ebpf.Map `ebpf:"lb_ct_stats"`
 	LbFrags       *ebpf.Map `ebpf:"lb_frags"`
 	LbGlobalStats *ebpf.Map `ebpf:"lb_global_stats"`
 	LbMaglev      *ebpf.Map `ebpf:"lb_maglev"`
@@ -308,6 +318,7 @@ func (m *bpfMaps) Close() error {
 		m.LbCfg,
 		m.LbClock,
 		m.LbConntrack,
+		m.LbCtStats,
 		m.LbFrags,
 		m.LbGlobalStats,
 		m.LbMaglev,

@@ -102,6 +102,7 @@ type Datapath struct {
 	state  *state    // what Apply last wrote (or what Open found pinned)
 	link   link.Link // tcx link, when attached with tcx
 	clsact int       // ifindex, when attached with clsact
+	purged uint64    // conntrack entries deleted by purgeUnserved
 }
 
 // Open loads the program and creates its maps, or adopts the maps pinned

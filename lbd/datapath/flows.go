@@ -168,9 +168,57 @@ func (d *Datapath) purgeUnserved(before map[bpfLbServiceKey]uint32) error {
 		return fmt.Errorf("walk conntrack: %w", err)
 	}
 	for _, k := range dead {
-		if err := d.objs.LbConntrack.Delete(&k); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+		err := d.objs.LbConntrack.Delete(&k)
+		if err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
 			return fmt.Errorf("delete conntrack entry of a removed service: %w", err)
+		}
+		if err == nil {
+			d.purged++
 		}
 	}
 	return nil
+}
+
+// ConntrackStats is the flow table's churn since its map was created.
+type ConntrackStats struct {
+	Entries  uint64 // entries present (any state, expired ones too)
+	Inserted uint64 // entries created by the program for new flows
+	Renewed  uint64 // stale entries a new flow of the same 5-tuple reused in place
+	Dropped  uint64 // stale entries the program deleted
+	// Evicted are entries the kernel's LRU dropped to make room for new
+	// ones: Inserted - Dropped - Entries - what lbd deleted itself
+	// (removed services; counted by this process only). An estimate when
+	// two CPUs insert one flow at once (counted twice, stored once).
+	Evicted uint64
+}
+
+// ConntrackStats walks the conntrack map (see ActiveFlows for the cost).
+func (d *Datapath) ConntrackStats() (ConntrackStats, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	var per []bpfLbCtCounters
+	if err := d.objs.LbCtStats.Lookup(uint32(0), &per); err != nil {
+		return ConntrackStats{}, fmt.Errorf("read conntrack counters: %w", err)
+	}
+	var s ConntrackStats
+	for _, p := range per {
+		s.Inserted += p.Inserted
+		s.Renewed += p.Renewed
+		s.Dropped += p.Dropped
+	}
+	var (
+		key bpfLbFlow
+		ct  bpfLbCtEntry
+	)
+	it := d.objs.LbConntrack.Iterate()
+	for it.Next(&key, &ct) {
+		s.Entries++
+	}
+	if err := it.Err(); err != nil {
+		return ConntrackStats{}, fmt.Errorf("walk conntrack: %w", err)
+	}
+	if gone := s.Dropped + s.Entries + d.purged; s.Inserted > gone {
+		s.Evicted = s.Inserted - gone
+	}
+	return s, nil
 }

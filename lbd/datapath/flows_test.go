@@ -171,3 +171,32 @@ func TestTCPStateFromClient(t *testing.T) {
 		time.Sleep(closing / 10)
 	}
 }
+
+// TestConntrackStats: inserts, in-place renewals and LRU evictions are
+// counted.
+func TestConntrackStats(t *testing.T) {
+	d := mustOpen(t, Options{ConntrackSize: 1024, TCPClosingTimeout: time.Hour, TCPTimeout: time.Hour})
+	r := flowRun{d, t}
+	rng := rand.New(rand.NewPCG(2, 3))
+	svc := Service{Name: "web", VIP: ip4("192.0.2.10"), Proto: TCP, Ports: []uint16{80}, Backends: manyBackends("192.0.2.%d", 2, rng)}
+	mustApply(t, d, svc)
+	const n = 3000
+	for range n {
+		r.send(randomFlow(rng, svc.VIP, TCP), true)
+	}
+	st, err := d.ConntrackStats()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Inserted != n || st.Entries > 1024 || st.Evicted != n-st.Entries || st.Evicted < n-1024 {
+		t.Fatalf("after %d new flows into 1024 entries: %+v", n, st)
+	}
+	// A SYN reusing the ports of a closed flow renews its entry in place.
+	f := Flow{Src: ap("198.51.100.1:999"), Dst: ap("192.0.2.10:80"), Proto: TCP}
+	r.send(f, true)
+	run(t, d, build(t, pkt{src: f.Src, dst: f.Dst, proto: TCP, rst: true}))
+	r.send(f, true)
+	if st2, err := d.ConntrackStats(); err != nil || st2.Renewed != 1 || st2.Inserted != n+1 {
+		t.Fatalf("after a SYN on a closed flow: %+v, %v; want 1 renewed, %d inserted", st2, err, n+1)
+	}
+}
