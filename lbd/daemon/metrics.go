@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -40,15 +41,60 @@ var (
 	descBGPUp       = prometheus.NewDesc("dsrlb_bgp_session_up", "1 when the BGP session with the peer is established.", []string{"peer"}, nil)
 	descBGPAdv      = prometheus.NewDesc("dsrlb_bgp_advertised_prefixes", "Prefixes advertised to the BGP peer.", []string{"peer"}, nil)
 	descBGPVIP      = prometheus.NewDesc("dsrlb_bgp_vip_announced", "1 when the VIP is announced over BGP (enough healthy backends), 0 when withdrawn.", []string{"vip"}, nil)
+	descBeActive    = prometheus.NewDesc("dsrlb_backend_active_flows", "Established tracked flows of the backend (client ACK seen, no FIN or RST yet; UDP flows); conntrack walked at most every 10s.", []string{"service", "backend"}, nil)
+	descBeInactive  = prometheus.NewDesc("dsrlb_backend_inactive_flows", "Tracked flows of the backend not established: TCP SYN seen, closing after a client FIN, closed after a RST.", []string{"service", "backend"}, nil)
+	descCtEntries   = prometheus.NewDesc("dsrlb_conntrack_entries", "Entries in the conntrack map (expired ones too).", nil, nil)
+	descCtInserted  = prometheus.NewDesc("dsrlb_conntrack_inserted_total", "Conntrack entries created for new flows.", nil, nil)
+	descCtEvicted   = prometheus.NewDesc("dsrlb_conntrack_evicted_total", "Conntrack entries the LRU evicted to make room (inserted - deleted - present; an estimate).", nil, nil)
 	descScrapeError = prometheus.NewDesc("dsrlb_datapath_read_errors", "1 when reading the data plane's maps failed during this scrape.", nil, nil)
 )
 
 // collector reads the data plane and the health checks on each scrape.
-type collector struct{ d *Daemon }
+type collector struct {
+	d     *Daemon
+	flows *flowCache
+}
+
+// flowCacheFor bounds how often a scrape walks the conntrack map (up to
+// millions of entries) for the active/inactive gauges.
+const flowCacheFor = 10 * time.Second
+
+// flowCache holds the last conntrack walk: active and inactive flows per
+// service/backend name, and the table's churn.
+type flowCache struct {
+	mu       sync.Mutex
+	at       time.Time
+	active   map[[2]string][2]uint64
+	ct       datapath.ConntrackStats
+	ctFailed bool
+}
+
+func (f *flowCache) get(dp *datapath.Datapath, st datapath.Stats) (map[[2]string][2]uint64, datapath.ConntrackStats, bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if time.Since(f.at) < flowCacheFor && f.active != nil {
+		return f.active, f.ct, f.ctFailed
+	}
+	f.at, f.active, f.ctFailed = time.Now(), map[[2]string][2]uint64{}, false
+	if err := dp.ActiveFlows(&st); err != nil {
+		f.ctFailed = true
+	}
+	for _, s := range st.Services {
+		for _, b := range s.Backends {
+			f.active[[2]string{s.Name, b.Name}] = [2]uint64{b.ActiveFlows, b.InactiveFlows}
+		}
+	}
+	var err error
+	if f.ct, err = dp.ConntrackStats(); err != nil {
+		f.ctFailed = true
+	}
+	return f.active, f.ct, f.ctFailed
+}
 
 func (c collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descSvcPackets, descSvcBytes, descSvcFlows, descSvcNoBe, descBePackets,
-		descBeBytes, descBeFlows, descBeState, descCheckUp, descCheckDur, descCheckFails, descVerdicts, descScrapeError, descBGPUp, descBGPAdv, descBGPVIP} {
+		descBeBytes, descBeFlows, descBeState, descCheckUp, descCheckDur, descCheckFails, descVerdicts, descScrapeError, descBGPUp, descBGPAdv, descBGPVIP,
+		descBeActive, descBeInactive, descCtEntries, descCtInserted, descCtEvicted} {
 		ch <- d
 	}
 }
@@ -62,7 +108,14 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 	if err != nil {
 		failed = 1
 	}
+	flows, ct, ctFailed := c.flows.get(c.d.dp, st)
+	if ctFailed {
+		failed = 1
+	}
 	ch <- prometheus.MustNewConstMetric(descScrapeError, prometheus.GaugeValue, failed)
+	ch <- prometheus.MustNewConstMetric(descCtEntries, prometheus.GaugeValue, float64(ct.Entries))
+	counter(descCtInserted, ct.Inserted)
+	counter(descCtEvicted, ct.Evicted)
 	for r, cnt := range st.Reasons {
 		counter(descVerdicts, cnt.Packets, r.String())
 	}
@@ -75,6 +128,9 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 			counter(descBePackets, b.Counters.Packets, s.Name, b.Name)
 			counter(descBeBytes, b.Counters.Bytes, s.Name, b.Name)
 			counter(descBeFlows, b.Counters.NewFlows, s.Name, b.Name)
+			n := flows[[2]string{s.Name, b.Name}]
+			ch <- prometheus.MustNewConstMetric(descBeActive, prometheus.GaugeValue, float64(n[0]), s.Name, b.Name)
+			ch <- prometheus.MustNewConstMetric(descBeInactive, prometheus.GaugeValue, float64(n[1]), s.Name, b.Name)
 			for _, state := range []datapath.State{datapath.Up, datapath.Drain, datapath.Down} {
 				v := 0.0
 				if b.State == state {
@@ -141,7 +197,7 @@ func (d *Daemon) startMetrics(ctx context.Context) error {
 	m := &metrics{reloadFailures: prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "dsrlb_reload_failures_total", Help: "Configuration reloads rejected (the running configuration was kept).",
 	})}
-	reg.MustRegister(collector{d}, m.reloadFailures, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	reg.MustRegister(collector{d, &flowCache{}}, m.reloadFailures, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	d.metrics = m
 	addr := d.cfg.Balancer.MetricsListen
 	if addr == "" {
