@@ -142,7 +142,6 @@ func TestFragmentedUDPToPortService(t *testing.T) {
 		return topo.Config{Services: svcs}
 	})
 	ctx := ctxFor(t, 90*time.Second)
-	before := readStatus(t, e).Verdicts["redirect_fragment"].Packets
 	for _, vip := range []netip.Addr{topo.VIP4, topo.VIP6} {
 		to := netip.AddrPortFrom(vip, topo.UDPPort)
 		for deadline := time.Now().Add(20 * time.Second); ; { // ready (bounded)
@@ -153,6 +152,10 @@ func TestFragmentedUDPToPortService(t *testing.T) {
 				t.Fatalf("UDP service %s not answering 20s after lbd started", to)
 			}
 		}
+	}
+	before := readStatus(t, e).Verdicts["redirect_fragment"].Packets
+	for _, vip := range []netip.Addr{topo.VIP4, topo.VIP6} {
+		to := netip.AddrPortFrom(vip, topo.UDPPort)
 		tally := map[string]int{}
 		for i := 0; i < 30; i++ {
 			// small, large (3 fragments), small again: one flow, one backend.
