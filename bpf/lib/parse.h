@@ -386,9 +386,10 @@ static __always_inline __u32 lb_fast_ports(void *l4, void *data_end, __u32 len, 
 /* lb_parse_fast parses the common case by direct packet access: no VLAN
  * tag in the bytes, IPv4 with a 20-byte header and no fragment bits, or
  * IPv6 with TCP/UDP right after its header, every header in linear data.
- * It returns LB_CANDIDATE, or LB_PARSE_SLOW for anything else: it never
- * decides a pass itself, so lb_parse gives every other frame the verdict
- * and reason it always did. */
+ * It returns LB_CANDIDATE, LB_REASON_PASS_NOT_IP for a frame that is
+ * neither IP nor VLAN-tagged (the host's ARP and friends, cheaply), or
+ * LB_PARSE_SLOW for anything else: lb_parse then gives the frame the
+ * verdict and reason it always did. */
 static __always_inline __u32 lb_parse_fast(struct __sk_buff *skb, struct lb_pkt *pkt)
 {
 	void *data = (void *)(long)skb->data;
@@ -427,7 +428,9 @@ static __always_inline __u32 lb_parse_fast(struct __sk_buff *skb, struct lb_pkt 
 		pkt->flow.proto = ip6->nexthdr;
 		return lb_fast_ports(ip6 + 1, data_end, tot, pkt);
 	}
-	return LB_PARSE_SLOW;
+	if (eth->h_proto == bpf_htons(ETH_P_8021Q) || eth->h_proto == bpf_htons(ETH_P_8021AD))
+		return LB_PARSE_SLOW;
+	return LB_REASON_PASS_NOT_IP; /* ARP, LLDP…: lb_parse says the same */
 }
 
 #endif /* LB_PARSE_H */

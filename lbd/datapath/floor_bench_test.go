@@ -32,6 +32,7 @@ const (
 //	rescheduled    one SYN whose entry has expired (TCP timeouts 0): delete,
 //	               schedule, insert, every repeat  vs floor_redirect
 //	non_vip        SYN to an address that is no VIP  vs floor_noop
+//	not_ip         an ARP request                   vs floor_noop, same frame
 //
 // 100 services of 100 backends (table 1009), conntrack of 1M entries.
 func BenchmarkFloor(b *testing.B) {
@@ -47,12 +48,13 @@ func BenchmarkFloor(b *testing.B) {
 	syn := build(b, pkt{src: ap("198.51.100.1:40000"), dst: ap(vip.String() + ":80"), proto: TCP, syn: true})
 	ack := build(b, pkt{src: ap("198.51.100.1:40000"), dst: ap(vip.String() + ":80"), proto: TCP, ack: true})
 	nonVIP := build(b, pkt{src: ap("198.51.100.1:40000"), dst: ap("192.0.2.255:80"), proto: TCP, syn: true})
+	arp := arpFrame()
 	flows := newFlowFrames(syn, floorFlows)
 	timeout := uint64(d.opts.TCPTimeout)
 
 	cases := []struct{ name, vs string }{
 		{"conntrack_hit", "floor_redirect"}, {"new_flow", "floor_redirect_flows"},
-		{"rescheduled", "floor_redirect"}, {"non_vip", "floor_noop"},
+		{"rescheduled", "floor_redirect"}, {"non_vip", "floor_noop"}, {"not_ip", "floor_noop_arp"},
 	}
 	measure := map[string]func() time.Duration{
 		"floor_redirect":       func() time.Duration { return repeatOnce(b, fl.Redirect, ack) },
@@ -65,7 +67,9 @@ func BenchmarkFloor(b *testing.B) {
 			defer setTCPTimeout(b, d, timeout)
 			return repeatOnce(b, d.Program(), syn)
 		},
-		"non_vip": func() time.Duration { return repeatOnce(b, d.Program(), nonVIP) },
+		"non_vip":        func() time.Duration { return repeatOnce(b, d.Program(), nonVIP) },
+		"floor_noop_arp": func() time.Duration { return repeatOnce(b, fl.Noop, arp) },
+		"not_ip":         func() time.Duration { return repeatOnce(b, d.Program(), arp) },
 	}
 	names := make([]string, 0, len(measure))
 	for n := range measure {
