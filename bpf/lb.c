@@ -1,5 +1,7 @@
 // SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
-/* lb.c — the dsrlb tc ingress program: parse, find the service, pick a
+/* lb.c — the dsrlb tc ingress program: parse (direct packet access for the
+ * common case), let a packet for no VIP continue at once (VIP filter),
+ * follow a valid conntrack entry or else find the service and pick a
  * backend, rewrite the MACs, redirect out of the same interface. Everything
  * that is not for a configured service continues untouched. The work is in
  * the headers of lib/, one concern each.
