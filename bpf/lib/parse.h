@@ -283,9 +283,10 @@ static __always_inline __u32 lb6_skip_exthdrs(struct __sk_buff *skb, __u32 *off,
 				pkt->kind = LB_PKT_FRAGMENT;
 				__builtin_memcpy(&pkt->frag_id, hdr + 4, 4);
 				/* A later fragment's payload is no header:
-				 * its ports come from lb_frags. */
+				 * its ports come from lb_frags. The fragment
+				 * header itself must lie inside the packet. */
 				if (frag & 0xfff8)
-					return LB_CANDIDATE;
+					return *off > pkt->end ? LB_REASON_PASS_MALFORMED : LB_CANDIDATE;
 				pkt->frag_first = 1;
 			}
 			break;

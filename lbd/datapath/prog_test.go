@@ -99,6 +99,10 @@ func progCases(t *testing.T) []progCase {
 		pass("ipv6 udp later fragment whose first was not seen", b(with(udp6, func(p *pkt) { p.fragOffset = 185 })), ReasonPassFragment),
 		redirect("ipv6 udp first fragment, all-ports service", b(with(udp6, func(p *pkt) { p.moreFrags = true })), 5, ReasonRedirectFragment),
 		redirect("ipv6 udp later fragment, all-ports service", b(with(udp6, func(p *pkt) { p.fragOffset = 185 })), 5, ReasonRedirectFragment),
+		// Found by FuzzProgram: a fragment header past the payload length
+		// (in trailing bytes) is no fragment header.
+		pass("ipv6 later fragment header beyond the payload length",
+			patch(patch(b(with(udp6, func(p *pkt) { p.fragOffset = 185 })), 18, 0), 19, 16), ReasonPassMalformed),
 		redirect("ipv6 tcp first fragment to a service port", b(with(syn6, func(p *pkt) { p.moreFrags = true })), 4, ReasonRedirectFragment),
 		redirect("ipv6 tcp later fragment to a service port", b(with(syn6, func(p *pkt) { p.fragOffset = 185 })), 4, ReasonRedirectFragment),
 		pass("ipv6 tcp later fragment whose first was not seen", b(with(syn6, func(p *pkt) { p.fragOffset = 185; p.fragID = 99 })), ReasonPassFragment),
