@@ -23,7 +23,9 @@
  * lbd does not adopt pinned maps written by another ABI (lb_config.abi). */
 enum lb_abi {
 	LB_ABI_VERSION = 3, /* 2: pass_other_host reason, lb_config.last_cookie;
-			     * 3: per-service table sizes (size in slot 0) */
+			     * 3: per-service table sizes (size in slot 0),
+			     *    lb_ct_entry.state, lb_config.tcp_closing_timeout_ns,
+			     *    lb_frags, lb_vip_filter, lb_clock, lb_ct_stats */
 };
 
 /* Fixed hash seed: two balancers with the same configuration must pick the
@@ -40,6 +42,10 @@ enum lb_abi {
 /* Conntrack timestamps are refreshed at most this often, so a busy flow
  * does not write its entry's cache line on every packet. */
 #define LB_CT_REFRESH_NS 1000000000ULL
+
+/* Bits of lb_vip_filter: LB_VIP_FILTER_WORDS u64 words. */
+#define LB_VIP_FILTER_WORDS 1024
+#define LB_VIP_FILTER_BITS (LB_VIP_FILTER_WORDS * 64)
 
 /* Scheduler of a service (lb_service.sched). */
 enum lb_sched {
@@ -60,16 +66,26 @@ enum lb_backend_state {
 enum lb_reason {
 	LB_REASON_REDIRECT = 0,          /* redirected to a backend (tracked or new flow) */
 	LB_REASON_REDIRECT_ICMP = 1,     /* ICMP error about a flow, sent to the flow's backend */
-	LB_REASON_REDIRECT_FRAGMENT = 2, /* IP fragment, sent by 3-tuple hash */
+	LB_REASON_REDIRECT_FRAGMENT = 2, /* IP fragment, sent with its datagram's ports (lb_frags) */
 	LB_REASON_PASS_NOT_IP = 3,       /* not IPv4/IPv6 (ARP, LLDP…) */
 	LB_REASON_PASS_NO_SERVICE = 4,   /* IP, but no service for (vip, proto, port) */
 	LB_REASON_PASS_ICMP = 5,         /* ICMP for the host (echo to a VIP, errors about no flow of ours) */
-	LB_REASON_PASS_FRAGMENT = 6,     /* fragment of a VIP without an all-ports service */
+	LB_REASON_PASS_FRAGMENT = 6,     /* fragment of no service, or a later fragment whose first was not seen */
 	LB_REASON_PASS_NO_BACKEND = 7,   /* service has no usable backend: the host answers (RST/unreachable) */
 	LB_REASON_PASS_MALFORMED = 8,    /* truncated or inconsistent headers */
 	LB_REASON_PASS_UNSUPPORTED = 9,  /* valid but not handled: other L4, 2nd VLAN tag, long IPv6 header chain */
 	LB_REASON_PASS_OTHER_HOST = 10,  /* frame for another MAC (promiscuous NIC, flooded unicast): not ours */
 	LB_REASON_MAX = 11,
+};
+
+/* State of a conntrack entry (lb_ct_entry.state), from the client's half
+ * of the connection only, as IPVS does for direct routing: the balancer
+ * never sees the server's packets. */
+enum lb_ct_state {
+	LB_CT_ESTABLISHED = 0, /* TCP: ACK after the SYN; UDP: always. "active" */
+	LB_CT_SYN_SEEN = 1,    /* TCP SYN seen, handshake ACK not yet. "inactive" */
+	LB_CT_CLOSING = 2,     /* client sent FIN. "inactive", closing timeout */
+	LB_CT_CLOSED = 3,      /* client sent RST. "inactive", closing timeout */
 };
 
 /* A 16-byte address; IPv4 is IPv4-mapped. */
@@ -117,9 +133,26 @@ struct lb_backend {
 
 /* Value of lb_conntrack. */
 struct lb_ct_entry {
-	__u64 last_seen_ns; /* bpf_ktime_get_ns of the last refresh */
+	__u64 last_seen_ns; /* bpf_ktime_get_coarse_ns (CLOCK_MONOTONIC_COARSE) of the last refresh */
 	__u32 backend_id;   /* index into lb_backends */
 	__u32 cookie;       /* lb_backend.cookie when the flow was scheduled */
+	__u8 state;         /* enum lb_ct_state */
+	__u8 pad[7];
+};
+
+/* Key of lb_frags: what identifies the fragments of one datagram. */
+struct lb_frag_key {
+	union lb_addr saddr; /* client */
+	union lb_addr daddr; /* VIP */
+	__be32 id;           /* IPv4 identification (16 bits, zero-extended) or IPv6 fragment id */
+	__u8 proto;          /* IPPROTO_TCP or IPPROTO_UDP */
+	__u8 pad[3];         /* zero */
+};
+
+/* Value of lb_frags: the ports the first fragment carried. */
+struct lb_frag_ports {
+	__be16 sport;
+	__be16 dport;
 };
 
 /* Value of lb_config (one entry): runtime settings that must survive
@@ -127,6 +160,7 @@ struct lb_ct_entry {
 struct lb_config {
 	__u64 tcp_timeout_ns; /* idle time after which a TCP entry is ignored */
 	__u64 udp_timeout_ns; /* same for UDP */
+	__u64 tcp_closing_timeout_ns; /* same for TCP entries not established (SYN seen, FIN, RST) */
 	__u32 table_size;     /* bound of every table's size (Go only: each table
 	                       * holds its own size in slot 0) */
 	__u32 abi;            /* LB_ABI_VERSION of the writer */
@@ -136,6 +170,24 @@ struct lb_config {
 	                       * survives restarts so a reused slot never gets a
 	                       * cookie that stale conntrack entries still carry */
 	__u32 pad2;
+};
+
+/* Value of lb_clock (per CPU): CLOCK_MONOTONIC_COARSE as of the last jiffy
+ * this CPU saw. The coarse clock only moves on a tick, so reading it again
+ * within the same jiffy gives the same value: the cache gives it without a
+ * helper call (bpf_jiffies64 is inlined by the verifier). */
+struct lb_clock {
+	__u64 jiffies;
+	__u64 coarse_ns;
+};
+
+/* Value of lb_ct_stats (per CPU): conntrack churn, so that evictions by
+ * the LRU can be told: evicted = inserted - dropped - entries present
+ * (minus what Go deleted). */
+struct lb_ct_counters {
+	__u64 inserted; /* new entries (bpf_map_update_elem) */
+	__u64 renewed;  /* stale entries reused in place by a new flow */
+	__u64 dropped;  /* stale entries deleted by the program */
 };
 
 /* Per-CPU counters, for services, backends and reasons alike. */

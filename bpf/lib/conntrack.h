@@ -1,8 +1,20 @@
 /* conntrack.h — the LRU flow table that keeps an established flow on its
  * backend across table changes. An entry is valid while it is younger than
- * the protocol's idle timeout and its backend slot still holds the same
- * backend (cookie) in state up or drain; an invalid entry is deleted so a
- * later revival of the slot cannot pull the flow back.
+ * its timeout and its backend slot still holds the same backend (cookie) in
+ * state up or drain. An invalid entry is renewed in place when the packet
+ * starts a new flow, else deleted so a later revival of the slot cannot
+ * pull the flow back.
+ *
+ * TCP entries follow the client's half of the connection (the balancer never
+ * sees the server's), as IPVS does for direct routing: SYN -> syn seen, its
+ * ACK -> established, a FIN -> closing, a RST -> closed. Only established
+ * entries count as active and live for the TCP timeout; the others get the
+ * closing timeout. A SYN that finds a closing or closed entry is a new
+ * connection reusing the ports and is scheduled afresh.
+ *
+ * Cost: a hit reads the coarse clock from a per-CPU cache (lb_now: no helper
+ * call within a jiffy) and writes the entry only when its state changes or
+ * its timestamp is a second old.
  */
 #ifndef LB_CONNTRACK_H
 #define LB_CONNTRACK_H
@@ -10,45 +22,137 @@
 #include <linux/in.h>
 #include "common.h"
 #include "maps.h"
+#include "parse.h"
 
-static __always_inline __u64 lb_ct_timeout(const struct lb_config *cfg, __u8 proto)
+/* lb_now is CLOCK_MONOTONIC_COARSE (what bpf_ktime_get_coarse_ns returns),
+ * read through the helper once per jiffy and CPU only. */
+static __always_inline __u64 lb_now(void)
 {
-	return proto == IPPROTO_TCP ? cfg->tcp_timeout_ns : cfg->udp_timeout_ns;
+	__u64 j = bpf_jiffies64();
+	__u32 key = 0;
+	struct lb_clock *c = bpf_map_lookup_elem(&lb_clock, &key);
+
+	if (!c)
+		return bpf_ktime_get_coarse_ns();
+	if (c->jiffies != j) {
+		c->coarse_ns = bpf_ktime_get_coarse_ns();
+		c->jiffies = j;
+	}
+	return c->coarse_ns;
 }
 
-/* lb_ct_lookup returns the flow's backend and its id, or NULL. */
-static __always_inline struct lb_backend *lb_ct_lookup(const struct lb_flow *flow, const struct lb_config *cfg,
-						       __u64 now, __u32 *id)
+static __always_inline __u64 lb_ct_timeout(const struct lb_config *cfg, __u8 proto, __u8 state)
 {
+	if (proto != IPPROTO_TCP)
+		return cfg->udp_timeout_ns;
+	return state == LB_CT_ESTABLISHED ? cfg->tcp_timeout_ns : cfg->tcp_closing_timeout_ns;
+}
+
+/* lb_ct_next is the state after a client packet with TCP flags f. */
+static __always_inline __u8 lb_ct_next(__u8 state, __u8 f)
+{
+	if (f & LB_TCP_RST)
+		return LB_CT_CLOSED;
+	if (f & LB_TCP_FIN)
+		return state == LB_CT_CLOSED ? LB_CT_CLOSED : LB_CT_CLOSING;
+	if (state == LB_CT_SYN_SEEN && (f & (LB_TCP_ACK | LB_TCP_SYN)) == LB_TCP_ACK)
+		return LB_CT_ESTABLISHED;
+	return state;
+}
+
+/* lb_ct_lookup returns the flow's backend and its id, or NULL. new_syn: the
+ * packet is a SYN without ACK (a closing entry then yields). An entry found
+ * but no longer valid is returned in *stale: the caller renews it in place
+ * for a new flow (lb_ct_insert) or deletes it (lb_ct_drop). */
+static __always_inline struct lb_backend *lb_ct_lookup(const struct lb_pkt *pkt, const struct lb_config *cfg,
+						       __u64 now, int new_syn, __u32 *id,
+						       struct lb_ct_entry **stale)
+{
+	const struct lb_flow *flow = &pkt->flow;
 	struct lb_ct_entry *ct = bpf_map_lookup_elem(&lb_conntrack, flow);
 	struct lb_backend *be;
+	__s64 age;
+	__u8 state;
 
 	if (!ct)
 		return NULL;
-	if (now - ct->last_seen_ns > lb_ct_timeout(cfg, flow->proto))
+	state = ct->state;
+	/* Signed: another CPU's cached clock may be a tick ahead of ours, so
+	 * an entry can look younger than 0. >=: a timeout of 0 expires every
+	 * entry (benchmarks use it). */
+	age = (__s64)(now - ct->last_seen_ns);
+	if (age >= (__s64)lb_ct_timeout(cfg, flow->proto, state))
+		goto invalid;
+	if (new_syn && state >= LB_CT_CLOSING)
 		goto invalid;
 	be = bpf_map_lookup_elem(&lb_backends, &ct->backend_id);
 	if (!be || be->cookie != ct->cookie ||
 	    (be->state != LB_BACKEND_UP && be->state != LB_BACKEND_DRAIN))
 		goto invalid;
-	if (now - ct->last_seen_ns > LB_CT_REFRESH_NS)
+	if (flow->proto == IPPROTO_TCP) {
+		__u8 next = lb_ct_next(state, pkt->tcp_flags);
+
+		if (next != state) {
+			ct->state = next;
+			age = LB_CT_REFRESH_NS + 1; /* refresh below */
+		}
+	}
+	if (age > (__s64)LB_CT_REFRESH_NS)
 		ct->last_seen_ns = now;
 	*id = ct->backend_id;
 	return be;
 invalid:
-	bpf_map_delete_elem(&lb_conntrack, flow);
+	*stale = ct;
 	return NULL;
 }
 
-static __always_inline void lb_ct_insert(const struct lb_flow *flow, __u32 id, const struct lb_backend *be, __u64 now)
+static __always_inline struct lb_ct_counters *lb_ct_counters(void)
+{
+	__u32 key = 0;
+
+	return bpf_map_lookup_elem(&lb_ct_stats, &key);
+}
+
+/* lb_ct_drop deletes a stale entry, so a later revival of its backend slot
+ * cannot pull the flow back. */
+static __always_inline void lb_ct_drop(const struct lb_flow *flow, struct lb_ct_entry *stale)
+{
+	struct lb_ct_counters *c;
+
+	if (!stale)
+		return;
+	bpf_map_delete_elem(&lb_conntrack, flow);
+	c = lb_ct_counters();
+	if (c)
+		c->dropped++;
+}
+
+/* lb_ct_insert records a new flow: in place over its own stale entry (no
+ * delete and insert: a client reusing ports, an expired flow coming back),
+ * else as a new entry. In place, backend and cookie are one 8-byte store,
+ * so a reader on another CPU sees the old pair or the new one. */
+static __always_inline void lb_ct_insert(const struct lb_flow *flow, __u32 id, const struct lb_backend *be, __u64 now,
+					 struct lb_ct_entry *stale)
 {
 	struct lb_ct_entry ct = {
 		.last_seen_ns = now,
 		.backend_id = id,
 		.cookie = be->cookie,
+		.state = flow->proto == IPPROTO_TCP ? LB_CT_SYN_SEEN : LB_CT_ESTABLISHED,
 	};
 
-	bpf_map_update_elem(&lb_conntrack, flow, &ct, BPF_ANY);
+	struct lb_ct_counters *c = lb_ct_counters();
+
+	if (stale) {
+		*(__u64 *)&stale->backend_id = *(__u64 *)&ct.backend_id;
+		stale->state = ct.state;
+		stale->last_seen_ns = now;
+		if (c)
+			c->renewed++;
+		return;
+	}
+	if (bpf_map_update_elem(&lb_conntrack, flow, &ct, BPF_ANY) == 0 && c)
+		c->inserted++;
 }
 
 #endif /* LB_CONNTRACK_H */

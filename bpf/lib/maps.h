@@ -78,6 +78,45 @@ struct {
 	__uint(max_entries, 1048576);
 } lb_conntrack SEC(".maps");
 
+/* (client, VIP, proto, IP id) -> ports of the datagram, written by its
+ * first fragment so that later fragments (which carry no ports) follow it
+ * to the same service and flow, hence backend. LRU: a datagram's fragments
+ * arrive within milliseconds; old entries are simply reused. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__type(key, struct lb_frag_key);
+	__type(value, struct lb_frag_ports);
+	__uint(max_entries, 8192);
+} lb_frags SEC(".maps");
+
+/* A bit per hash of a destination address (lb_vip_bit): set for every VIP
+ * of a service. A clear bit proves the packet is for no VIP, so the host's
+ * own traffic costs one array read instead of two hash lookups. Go sets a
+ * VIP's bit before writing its service keys and clears it only after
+ * deleting them: no false negatives, ever. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__type(key, __u32);
+	__type(value, __u64);
+	__uint(max_entries, LB_VIP_FILTER_WORDS);
+} lb_vip_filter SEC(".maps");
+
+/* Single entry (key 0), per CPU: struct lb_ct_counters. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__type(key, __u32);
+	__type(value, struct lb_ct_counters);
+	__uint(max_entries, 1);
+} lb_ct_stats SEC(".maps");
+
+/* Single entry (key 0), per CPU: struct lb_clock. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__type(key, __u32);
+	__type(value, struct lb_clock);
+	__uint(max_entries, 1);
+} lb_clock SEC(".maps");
+
 /* Single entry (key 0): struct lb_config. */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);

@@ -3,9 +3,14 @@
  * hop-by-hop, routing, destination options, fragment and AH headers), then
  * TCP, UDP or an ICMP/ICMPv6 error quoting a TCP/UDP packet.
  *
- * Every read goes through bpf_skb_load_bytes: it fails cleanly past the end
- * of the packet (so a truncated frame is "malformed", never an out-of-bounds
- * read) and works on non-linear skbs (GRO) without verifier bound puzzles.
+ * Two parsers. lb_parse_fast reads the common case — Ethernet, IPv4 without
+ * options or IPv6 without extension headers, not a fragment, TCP or UDP —
+ * by direct packet access, with no helper call, when those headers lie in
+ * the skb's linear data. Anything else (and anything it doubts) goes to
+ * lb_parse, which reads through bpf_skb_load_bytes: it fails cleanly past
+ * the end of the packet (so a truncated frame is "malformed", never an
+ * out-of-bounds read) and works on non-linear skbs (GRO) without verifier
+ * bound puzzles. Both reach the same verdict for a frame the fast one takes.
  *
  * The outer VLAN tag of a frame received by a NIC is already in skb metadata
  * at tc ingress (skb->vlan_present/vlan_tci), not in the bytes; it is kept on
@@ -26,12 +31,16 @@
 /* Parsers return this when the packet may be ours; anything else is the
  * enum lb_reason of a pass. */
 #define LB_CANDIDATE LB_REASON_REDIRECT
+/* lb_parse_fast returns this when lb_parse must decide. */
+#define LB_PARSE_SLOW LB_REASON_MAX
 
 #define LB6_MAX_EXTHDRS 4 /* extension headers walked before giving up (unsupported) */
 
 #define LB_IP_MF 0x2000     /* IPv4 more fragments */
 #define LB_IP_OFFSET 0x1fff /* IPv4 fragment offset */
+#define LB_TCP_FIN 0x01
 #define LB_TCP_SYN 0x02
+#define LB_TCP_RST 0x04
 #define LB_TCP_ACK 0x10
 
 /* IPv6 next-header values of extension headers (not all in 6.1 UAPI). */
@@ -54,7 +63,7 @@ struct lb_icmphdr {
 /* What kind of candidate the packet is. */
 enum lb_pkt_kind {
 	LB_PKT_FLOW = 0,       /* a TCP/UDP packet with ports */
-	LB_PKT_FRAGMENT = 1,   /* an IP fragment: ports unknown or ignored */
+	LB_PKT_FRAGMENT = 1,   /* an IP fragment: ports parsed if first, else from lb_frags */
 	LB_PKT_ICMP_ERROR = 2, /* ICMP error; flow is the quoted flow, turned client->VIP */
 };
 
@@ -62,8 +71,10 @@ enum lb_pkt_kind {
 struct lb_pkt {
 	struct lb_flow flow; /* client -> VIP */
 	__u32 end;           /* offset where the IP packet ends (trailing padding excluded) */
+	__be32 frag_id;      /* fragments: IPv4 identification or IPv6 fragment id */
 	__u8 kind;           /* enum lb_pkt_kind */
-	__u8 tcp_flags;      /* byte 13 of the TCP header (SYN, ACK…) */
+	__u8 frag_first;     /* fragments: offset 0, carries the L4 header */
+	__u8 tcp_flags;      /* byte 13 of the TCP header (SYN, ACK…); 0 if not seen */
 };
 
 /* lb_within reports whether len bytes at off lie inside the IP packet:
@@ -188,7 +199,10 @@ static __always_inline __u32 lb4_parse(struct __sk_buff *skb, __u32 off, struct 
 		if (ip.protocol != IPPROTO_TCP && ip.protocol != IPPROTO_UDP)
 			return LB_REASON_PASS_UNSUPPORTED;
 		pkt->kind = LB_PKT_FRAGMENT;
-		return LB_CANDIDATE;
+		pkt->frag_id = (__be32)ip.id;
+		if (frag & LB_IP_OFFSET)
+			return LB_CANDIDATE; /* later fragment: ports from lb_frags */
+		pkt->frag_first = 1;
 	}
 	if (ip.protocol == IPPROTO_ICMP)
 		return lb4_parse_icmp(skb, off, pkt);
@@ -265,8 +279,16 @@ static __always_inline __u32 lb6_skip_exthdrs(struct __sk_buff *skb, __u32 *off,
 			frag = ((__u16)hdr[2] << 8) | hdr[3];
 			/* offset (bits 15..3) or M (bit 0); an atomic fragment
 			 * (both zero, RFC 6946) is a whole packet. */
-			if (frag & 0xfff9)
+			if (frag & 0xfff9) {
 				pkt->kind = LB_PKT_FRAGMENT;
+				__builtin_memcpy(&pkt->frag_id, hdr + 4, 4);
+				/* A later fragment's payload is no header:
+				 * its ports come from lb_frags. The fragment
+				 * header itself must lie inside the packet. */
+				if (frag & 0xfff8)
+					return *off > pkt->end ? LB_REASON_PASS_MALFORMED : LB_CANDIDATE;
+				pkt->frag_first = 1;
+			}
 			break;
 		default:
 			return LB_CANDIDATE;
@@ -305,7 +327,8 @@ static __always_inline __u32 lb6_parse(struct __sk_buff *skb, __u32 off, struct 
 	if (pkt->kind == LB_PKT_FRAGMENT) {
 		if (nh != IPPROTO_TCP && nh != IPPROTO_UDP)
 			return LB_REASON_PASS_UNSUPPORTED;
-		return LB_CANDIDATE;
+		if (!pkt->frag_first)
+			return LB_CANDIDATE;
 	}
 	if (nh == LB_IPPROTO_ICMPV6)
 		return lb6_parse_icmp(skb, off, pkt);
@@ -336,6 +359,79 @@ static __always_inline __u32 lb_parse(struct __sk_buff *skb, struct lb_pkt *pkt)
 	if (proto == bpf_htons(ETH_P_IPV6))
 		return lb6_parse(skb, off, pkt);
 	return LB_REASON_PASS_NOT_IP;
+}
+
+/* lb_fast_ports reads the TCP or UDP header at l4 (direct access); len is
+ * what the IP header says follows it. */
+static __always_inline __u32 lb_fast_ports(void *l4, void *data_end, __u32 len, struct lb_pkt *pkt)
+{
+	if (pkt->flow.proto == IPPROTO_TCP) {
+		struct tcphdr *th = l4;
+
+		if ((void *)(th + 1) > data_end || len < sizeof(*th) || th->doff < 5)
+			return LB_PARSE_SLOW;
+		pkt->tcp_flags = ((__u8 *)th)[13];
+	} else if (pkt->flow.proto == IPPROTO_UDP) {
+		struct udphdr *uh = l4;
+
+		if ((void *)(uh + 1) > data_end || len < sizeof(*uh))
+			return LB_PARSE_SLOW;
+	} else {
+		return LB_PARSE_SLOW;
+	}
+	/* Source and destination ports are the first four bytes of both. */
+	__builtin_memcpy(&pkt->flow.sport, l4, 4);
+	return LB_CANDIDATE;
+}
+
+/* lb_parse_fast parses the common case by direct packet access: no VLAN
+ * tag in the bytes, IPv4 with a 20-byte header and no fragment bits, or
+ * IPv6 with TCP/UDP right after its header, every header in linear data.
+ * It returns LB_CANDIDATE, LB_REASON_PASS_NOT_IP for a frame that is
+ * neither IP nor VLAN-tagged (the host's ARP and friends, cheaply), or
+ * LB_PARSE_SLOW for anything else: lb_parse then gives the frame the
+ * verdict and reason it always did. */
+static __always_inline __u32 lb_parse_fast(struct __sk_buff *skb, struct lb_pkt *pkt)
+{
+	void *data = (void *)(long)skb->data;
+	void *data_end = (void *)(long)skb->data_end;
+	struct ethhdr *eth = data;
+	__u32 len = skb->len, tot;
+
+	if ((void *)(eth + 1) > data_end)
+		return LB_PARSE_SLOW;
+	if (eth->h_proto == bpf_htons(ETH_P_IP)) {
+		struct iphdr *ip = (void *)(eth + 1);
+
+		if ((void *)(ip + 1) > data_end || *(__u8 *)ip != 0x45 /* version 4, ihl 5 */ ||
+		    ip->frag_off & bpf_htons(LB_IP_MF | LB_IP_OFFSET))
+			return LB_PARSE_SLOW;
+		tot = bpf_ntohs(ip->tot_len);
+		if (tot < sizeof(*ip) || sizeof(*eth) + tot > len)
+			return LB_PARSE_SLOW;
+		pkt->end = sizeof(*eth) + tot;
+		lb4_addr(&pkt->flow.saddr, ip->saddr);
+		lb4_addr(&pkt->flow.daddr, ip->daddr);
+		pkt->flow.proto = ip->protocol;
+		return lb_fast_ports(ip + 1, data_end, tot - sizeof(*ip), pkt);
+	}
+	if (eth->h_proto == bpf_htons(ETH_P_IPV6)) {
+		struct ipv6hdr *ip6 = (void *)(eth + 1);
+
+		if ((void *)(ip6 + 1) > data_end || ip6->version != 6)
+			return LB_PARSE_SLOW;
+		tot = bpf_ntohs(ip6->payload_len);
+		if (!tot || sizeof(*eth) + sizeof(*ip6) + tot > len)
+			return LB_PARSE_SLOW;
+		pkt->end = sizeof(*eth) + sizeof(*ip6) + tot;
+		__builtin_memcpy(&pkt->flow.saddr, &ip6->saddr, 16);
+		__builtin_memcpy(&pkt->flow.daddr, &ip6->daddr, 16);
+		pkt->flow.proto = ip6->nexthdr;
+		return lb_fast_ports(ip6 + 1, data_end, tot, pkt);
+	}
+	if (eth->h_proto == bpf_htons(ETH_P_8021Q) || eth->h_proto == bpf_htons(ETH_P_8021AD))
+		return LB_PARSE_SLOW;
+	return LB_REASON_PASS_NOT_IP; /* ARP, LLDP…: lb_parse says the same */
 }
 
 #endif /* LB_PARSE_H */

@@ -11,8 +11,17 @@
 static __always_inline int lb_rewrite_macs(struct __sk_buff *skb, const struct lb_backend *be,
 					   const struct lb_config *cfg)
 {
+	void *data_end = (void *)(long)skb->data_end;
+	__u8 *eth = (void *)(long)skb->data;
 	__u8 macs[12];
 
+	/* The Ethernet header is always in linear data at tc ingress: write
+	 * it in place, no helper call. */
+	if ((void *)(eth + 12) <= data_end) {
+		__builtin_memcpy(eth, be->mac, 6);
+		__builtin_memcpy(eth + 6, cfg->if_mac, 6);
+		return 0;
+	}
 	__builtin_memcpy(macs, be->mac, 6);
 	__builtin_memcpy(macs + 6, cfg->if_mac, 6);
 	return bpf_skb_store_bytes(skb, 0, macs, sizeof(macs), 0);

@@ -1,7 +1,7 @@
-/* sched.h — picks a backend for a packet: conntrack first, then the
- * service's scheduler for new flows, or the consistent (Maglev) table for
- * packets that must not create state: TCP without SYN, fragments, ICMP
- * errors.
+/* sched.h — picks a backend for a packet without a valid conntrack entry:
+ * the service's scheduler for new flows, or the consistent (Maglev) table
+ * for packets that must not create state: TCP without SYN, ICMP errors.
+ * Fragments carry their datagram's ports and are scheduled as its packets.
  */
 #ifndef LB_SCHED_H
 #define LB_SCHED_H
@@ -63,39 +63,40 @@ static __always_inline struct lb_backend *lb_pick_rr(const struct lb_service *sv
 	return lb_table_get(&lb_rr, svc->id, __sync_fetch_and_add(next, 1), id);
 }
 
-static __always_inline int lb_is_new_flow(const struct lb_pkt *pkt)
+/* lb_starts_flow: a TCP SYN without ACK, or any UDP packet; never an ICMP
+ * error (it is about a flow, never one). */
+static __always_inline int lb_starts_flow(const struct lb_pkt *pkt)
 {
+	if (pkt->kind == LB_PKT_ICMP_ERROR)
+		return 0;
 	if (pkt->flow.proto == IPPROTO_TCP)
 		return (pkt->tcp_flags & (LB_TCP_SYN | LB_TCP_ACK)) == LB_TCP_SYN;
 	return 1; /* UDP: any packet without an entry starts a flow */
 }
 
-/* lb_schedule returns the backend for pkt (NULL: none usable) and sets
- * *is_new when a conntrack entry was created. */
+/* lb_schedule picks the backend of a packet that has no valid conntrack
+ * entry (NULL: none usable). starts: the packet may start a flow; it then
+ * gets an entry (its stale one renewed), and *is_new is set. */
 static __always_inline struct lb_backend *lb_schedule(const struct lb_pkt *pkt, const struct lb_service *svc,
-						      const struct lb_config *cfg, __u32 *id, int *is_new)
+						      const struct lb_config *cfg, __u64 now, int starts,
+						      struct lb_ct_entry *stale, __u32 *id, int *is_new)
 {
 	struct lb_backend *be;
-	__u64 now;
 
-	if (pkt->kind == LB_PKT_FRAGMENT)
+	if (!starts) {
+		lb_ct_drop(&pkt->flow, stale);
 		return lb_pick_consistent(svc, &pkt->flow, cfg, id);
-
-	now = bpf_ktime_get_ns();
-	be = lb_ct_lookup(&pkt->flow, cfg, now, id);
-	if (be)
-		return be;
-	if (pkt->kind == LB_PKT_ICMP_ERROR || !lb_is_new_flow(pkt))
-		return lb_pick_consistent(svc, &pkt->flow, cfg, id);
-
+	}
 	if (svc->sched == LB_SCHED_ROUNDROBIN)
 		be = lb_pick_rr(svc, cfg, id);
 	else
 		be = lb_pick_consistent(svc, &pkt->flow, cfg, id);
-	if (be) {
-		lb_ct_insert(&pkt->flow, *id, be, now);
-		*is_new = 1;
+	if (!be) {
+		lb_ct_drop(&pkt->flow, stale);
+		return NULL;
 	}
+	lb_ct_insert(&pkt->flow, *id, be, now, stale);
+	*is_new = 1;
 	return be;
 }
 

@@ -1,7 +1,7 @@
-/* service.h — finds the service of a flow: (vip, proto, port) first, then
- * the VIP's all-ports service (port 0). Fragments only ever match the
- * all-ports service: a non-first fragment has no port, and every fragment of
- * a datagram must take the same decision.
+/* service.h — the VIP filter (a packet for no VIP stops there, before any
+ * hash lookup), and the service of a flow: (vip, proto, port), then the
+ * VIP's all-ports service (port 0). Fragments carry their datagram's ports (from
+ * the first fragment, lb_frags), so they find the service as any packet.
  */
 #ifndef LB_SERVICE_H
 #define LB_SERVICE_H
@@ -9,6 +9,26 @@
 #include "common.h"
 #include "maps.h"
 #include "parse.h"
+
+/* lb_vip_bit is the filter bit of an address: its four words folded to
+ * 16 bits (mirrored by lbd/datapath vipBit). Not a strong hash: it only
+ * has to spread a few hundred VIPs over 65,536 bits. */
+static __always_inline __u32 lb_vip_bit(const union lb_addr *a)
+{
+	__u32 x = a->w[0] ^ a->w[1] ^ a->w[2] ^ a->w[3];
+
+	x ^= x >> 16;
+	return x & (LB_VIP_FILTER_BITS - 1);
+}
+
+/* lb_vip_maybe reports whether addr may be a VIP (false: surely not). */
+static __always_inline int lb_vip_maybe(const union lb_addr *addr)
+{
+	__u32 bit = lb_vip_bit(addr), word = bit / 64;
+	__u64 *w = bpf_map_lookup_elem(&lb_vip_filter, &word);
+
+	return w && (*w >> (bit % 64)) & 1;
+}
 
 static __always_inline struct lb_service *lb_service_lookup(const struct lb_pkt *pkt)
 {
@@ -19,11 +39,9 @@ static __always_inline struct lb_service *lb_service_lookup(const struct lb_pkt 
 	};
 	struct lb_service *svc;
 
-	if (pkt->kind != LB_PKT_FRAGMENT) {
-		svc = bpf_map_lookup_elem(&lb_services, &key);
-		if (svc)
-			return svc;
-	}
+	svc = bpf_map_lookup_elem(&lb_services, &key);
+	if (svc)
+		return svc;
 	key.port = 0;
 	return bpf_map_lookup_elem(&lb_services, &key);
 }

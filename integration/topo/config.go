@@ -22,6 +22,8 @@ type Config struct {
 	// MetricsListen is balancer.metrics.listen, inside the balancer's
 	// namespace; "" (the harness's default) turns metrics off.
 	MetricsListen string
+	// ConntrackSize is balancer.conntrack.size; 0 leaves the default.
+	ConntrackSize int
 }
 
 // BGP is balancer.bgp; zero fields take the schema's defaults.
@@ -119,6 +121,9 @@ func (t *Topology) renderFor(lb *Host, c Config) string {
 	fmt.Fprintf(&b, "balancer:\n  interface: %s\n  pin_path: %s\n  maglev_table_size: 65537\n  metrics:\n    listen: %q\n", lb.Link, t.PinPathFor(lb), c.MetricsListen)
 	if c.VIPOwner != "" {
 		fmt.Fprintf(&b, "  vip_owner: %s\n", c.VIPOwner)
+	}
+	if c.ConntrackSize != 0 {
+		fmt.Fprintf(&b, "  conntrack:\n    size: %d\n", c.ConntrackSize)
 	}
 	if g := c.BGP; g != nil {
 		fmt.Fprintf(&b, "  bgp:\n    asn: %d\n", g.ASN)

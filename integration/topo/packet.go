@@ -188,3 +188,71 @@ func FromAddrPort(src netip.Addr, port uint16) func([]byte) bool {
 		return (proto == unix.IPPROTO_TCP || proto == unix.IPPROTO_UDP) && binary.BigEndian.Uint16(l4) == port
 	}
 }
+
+// SendFrames sends frames built by frame (i = 0, 1, …; it may reuse buf)
+// out of dev in h's namespace until n are sent or d has passed, whichever
+// comes first (a bounded load), and returns how many were sent.
+func SendFrames(h *Host, dev string, n int, d time.Duration, frame func(i int, buf []byte) []byte) (int, error) {
+	sent := 0
+	err := h.NS.Do(func() error {
+		fd, idx, err := packetSocket(dev, unix.ETH_P_ALL, 10*time.Millisecond)
+		if err != nil {
+			return err
+		}
+		defer unix.Close(fd)
+		to := &unix.SockaddrLinklayer{Ifindex: idx, Halen: 6}
+		buf := make([]byte, 0, 1514)
+		end := time.Now().Add(d)
+		for sent < n && (sent%1024 != 0 || time.Now().Before(end)) {
+			f := frame(sent, buf[:0])
+			if err := unix.Sendto(fd, f, 0, to); err != nil {
+				if errors.Is(err, unix.ENOBUFS) || errors.Is(err, unix.EAGAIN) {
+					if time.Now().After(end) {
+						return nil
+					}
+					time.Sleep(time.Millisecond)
+					continue
+				}
+				return fmt.Errorf("send frame: %w", err)
+			}
+			sent++
+		}
+		return nil
+	})
+	return sent, err
+}
+
+// SYN4 appends to buf an Ethernet frame from srcMAC to dstMAC carrying a
+// TCP SYN src -> dst (IPv4, checksums computed).
+func SYN4(buf []byte, srcMAC, dstMAC net.HardwareAddr, src, dst netip.AddrPort) []byte {
+	buf = append(buf, dstMAC...)
+	buf = append(buf, srcMAC...)
+	buf = append(buf, 0x08, 0x00)
+	ip := len(buf)
+	buf = append(buf, 0x45, 0, 0, 40, 0, 1, 0x40, 0, 64, 6, 0, 0)
+	s4, d4 := src.Addr().As4(), dst.Addr().As4()
+	buf = append(buf, s4[:]...)
+	buf = append(buf, d4[:]...)
+	binary.BigEndian.PutUint16(buf[ip+10:], checksum(buf[ip:ip+20], 0))
+	tcp := len(buf)
+	buf = binary.BigEndian.AppendUint16(buf, src.Port())
+	buf = binary.BigEndian.AppendUint16(buf, dst.Port())
+	buf = append(buf, 0, 0, 0, 1, 0, 0, 0, 0, 0x50, 0x02, 0xff, 0xff, 0, 0, 0, 0)
+	pseudo := uint32(6) + 20
+	for i := 0; i < 4; i += 2 {
+		pseudo += uint32(binary.BigEndian.Uint16(s4[i:])) + uint32(binary.BigEndian.Uint16(d4[i:]))
+	}
+	binary.BigEndian.PutUint16(buf[tcp+16:], checksum(buf[tcp:tcp+20], pseudo))
+	return buf
+}
+
+// checksum is the Internet checksum of b, starting from sum.
+func checksum(b []byte, sum uint32) uint16 {
+	for i := 0; i+1 < len(b); i += 2 {
+		sum += uint32(binary.BigEndian.Uint16(b[i:]))
+	}
+	for sum > 0xffff {
+		sum = sum&0xffff + sum>>16
+	}
+	return ^uint16(sum)
+}

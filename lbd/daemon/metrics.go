@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net/http"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -41,15 +42,59 @@ var (
 	descVIPConflict = prometheus.NewDesc("dsrlb_vip_conflict", "1 for a VIP lbd did not take because another host (mac) answers for it.", []string{"vip", "mac"}, nil)
 	descAttached    = prometheus.NewDesc("dsrlb_datapath_attached", "1 while the data plane program is attached as lbd left it, 0 when found detached or replaced (lbd re-attaches it).", nil, nil)
 	descRepairs     = prometheus.NewDesc("dsrlb_datapath_reattach_total", "Times lbd re-attached its program after finding it detached or replaced.", nil, nil)
+	descBeActive    = prometheus.NewDesc("dsrlb_backend_active_flows", "Established tracked flows of the backend (client ACK seen, no FIN or RST yet; UDP flows); conntrack walked at most every 10s.", []string{"service", "backend"}, nil)
+	descBeInactive  = prometheus.NewDesc("dsrlb_backend_inactive_flows", "Tracked flows of the backend not established: TCP SYN seen, closing after a client FIN, closed after a RST.", []string{"service", "backend"}, nil)
+	descCtInserted  = prometheus.NewDesc("dsrlb_conntrack_inserted_total", "Conntrack entries created for new flows.", nil, nil)
+	descCtEvicted   = prometheus.NewDesc("dsrlb_conntrack_evicted_total", "Conntrack entries the LRU evicted to make room (inserted - deleted - present; an estimate).", nil, nil)
 	descScrapeError = prometheus.NewDesc("dsrlb_datapath_read_errors", "1 when reading the data plane's maps failed during this scrape.", nil, nil)
 )
 
 // collector reads the data plane and the health checks on each scrape.
-type collector struct{ d *Daemon }
+type collector struct {
+	d     *Daemon
+	flows *flowCache
+}
+
+// flowCacheFor bounds how often a scrape walks the conntrack map (up to
+// millions of entries) for the active/inactive gauges.
+const flowCacheFor = 10 * time.Second
+
+// flowCache holds the last conntrack walk: active and inactive flows per
+// service/backend name, and the table's churn.
+type flowCache struct {
+	mu       sync.Mutex
+	at       time.Time
+	active   map[[2]string][2]uint64
+	ct       datapath.ConntrackStats
+	ctFailed bool
+}
+
+func (f *flowCache) get(dp *datapath.Datapath, st datapath.Stats) (map[[2]string][2]uint64, datapath.ConntrackStats, bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if time.Since(f.at) < flowCacheFor && f.active != nil {
+		return f.active, f.ct, f.ctFailed
+	}
+	f.at, f.active, f.ctFailed = time.Now(), map[[2]string][2]uint64{}, false
+	if err := dp.ActiveFlows(&st); err != nil {
+		f.ctFailed = true
+	}
+	for _, s := range st.Services {
+		for _, b := range s.Backends {
+			f.active[[2]string{s.Name, b.Name}] = [2]uint64{b.ActiveFlows, b.InactiveFlows}
+		}
+	}
+	var err error
+	if f.ct, err = dp.ConntrackStats(); err != nil {
+		f.ctFailed = true
+	}
+	return f.active, f.ct, f.ctFailed
+}
 
 func (c collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descSvcPackets, descSvcBytes, descSvcFlows, descSvcNoBe, descBePackets,
-		descBeBytes, descBeFlows, descBeState, descCheckUp, descCheckDur, descCheckFails, descVerdicts, descScrapeError, descBGPUp, descBGPAdv, descBGPVIP, descVIPConflict, descAttached, descRepairs} {
+		descBeBytes, descBeFlows, descBeState, descCheckUp, descCheckDur, descCheckFails, descVerdicts, descScrapeError, descBGPUp, descBGPAdv, descBGPVIP, descVIPConflict, descAttached, descRepairs,
+		descBeActive, descBeInactive, descCtInserted, descCtEvicted} {
 		ch <- d
 	}
 }
@@ -61,6 +106,10 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 	st, err := c.d.dp.Stats()
 	failed := 0.0
 	if err != nil {
+		failed = 1
+	}
+	flows, ct, ctFailed := c.flows.get(c.d.dp, st)
+	if ctFailed {
 		failed = 1
 	}
 	ch <- prometheus.MustNewConstMetric(descScrapeError, prometheus.GaugeValue, failed)
@@ -75,6 +124,8 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(descVIPConflict, prometheus.GaugeValue, 1, cf.VIP.String(), cf.MAC.String())
 	}
 	c.d.mu.Unlock()
+	counter(descCtInserted, ct.Inserted)
+	counter(descCtEvicted, ct.Evicted)
 	for r, cnt := range st.Reasons {
 		counter(descVerdicts, cnt.Packets, r.String())
 	}
@@ -87,6 +138,9 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 			counter(descBePackets, b.Counters.Packets, s.Name, b.Name)
 			counter(descBeBytes, b.Counters.Bytes, s.Name, b.Name)
 			counter(descBeFlows, b.Counters.NewFlows, s.Name, b.Name)
+			n := flows[[2]string{s.Name, b.Name}]
+			ch <- prometheus.MustNewConstMetric(descBeActive, prometheus.GaugeValue, float64(n[0]), s.Name, b.Name)
+			ch <- prometheus.MustNewConstMetric(descBeInactive, prometheus.GaugeValue, float64(n[1]), s.Name, b.Name)
 			for _, state := range []datapath.State{datapath.Up, datapath.Drain, datapath.Down} {
 				v := 0.0
 				if b.State == state {
@@ -153,7 +207,7 @@ func (d *Daemon) registerMetrics(r prometheus.Registerer) *metrics {
 	m := &metrics{reloadFailures: prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "dsrlb_reload_failures_total", Help: "Configuration reloads rejected (the running configuration was kept).",
 	})}
-	r.MustRegister(collector{d}, m.reloadFailures, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	r.MustRegister(collector{d, &flowCache{}}, m.reloadFailures, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	d.registerMore(r)
 	return m
 }

@@ -3,6 +3,7 @@ package datapath
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"net"
 	"net/netip"
 	"runtime"
@@ -67,6 +68,13 @@ func (d *Datapath) apply(services []Service) error {
 	if err != nil {
 		return err
 	}
+	before := maps.Clone(d.state.keyOwner)
+	// New VIPs pass the filter before their keys exist; old ones stop
+	// passing only once their keys are gone.
+	filter := vipFilter(services)
+	if err := d.writeVIPFilter(filter.union(d.state.vipFilter)); err != nil {
+		return err
+	}
 	keep := map[uint32]bool{}
 	for i := range services {
 		keep[ids[i]] = true
@@ -88,7 +96,10 @@ func (d *Datapath) apply(services []Service) error {
 		return err
 	}
 	d.last = tx.stats()
-	return nil
+	if err := d.writeVIPFilter(filter); err != nil {
+		return err
+	}
+	return d.purgeUnserved(before)
 }
 
 // matchServices finds the existing id of each service (by any key it

@@ -90,7 +90,7 @@ func benchPackets(b *testing.B, nsvc, nbe int) {
 	}
 	b.Run("new_flow_warm_maglev", func(b *testing.B) {
 		mustApply(b, d, benchServices(nsvc, nbe, Maglev)...)
-		setTCPTimeout(b, d, 1) // every entry expires at once: each SYN is rescheduled
+		setTCPTimeout(b, d, 0) // every entry expires at once: each SYN is rescheduled
 		defer setTCPTimeout(b, d, uint64(d.opts.TCPTimeout))
 		run(b, d, build(b, syn))
 		repeat(b, d, build(b, syn))
@@ -150,13 +150,15 @@ func BenchmarkMaglevBuild(b *testing.B) {
 	}
 }
 
-// setTCPTimeout rewrites the TCP idle timeout in lb_cfg.
+// setTCPTimeout rewrites the TCP idle timeouts in lb_cfg: established
+// entries get ns, the others min(ns, Options.TCPClosingTimeout).
 func setTCPTimeout(b *testing.B, d *Datapath, ns uint64) {
 	var cfg bpfLbConfig
 	if err := d.objs.LbCfg.Lookup(uint32(0), &cfg); err != nil {
 		b.Fatal(err)
 	}
 	cfg.TcpTimeoutNs = ns
+	cfg.TcpClosingTimeoutNs = min(ns, uint64(d.opts.TCPClosingTimeout))
 	if err := d.objs.LbCfg.Put(uint32(0), &cfg); err != nil {
 		b.Fatal(err)
 	}

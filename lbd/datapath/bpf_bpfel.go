@@ -41,16 +41,23 @@ const (
 	bpfLbBackendStateLB_BACKEND_DOWN   bpfLbBackendState = 3
 )
 
+type bpfLbClock struct {
+	_        structs.HostLayout
+	Jiffies  uint64
+	CoarseNs uint64
+}
+
 type bpfLbConfig struct {
-	_            structs.HostLayout
-	TcpTimeoutNs uint64
-	UdpTimeoutNs uint64
-	TableSize    uint32
-	Abi          uint32
-	IfMac        [6]uint8
-	Pad          [2]uint8
-	LastCookie   uint32
-	Pad2         uint32
+	_                   structs.HostLayout
+	TcpTimeoutNs        uint64
+	UdpTimeoutNs        uint64
+	TcpClosingTimeoutNs uint64
+	TableSize           uint32
+	Abi                 uint32
+	IfMac               [6]uint8
+	Pad                 [2]uint8
+	LastCookie          uint32
+	Pad2                uint32
 }
 
 type bpfLbCounters struct {
@@ -61,12 +68,30 @@ type bpfLbCounters struct {
 	NoBackend uint64
 }
 
+type bpfLbCtCounters struct {
+	_        structs.HostLayout
+	Inserted uint64
+	Renewed  uint64
+	Dropped  uint64
+}
+
 type bpfLbCtEntry struct {
 	_          structs.HostLayout
 	LastSeenNs uint64
 	BackendId  uint32
 	Cookie     uint32
+	State      uint8
+	Pad        [7]uint8
 }
+
+type bpfLbCtState uint32
+
+const (
+	bpfLbCtStateLB_CT_ESTABLISHED bpfLbCtState = 0
+	bpfLbCtStateLB_CT_SYN_SEEN    bpfLbCtState = 1
+	bpfLbCtStateLB_CT_CLOSING     bpfLbCtState = 2
+	bpfLbCtStateLB_CT_CLOSED      bpfLbCtState = 3
+)
 
 type bpfLbFlow struct {
 	_     structs.HostLayout
@@ -82,6 +107,27 @@ type bpfLbFlow struct {
 	Dport uint16
 	Proto uint8
 	Pad   [3]uint8
+}
+
+type bpfLbFragKey struct {
+	_     structs.HostLayout
+	Saddr struct {
+		_ structs.HostLayout
+		B [16]uint8
+	}
+	Daddr struct {
+		_ structs.HostLayout
+		B [16]uint8
+	}
+	Id    uint32
+	Proto uint8
+	Pad   [3]uint8
+}
+
+type bpfLbFragPorts struct {
+	_     structs.HostLayout
+	Sport uint16
+	Dport uint16
 }
 
 type bpfLbReason uint32
@@ -131,21 +177,26 @@ type bpfLbServiceKey struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	bpfMapLbBackends     = "lb_backends"
-	bpfMapLbBeStats      = "lb_be_stats"
-	bpfMapLbCfg          = "lb_cfg"
-	bpfMapLbConntrack    = "lb_conntrack"
-	bpfMapLbGlobalStats  = "lb_global_stats"
-	bpfMapLbMaglev       = "lb_maglev"
-	bpfMapLbRr           = "lb_rr"
-	bpfMapLbRrNext       = "lb_rr_next"
-	bpfMapLbServices     = "lb_services"
-	bpfMapLbSvcStats     = "lb_svc_stats"
-	bpfProgDsrlbIngress  = "dsrlb_ingress"
-	bpfVarLbUnusedAbi    = "lb_unused_abi"
-	bpfVarLbUnusedReason = "lb_unused_reason"
-	bpfVarLbUnusedSched  = "lb_unused_sched"
-	bpfVarLbUnusedState  = "lb_unused_state"
+	bpfMapLbBackends      = "lb_backends"
+	bpfMapLbBeStats       = "lb_be_stats"
+	bpfMapLbCfg           = "lb_cfg"
+	bpfMapLbClock         = "lb_clock"
+	bpfMapLbConntrack     = "lb_conntrack"
+	bpfMapLbCtStats       = "lb_ct_stats"
+	bpfMapLbFrags         = "lb_frags"
+	bpfMapLbGlobalStats   = "lb_global_stats"
+	bpfMapLbMaglev        = "lb_maglev"
+	bpfMapLbRr            = "lb_rr"
+	bpfMapLbRrNext        = "lb_rr_next"
+	bpfMapLbServices      = "lb_services"
+	bpfMapLbSvcStats      = "lb_svc_stats"
+	bpfMapLbVipFilter     = "lb_vip_filter"
+	bpfProgDsrlbIngress   = "dsrlb_ingress"
+	bpfVarLbUnusedAbi     = "lb_unused_abi"
+	bpfVarLbUnusedCtState = "lb_unused_ct_state"
+	bpfVarLbUnusedReason  = "lb_unused_reason"
+	bpfVarLbUnusedSched   = "lb_unused_sched"
+	bpfVarLbUnusedState   = "lb_unused_state"
 )
 
 // loadBpf returns the embedded CollectionSpec for bpf.
@@ -200,23 +251,28 @@ type bpfMapSpecs struct {
 	LbBackends    *ebpf.MapSpec `ebpf:"lb_backends"`
 	LbBeStats     *ebpf.MapSpec `ebpf:"lb_be_stats"`
 	LbCfg         *ebpf.MapSpec `ebpf:"lb_cfg"`
+	LbClock       *ebpf.MapSpec `ebpf:"lb_clock"`
 	LbConntrack   *ebpf.MapSpec `ebpf:"lb_conntrack"`
+	LbCtStats     *ebpf.MapSpec `ebpf:"lb_ct_stats"`
+	LbFrags       *ebpf.MapSpec `ebpf:"lb_frags"`
 	LbGlobalStats *ebpf.MapSpec `ebpf:"lb_global_stats"`
 	LbMaglev      *ebpf.MapSpec `ebpf:"lb_maglev"`
 	LbRr          *ebpf.MapSpec `ebpf:"lb_rr"`
 	LbRrNext      *ebpf.MapSpec `ebpf:"lb_rr_next"`
 	LbServices    *ebpf.MapSpec `ebpf:"lb_services"`
 	LbSvcStats    *ebpf.MapSpec `ebpf:"lb_svc_stats"`
+	LbVipFilter   *ebpf.MapSpec `ebpf:"lb_vip_filter"`
 }
 
 // bpfVariableSpecs contains global variables before they are loaded into the kernel.
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type bpfVariableSpecs struct {
-	LbUnusedAbi    *ebpf.VariableSpec `ebpf:"lb_unused_abi"`
-	LbUnusedReason *ebpf.VariableSpec `ebpf:"lb_unused_reason"`
-	LbUnusedSched  *ebpf.VariableSpec `ebpf:"lb_unused_sched"`
-	LbUnusedState  *ebpf.VariableSpec `ebpf:"lb_unused_state"`
+	LbUnusedAbi     *ebpf.VariableSpec `ebpf:"lb_unused_abi"`
+	LbUnusedCtState *ebpf.VariableSpec `ebpf:"lb_unused_ct_state"`
+	LbUnusedReason  *ebpf.VariableSpec `ebpf:"lb_unused_reason"`
+	LbUnusedSched   *ebpf.VariableSpec `ebpf:"lb_unused_sched"`
+	LbUnusedState   *ebpf.VariableSpec `ebpf:"lb_unused_state"`
 }
 
 // bpfObjects contains all objects after they have been loaded into the kernel.
@@ -242,13 +298,17 @@ type bpfMaps struct {
 	LbBackends    *ebpf.Map `ebpf:"lb_backends"`
 	LbBeStats     *ebpf.Map `ebpf:"lb_be_stats"`
 	LbCfg         *ebpf.Map `ebpf:"lb_cfg"`
+	LbClock       *ebpf.Map `ebpf:"lb_clock"`
 	LbConntrack   *ebpf.Map `ebpf:"lb_conntrack"`
+	LbCtStats     *ebpf.Map `ebpf:"lb_ct_stats"`
+	LbFrags       *ebpf.Map `ebpf:"lb_frags"`
 	LbGlobalStats *ebpf.Map `ebpf:"lb_global_stats"`
 	LbMaglev      *ebpf.Map `ebpf:"lb_maglev"`
 	LbRr          *ebpf.Map `ebpf:"lb_rr"`
 	LbRrNext      *ebpf.Map `ebpf:"lb_rr_next"`
 	LbServices    *ebpf.Map `ebpf:"lb_services"`
 	LbSvcStats    *ebpf.Map `ebpf:"lb_svc_stats"`
+	LbVipFilter   *ebpf.Map `ebpf:"lb_vip_filter"`
 }
 
 func (m *bpfMaps) Close() error {
@@ -256,13 +316,17 @@ func (m *bpfMaps) Close() error {
 		m.LbBackends,
 		m.LbBeStats,
 		m.LbCfg,
+		m.LbClock,
 		m.LbConntrack,
+		m.LbCtStats,
+		m.LbFrags,
 		m.LbGlobalStats,
 		m.LbMaglev,
 		m.LbRr,
 		m.LbRrNext,
 		m.LbServices,
 		m.LbSvcStats,
+		m.LbVipFilter,
 	)
 }
 
@@ -270,10 +334,11 @@ func (m *bpfMaps) Close() error {
 //
 // It can be passed to loadBpfObjects or ebpf.CollectionSpec.LoadAndAssign.
 type bpfVariables struct {
-	LbUnusedAbi    *ebpf.Variable `ebpf:"lb_unused_abi"`
-	LbUnusedReason *ebpf.Variable `ebpf:"lb_unused_reason"`
-	LbUnusedSched  *ebpf.Variable `ebpf:"lb_unused_sched"`
-	LbUnusedState  *ebpf.Variable `ebpf:"lb_unused_state"`
+	LbUnusedAbi     *ebpf.Variable `ebpf:"lb_unused_abi"`
+	LbUnusedCtState *ebpf.Variable `ebpf:"lb_unused_ct_state"`
+	LbUnusedReason  *ebpf.Variable `ebpf:"lb_unused_reason"`
+	LbUnusedSched   *ebpf.Variable `ebpf:"lb_unused_sched"`
+	LbUnusedState   *ebpf.Variable `ebpf:"lb_unused_state"`
 }
 
 // bpfPrograms contains all programs after they have been loaded into the kernel.

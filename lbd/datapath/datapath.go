@@ -20,17 +20,21 @@ import (
 // Options size and place the data plane. Zero values take the defaults of
 // shared/config.
 type Options struct {
-	Interface       string           // NIC to attach to; needed by Attach
-	InterfaceMAC    net.HardwareAddr // source MAC of redirected frames; default: Interface's
-	PinPath         string           // bpffs directory for maps and link; "" pins nothing
-	ConntrackSize   uint32
-	TCPTimeout      time.Duration
-	UDPTimeout      time.Duration
-	MaglevTableSize uint32 // prime; bound of every table's size (maglev.TableSize)
-	MaxServices     uint32 // service ids
-	MaxServiceKeys  uint32 // (vip, proto, port) entries over all services
-	MaxBackends     uint32 // backend ids over all services
-	ForceClsact     bool   // attach with clsact + cls_bpf even when tcx exists
+	Interface     string           // NIC to attach to; needed by Attach
+	InterfaceMAC  net.HardwareAddr // source MAC of redirected frames; default: Interface's
+	PinPath       string           // bpffs directory for maps and link; "" pins nothing
+	ConntrackSize uint32
+	TCPTimeout    time.Duration
+	UDPTimeout    time.Duration
+	// TCPClosingTimeout is the idle timeout of TCP entries that are not
+	// established: SYN seen, client FIN or RST (at most TCPTimeout).
+	TCPClosingTimeout time.Duration
+	FragmentSize      uint32 // datagrams whose fragments are followed at once (lb_frags)
+	MaglevTableSize   uint32 // prime; bound of every table's size (maglev.TableSize)
+	MaxServices       uint32 // service ids
+	MaxServiceKeys    uint32 // (vip, proto, port) entries over all services
+	MaxBackends       uint32 // backend ids over all services
+	ForceClsact       bool   // attach with clsact + cls_bpf even when tcx exists
 	// ReplaceIncompatible makes Open discard pinned maps it cannot adopt
 	// (other layout, ABI or size) and start with fresh ones, instead of
 	// failing with ErrIncompatible. Established flows then fall back to
@@ -43,6 +47,11 @@ type Options struct {
 const (
 	DefaultMaxServiceKeys = 16384
 	DefaultMaxBackends    = 65536
+	// DefaultTCPClosingTimeout is IPVS's tcpfin timeout for direct
+	// routing (FIN_WAIT), shortened: a half-closed connection whose
+	// client still ACKs data refreshes it.
+	DefaultTCPClosingTimeout = 60 * time.Second
+	DefaultFragmentSize      = 8192
 )
 
 func (o *Options) setDefaults() {
@@ -56,12 +65,17 @@ func (o *Options) setDefaults() {
 	def(&o.MaxServices, config.MaxServices)
 	def(&o.MaxServiceKeys, DefaultMaxServiceKeys)
 	def(&o.MaxBackends, DefaultMaxBackends)
+	def(&o.FragmentSize, DefaultFragmentSize)
 	if o.TCPTimeout == 0 {
 		o.TCPTimeout = config.DefaultTCPTimeout
 	}
 	if o.UDPTimeout == 0 {
 		o.UDPTimeout = config.DefaultUDPTimeout
 	}
+	if o.TCPClosingTimeout == 0 {
+		o.TCPClosingTimeout = DefaultTCPClosingTimeout
+	}
+	o.TCPClosingTimeout = min(o.TCPClosingTimeout, o.TCPTimeout)
 }
 
 // Errors callers may test for.
@@ -94,6 +108,7 @@ type Datapath struct {
 	badTable string
 	link     link.Link // tcx link, when attached with tcx
 	clsact   int       // ifindex, when attached with clsact
+	purged   uint64    // conntrack entries deleted by purgeUnserved
 }
 
 // Open loads the program and creates its maps, or adopts the maps pinned
@@ -130,6 +145,7 @@ func (d *Datapath) spec() (*ebpf.CollectionSpec, error) {
 		bpfMapLbRrNext:    o.MaxServices,
 		bpfMapLbSvcStats:  o.MaxServices,
 		bpfMapLbConntrack: o.ConntrackSize,
+		bpfMapLbFrags:     o.FragmentSize,
 	}
 	for name, n := range sizes {
 		spec.Maps[name].MaxEntries = n
@@ -221,11 +237,12 @@ func (d *Datapath) checkConfig() error {
 		return err
 	}
 	cfg := bpfLbConfig{
-		TcpTimeoutNs: uint64(d.opts.TCPTimeout),
-		UdpTimeoutNs: uint64(d.opts.UDPTimeout),
-		TableSize:    d.opts.MaglevTableSize,
-		Abi:          uint32(bpfLbAbiLB_ABI_VERSION),
-		LastCookie:   d.cookieFloor,
+		TcpTimeoutNs:        uint64(d.opts.TCPTimeout),
+		UdpTimeoutNs:        uint64(d.opts.UDPTimeout),
+		TcpClosingTimeoutNs: uint64(d.opts.TCPClosingTimeout),
+		TableSize:           d.opts.MaglevTableSize,
+		Abi:                 uint32(bpfLbAbiLB_ABI_VERSION),
+		LastCookie:          d.cookieFloor,
 	}
 	copy(cfg.IfMac[:], mac)
 	if err := d.objs.LbCfg.Put(uint32(0), &cfg); err != nil {

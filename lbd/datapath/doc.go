@@ -29,7 +29,13 @@
 //     ids; lb_rr only for roundrobin services. lb_rr_next (array): the
 //     round-robin position of each service.
 //   - lb_conntrack (LRU hash): client->VIP 5-tuple -> backend id, cookie,
-//     last seen.
+//     last seen, TCP state (CTState). lb_ct_stats (per-CPU array, one
+//     entry): entries inserted, renewed in place, dropped (ConntrackStats).
+//   - lb_frags (LRU hash): (client, VIP, proto, IP id) -> the ports the
+//     datagram's first fragment carried.
+//   - lb_vip_filter (array): one bit per folded destination address (vipBit),
+//     set for every VIP; a clear bit means "no VIP", before any hash lookup.
+//   - lb_clock (per-CPU array): the coarse clock cached per jiffy.
 //   - lb_cfg (array, one entry): timeouts, table size, interface MAC, ABI.
 //     Settings live in a map, not in .rodata, because globals are not pinned.
 //   - lb_svc_stats, lb_be_stats, lb_global_stats (per-CPU arrays): counters
@@ -55,6 +61,13 @@
 //     draining; otherwise it is deleted and the flow rescheduled. So a
 //     tracked flow stays on its backend even if its port moves to another
 //     service, until that backend is removed or down.
+//   - A valid conntrack entry decides without a service lookup (one hash
+//     lookup per tracked packet); the backend names its service. So when
+//     Apply removes a (vip, proto, port), it deletes the entries of flows no
+//     service takes any more (purgeUnserved; a walk, only then). No entry is
+//     created for such a flow afterwards: creating one needs the service.
+//   - The VIP filter has no false negatives: Apply sets new VIPs' bits before
+//     writing their keys and clears bits only after deleting keys.
 //   - Conntrack entries are created only by a TCP SYN (without ACK) or the
 //     first UDP packet of a flow. A TCP packet without an entry uses the
 //     Maglev table and creates nothing; for a maglev service that is the
@@ -124,13 +137,28 @@
 //
 // # Decisions
 //
-//   - Fragments: every fragment of a datagram (first included, IPv4 MF or
-//     offset, IPv6 fragment header) is sent by a hash of (client, VIP, proto)
-//     with ports zero into the Maglev table of the VIP's all-ports service, so
-//     all fragments reach one backend without state and in any order. A VIP
-//     with only per-port services passes fragments to the host: a non-first
-//     fragment has no port to choose a service by. Fragments never touch
-//     conntrack.
+//   - Fragments: the first fragment of a datagram (IPv4 offset 0 with MF,
+//     IPv6 fragment header with offset 0 and M) carries the TCP/UDP header;
+//     its ports are recorded in lb_frags under (client, VIP, proto, IP id)
+//     and later fragments take them from there (as Cilium does). Every
+//     fragment is then scheduled as a packet of the datagram's flow: same
+//     service (explicit ports included), same conntrack entry, so the same
+//     backend as the flow's unfragmented packets. A later fragment that
+//     arrives before its first finds no entry and passes to the host
+//     (pass_fragment): that datagram is lost, as on any path losing a
+//     fragment, and the client's retransmission normally arrives in order;
+//     guessing a backend would split the datagram between two hosts.
+//   - TCP state from the client's half, as IPVS for direct routing: SYN ->
+//     syn seen, its ACK -> established, client FIN -> closing, RST ->
+//     closed. Established entries live for the TCP timeout and count as
+//     active; the others live for Options.TCPClosingTimeout and count as
+//     inactive (ActiveFlows). A SYN finding a closing or closed entry is a
+//     new connection reusing the ports: it is scheduled afresh (so a
+//     drained backend gets none), its entry renewed in place.
+//   - Time: entries carry CLOCK_MONOTONIC_COARSE, read once per jiffy and
+//     CPU (lb_clock); ages are signed, since one CPU's cached clock may be a
+//     tick ahead of another's. A stale entry is renewed in place by a new
+//     flow of the same 5-tuple (no delete and insert), else deleted.
 //   - ICMP: echo and other non-errors to a VIP pass to the host. ICMP errors
 //     (v4 destination unreachable incl. fragmentation needed, time exceeded,
 //     parameter problem; v6 unreachable, packet too big, time exceeded,

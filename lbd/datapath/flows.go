@@ -1,15 +1,72 @@
 package datapath
 
-import "fmt"
+import (
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/cilium/ebpf"
+)
+
+// CTState is the state of a tracked flow, from the client's half of the
+// connection (the balancer never sees the server's packets), as IPVS
+// tracks connections for direct routing.
+type CTState uint8
+
+// Conntrack states; values are the C enum lb_ct_state.
+const (
+	// Established: TCP after the handshake's ACK, and every UDP flow. Active.
+	Established = CTState(bpfLbCtStateLB_CT_ESTABLISHED)
+	// SynSeen: a TCP SYN, no ACK yet. Inactive.
+	SynSeen = CTState(bpfLbCtStateLB_CT_SYN_SEEN)
+	// Closing: the client sent a FIN. Inactive.
+	Closing = CTState(bpfLbCtStateLB_CT_CLOSING)
+	// Closed: the client sent a RST. Inactive.
+	Closed = CTState(bpfLbCtStateLB_CT_CLOSED)
+)
+
+func (s CTState) String() string {
+	switch s {
+	case Established:
+		return "established"
+	case SynSeen:
+		return "syn_seen"
+	case Closing:
+		return "closing"
+	case Closed:
+		return "closed"
+	}
+	return fmt.Sprintf("ct_state(%d)", uint8(s))
+}
+
+// ctTimeout mirrors lb_ct_timeout.
+func (d *Datapath) ctTimeout(proto Proto, state CTState) time.Duration {
+	switch {
+	case proto != TCP:
+		return d.opts.UDPTimeout
+	case state == Established:
+		return d.opts.TCPTimeout
+	}
+	return d.opts.TCPClosingTimeout
+}
+
+// ctLive mirrors the age check of lb_ct_lookup.
+func (d *Datapath) ctLive(proto Proto, ct *bpfLbCtEntry, now uint64) bool {
+	// Signed, as the program: an entry may be a tick younger than now.
+	return int64(now-ct.LastSeenNs) < int64(d.ctTimeout(proto, CTState(ct.State)))
+}
 
 // ActiveFlows counts, per backend, the conntrack entries that still decide
-// their flow's backend (within their idle timeout, backend slot not reused,
-// backend up or draining). It walks the whole conntrack map, so it is for
-// `lbd status`, not for every metrics scrape. The counts are filled into
-// st's BackendStats.
+// their flow's backend (within their timeout, backend slot not reused,
+// backend up or draining): established ones as ActiveFlows, the others
+// (TCP SYN seen, closing after a client FIN, closed after a RST) as
+// InactiveFlows, as IPVS's ActiveConn and InActConn. It walks the whole
+// conntrack map, so it is for `lbd status`, not for every metrics scrape.
+// The counts are filled into st's BackendStats.
 func (d *Datapath) ActiveFlows(st *Stats) error {
 	d.mu.Lock()
-	counts := map[uint32]uint64{}
+	type counts struct{ active, inactive uint64 }
+	perID := map[uint32]counts{}
 	var (
 		key bpfLbFlow
 		ct  bpfLbCtEntry
@@ -19,11 +76,7 @@ func (d *Datapath) ActiveFlows(st *Stats) error {
 	cookies := map[uint32]*bpfLbBackend{}
 	it := d.objs.LbConntrack.Iterate()
 	for it.Next(&key, &ct) {
-		timeout := d.opts.UDPTimeout
-		if Proto(key.Proto) == TCP {
-			timeout = d.opts.TCPTimeout
-		}
-		if now-ct.LastSeenNs > uint64(timeout) {
+		if !d.ctLive(Proto(key.Proto), &ct, now) {
 			continue
 		}
 		b, ok := cookies[ct.BackendId]
@@ -34,18 +87,28 @@ func (d *Datapath) ActiveFlows(st *Stats) error {
 			}
 			cookies[ct.BackendId] = b
 		}
-		if b != nil && b.Cookie == ct.Cookie && (State(b.State) == Up || State(b.State) == Drain) {
-			counts[ct.BackendId]++
+		if b == nil || b.Cookie != ct.Cookie || (State(b.State) != Up && State(b.State) != Drain) {
+			continue
 		}
+		c := perID[ct.BackendId]
+		if CTState(ct.State) == Established {
+			c.active++
+		} else {
+			c.inactive++
+		}
+		perID[ct.BackendId] = c
 	}
 	err := it.Err()
-	byAddr := map[uint32]map[[16]byte]uint64{} // service id -> backend address -> flows
-	for id, n := range counts {
+	byAddr := map[uint32]map[[16]byte]counts{} // service id -> backend address -> flows
+	for id, n := range perID {
 		if b := d.state.backends[id]; b != nil {
 			if byAddr[b.svc] == nil {
-				byAddr[b.svc] = map[[16]byte]uint64{}
+				byAddr[b.svc] = map[[16]byte]counts{}
 			}
-			byAddr[b.svc][b.addr.As16()] += n
+			c := byAddr[b.svc][b.addr.As16()]
+			c.active += n.active
+			c.inactive += n.inactive
+			byAddr[b.svc][b.addr.As16()] = c
 		}
 	}
 	svcByKey := map[string]uint32{}
@@ -60,8 +123,102 @@ func (d *Datapath) ActiveFlows(st *Stats) error {
 		s := &st.Services[i]
 		flows := byAddr[svcByKey[s.VIP.String()+"/"+s.Proto.String()+fmt.Sprint(s.Ports)]]
 		for j := range s.Backends {
-			s.Backends[j].ActiveFlows = flows[s.Backends[j].Addr.As16()]
+			c := flows[s.Backends[j].Addr.As16()]
+			s.Backends[j].ActiveFlows, s.Backends[j].InactiveFlows = c.active, c.inactive
 		}
 	}
 	return nil
+}
+
+// purgeUnserved deletes the conntrack entries of flows no service takes any
+// more, when Apply removed a service key that was in before. The program
+// honours a valid entry without looking the service up (one hash lookup
+// per packet instead of two), so without this a port removed from a
+// service that keeps its backends would still be forwarded until idle.
+// No entry for such a flow is created after its key is gone (creating one
+// needs the service), so one walk suffices. Called with d.mu held.
+func (d *Datapath) purgeUnserved(before map[bpfLbServiceKey]uint32) error {
+	removed := false
+	for k := range before {
+		if _, ok := d.state.keyOwner[k]; !ok {
+			removed = true
+			break
+		}
+	}
+	if !removed {
+		return nil
+	}
+	var (
+		key  bpfLbFlow
+		ct   bpfLbCtEntry
+		dead []bpfLbFlow
+	)
+	it := d.objs.LbConntrack.Iterate()
+	for it.Next(&key, &ct) {
+		k := bpfLbServiceKey{Vip: key.Daddr, Port: key.Dport, Proto: key.Proto}
+		if _, ok := d.state.keyOwner[k]; ok {
+			continue
+		}
+		k.Port = 0
+		if _, ok := d.state.keyOwner[k]; !ok {
+			dead = append(dead, key)
+		}
+	}
+	if err := it.Err(); err != nil {
+		return fmt.Errorf("walk conntrack: %w", err)
+	}
+	for _, k := range dead {
+		err := d.objs.LbConntrack.Delete(&k)
+		if err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+			return fmt.Errorf("delete conntrack entry of a removed service: %w", err)
+		}
+		if err == nil {
+			d.purged++
+		}
+	}
+	return nil
+}
+
+// ConntrackStats is the flow table's churn since its map was created.
+type ConntrackStats struct {
+	Entries  uint64 // entries present (any state, expired ones too)
+	Inserted uint64 // entries created by the program for new flows
+	Renewed  uint64 // stale entries a new flow of the same 5-tuple reused in place
+	Dropped  uint64 // stale entries the program deleted
+	// Evicted are entries the kernel's LRU dropped to make room for new
+	// ones: Inserted - Dropped - Entries - what lbd deleted itself
+	// (removed services; counted by this process only). An estimate when
+	// two CPUs insert one flow at once (counted twice, stored once).
+	Evicted uint64
+}
+
+// ConntrackStats walks the conntrack map (see ActiveFlows for the cost).
+func (d *Datapath) ConntrackStats() (ConntrackStats, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	var per []bpfLbCtCounters
+	if err := d.objs.LbCtStats.Lookup(uint32(0), &per); err != nil {
+		return ConntrackStats{}, fmt.Errorf("read conntrack counters: %w", err)
+	}
+	var s ConntrackStats
+	for _, p := range per {
+		s.Inserted += p.Inserted
+		s.Renewed += p.Renewed
+		s.Dropped += p.Dropped
+	}
+	var (
+		key bpfLbFlow
+		ct  bpfLbCtEntry
+	)
+	it := d.objs.LbConntrack.Iterate()
+	for it.Next(&key, &ct) {
+		s.Entries++
+	}
+	if err := it.Err(); err != nil {
+		return ConntrackStats{}, fmt.Errorf("walk conntrack: %w", err)
+	}
+	if gone := s.Dropped + s.Entries + d.purged; s.Inserted > gone {
+		s.Evicted = s.Inserted - gone
+	}
+	return s, nil
 }

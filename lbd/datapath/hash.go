@@ -104,12 +104,6 @@ func HashFlow(f Flow) uint32 {
 	return jhash2(words(flowBytes(f.Src.Addr(), f.Dst.Addr(), f.Src.Port(), f.Dst.Port(), f.Proto)), HashSeed)
 }
 
-// HashFragment is the hash of a fragment of a datagram from src to dst: the
-// flow hash with both ports zero.
-func HashFragment(src, dst netip.Addr, proto Proto) uint32 {
-	return jhash2(words(flowBytes(src, dst, 0, 0, proto)), HashSeed)
-}
-
 // HashSource is the C lb_hash_source: the source scheduler's hash.
 func HashSource(client netip.Addr) uint32 {
 	a := client.As16()

@@ -105,12 +105,14 @@ type pkt struct {
 	src, dst     netip.AddrPort
 	proto        Proto
 	syn, ack     bool
+	fin, rst     bool
 	vlan         uint16 // 0: untagged
 	payload      []byte
 	ipv4Options  bool
 	fragOffset   uint16 // IPv4: in 8-byte units; IPv6: adds a fragment header
 	moreFrags    bool
-	v6ExtHeaders bool // hop-by-hop + destination options before L4
+	fragID       uint32 // IPv4 id (16 bits) or IPv6 fragment id; 0: 7
+	v6ExtHeaders bool   // hop-by-hop + destination options before L4
 }
 
 func ip4(s string) netip.Addr    { return netip.MustParseAddr(s) }
@@ -135,7 +137,7 @@ func build(tb testing.TB, p pkt) []byte {
 	var netl gopacket.NetworkLayer
 	if etype == layers.EthernetTypeIPv4 {
 		ip := &layers.IPv4{Version: 4, TTL: 64, Protocol: l4proto, SrcIP: p.src.Addr().AsSlice(), DstIP: p.dst.Addr().AsSlice(),
-			FragOffset: p.fragOffset, Id: 7}
+			FragOffset: p.fragOffset, Id: uint16(p.id())}
 		if p.moreFrags {
 			ip.Flags = layers.IPv4MoreFragments
 		}
@@ -154,7 +156,7 @@ func build(tb testing.TB, p pkt) []byte {
 	if p.fragOffset == 0 {
 		switch p.proto {
 		case TCP:
-			t := &layers.TCP{SrcPort: layers.TCPPort(p.src.Port()), DstPort: layers.TCPPort(p.dst.Port()), SYN: p.syn, ACK: p.ack, Window: 1024}
+			t := &layers.TCP{SrcPort: layers.TCPPort(p.src.Port()), DstPort: layers.TCPPort(p.dst.Port()), SYN: p.syn, ACK: p.ack, FIN: p.fin, RST: p.rst, Window: 1024}
 			t.SetNetworkLayerForChecksum(netl)
 			ls = append(ls, t)
 		case UDP:
@@ -171,6 +173,13 @@ func build(tb testing.TB, p pkt) []byte {
 	return bytes.Clone(buf.Bytes())
 }
 
+func (p pkt) id() uint32 {
+	if p.fragID == 0 {
+		return 7
+	}
+	return p.fragID
+}
+
 // v6ext returns a hop-by-hop header, a destination options header and,
 // for fragments, a fragment header, chained to l4.
 func v6ext(p pkt, l4 layers.IPProtocol) []byte {
@@ -181,7 +190,8 @@ func v6ext(p pkt, l4 layers.IPProtocol) []byte {
 		if p.moreFrags {
 			fo |= 1
 		}
-		frag = []byte{next, 0, byte(fo >> 8), byte(fo), 0, 0, 0, 7}
+		id := p.id()
+		frag = []byte{next, 0, byte(fo >> 8), byte(fo), byte(id >> 24), byte(id >> 16), byte(id >> 8), byte(id)}
 		next = 44
 	}
 	dst := []byte{next, 0, 1, 4, 0, 0, 0, 0} // PadN option

@@ -26,6 +26,7 @@ type FlowInfo struct {
 	Backend string     // "" when none: the packet passes to the host
 	Addr    netip.Addr // of Backend
 	Tracked bool       // a valid conntrack entry decides
+	State   CTState    // of the conntrack entry, when Tracked
 	Why     string     // human-readable reason
 }
 
@@ -48,9 +49,9 @@ func (d *Datapath) LookupFlow(f Flow) (FlowInfo, error) {
 	if st != nil {
 		info.Service = st.name
 	}
-	if id, ok := d.trackedBackend(f); ok {
+	if id, state, ok := d.trackedBackend(f); ok {
 		d.describe(&info, id)
-		info.Tracked, info.Why = true, "conntrack entry"
+		info.Tracked, info.State, info.Why = true, state, "conntrack entry ("+state.String()+")"
 		return info, nil
 	}
 	n, slot, id, err := d.tableSlot(svc.Id, Scheduler(svc.Sched), f)
@@ -78,25 +79,21 @@ func (d *Datapath) describe(info *FlowInfo, id uint32) {
 }
 
 // trackedBackend mirrors lb_ct_lookup's validity rules.
-func (d *Datapath) trackedBackend(f Flow) (uint32, bool) {
+func (d *Datapath) trackedBackend(f Flow) (uint32, CTState, bool) {
 	var ct bpfLbCtEntry
 	key := flowKey(f)
 	if err := d.objs.LbConntrack.Lookup(&key, &ct); err != nil {
-		return 0, false
+		return 0, 0, false
 	}
-	timeout := d.opts.UDPTimeout
-	if f.Proto == TCP {
-		timeout = d.opts.TCPTimeout
-	}
-	if monotonicNow()-ct.LastSeenNs > uint64(timeout) {
-		return 0, false
+	if !d.ctLive(f.Proto, &ct, monotonicNow()) {
+		return 0, 0, false
 	}
 	var be bpfLbBackend
 	if err := d.objs.LbBackends.Lookup(ct.BackendId, &be); err != nil || be.Cookie != ct.Cookie ||
 		(State(be.State) != Up && State(be.State) != Drain) {
-		return 0, false
+		return 0, 0, false
 	}
-	return ct.BackendId, true
+	return ct.BackendId, CTState(ct.State), true
 }
 
 func flowKey(f Flow) bpfLbFlow {

@@ -86,12 +86,26 @@ func progCases(t *testing.T) []progCase {
 		pass("ipv6 payload length beyond frame", patch(b(syn6), 18, 0x7f), ReasonPassMalformed),
 		pass("ipv4 wrong version", patch(full, 14, 0x65), ReasonPassMalformed),
 		pass("two in-band vlan tags", qinq(b(with(syn4, func(p *pkt) { p.vlan = 100 }))), ReasonPassUnsupported),
-		pass("ipv4 tcp fragment, VIP without all-ports service",
-			b(with(syn4, func(p *pkt) { p.moreFrags = true })), ReasonPassFragment),
+		// Fragments follow their first fragment's ports (lb_frags), so a
+		// datagram to a port-specific service is forwarded whole; the
+		// cases run in order, so each later fragment finds its first.
+		redirect("ipv4 tcp first fragment to a service port", b(with(syn4, func(p *pkt) { p.moreFrags = true })), 1, ReasonRedirectFragment),
+		redirect("ipv4 tcp later fragment to a service port", b(with(syn4, func(p *pkt) { p.fragOffset = 185 })), 1, ReasonRedirectFragment),
+		pass("ipv4 tcp later fragment whose first was not seen", b(with(syn4, func(p *pkt) { p.fragOffset = 185; p.fragID = 99 })), ReasonPassFragment),
+		pass("ipv4 tcp later fragment to a non-VIP", b(with(syn4, func(p *pkt) { p.fragOffset = 185; p.dst = ap("192.0.2.99:80") })), ReasonPassFragment),
+		pass("ipv4 tcp first fragment to a port without service", b(with(syn4, func(p *pkt) { p.moreFrags = true; p.dst = ap("192.0.2.10:22") })), ReasonPassFragment),
 		redirect("ipv4 udp first fragment, all-ports service", b(with(udp4, func(p *pkt) { p.moreFrags = true })), 2, ReasonRedirectFragment),
 		redirect("ipv4 udp later fragment, all-ports service", b(with(udp4, func(p *pkt) { p.fragOffset = 185 })), 2, ReasonRedirectFragment),
+		pass("ipv6 udp later fragment whose first was not seen", b(with(udp6, func(p *pkt) { p.fragOffset = 185 })), ReasonPassFragment),
+		redirect("ipv6 udp first fragment, all-ports service", b(with(udp6, func(p *pkt) { p.moreFrags = true })), 5, ReasonRedirectFragment),
 		redirect("ipv6 udp later fragment, all-ports service", b(with(udp6, func(p *pkt) { p.fragOffset = 185 })), 5, ReasonRedirectFragment),
-		pass("ipv6 tcp fragment, no all-ports service", b(with(syn6, func(p *pkt) { p.moreFrags = true })), ReasonPassFragment),
+		// Found by FuzzProgram: a fragment header past the payload length
+		// (in trailing bytes) is no fragment header.
+		pass("ipv6 later fragment header beyond the payload length",
+			patch(patch(b(with(udp6, func(p *pkt) { p.fragOffset = 185 })), 18, 0), 19, 16), ReasonPassMalformed),
+		redirect("ipv6 tcp first fragment to a service port", b(with(syn6, func(p *pkt) { p.moreFrags = true })), 4, ReasonRedirectFragment),
+		redirect("ipv6 tcp later fragment to a service port", b(with(syn6, func(p *pkt) { p.fragOffset = 185 })), 4, ReasonRedirectFragment),
+		pass("ipv6 tcp later fragment whose first was not seen", b(with(syn6, func(p *pkt) { p.fragOffset = 185; p.fragID = 99 })), ReasonPassFragment),
 		pass("icmp echo to VIP", icmp4(t, 8, 0, nil), ReasonPassICMP),
 		redirect("icmp frag-needed about a service flow", icmp4(t, 3, 4, replyOf(t, syn4)), 1, ReasonRedirectICMP),
 		pass("icmp frag-needed about a non-service flow", icmp4(t, 3, 4, replyOf(t, with(syn4, func(p *pkt) { p.dst = ap("192.0.2.10:22") }))), ReasonPassICMP),

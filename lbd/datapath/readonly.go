@@ -80,6 +80,7 @@ func (d *Datapath) readPinnedConfig() error {
 	d.cookieFloor = cur.LastCookie
 	d.opts.TCPTimeout = time.Duration(cur.TcpTimeoutNs)
 	d.opts.UDPTimeout = time.Duration(cur.UdpTimeoutNs)
+	d.opts.TCPClosingTimeout = time.Duration(cur.TcpClosingTimeoutNs)
 	d.opts.MaglevTableSize = cur.TableSize
 	d.opts.MaxServices = d.objs.LbMaglev.MaxEntries()
 	d.opts.MaxBackends = d.objs.LbBackends.MaxEntries()
@@ -91,6 +92,10 @@ func (r *Reader) Stats() (Stats, error) { return r.d.Stats() }
 
 // ActiveFlows counts live conntrack entries per backend. See Datapath.ActiveFlows.
 func (r *Reader) ActiveFlows(st *Stats) error { return r.d.ActiveFlows(st) }
+
+// ConntrackStats reads the flow table's counters. See
+// Datapath.ConntrackStats.
+func (r *Reader) ConntrackStats() (ConntrackStats, error) { return r.d.ConntrackStats() }
 
 // LookupFlow explains where f goes. See Datapath.LookupFlow.
 func (r *Reader) LookupFlow(f Flow) (FlowInfo, error) { return r.d.LookupFlow(f) }

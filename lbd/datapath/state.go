@@ -20,6 +20,8 @@ type state struct {
 	svcIDs   allocator
 	beIDs    allocator
 	cookie   uint32 // last backend cookie handed out
+	// vipFilter is lb_vip_filter as last written (nil: not read yet).
+	vipFilter filterBits
 }
 
 type svcState struct {

@@ -44,8 +44,10 @@ type BackendStats struct {
 	// maps does not know it (the program never reads it) and reports 0.
 	Weight   uint32
 	Counters Counters
-	// ActiveFlows is filled by ActiveFlows, not by Stats: it walks conntrack.
-	ActiveFlows uint64
+	// ActiveFlows (established) and InactiveFlows (TCP SYN seen, closing,
+	// closed) are filled by ActiveFlows, not by Stats: it walks conntrack.
+	ActiveFlows   uint64
+	InactiveFlows uint64
 }
 
 // Stats reads every counter.

@@ -80,6 +80,10 @@ are summed over CPUs since the maps were created.`,
 			if err := dp.ActiveFlows(&st); err != nil {
 				return &cmdutil.ExitError{Code: 1, Err: fmt.Errorf("count active flows: %w", err)}
 			}
+			ct, err := dp.ConntrackStats()
+			if err != nil {
+				return &cmdutil.ExitError{Code: 1, Err: fmt.Errorf("read conntrack counters: %w", err)}
+			}
 			bs := readBGPStatus(cfg)
 			d := daemonState(cfg.Balancer.PinPath)
 			attachErr := dp.Attachment(cfg.Balancer.Interface)
@@ -90,11 +94,13 @@ are summed over CPUs since the maps were created.`,
 				enc := json.NewEncoder(cmd.OutOrStdout())
 				enc.SetIndent("", "  ")
 				js := jsonStatus(cfg, st)
-				js.BGP, js.Daemon = bs, d
+				js.BGP, js.Daemon, js.Conntrack = bs, d, &ct
 				return enc.Encode(js)
 			}
 			printDaemon(cmd.OutOrStdout(), d)
 			printStatus(cmd.OutOrStdout(), cfg, st)
+			fmt.Fprintf(cmd.OutOrStdout(), "\nconntrack: %d entries; since created: %d inserted, %d renewed, %d expired and deleted, %d evicted (LRU, estimated)\n",
+				ct.Entries, ct.Inserted, ct.Renewed, ct.Dropped, ct.Evicted)
 			printBGP(cmd.OutOrStdout(), cfg, bs)
 			return nil
 		},
@@ -118,18 +124,19 @@ func ports(ps []uint16) string {
 func printStatus(out io.Writer, cfg *config.Config, st datapath.Stats) {
 	fmt.Fprintf(out, "data plane on %s, pinned at %s\n", cfg.Balancer.Interface, cfg.Balancer.PinPath)
 	w := tabwriter.NewWriter(out, 2, 4, 2, ' ', 0)
-	fmt.Fprintln(w, "SERVICE\tVIP:PORTS\tPROTO\tSTATE\tWEIGHT\tMAC\tACTIVE\tNEWFLOWS\tPACKETS\tBYTES")
+	fmt.Fprintln(w, "SERVICE\tVIP:PORTS\tPROTO\tSTATE\tWEIGHT\tMAC\tACTIVE\tINACTIVE\tNEWFLOWS\tPACKETS\tBYTES")
 	var notes []string
 	for _, s := range st.Services {
-		var active uint64
+		var active, inactive uint64
 		for _, b := range s.Backends {
 			active += b.ActiveFlows
+			inactive += b.InactiveFlows
 		}
-		fmt.Fprintf(w, "%s\t%s:%s\t%s\t\t\t\t%d\t%d\t%d\t%d\n", s.Name, addrText(s.VIP), ports(s.Ports), s.Proto,
-			active, s.Counters.NewFlows, s.Counters.Packets, s.Counters.Bytes)
+		fmt.Fprintf(w, "%s\t%s:%s\t%s\t\t\t\t%d\t%d\t%d\t%d\t%d\n", s.Name, addrText(s.VIP), ports(s.Ports), s.Proto,
+			active, inactive, s.Counters.NewFlows, s.Counters.Packets, s.Counters.Bytes)
 		for _, b := range s.Backends {
-			fmt.Fprintf(w, "  -> %s\t%s\t\t%s\t%d\t%s\t%d\t%d\t%d\t%d\n", b.Name, b.Addr, b.State, b.Weight, b.MAC,
-				b.ActiveFlows, b.Counters.NewFlows, b.Counters.Packets, b.Counters.Bytes)
+			fmt.Fprintf(w, "  -> %s\t%s\t\t%s\t%d\t%s\t%d\t%d\t%d\t%d\t%d\n", b.Name, b.Addr, b.State, b.Weight, b.MAC,
+				b.ActiveFlows, b.InactiveFlows, b.Counters.NewFlows, b.Counters.Packets, b.Counters.Bytes)
 		}
 		if s.Counters.NoBackend > 0 {
 			notes = append(notes, fmt.Sprintf("%s: %d packets passed to the host for lack of a usable backend", s.Name, s.Counters.NoBackend))
@@ -161,6 +168,7 @@ type statusJSON struct {
 	Verdicts  map[string]datapath.Counters `json:"verdicts"`
 	BGP       *bgpStatusJSON               `json:"bgp,omitempty"`
 	Daemon    daemonJSON                   `json:"daemon"`
+	Conntrack *datapath.ConntrackStats     `json:"conntrack,omitempty"`
 }
 
 func jsonStatus(cfg *config.Config, st datapath.Stats) statusJSON {

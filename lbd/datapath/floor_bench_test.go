@@ -1,0 +1,162 @@
+package datapath
+
+import (
+	"encoding/binary"
+	"fmt"
+	"math/rand/v2"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/cilium/ebpf"
+
+	"github.com/dsrlb/dsrlb/lbd/datapath/internal/floor"
+)
+
+// floorRepeat is how often one frame is run per measurement (one
+// BPF_PROG_TEST_RUN with repeat); floorFlows how many distinct new flows
+// are sent, one test run each, per measurement.
+const (
+	floorRepeat = 200_000
+	floorFlows  = 2_000
+)
+
+// BenchmarkFloor measures, in one run and interleaved (each b.N iteration
+// is one round of every case; medians are reported), dsrlb's program
+// against the floor programs of bpf/bench/floor.c:
+//
+//	conntrack_hit  ACK of a tracked flow        vs floor_redirect, same frame
+//	new_flow       SYNs of distinct new flows   vs floor_redirect, same frames,
+//	               one test run each (kernel time summed)
+//	rescheduled    one SYN whose entry has expired (TCP timeouts 0): delete,
+//	               schedule, insert, every repeat  vs floor_redirect
+//	non_vip        SYN to an address that is no VIP  vs floor_noop
+//	not_ip         an ARP request                   vs floor_noop, same frame
+//
+// 100 services of 100 backends (table 1009), conntrack of 1M entries.
+func BenchmarkFloor(b *testing.B) {
+	fl, err := floor.Load()
+	if err != nil {
+		requirePrivileged(b)
+		b.Fatal(err)
+	}
+	defer fl.Close()
+	d := mustOpen(b, Options{MaglevTableSize: 1009, ConntrackSize: 1 << 20, MaxServices: 128, MaxBackends: 100*100 + 1, MaxServiceKeys: 128})
+	mustApply(b, d, benchServices(100, 100, Maglev)...)
+	vip := benchServices(1, 1, Maglev)[0].VIP
+	syn := build(b, pkt{src: ap("198.51.100.1:40000"), dst: ap(vip.String() + ":80"), proto: TCP, syn: true})
+	ack := build(b, pkt{src: ap("198.51.100.1:40000"), dst: ap(vip.String() + ":80"), proto: TCP, ack: true})
+	nonVIP := build(b, pkt{src: ap("198.51.100.1:40000"), dst: ap("192.0.2.255:80"), proto: TCP, syn: true})
+	arp := arpFrame()
+	flows := newFlowFrames(syn, floorFlows)
+	timeout := uint64(d.opts.TCPTimeout)
+
+	cases := []struct{ name, vs string }{
+		{"conntrack_hit", "floor_redirect"}, {"new_flow", "floor_redirect_flows"},
+		{"rescheduled", "floor_redirect"}, {"non_vip", "floor_noop"}, {"not_ip", "floor_noop_arp"},
+	}
+	measure := map[string]func() time.Duration{
+		"floor_redirect":       func() time.Duration { return repeatOnce(b, fl.Redirect, ack) },
+		"floor_redirect_flows": func() time.Duration { return eachOnce(b, fl.Redirect, flows) },
+		"floor_noop":           func() time.Duration { return repeatOnce(b, fl.Noop, nonVIP) },
+		"conntrack_hit":        func() time.Duration { return repeatOnce(b, d.Program(), ack) },
+		"new_flow":             func() time.Duration { return eachOnce(b, d.Program(), flows) },
+		"rescheduled": func() time.Duration {
+			setTCPTimeout(b, d, 0) // the SYN's entry (syn seen) always expired
+			defer setTCPTimeout(b, d, timeout)
+			return repeatOnce(b, d.Program(), syn)
+		},
+		"non_vip":        func() time.Duration { return repeatOnce(b, d.Program(), nonVIP) },
+		"floor_noop_arp": func() time.Duration { return repeatOnce(b, fl.Noop, arp) },
+		"not_ip":         func() time.Duration { return repeatOnce(b, d.Program(), arp) },
+	}
+	names := make([]string, 0, len(measure))
+	for n := range measure {
+		names = append(names, n)
+	}
+	slices.Sort(names)
+	got := map[string][]time.Duration{}
+	for b.Loop() {
+		// new_flow must find no entry, conntrack_hit an established one.
+		clearConntrack(b, d)
+		if v, _ := run(b, d, syn); v != VerdictRedirect {
+			b.Fatalf("syn: verdict %d", v)
+		}
+		run(b, d, ack)
+		for _, n := range names {
+			got[n] = append(got[n], measure[n]())
+		}
+	}
+	med := map[string]float64{}
+	for n, ds := range got {
+		slices.Sort(ds)
+		med[n] = float64(ds[len(ds)/2].Nanoseconds())
+	}
+	var tbl strings.Builder
+	fmt.Fprintf(&tbl, "\n| case | dsrlb ns/pkt | floor | floor ns/pkt | ratio |\n|---|--:|---|--:|--:|\n")
+	for _, c := range cases {
+		r := med[c.name] / med[c.vs]
+		fmt.Fprintf(&tbl, "| %s | %.1f | %s | %.1f | %.2f |\n", c.name, med[c.name], c.vs, med[c.vs], r)
+		b.ReportMetric(med[c.name], c.name+"_ns/pkt")
+		b.ReportMetric(r, c.name+"_x")
+	}
+	b.Logf("medians of %d rounds:%s", len(got["non_vip"]), tbl.String())
+}
+
+// repeatOnce is one BPF_PROG_TEST_RUN of frame with floorRepeat repeats:
+// the kernel-measured time per run.
+func repeatOnce(b *testing.B, p *ebpf.Program, frame []byte) time.Duration {
+	_, per, err := p.Benchmark(frame, floorRepeat, nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	return per
+}
+
+// eachOnce runs every frame once and returns the mean kernel-measured time.
+func eachOnce(b *testing.B, p *ebpf.Program, frames [][]byte) time.Duration {
+	var total time.Duration
+	for _, f := range frames {
+		_, per, err := p.Benchmark(f, 1, nil)
+		if err != nil {
+			b.Fatal(err)
+		}
+		total += per
+	}
+	return total / time.Duration(len(frames))
+}
+
+// newFlowFrames returns n copies of a TCP SYN frame with random IPv4
+// source addresses (198.51.100.0/24 keeps the range, the port varies) and
+// ports: distinct flows.
+func newFlowFrames(syn []byte, n int) [][]byte {
+	rng := rand.New(rand.NewPCG(11, 12))
+	out := make([][]byte, n)
+	for i := range out {
+		f := slices.Clone(syn)
+		f[14+15] = byte(rng.Uint32())                                       // last octet of the source address
+		binary.BigEndian.PutUint16(f[14+20:], uint16(1024+rng.IntN(60000))) // TCP source port
+		out[i] = f
+	}
+	return out
+}
+
+// clearConntrack deletes every conntrack entry.
+func clearConntrack(b *testing.B, d *Datapath) {
+	var k bpfLbFlow
+	var keys []bpfLbFlow
+	it := d.objs.LbConntrack.Iterate()
+	var v bpfLbCtEntry
+	for it.Next(&k, &v) {
+		keys = append(keys, k)
+	}
+	if err := it.Err(); err != nil {
+		b.Fatal(err)
+	}
+	if len(keys) > 0 {
+		if _, err := d.objs.LbConntrack.BatchDelete(keys, nil); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
