@@ -10,6 +10,11 @@ go test -count=1 -timeout 20m $(go list ./... | grep -v '/integration$')
 # The race detector on the concurrent control-plane code (checks, neighbour
 # and reload callbacks meet in the daemon); BPF-heavy packages run above.
 go test -count=1 -race -timeout 10m ./lbd/daemon/... ./lbd/health/... ./lbd/internal/... ./lbd/maglev/... ./shared/...
+# Short fuzzing of the parsers that read other tools' files (lbd import):
+# the seeds run above as tests; this explores beyond them, bounded.
+for f in FuzzKeepalived FuzzAloha FuzzIpvsadm; do
+	go test -run '^$' -fuzz "^$f\$" -fuzztime 10s -fuzzminimizetime 1x ./lbd/importer/ >/dev/null
+done
 # The end-to-end suite prints a one-line-per-scenario summary; go test shows
 # a passing package's output only with -v, so keep the log and print it.
 rc=0
