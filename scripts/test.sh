@@ -18,7 +18,7 @@ done
 # The end-to-end suite prints a one-line-per-scenario summary; go test shows
 # a passing package's output only with -v, so keep the log and print it.
 rc=0
-go test -count=1 -timeout 15m -v ./integration/ >out/integration-test.log 2>&1 || rc=$?
+go test -count=1 -timeout 40m -v ./integration/ >out/integration-test.log 2>&1 || rc=$?
 if [ "$rc" -ne 0 ]; then
 	grep -E '^\s*(--- FAIL|FAIL|panic|\S+_test\.go:[0-9]+:)' out/integration-test.log | head -100 || true
 fi
