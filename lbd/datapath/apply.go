@@ -366,7 +366,7 @@ func (tx *txn) emptyTables(st *svcState) error {
 // addTable queues a table for st, built by buildTables from ids: the
 // backend id of each slot.
 func (tx *txn) addTable(sw *tableSwitch, outer *ebpf.Map, st *svcState, ids func() ([]uint32, error)) {
-	sw.outer = outer
+	sw.outer, sw.held = outer, tx.d.heldTables(outer)
 	sw.add(st.id, nil)
 	tx.jobs = append(tx.jobs, tableJob{sw: sw, idx: len(sw.keys) - 1, name: st.name, ids: ids})
 }
@@ -434,7 +434,7 @@ func (tx *txn) addEmpty(sw *tableSwitch, outer *ebpf.Map, svc uint32) error {
 	if err != nil {
 		return err
 	}
-	sw.outer, sw.empty = outer, m
+	sw.outer, sw.empty, sw.held = outer, m, tx.d.heldTables(outer)
 	sw.add(svc, m)
 	return nil
 }

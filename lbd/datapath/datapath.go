@@ -99,9 +99,13 @@ type Datapath struct {
 	cookieFloor uint32
 
 	mu    sync.Mutex
-	state *state     // what Apply last wrote (or what Open found pinned)
-	empty *ebpf.Map  // the shared empty table (tables.go), once created
-	last  ApplyStats // what the last successful Apply wrote
+	state *state    // what Apply last wrote (or what Open found pinned)
+	empty *ebpf.Map // the shared empty table (tables.go), once created
+	// held are handles on the tables this process switched into each outer
+	// map, by service id (tables.go): reading a table back from the kernel
+	// needs CAP_SYS_ADMIN, which the lbd unit does not grant.
+	held map[*ebpf.Map]map[uint32]*ebpf.Map
+	last ApplyStats // what the last successful Apply wrote
 	// Test hooks: faultAt fails Apply after a step; badTable makes the
 	// table of that service one the kernel refuses in the batch update.
 	faultAt  func(step string) error
@@ -288,6 +292,12 @@ func (d *Datapath) Close() error {
 		errs = append(errs, d.empty.Close())
 		d.empty = nil
 	}
+	for _, tables := range d.held {
+		for _, m := range tables {
+			m.Close()
+		}
+	}
+	d.held = nil
 	return errors.Join(append(errs, d.objs.Close())...)
 }
 

@@ -80,8 +80,59 @@ type tableSwitch struct {
 	empty  *ebpf.Map // the shared empty table: not closed with the others
 	keys   []uint32
 	tables []*ebpf.Map
-	old    []*ebpf.Map // what each entry held before (nil: nothing), for undo
+	old    []*ebpf.Map // what each entry held before (nil: nothing or unknown), for undo
 	done   int         // entries the kernel switched
+	// held mirrors what outer holds, for the tables this process put
+	// there (Datapath.held); updated with every switch and undo.
+	held map[uint32]*ebpf.Map
+}
+
+// heldTables returns the handles this process keeps on outer's tables.
+func (d *Datapath) heldTables(outer *ebpf.Map) map[uint32]*ebpf.Map {
+	if d.held == nil {
+		d.held = map[*ebpf.Map]map[uint32]*ebpf.Map{}
+	}
+	if d.held[outer] == nil {
+		d.held[outer] = map[uint32]*ebpf.Map{}
+	}
+	return d.held[outer]
+}
+
+// current returns a handle on the table outer holds for svc, for undo:
+// from held when this process switched it in, else read from the kernel.
+// Reading needs CAP_SYS_ADMIN (BPF_MAP_GET_FD_BY_ID); without it (lbd's
+// unit grants CAP_BPF, not CAP_SYS_ADMIN) a table lbd adopted at start is
+// unknown, nil: an undo then keeps the new table for that service. The
+// first Apply after an adopt writes the tables the same configuration
+// gives, so only a configuration changed while lbd was stopped can be
+// left half-switched by a failure in that first Apply.
+func (s *tableSwitch) current(svc uint32) (*ebpf.Map, error) {
+	if m := s.held[svc]; m != nil {
+		return m.Clone()
+	}
+	var m *ebpf.Map
+	err := s.outer.Lookup(svc, &m)
+	switch {
+	case errors.Is(err, ebpf.ErrKeyNotExist), errors.Is(err, unix.EPERM):
+		return nil, nil
+	case err != nil:
+		return nil, fmt.Errorf("read table of service %d: %w", svc, err)
+	}
+	return m, nil
+}
+
+// remember records that outer now holds m for svc (nil: unknown).
+func (s *tableSwitch) remember(svc uint32, m *ebpf.Map) {
+	if old := s.held[svc]; old != nil {
+		old.Close()
+	}
+	delete(s.held, svc)
+	if m == nil || s.held == nil {
+		return
+	}
+	if c, err := m.Clone(); err == nil {
+		s.held[svc] = c
+	}
 }
 
 func (s *tableSwitch) add(svc uint32, m *ebpf.Map) {
@@ -97,10 +148,9 @@ func (s *tableSwitch) run() error {
 	}
 	s.old = make([]*ebpf.Map, len(s.keys))
 	for i, k := range s.keys {
-		var m *ebpf.Map
-		err := s.outer.Lookup(k, &m)
-		if err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
-			return fmt.Errorf("read table of service %d: %w", k, err)
+		m, err := s.current(k)
+		if err != nil {
+			return err
 		}
 		s.old[i] = m
 	}
@@ -110,6 +160,9 @@ func (s *tableSwitch) run() error {
 	}
 	n, err := s.outer.BatchUpdate(s.keys, fds, nil)
 	s.done = n
+	for i := range n {
+		s.remember(s.keys[i], s.tables[i])
+	}
 	if err != nil {
 		return fmt.Errorf("switch %d tables of %s (%d switched): %w", len(s.keys), s.outer, n, err)
 	}
@@ -120,15 +173,21 @@ func (s *tableSwitch) run() error {
 // none keeps its new table: it belongs to a service no key points at yet.
 func (s *tableSwitch) undo() error {
 	var keys, fds []uint32
+	var restored []int
 	for i := range s.done {
 		if s.old[i] != nil {
 			keys, fds = append(keys, s.keys[i]), append(fds, uint32(s.old[i].FD()))
+			restored = append(restored, i)
 		}
 	}
 	if len(keys) == 0 {
 		return nil
 	}
-	if _, err := s.outer.BatchUpdate(keys, fds, nil); err != nil {
+	n, err := s.outer.BatchUpdate(keys, fds, nil)
+	for _, i := range restored[:n] {
+		s.remember(s.keys[i], s.old[i])
+	}
+	if err != nil {
 		return fmt.Errorf("restore %d tables of %s: %w", len(keys), s.outer, err)
 	}
 	return nil
