@@ -195,7 +195,8 @@ func TestSystemdCloudInit(t *testing.T) {
 		// A cloud-init instance is prepared at every boot by the unit it enabled.
 		m.reboot(ctx)
 		assertCloudPrepared(t, m)
-		s.note = "cloud-init " + strings.TrimSpace(m.must("cloud-init --version 2>&1 | awk '{print $2}'")) + ", systemd " + m.systemdVersion()
+		s.note = "cloud-init " + strings.TrimSpace(m.must("cloud-init --version 2>&1 | awk '{print $2}'")) + ", systemd " + m.systemdVersion() +
+			"; clean: done, prepared over 2 boots"
 	})
 	if t.Failed() {
 		return
@@ -211,6 +212,7 @@ func TestSystemdCloudInit(t *testing.T) {
 		if err == nil || !strings.Contains(status, "status: error") || len(res.V1.Errors) == 0 {
 			t.Errorf("cloud-init with the VIP on eth0: want a failed stage; status exit %v\n%s\nerrors: %q", err, status, res.V1.Errors)
 		}
+		t.Logf("cloud-init status --long with the VIP on eth0 (exit %v):\n%s", err, status)
 		if !strings.Contains(strings.Join(res.V1.Errors, "\n"), "scripts-user") {
 			t.Errorf("result.json errors do not name the runcmd (scripts-user) stage: %q", res.V1.Errors)
 		}
@@ -235,6 +237,9 @@ func TestSystemdCloudInit(t *testing.T) {
 		}
 		if en, _ := m.sh("systemctl is-enabled hostprep.service"); strings.TrimSpace(en) != "disabled" {
 			t.Errorf("hostprep.service %q after the failed stage, want disabled (runcmd must stop at the failure)", strings.TrimSpace(en))
+		}
+		if !t.Failed() {
+			s.note += "; drift (VIP on eth0): stage failed, host untouched"
 		}
 	})
 }
