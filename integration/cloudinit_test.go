@@ -194,6 +194,9 @@ func TestSystemdCloudInit(t *testing.T) {
 		assertCloudPrepared(t, m)
 		// A cloud-init instance is prepared at every boot by the unit it enabled.
 		m.reboot(ctx)
+		if st := m.show("hostprep.service", "ActiveState"); st != "active" {
+			t.Errorf("boot %d: hostprep.service %s, want active (it, not runcmd, prepares later boots)", m.n, st)
+		}
 		assertCloudPrepared(t, m)
 		s.note = "cloud-init " + strings.TrimSpace(m.must("cloud-init --version 2>&1 | awk '{print $2}'")) + ", systemd " + m.systemdVersion() +
 			"; clean: done, prepared over 2 boots"
