@@ -215,7 +215,7 @@ func TestSystemdCloudInit(t *testing.T) {
 		if err == nil || !strings.Contains(status, "status: error") || len(res.V1.Errors) == 0 {
 			t.Errorf("cloud-init with the VIP on eth0: want a failed stage; status exit %v\n%s\nerrors: %q", err, status, res.V1.Errors)
 		}
-		t.Logf("cloud-init status --long with the VIP on eth0 (exit %v):\n%s", err, status)
+		t.Logf("cloud-init status --long with the VIP on eth0 (%v):\n%s", err, status)
 		if !strings.Contains(strings.Join(res.V1.Errors, "\n"), "scripts-user") {
 			t.Errorf("result.json errors do not name the runcmd (scripts-user) stage: %q", res.V1.Errors)
 		}
