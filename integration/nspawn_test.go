@@ -76,17 +76,7 @@ func debianMirror() string {
 func cachedTree(t *testing.T) string {
 	t.Helper()
 	dir := filepath.Join(treeCache, "bookworm-"+strings.Join(treePackages, "-"))
-	if err := os.MkdirAll(treeCache, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	lock, err := os.OpenFile(filepath.Join(treeCache, ".lock"), os.O_CREATE|os.O_RDWR, 0o644)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer lock.Close()
-	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX); err != nil {
-		t.Fatal(err)
-	}
+	defer lockTreeCache(t)()
 	if _, err := os.Stat(filepath.Join(dir, "usr/lib/systemd/systemd")); err == nil {
 		return dir
 	}
@@ -106,6 +96,59 @@ func cachedTree(t *testing.T) string {
 		t.Fatal(err)
 	}
 	return dir
+}
+
+// cachedTreeWith returns a copy of the cached tree with more Debian
+// packages, installed by apt in a chroot and cached beside it, so the
+// other scenarios' tree stays as it is. debootstrap cannot do it with
+// --include: its resolver takes no virtual packages or alternatives, and
+// cloud-init's python3 dependencies need them (python3-cryptography fails).
+func cachedTreeWith(t *testing.T, pkgs ...string) string {
+	t.Helper()
+	base := cachedTree(t)
+	dir := base + "+" + strings.Join(pkgs, "-")
+	defer lockTreeCache(t)()
+	if _, err := os.Stat(dir); err == nil {
+		return dir
+	}
+	tmp := dir + ".tmp"
+	os.RemoveAll(tmp)
+	if out, err := exec.Command("cp", "-a", "--reflink=auto", base, tmp).CombinedOutput(); err != nil {
+		os.RemoveAll(tmp)
+		t.Fatalf("copy %s: %v\n%s", base, err, out)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	t.Logf("apt-get install %s into %s (once per machine)", strings.Join(pkgs, " "), dir)
+	script := "apt-get update -qq && apt-get install -y -qq --no-install-recommends " + strings.Join(pkgs, " ") + " && apt-get clean"
+	out, err := exec.CommandContext(ctx, "chroot", tmp, "/usr/bin/env", "-i", "PATH=/usr/sbin:/usr/bin:/sbin:/bin",
+		"DEBIAN_FRONTEND=noninteractive", "LANG=C", "/bin/sh", "-c", script).CombinedOutput()
+	if err != nil {
+		os.RemoveAll(tmp)
+		t.Fatalf("apt-get install %s in a chroot of %s: %v\n%s", strings.Join(pkgs, " "), base, err, tail(string(out), 30))
+	}
+	if err := os.Rename(tmp, dir); err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
+
+// lockTreeCache takes the cache's lock (parallel test processes build a
+// tree once) and returns its release.
+func lockTreeCache(t *testing.T) func() {
+	t.Helper()
+	if err := os.MkdirAll(treeCache, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	lock, err := os.OpenFile(filepath.Join(treeCache, ".lock"), os.O_CREATE|os.O_RDWR, 0o644)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX); err != nil {
+		lock.Close()
+		t.Fatal(err)
+	}
+	return func() { lock.Close() }
 }
 
 var machineSeq atomic.Int32
@@ -129,7 +172,12 @@ type machine struct {
 
 func newMachine(t *testing.T, setupNS func(ns string)) *machine {
 	t.Helper()
-	base := cachedTree(t)
+	return newMachineOn(t, cachedTree(t), setupNS)
+}
+
+// newMachineOn is newMachine on another cached tree (cachedTreeWith).
+func newMachineOn(t *testing.T, base string, setupNS func(ns string)) *machine {
+	t.Helper()
 	m := &machine{t: t, setupNS: setupNS, name: fmt.Sprintf("%s-sd%d", topo.RunID, machineSeq.Add(1))}
 	var err error
 	if m.dir, err = os.MkdirTemp("", m.name+"-"); err != nil {

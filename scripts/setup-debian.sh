@@ -14,6 +14,7 @@ PACKAGES=(
 	bird2 keepalived                # scale-out tests: BGP/ECMP router (integration/ecmp_test.go), VRRP active/standby
 	prometheus                      # promtool: packaging/monitoring tests check the alert rules and dashboard queries
 	debootstrap systemd-container   # real-systemd scenarios: a Debian 12 tree booted with systemd-nspawn (integration/systemd_test.go)
+	dpkg-dev                        # dpkg-scanpackages: the local apt repository of the cloud-init scenario (integration/cloudinit_test.go)
 )
 missing=()
 for p in "${PACKAGES[@]}"; do
