@@ -142,21 +142,33 @@ func newFlowFrames(syn []byte, n int) [][]byte {
 	return out
 }
 
-// clearConntrack deletes every conntrack entry.
+// clearConntrack deletes every conntrack entry, of both families.
 func clearConntrack(b *testing.B, d *Datapath) {
-	var k bpfLbFlow
-	var keys []bpfLbFlow
-	it := d.objs.LbConntrack.Iterate()
-	var v bpfLbCtEntry
+	if err := clearMap[bpfLbCt4Key](d.objs.LbCt4); err != nil {
+		b.Fatal(err)
+	}
+	if err := clearMap[bpfLbFlow](d.objs.LbConntrack); err != nil {
+		b.Fatal(err)
+	}
+}
+
+func clearMap[K any](m *ebpf.Map) error {
+	var (
+		k    K
+		v    bpfLbCtEntry
+		keys []K
+	)
+	it := m.Iterate()
 	for it.Next(&k, &v) {
 		keys = append(keys, k)
 	}
 	if err := it.Err(); err != nil {
-		b.Fatal(err)
+		return err
 	}
 	if len(keys) > 0 {
-		if _, err := d.objs.LbConntrack.BatchDelete(keys, nil); err != nil {
-			b.Fatal(err)
+		if _, err := m.BatchDelete(keys, nil); err != nil {
+			return err
 		}
 	}
+	return nil
 }
