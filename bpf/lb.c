@@ -125,9 +125,7 @@ int dsrlb_ingress(struct __sk_buff *skb)
 	if (lb_rewrite_macs(skb, be, cfg) < 0)
 		return lb_pass(skb, LB_REASON_PASS_MALFORMED);
 
-	lb_count(&lb_svc_stats, svc_id, skb, is_new);
-	lb_count(&lb_be_stats, id, skb, is_new);
-	lb_count_reason(skb, lb_redirect_reason(&pkt));
+	lb_count_redirect(skb, svc_id, id, lb_redirect_reason(&pkt), is_new);
 	return bpf_redirect(skb->ifindex, 0);
 }
 

@@ -70,7 +70,16 @@ struct {
 
 /* flow -> backend. LRU: when full the least recently used flow is evicted
  * and, if it comes back, is rescheduled (the Maglev fallback keeps a TCP
- * flow on the same backend while the table is unchanged). */
+ * flow on the same backend while the table is unchanged). IPv4 flows live
+ * in lb_ct4 (compact key), every other flow here; each map has
+ * balancer.conntrack.size entries. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__type(key, struct lb_ct4_key);
+	__type(value, struct lb_ct_entry);
+	__uint(max_entries, 1048576);
+} lb_ct4 SEC(".maps");
+
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__type(key, struct lb_flow);

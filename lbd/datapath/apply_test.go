@@ -8,7 +8,7 @@ import (
 
 func TestApplyLifecycle(t *testing.T) {
 	d := mustOpen(t, Options{ConntrackSize: 2048, MaxServices: 8, MaxBackends: 64})
-	for name, want := range map[*ebpf.Map]uint32{d.objs.LbConntrack: 2048, d.objs.LbMaglev: 8, d.objs.LbBackends: 64} {
+	for name, want := range map[*ebpf.Map]uint32{d.objs.LbConntrack: 2048, d.objs.LbCt4: 2048, d.objs.LbMaglev: 8, d.objs.LbBackends: 64} {
 		if info, err := name.Info(); err != nil || info.MaxEntries != want {
 			t.Fatalf("map %v: max entries %v (%v), want %d from Options", name, info, err, want)
 		}

@@ -16,7 +16,7 @@ import (
 type bpfLbAbi uint32
 
 const (
-	bpfLbAbiLB_ABI_VERSION bpfLbAbi = 3
+	bpfLbAbiLB_ABI_VERSION bpfLbAbi = 4
 )
 
 type bpfLbBackend struct {
@@ -66,6 +66,16 @@ type bpfLbCounters struct {
 	Bytes     uint64
 	NewFlows  uint64
 	NoBackend uint64
+}
+
+type bpfLbCt4Key struct {
+	_     structs.HostLayout
+	Saddr uint32
+	Daddr uint32
+	Sport uint16
+	Dport uint16
+	Proto uint8
+	Pad   [3]uint8
 }
 
 type bpfLbCtCounters struct {
@@ -182,6 +192,7 @@ const (
 	bpfMapLbCfg           = "lb_cfg"
 	bpfMapLbClock         = "lb_clock"
 	bpfMapLbConntrack     = "lb_conntrack"
+	bpfMapLbCt4           = "lb_ct4"
 	bpfMapLbCtStats       = "lb_ct_stats"
 	bpfMapLbFrags         = "lb_frags"
 	bpfMapLbGlobalStats   = "lb_global_stats"
@@ -253,6 +264,7 @@ type bpfMapSpecs struct {
 	LbCfg         *ebpf.MapSpec `ebpf:"lb_cfg"`
 	LbClock       *ebpf.MapSpec `ebpf:"lb_clock"`
 	LbConntrack   *ebpf.MapSpec `ebpf:"lb_conntrack"`
+	LbCt4         *ebpf.MapSpec `ebpf:"lb_ct4"`
 	LbCtStats     *ebpf.MapSpec `ebpf:"lb_ct_stats"`
 	LbFrags       *ebpf.MapSpec `ebpf:"lb_frags"`
 	LbGlobalStats *ebpf.MapSpec `ebpf:"lb_global_stats"`
@@ -300,6 +312,7 @@ type bpfMaps struct {
 	LbCfg         *ebpf.Map `ebpf:"lb_cfg"`
 	LbClock       *ebpf.Map `ebpf:"lb_clock"`
 	LbConntrack   *ebpf.Map `ebpf:"lb_conntrack"`
+	LbCt4         *ebpf.Map `ebpf:"lb_ct4"`
 	LbCtStats     *ebpf.Map `ebpf:"lb_ct_stats"`
 	LbFrags       *ebpf.Map `ebpf:"lb_frags"`
 	LbGlobalStats *ebpf.Map `ebpf:"lb_global_stats"`
@@ -318,6 +331,7 @@ func (m *bpfMaps) Close() error {
 		m.LbCfg,
 		m.LbClock,
 		m.LbConntrack,
+		m.LbCt4,
 		m.LbCtStats,
 		m.LbFrags,
 		m.LbGlobalStats,

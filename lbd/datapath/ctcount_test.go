@@ -5,8 +5,8 @@ import (
 	"testing"
 )
 
-// fillConntrack writes n distinct entries straight into the map, as the
-// program would for n flows.
+// fillConntrack writes n distinct IPv4 entries straight into the flow
+// table (lb_ct4), as the program would for n flows.
 func fillConntrack(tb testing.TB, d *Datapath, n int) {
 	tb.Helper()
 	for i := range n {
@@ -14,7 +14,7 @@ func fillConntrack(tb testing.TB, d *Datapath, n int) {
 		k.Saddr.B = [16]byte{10: 0xff, 11: 0xff, 12: 198, 13: 51, 14: 100, 15: byte(i)}
 		k.Daddr.B = [16]byte{10: 0xff, 11: 0xff, 12: 192, 13: 0, 14: 2, 15: 10}
 		k.Sport, k.Dport, k.Proto = uint16(1024+i/256), 80, uint8(TCP)
-		if err := d.objs.LbConntrack.Put(&k, &bpfLbCtEntry{LastSeenNs: 1, BackendId: 1, Cookie: 1}); err != nil {
+		if err := d.ctPut(k, &bpfLbCtEntry{LastSeenNs: 1, BackendId: 1, Cookie: 1}); err != nil {
 			tb.Fatalf("put conntrack entry %d: %v", i, err)
 		}
 	}

@@ -149,6 +149,7 @@ func (d *Datapath) spec() (*ebpf.CollectionSpec, error) {
 		bpfMapLbRrNext:    o.MaxServices,
 		bpfMapLbSvcStats:  o.MaxServices,
 		bpfMapLbConntrack: o.ConntrackSize,
+		bpfMapLbCt4:       o.ConntrackSize,
 		bpfMapLbFrags:     o.FragmentSize,
 	}
 	for name, n := range sizes {

@@ -28,8 +28,11 @@
 //     an inner array whose slot 0 holds its size n and slots 1..n backend
 //     ids; lb_rr only for roundrobin services. lb_rr_next (array): the
 //     round-robin position of each service.
-//   - lb_conntrack (LRU hash): client->VIP 5-tuple -> backend id, cookie,
-//     last seen, TCP state (CTState). lb_ct_stats (per-CPU array, one
+//   - lb_ct4, lb_conntrack (LRU hashes): client->VIP 5-tuple -> backend id,
+//     cookie, last seen, TCP state (CTState). IPv4 flows are in lb_ct4 under
+//     a 16-byte key (a hit hashes and compares 16 bytes, not 40), the others
+//     in lb_conntrack under lb_flow; each has balancer.conntrack.size
+//     entries. Go reads both as one table (ctmaps.go). lb_ct_stats (per-CPU array, one
 //     entry): entries inserted, renewed in place, dropped (ConntrackStats).
 //   - lb_frags (LRU hash): (client, VIP, proto, IP id) -> the ports the
 //     datagram's first fragment carried.

@@ -26,9 +26,11 @@ const (
 // is one round of every case; medians are reported), dsrlb's program
 // against the floor programs of bpf/bench/floor.c:
 //
-//	conntrack_hit  ACK of a tracked flow        vs floor_redirect, same frame
+//	conntrack_hit  ACK of a tracked flow        vs floor_redirect, same frame;
+//	               and vs floor_track (LRU hit + redirect), same frame
 //	new_flow       SYNs of distinct new flows   vs floor_redirect, same frames,
-//	               one test run each (kernel time summed)
+//	               one test run each (kernel time summed); and vs floor_track
+//	               (LRU lookup + insert + redirect) run the same way
 //	rescheduled    one SYN whose entry has expired (TCP timeouts 0): delete,
 //	               schedule, insert, every repeat  vs floor_redirect
 //	non_vip        SYN to an address that is no VIP  vs floor_noop
@@ -52,16 +54,21 @@ func BenchmarkFloor(b *testing.B) {
 	flows := newFlowFrames(syn, floorFlows)
 	timeout := uint64(d.opts.TCPTimeout)
 
-	cases := []struct{ name, vs string }{
-		{"conntrack_hit", "floor_redirect"}, {"new_flow", "floor_redirect_flows"},
-		{"rescheduled", "floor_redirect"}, {"non_vip", "floor_noop"}, {"not_ip", "floor_noop_arp"},
+	cases := []struct{ name, vs, metric string }{
+		{"conntrack_hit", "floor_redirect", "conntrack_hit"}, {"conntrack_hit", "floor_track", "conntrack_hit_vs_track"},
+		{"new_flow", "floor_redirect_flows", "new_flow"},
+		{"new_flow", "floor_track_flows", "new_flow_vs_track"},
+		{"rescheduled", "floor_redirect", "rescheduled"}, {"non_vip", "floor_noop", "non_vip"}, {"not_ip", "floor_noop_arp", "not_ip"},
 	}
 	measure := map[string]func() time.Duration{
 		"floor_redirect":       func() time.Duration { return repeatOnce(b, fl.Redirect, ack) },
 		"floor_redirect_flows": func() time.Duration { return eachOnce(b, fl.Redirect, flows) },
-		"floor_noop":           func() time.Duration { return repeatOnce(b, fl.Noop, nonVIP) },
-		"conntrack_hit":        func() time.Duration { return repeatOnce(b, d.Program(), ack) },
-		"new_flow":             func() time.Duration { return eachOnce(b, d.Program(), flows) },
+		"floor_track_flows":    func() time.Duration { return eachOnce(b, fl.Track, flows) },
+		// The first run inserts the flow, the rest find it: LRU hit + redirect.
+		"floor_track":   func() time.Duration { return repeatOnce(b, fl.Track, ack) },
+		"floor_noop":    func() time.Duration { return repeatOnce(b, fl.Noop, nonVIP) },
+		"conntrack_hit": func() time.Duration { return repeatOnce(b, d.Program(), ack) },
+		"new_flow":      func() time.Duration { return eachOnce(b, d.Program(), flows) },
 		"rescheduled": func() time.Duration {
 			setTCPTimeout(b, d, 0) // the SYN's entry (syn seen) always expired
 			defer setTCPTimeout(b, d, timeout)
@@ -80,6 +87,9 @@ func BenchmarkFloor(b *testing.B) {
 	for b.Loop() {
 		// new_flow must find no entry, conntrack_hit an established one.
 		clearConntrack(b, d)
+		if err := clearMap[[16]byte, [16]byte](fl.Flows); err != nil {
+			b.Fatal(err)
+		}
 		if v, _ := run(b, d, syn); v != VerdictRedirect {
 			b.Fatalf("syn: verdict %d", v)
 		}
@@ -98,8 +108,10 @@ func BenchmarkFloor(b *testing.B) {
 	for _, c := range cases {
 		r := med[c.name] / med[c.vs]
 		fmt.Fprintf(&tbl, "| %s | %.1f | %s | %.1f | %.2f |\n", c.name, med[c.name], c.vs, med[c.vs], r)
-		b.ReportMetric(med[c.name], c.name+"_ns/pkt")
-		b.ReportMetric(r, c.name+"_x")
+		if c.metric == c.name {
+			b.ReportMetric(med[c.name], c.name+"_ns/pkt")
+		}
+		b.ReportMetric(r, c.metric+"_x")
 	}
 	b.Logf("medians of %d rounds:%s", len(got["non_vip"]), tbl.String())
 }
@@ -142,21 +154,34 @@ func newFlowFrames(syn []byte, n int) [][]byte {
 	return out
 }
 
-// clearConntrack deletes every conntrack entry.
+// clearConntrack deletes every conntrack entry, of both families.
 func clearConntrack(b *testing.B, d *Datapath) {
-	var k bpfLbFlow
-	var keys []bpfLbFlow
-	it := d.objs.LbConntrack.Iterate()
-	var v bpfLbCtEntry
+	if err := clearMap[bpfLbCt4Key, bpfLbCtEntry](d.objs.LbCt4); err != nil {
+		b.Fatal(err)
+	}
+	if err := clearMap[bpfLbFlow, bpfLbCtEntry](d.objs.LbConntrack); err != nil {
+		b.Fatal(err)
+	}
+}
+
+// clearMap deletes every entry of m (key K, value V).
+func clearMap[K, V any](m *ebpf.Map) error {
+	var (
+		k    K
+		v    V
+		keys []K
+	)
+	it := m.Iterate()
 	for it.Next(&k, &v) {
 		keys = append(keys, k)
 	}
 	if err := it.Err(); err != nil {
-		b.Fatal(err)
+		return err
 	}
 	if len(keys) > 0 {
-		if _, err := d.objs.LbConntrack.BatchDelete(keys, nil); err != nil {
-			b.Fatal(err)
+		if _, err := m.BatchDelete(keys, nil); err != nil {
+			return err
 		}
 	}
+	return nil
 }

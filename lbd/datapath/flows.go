@@ -67,17 +67,12 @@ func (d *Datapath) ActiveFlows(st *Stats) error {
 	d.mu.Lock()
 	type counts struct{ active, inactive uint64 }
 	perID := map[uint32]counts{}
-	var (
-		key bpfLbFlow
-		ct  bpfLbCtEntry
-		be  bpfLbBackend
-	)
+	var be bpfLbBackend
 	now := monotonicNow()
 	cookies := map[uint32]*bpfLbBackend{}
-	it := d.objs.LbConntrack.Iterate()
-	for it.Next(&key, &ct) {
-		if !d.ctLive(Proto(key.Proto), &ct, now) {
-			continue
+	err := d.eachFlow(func(key bpfLbFlow, ct *bpfLbCtEntry) {
+		if !d.ctLive(Proto(key.Proto), ct, now) {
+			return
 		}
 		b, ok := cookies[ct.BackendId]
 		if !ok {
@@ -88,7 +83,7 @@ func (d *Datapath) ActiveFlows(st *Stats) error {
 			cookies[ct.BackendId] = b
 		}
 		if b == nil || b.Cookie != ct.Cookie || (State(b.State) != Up && State(b.State) != Drain) {
-			continue
+			return
 		}
 		c := perID[ct.BackendId]
 		if CTState(ct.State) == Established {
@@ -97,8 +92,7 @@ func (d *Datapath) ActiveFlows(st *Stats) error {
 			c.inactive++
 		}
 		perID[ct.BackendId] = c
-	}
-	err := it.Err()
+	})
 	byAddr := map[uint32]map[[16]byte]counts{} // service id -> backend address -> flows
 	for id, n := range perID {
 		if b := d.state.backends[id]; b != nil {
@@ -117,7 +111,7 @@ func (d *Datapath) ActiveFlows(st *Stats) error {
 	}
 	d.mu.Unlock()
 	if err != nil {
-		return fmt.Errorf("walk conntrack: %w", err)
+		return err
 	}
 	for i := range st.Services {
 		s := &st.Services[i]
@@ -148,27 +142,22 @@ func (d *Datapath) purgeUnserved(before map[bpfLbServiceKey]uint32) error {
 	if !removed {
 		return nil
 	}
-	var (
-		key  bpfLbFlow
-		ct   bpfLbCtEntry
-		dead []bpfLbFlow
-	)
-	it := d.objs.LbConntrack.Iterate()
-	for it.Next(&key, &ct) {
+	var dead []bpfLbFlow
+	err := d.eachFlow(func(key bpfLbFlow, _ *bpfLbCtEntry) {
 		k := bpfLbServiceKey{Vip: key.Daddr, Port: key.Dport, Proto: key.Proto}
 		if _, ok := d.state.keyOwner[k]; ok {
-			continue
+			return
 		}
 		k.Port = 0
 		if _, ok := d.state.keyOwner[k]; !ok {
 			dead = append(dead, key)
 		}
-	}
-	if err := it.Err(); err != nil {
-		return fmt.Errorf("walk conntrack: %w", err)
+	})
+	if err != nil {
+		return err
 	}
 	for _, k := range dead {
-		err := d.objs.LbConntrack.Delete(&k)
+		err := d.ctDelete(k)
 		if err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
 			return fmt.Errorf("delete conntrack entry of a removed service: %w", err)
 		}
@@ -206,16 +195,8 @@ func (d *Datapath) ConntrackStats() (ConntrackStats, error) {
 		s.Renewed += p.Renewed
 		s.Dropped += p.Dropped
 	}
-	var (
-		key bpfLbFlow
-		ct  bpfLbCtEntry
-	)
-	it := d.objs.LbConntrack.Iterate()
-	for it.Next(&key, &ct) {
-		s.Entries++
-	}
-	if err := it.Err(); err != nil {
-		return ConntrackStats{}, fmt.Errorf("walk conntrack: %w", err)
+	if err := d.eachFlow(func(bpfLbFlow, *bpfLbCtEntry) { s.Entries++ }); err != nil {
+		return ConntrackStats{}, err
 	}
 	if gone := s.Dropped + s.Entries + d.purged; s.Inserted > gone {
 		s.Evicted = s.Inserted - gone

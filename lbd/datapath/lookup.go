@@ -82,7 +82,7 @@ func (d *Datapath) describe(info *FlowInfo, id uint32) {
 func (d *Datapath) trackedBackend(f Flow) (uint32, CTState, bool) {
 	var ct bpfLbCtEntry
 	key := flowKey(f)
-	if err := d.objs.LbConntrack.Lookup(&key, &ct); err != nil {
+	if err := d.ctLookup(key, &ct); err != nil {
 		return 0, 0, false
 	}
 	if !d.ctLive(f.Proto, &ct, monotonicNow()) {

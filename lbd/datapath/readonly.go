@@ -84,6 +84,7 @@ func (d *Datapath) readPinnedConfig() error {
 	d.opts.MaglevTableSize = cur.TableSize
 	d.opts.MaxServices = d.objs.LbMaglev.MaxEntries()
 	d.opts.MaxBackends = d.objs.LbBackends.MaxEntries()
+	d.opts.ConntrackSize = d.objs.LbCt4.MaxEntries()
 	return nil
 }
 

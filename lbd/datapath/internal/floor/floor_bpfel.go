@@ -8,16 +8,36 @@ import (
 	_ "embed"
 	"fmt"
 	"io"
+	"structs"
 
 	"github.com/cilium/ebpf"
 )
+
+type floorFloorKey struct {
+	_     structs.HostLayout
+	Saddr uint32
+	Daddr uint32
+	Sport uint16
+	Dport uint16
+	Proto uint8
+	Pad   [3]uint8
+}
+
+type floorFloorVal struct {
+	_          structs.HostLayout
+	LastSeenNs uint64
+	BackendId  uint32
+	Cookie     uint32
+}
 
 // Names of all BPF objects in the ELF.
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
+	floorMapFloorCt        = "floor_ct"
 	floorProgFloorNoop     = "floor_noop"
 	floorProgFloorRedirect = "floor_redirect"
+	floorProgFloorTrack    = "floor_track"
 )
 
 // loadFloor returns the embedded CollectionSpec for floor.
@@ -64,12 +84,14 @@ type floorSpecs struct {
 type floorProgramSpecs struct {
 	FloorNoop     *ebpf.ProgramSpec `ebpf:"floor_noop"`
 	FloorRedirect *ebpf.ProgramSpec `ebpf:"floor_redirect"`
+	FloorTrack    *ebpf.ProgramSpec `ebpf:"floor_track"`
 }
 
 // floorMapSpecs contains maps before they are loaded into the kernel.
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type floorMapSpecs struct {
+	FloorCt *ebpf.MapSpec `ebpf:"floor_ct"`
 }
 
 // floorVariableSpecs contains global variables before they are loaded into the kernel.
@@ -98,10 +120,13 @@ func (o *floorObjects) Close() error {
 //
 // It can be passed to loadFloorObjects or ebpf.CollectionSpec.LoadAndAssign.
 type floorMaps struct {
+	FloorCt *ebpf.Map `ebpf:"floor_ct"`
 }
 
 func (m *floorMaps) Close() error {
-	return _FloorClose()
+	return _FloorClose(
+		m.FloorCt,
+	)
 }
 
 // floorVariables contains all global variables after they have been loaded into the kernel.
@@ -116,12 +141,14 @@ type floorVariables struct {
 type floorPrograms struct {
 	FloorNoop     *ebpf.Program `ebpf:"floor_noop"`
 	FloorRedirect *ebpf.Program `ebpf:"floor_redirect"`
+	FloorTrack    *ebpf.Program `ebpf:"floor_track"`
 }
 
 func (p *floorPrograms) Close() error {
 	return _FloorClose(
 		p.FloorNoop,
 		p.FloorRedirect,
+		p.FloorTrack,
 	)
 }
 

@@ -1,0 +1,113 @@
+package datapath
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+
+	"github.com/cilium/ebpf"
+)
+
+// The flow table is two LRU maps (bpf/lib/conntrack.h): lb_ct4 holds IPv4
+// flows (both addresses IPv4-mapped) under a 16-byte key, lb_conntrack
+// every other flow under the 40-byte lb_flow; a hit hashes and compares
+// 16 bytes instead of 40. Go names every flow by its lb_flow and picks the
+// map here, as the program does (lb_flow_is4), so callers see one table.
+
+// ct4Key is k's lb_ct4 key, if k is an IPv4 flow.
+func ct4Key(k bpfLbFlow) (bpfLbCt4Key, bool) {
+	if !isMapped4(k.Saddr.B) || !isMapped4(k.Daddr.B) {
+		return bpfLbCt4Key{}, false
+	}
+	return bpfLbCt4Key{
+		// The program copies the address words as they are in memory.
+		Saddr: binary.NativeEndian.Uint32(k.Saddr.B[12:]),
+		Daddr: binary.NativeEndian.Uint32(k.Daddr.B[12:]),
+		Sport: k.Sport, Dport: k.Dport, Proto: k.Proto,
+	}, true
+}
+
+// isMapped4 reports whether a is ::ffff:a.b.c.d.
+func isMapped4(a [16]byte) bool {
+	return a[0]|a[1]|a[2]|a[3]|a[4]|a[5]|a[6]|a[7]|a[8]|a[9] == 0 && a[10] == 0xff && a[11] == 0xff
+}
+
+// flowOf4 is the lb_flow an lb_ct4 key stands for.
+func flowOf4(k bpfLbCt4Key) bpfLbFlow {
+	var f bpfLbFlow
+	f.Saddr.B = [16]byte{10: 0xff, 11: 0xff}
+	f.Daddr.B = f.Saddr.B
+	binary.NativeEndian.PutUint32(f.Saddr.B[12:], k.Saddr)
+	binary.NativeEndian.PutUint32(f.Daddr.B[12:], k.Daddr)
+	f.Sport, f.Dport, f.Proto = k.Sport, k.Dport, k.Proto
+	return f
+}
+
+// ctLookup reads the entry of flow k.
+func (d *Datapath) ctLookup(k bpfLbFlow, ct *bpfLbCtEntry) error {
+	if k4, ok := ct4Key(k); ok {
+		return d.objs.LbCt4.Lookup(&k4, ct)
+	}
+	return d.objs.LbConntrack.Lookup(&k, ct)
+}
+
+// ctDelete deletes the entry of flow k.
+func (d *Datapath) ctDelete(k bpfLbFlow) error {
+	if k4, ok := ct4Key(k); ok {
+		return d.objs.LbCt4.Delete(&k4)
+	}
+	return d.objs.LbConntrack.Delete(&k)
+}
+
+// ctPut writes the entry of flow k (tests: as the program would).
+func (d *Datapath) ctPut(k bpfLbFlow, ct *bpfLbCtEntry) error {
+	if k4, ok := ct4Key(k); ok {
+		return d.objs.LbCt4.Put(&k4, ct)
+	}
+	return d.objs.LbConntrack.Put(&k, ct)
+}
+
+// eachFlow calls fn for every conntrack entry, IPv4 ones first. An entry
+// the program inserts or evicts during the walk may be seen or not.
+func (d *Datapath) eachFlow(fn func(k bpfLbFlow, ct *bpfLbCtEntry)) error {
+	var (
+		k4 bpfLbCt4Key
+		k  bpfLbFlow
+		ct bpfLbCtEntry
+	)
+	it := d.objs.LbCt4.Iterate()
+	for it.Next(&k4, &ct) {
+		fn(flowOf4(k4), &ct)
+	}
+	if err := it.Err(); err != nil {
+		return fmt.Errorf("walk conntrack (IPv4): %w", err)
+	}
+	it = d.objs.LbConntrack.Iterate()
+	for it.Next(&k, &ct) {
+		fn(k, &ct)
+	}
+	if err := it.Err(); err != nil {
+		return fmt.Errorf("walk conntrack: %w", err)
+	}
+	return nil
+}
+
+// countEntries counts m's entries in batches of ctBatch (K: m's key type).
+func countEntries[K any](m *ebpf.Map) (uint64, error) {
+	keys := make([]K, ctBatch)
+	vals := make([]bpfLbCtEntry, ctBatch)
+	var (
+		cursor ebpf.MapBatchCursor
+		total  uint64
+	)
+	for {
+		n, err := m.BatchLookup(&cursor, keys, vals, nil)
+		total += uint64(n)
+		if errors.Is(err, ebpf.ErrKeyNotExist) {
+			return total, nil
+		}
+		if err != nil {
+			return 0, err
+		}
+	}
+}
