@@ -143,9 +143,6 @@ func CountFrames(h *Host, dev string, match func(frame []byte) bool) (*Counter, 
 	return c, nil
 }
 
-// Count so far.
-func (c *Counter) Count() int64 { return c.n.Load() }
-
 // Stop ends counting and returns the total.
 func (c *Counter) Stop() int64 {
 	if c.stop.CompareAndSwap(false, true) {

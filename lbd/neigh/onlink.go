@@ -68,13 +68,9 @@ func OnLinkAt(h *netlink.Handle, ifname string, addr netip.Addr) error {
 	return nil
 }
 
-// InterfaceMAC returns ifname's MAC in the current namespace: the source
-// MAC the data plane writes and gratuitous ARPs carry.
-func InterfaceMAC(ifname string) (net.HardwareAddr, error) {
-	return InterfaceMACAt(nil, ifname)
-}
-
-// InterfaceMACAt is InterfaceMAC in h's namespace (`ip link show IFNAME`).
+// InterfaceMACAt returns ifname's MAC in h's namespace, the current one
+// when h is nil (`ip link show IFNAME`): the source MAC the data plane
+// writes and gratuitous ARPs carry.
 func InterfaceMACAt(h *netlink.Handle, ifname string) (net.HardwareAddr, error) {
 	link, err := handleOrCurrent(h).LinkByName(ifname)
 	if err != nil {

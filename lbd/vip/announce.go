@@ -61,9 +61,6 @@ func (n Namespace) Announce(ifname string, vips []netip.Addr) error {
 	return errors.Join(errs...)
 }
 
-// Announce announces VIPs in the current namespace. See Namespace.Announce.
-func Announce(ifname string, vips []netip.Addr) error { return Current().Announce(ifname, vips) }
-
 func send(fd int, ifi *net.Interface, v netip.Addr) error {
 	var frame, dst []byte
 	var proto uint16

@@ -61,12 +61,6 @@ func In(ns netns.NsHandle) Namespace { return Namespace{ns: ns} }
 // Current returns the operations for the calling thread's namespace.
 func Current() Namespace { return Namespace{ns: netns.None()} }
 
-// Take adds the VIPs lbd does not already have to ifname in the current
-// namespace and announces them. See Namespace.Take.
-func Take(ifname string, vips []netip.Addr, log *slog.Logger) error {
-	return Current().Take(ifname, vips, log)
-}
-
 // Release removes the VIPs lbd added to ifname in the current namespace.
 // See Namespace.Release.
 func Release(ifname string, vips []netip.Addr, log *slog.Logger) error {
@@ -95,7 +89,7 @@ func (n Namespace) Take(ifname string, vips []netip.Addr, log *slog.Logger) erro
 // Claim puts every VIP on ifname that is not there yet (`ip addr add
 // VIP/32 dev IFNAME label IFNAME:lbd proto 213`; IPv6 `VIP/128 ... nodad`)
 // and announces the ones it added (AnnounceCount frames each, AnnounceGap
-// apart). Before adding, it probes for them (see Probe): a VIP another
+// apart). Before adding, it probes for them (see Namespace.Probe): a VIP another
 // host answers for is not taken but logged as an ERROR and returned in
 // Conflicts, and the other VIPs are taken all the same. Claim may so block
 // for about a second. It is idempotent: a VIP already on the interface,
