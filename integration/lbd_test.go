@@ -156,7 +156,9 @@ func TestRepliesBypassBalancer(t *testing.T) {
 	defer atClient.Stop()
 	const n = 200
 	mustNoFailures(t, "requests", e.newConns(e.client, topo.URL(topo.VIP4, "/"), n, 4, 30*time.Second))
-	time.Sleep(100 * time.Millisecond) // let the last frames reach the sockets
+	// The replies reached the client's stack; wait for its counter to read
+	// them from its socket too (the balancer's would have them as early).
+	atClient.WaitCount(n, 5*time.Second)
 	lb, cl := atLB.Stop(), atClient.Stop()
 	t.Logf("frames from %s:%d: %d at the client, %d at the balancer", topo.VIP4, topo.HTTPPort, cl, lb)
 	if cl < n {
@@ -258,7 +260,7 @@ func startBackground(c *http.Client, url string, concurrency, max int, d time.Du
 				b.mu.Lock()
 				b.as = append(b.as, timed{at, time.Now(), a})
 				b.mu.Unlock()
-				time.Sleep(5 * time.Millisecond)
+				time.Sleep(5 * time.Millisecond) // pacing: bounded load, not a flood
 			}
 		}()
 	}
