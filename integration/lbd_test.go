@@ -84,12 +84,24 @@ func startLB(t *testing.T, s *scenario, opts topo.Options, build func(*topo.Topo
 		if err := topo.WaitServing(ctx, e.client, topo.URL(svc.VIP, "/"), want, 20*time.Second); err != nil {
 			t.Fatalf("lbd not serving: %v", err)
 		}
-		if want == nil { // let every server pass rise checks before measuring
-			time.Sleep(svc.Check.Interval*time.Duration(svc.Check.Rise) + 500*time.Millisecond)
+		if want == nil { // every server must pass its rise checks before measuring
+			e.waitInRotation(ctx, svc)
 		}
 		break
 	}
 	return e
+}
+
+// waitInRotation waits for lbd to log each weighted server of svc back in
+// rotation: lbd starts with every backend out until its checks rise.
+func (e *lbEnv) waitInRotation(ctx context.Context, svc topo.Service) {
+	e.t.Helper()
+	d := svc.Check.Interval*time.Duration(svc.Check.Rise) + svc.Check.Timeout + 10*time.Second
+	for _, name := range weighted(svc) {
+		if err := e.lbd.WaitOutput(ctx, `msg="backend in rotation" backend=`+svc.Name+"/"+name, d); err != nil {
+			e.t.Fatal(err)
+		}
+	}
 }
 
 // weighted is the servers of svc that take new flows.
