@@ -55,9 +55,6 @@ const ifaProto = 11
 // Namespace runs the package's operations in one network namespace.
 type Namespace struct{ ns netns.NsHandle }
 
-// In returns the operations for the namespace ns (tests, tools).
-func In(ns netns.NsHandle) Namespace { return Namespace{ns: ns} }
-
 // Current returns the operations for the calling thread's namespace.
 func Current() Namespace { return Namespace{ns: netns.None()} }
 
@@ -74,16 +71,6 @@ func Owned(ifname string) ([]netip.Addr, error) { return Current().Owned(ifname)
 type Taken struct {
 	Added     []netip.Addr // VIPs this call put on the interface
 	Conflicts []Conflict   // VIPs another host answers for: not taken
-}
-
-// Take claims the VIPs and returns an error when any could not be taken,
-// a conflict included. See Namespace.Claim.
-func (n Namespace) Take(ifname string, vips []netip.Addr, log *slog.Logger) error {
-	t, err := n.Claim(ifname, vips, log)
-	for _, c := range t.Conflicts {
-		err = errors.Join(err, fmt.Errorf("VIP %s not taken: %s answers for it on %s", c.VIP, c.MAC, ifname))
-	}
-	return err
 }
 
 // Claim puts every VIP on ifname that is not there yet (`ip addr add
