@@ -118,50 +118,94 @@ func (e *ecmpEnv) newFlows(lb *topo.Host) uint64 {
 }
 
 // poker sends a request on every long-lived connection every 100ms and
-// records any that fails or reaches another backend.
+// records any that fails or reaches another backend. Every check waits for
+// rounds that began after it was called, so a phase with no request cannot
+// pass.
 type poker struct {
+	ks     []keepAlive
+	url    string
 	mu     sync.Mutex
 	broken []string
-	rounds int
+	rounds int           // rounds completed
+	tick   chan struct{} // closed and replaced when a round completes
 	stop   chan struct{}
 	done   chan struct{}
 	once   sync.Once
 }
 
 func startPoking(ks []keepAlive, url string) *poker {
-	p := &poker{stop: make(chan struct{}), done: make(chan struct{})}
+	p := &poker{ks: ks, url: url, tick: make(chan struct{}), stop: make(chan struct{}), done: make(chan struct{})}
 	go func() {
 		defer close(p.done)
 		for {
-			var wg sync.WaitGroup
-			for i, k := range ks {
-				wg.Add(1)
-				go func() {
-					defer wg.Done()
-					ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
-					defer cancel()
-					if a := topo.Get(ctx, k.c, url); a.Err != nil || a.Backend != k.backend {
-						p.mu.Lock()
-						p.broken = append(p.broken, time.Now().Format("15:04:05.000")+" conn "+strconv.Itoa(i)+" on "+k.backend+": "+describe(a))
-						p.mu.Unlock()
-					}
-				}()
-			}
-			wg.Wait()
+			broken := p.round()
 			p.mu.Lock()
+			p.broken = append(p.broken, broken...)
 			p.rounds++
+			close(p.tick)
+			p.tick = make(chan struct{})
 			p.mu.Unlock()
 			select {
 			case <-p.stop:
 				return
-			case <-time.After(100 * time.Millisecond):
+			case <-time.After(100 * time.Millisecond): // pacing: a round every 100ms
 			}
 		}
 	}()
 	return p
 }
 
-func (p *poker) check(t *testing.T, when string) {
+// round sends one request on every connection at once and describes the
+// ones that failed or reached another backend.
+func (p *poker) round() []string {
+	var mu sync.Mutex
+	var broken []string
+	var wg sync.WaitGroup
+	for i, k := range p.ks {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+			defer cancel()
+			if a := topo.Get(ctx, k.c, p.url); a.Err != nil || a.Backend != k.backend {
+				mu.Lock()
+				broken = append(broken, time.Now().Format("15:04:05.000")+" conn "+strconv.Itoa(i)+" on "+k.backend+": "+describe(a))
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	return broken
+}
+
+// check waits until n rounds that began after the call have completed
+// (a round takes at most the 3s request timeout plus the pacing), then
+// fails the test if any request so far failed.
+func (p *poker) check(t *testing.T, when string, n int) {
+	t.Helper()
+	p.mu.Lock()
+	want := p.rounds + 1 + n // the round under way may have begun before the call
+	p.mu.Unlock()
+	deadline := time.After(time.Duration(n+1) * 4 * time.Second)
+	for {
+		p.mu.Lock()
+		got, tick := p.rounds, p.tick
+		p.mu.Unlock()
+		if got >= want {
+			break
+		}
+		select {
+		case <-tick:
+		case <-p.done:
+			t.Fatalf("%s: the poker stopped after %d rounds, before %d more", when, got, n)
+		case <-deadline:
+			t.Fatalf("%s: only %d of %d poking rounds completed within %v", when, got, want, time.Duration(n+1)*4*time.Second)
+		}
+	}
+	p.failed(t, when)
+}
+
+func (p *poker) failed(t *testing.T, when string) {
 	t.Helper()
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -170,10 +214,22 @@ func (p *poker) check(t *testing.T, when string) {
 	}
 }
 
-func (p *poker) finish() int {
+// halt ends the poking loop (deferred: also on failure).
+func (p *poker) halt() {
 	p.once.Do(func() { close(p.stop) })
 	<-p.done
-	return p.rounds
+}
+
+// finish stops the loop, then sends a last round whose every request must
+// reach its backend, and returns the rounds done.
+func (p *poker) finish(t *testing.T) int {
+	t.Helper()
+	p.halt()
+	if broken := p.round(); len(broken) > 0 {
+		t.Fatalf("final round: %d of %d long-lived connections failed, first: %s", len(broken), len(p.ks), strings.Join(broken[:min(5, len(broken))], "; "))
+	}
+	p.failed(t, "at the end")
+	return p.rounds + 1
 }
 
 func describe(a topo.Answer) string {
@@ -207,7 +263,7 @@ func TestECMPBalancerFailover(t *testing.T) {
 		t.Fatalf("ECMP did not spread the connections over both balancers (%s %d, %s %d)", lb1.Role, via1, lb2.Role, via2)
 	}
 	p := startPoking(ks, url)
-	defer p.finish()
+	defer p.halt()
 
 	// 1. Kill lbd on lb (SIGKILL: no shutdown code runs).
 	killed := time.Now()
@@ -216,8 +272,7 @@ func TestECMPBalancerFailover(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Logf("%s killed: route to %s through %s only after %v", lb1.Role, topo.VIP4, lb2.Role, time.Since(killed).Round(time.Millisecond))
-	time.Sleep(time.Second) // several poking rounds through lb2 alone
-	p.check(t, "after "+lb1.Role+"'s lbd was killed")
+	p.check(t, "after "+lb1.Role+"'s lbd was killed", 5) // through lb2 alone
 	if out, err := tp.LbdOn(ctx, lb1, "status"); err != nil || !strings.Contains(out, "is gone") {
 		t.Errorf("lbd status on %s after the kill should say lbd is gone: %v\n%s", lb1.Role, err, out)
 	}
@@ -227,8 +282,7 @@ func TestECMPBalancerFailover(t *testing.T) {
 	if err := tp.WaitNextHops(ctx, topo.VIP4, tp.Balancers, 15*time.Second); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(time.Second)
-	p.check(t, "after "+lb1.Role+" rejoined")
+	p.check(t, "after "+lb1.Role+" rejoined", 5)
 	out, err := tp.LbdOn(ctx, lb1, "status")
 	if err != nil || !strings.Contains(out, "established") || !strings.Contains(out, "announced VIPs: "+topo.VIP4.String()) {
 		t.Errorf("lbd status on %s should show the session established and the VIPs announced: %v\n%s", lb1.Role, err, out)
@@ -252,7 +306,7 @@ func TestECMPBalancerFailover(t *testing.T) {
 	if hops, _ := tp.NextHops(topo.VIP4); len(hops) != 2 {
 		t.Fatalf("route to %s changed when only solo lost its backend: %v", topo.VIP4, hops)
 	}
-	p.check(t, "after solo was withdrawn")
+	p.check(t, "after solo was withdrawn", 3)
 
 	// 4. lbd on lb2 stopped gracefully: the route leaves lb2 while that
 	// lbd still runs (withdraw, wait, then stop).
@@ -271,8 +325,7 @@ func TestECMPBalancerFailover(t *testing.T) {
 		t.Fatalf("lbd on %s did not stop cleanly: %v", lb2.Role, err)
 	}
 	t.Logf("%s stopped: route withdrawn after %v, lbd exited after %v", lb2.Role, withdrawn.Round(time.Millisecond), time.Since(stopped).Round(time.Millisecond))
-	time.Sleep(time.Second)
-	p.check(t, "after "+lb2.Role+" stopped gracefully")
-	rounds := p.finish()
+	p.check(t, "after "+lb2.Role+" stopped gracefully", 5)
+	rounds := p.finish(t)
 	t.Logf("%d long-lived connections, %d requests each across kill, rejoin, withdrawal and graceful stop: none broken", n, rounds)
 }

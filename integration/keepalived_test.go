@@ -177,8 +177,8 @@ func TestKeepalivedFailover(t *testing.T) {
 	}
 	t.Logf("%d long-lived connections through %s: %v", n, lb1.Role, per)
 	p := startPoking(ks, url)
-	defer p.finish()
-	time.Sleep(500 * time.Millisecond)
+	defer p.halt()
+	p.check(t, "through "+lb1.Role+" before the crash", 3)
 
 	// 1. The MASTER's keepalived (child, then parent) and lbd are killed
 	// with SIGKILL: no priority-0 advert, nothing released.
@@ -199,8 +199,7 @@ func TestKeepalivedFailover(t *testing.T) {
 	e.waitClientSees(lb2, 5*time.Second)
 	t.Logf("%s's keepalived and lbd killed: %s holds %s and the client's neighbour entry names it after %v",
 		lb1.Role, lb2.Role, topo.VIP4, time.Since(killed).Round(time.Millisecond))
-	time.Sleep(1500 * time.Millisecond) // several poking rounds through lb2
-	p.check(t, "after "+lb1.Role+"'s keepalived and lbd were killed")
+	p.check(t, "after "+lb1.Role+"'s keepalived and lbd were killed", 5) // through lb2
 	if after := e.webPackets(lb2); after <= before2 {
 		t.Fatalf("%s forwarded no packet of service web after the takeover (%d before, %d after)", lb2.Role, before2, after)
 	}
@@ -216,14 +215,13 @@ func TestKeepalivedFailover(t *testing.T) {
 	if err := topo.WaitVIPHolder(ctx, tp.Balancers, topo.VIP4, lb2, time.Second); err != nil {
 		t.Fatalf("%s took the VIP without lbd running: %v", lb1.Role, err)
 	}
-	p.check(t, "while "+lb1.Role+"'s keepalived ran without lbd")
+	p.check(t, "while "+lb1.Role+"'s keepalived ran without lbd", 2)
 	e.startLbd(lb1)
 	if err := topo.WaitVIPHolder(ctx, tp.Balancers, topo.VIP4, lb1, vrrpTakeover); err != nil {
 		t.Fatalf("%s with lbd back: %v", lb1.Role, err)
 	}
 	e.waitClientSees(lb1, 5*time.Second)
-	time.Sleep(time.Second)
-	p.check(t, "after "+lb1.Role+" took the VIP back")
+	p.check(t, "after "+lb1.Role+" took the VIP back", 5)
 
 	// 3. lbd alone dies on the MASTER: the track_script fails, keepalived
 	// goes to FAULT and releases the VIP; lb2 takes it.
@@ -232,8 +230,7 @@ func TestKeepalivedFailover(t *testing.T) {
 		t.Fatalf("%s's lbd killed: %v", lb1.Role, err)
 	}
 	e.waitClientSees(lb2, 5*time.Second)
-	time.Sleep(time.Second)
-	p.check(t, "after "+lb1.Role+"'s lbd alone was killed")
-	rounds := p.finish()
+	p.check(t, "after "+lb1.Role+"'s lbd alone was killed", 5)
+	rounds := p.finish(t)
 	t.Logf("%d long-lived connections, %d requests each across a MASTER crash, a return and an lbd crash: none failed", n, rounds)
 }

@@ -74,7 +74,7 @@ func TestBadReloadKeepsForwarding(t *testing.T) {
 	if !strings.Contains(e.lbd.Output(), path+":") {
 		t.Errorf("rejection does not name file:line:\n%s", e.lbd.Output())
 	}
-	time.Sleep(500 * time.Millisecond)
+	bg.waitAnswers(t, "after the rejected reload", 50, 20*time.Second)
 	os.WriteFile(path, good, 0o644)
 	as := bg.finish()
 	plain := make([]topo.Answer, len(as))

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"net/http"
 	"net/netip"
+	"os"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -82,12 +84,24 @@ func startLB(t *testing.T, s *scenario, opts topo.Options, build func(*topo.Topo
 		if err := topo.WaitServing(ctx, e.client, topo.URL(svc.VIP, "/"), want, 20*time.Second); err != nil {
 			t.Fatalf("lbd not serving: %v", err)
 		}
-		if want == nil { // let every server pass rise checks before measuring
-			time.Sleep(svc.Check.Interval*time.Duration(svc.Check.Rise) + 500*time.Millisecond)
+		if want == nil { // every server must pass its rise checks before measuring
+			e.waitInRotation(ctx, svc)
 		}
 		break
 	}
 	return e
+}
+
+// waitInRotation waits for lbd to log each weighted server of svc back in
+// rotation: lbd starts with every backend out until its checks rise.
+func (e *lbEnv) waitInRotation(ctx context.Context, svc topo.Service) {
+	e.t.Helper()
+	d := svc.Check.Interval*time.Duration(svc.Check.Rise) + svc.Check.Timeout + 10*time.Second
+	for _, name := range weighted(svc) {
+		if err := e.lbd.WaitOutput(ctx, `msg="backend in rotation" backend=`+svc.Name+"/"+name, d); err != nil {
+			e.t.Fatal(err)
+		}
+	}
 }
 
 // weighted is the servers of svc that take new flows.
@@ -154,7 +168,9 @@ func TestRepliesBypassBalancer(t *testing.T) {
 	defer atClient.Stop()
 	const n = 200
 	mustNoFailures(t, "requests", e.newConns(e.client, topo.URL(topo.VIP4, "/"), n, 4, 30*time.Second))
-	time.Sleep(100 * time.Millisecond) // let the last frames reach the sockets
+	// The replies reached the client's stack; wait for its counter to read
+	// them from its socket too (the balancer's would have them as early).
+	atClient.WaitCount(n, 5*time.Second)
 	lb, cl := atLB.Stop(), atClient.Stop()
 	t.Logf("frames from %s:%d: %d at the client, %d at the balancer", topo.VIP4, topo.HTTPPort, cl, lb)
 	if cl < n {
@@ -256,11 +272,31 @@ func startBackground(c *http.Client, url string, concurrency, max int, d time.Du
 				b.mu.Lock()
 				b.as = append(b.as, timed{at, time.Now(), a})
 				b.mu.Unlock()
-				time.Sleep(5 * time.Millisecond)
+				time.Sleep(5 * time.Millisecond) // pacing: bounded load, not a flood
 			}
 		}()
 	}
 	return b
+}
+
+// waitAnswers waits until n more requests than now have been answered (or
+// failed): load did run through the phase that follows.
+func (b *background) waitAnswers(t *testing.T, what string, n int, d time.Duration) {
+	t.Helper()
+	b.mu.Lock()
+	want := len(b.as) + n
+	b.mu.Unlock()
+	for deadline := time.Now().Add(d); ; time.Sleep(10 * time.Millisecond) {
+		b.mu.Lock()
+		got := len(b.as)
+		b.mu.Unlock()
+		if got >= want {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: %d of %d background requests done within %v", what, got-(want-n), n, d)
+		}
+	}
 }
 
 func (b *background) finish() []timed {
@@ -307,7 +343,7 @@ func TestBackendKilledUnderLoad(t *testing.T) {
 	ks := openKeepAlives(t, e.tp.Client, url, 12)
 	bg := startBackground(e.client, url, 4, 20000, 60*time.Second)
 	defer bg.finish()
-	time.Sleep(500 * time.Millisecond)
+	bg.waitAnswers(t, "before the kill", 50, 20*time.Second)
 
 	killed := time.Now()
 	e.servers["b2"].Kill()
@@ -402,6 +438,7 @@ func TestDrainByReload(t *testing.T) {
 func TestRestartAndReloadUnderLoad(t *testing.T) {
 	s := begin(t, "lbd-restart-reload-under-load")
 	e := startLB(t, s, topo.Options{}, func(tp *topo.Topology) topo.Config { return web(tp, "") })
+	ctx := ctxFor(t, 2*time.Minute)
 	url := topo.URL(topo.VIP4, "/")
 	ks := openKeepAlives(t, e.tp.Client, url, 6)
 	bg := startBackground(e.client, url, 4, 20000, 60*time.Second)
@@ -413,31 +450,52 @@ func TestRestartAndReloadUnderLoad(t *testing.T) {
 			}
 		}
 	}
-	time.Sleep(500 * time.Millisecond)
+	bg.waitAnswers(t, "before the restart", 50, 20*time.Second)
 
-	if err := e.lbd.Stop(10 * time.Second); err != nil {
+	// Restart: the old lbd stops leaving the data plane in place, a new
+	// process adopts it.
+	old := e.lbd
+	if err := old.Stop(10 * time.Second); err != nil {
 		t.Fatalf("lbd did not stop cleanly on SIGTERM: %v", err)
 	}
+	if !strings.Contains(old.Output(), "lbd stopping") {
+		t.Errorf("the stopped lbd (pid %d) did not log its stop:\n%s", old.PID(), old.Output())
+	}
 	poke()
-	out, err := e.tp.Lbd(context.Background(), "status")
+	out, err := e.tp.Lbd(ctx, "status")
 	if err != nil || !strings.Contains(out, "web") {
 		t.Errorf("lbd status while lbd is down (reads the pinned maps): %v\n%s", err, out)
 	}
-	time.Sleep(500 * time.Millisecond)
+	bg.waitAnswers(t, "while lbd is down", 50, 20*time.Second)
 	if e.lbd, err = e.tp.StartLbd(); err != nil {
 		t.Fatal(err)
 	}
 	logOnFailure(t, e.lbd)
-	time.Sleep(time.Second)
-	poke()
-	if out, err := e.tp.Lbd(context.Background(), "reload"); err != nil {
-		t.Fatalf("lbd reload: %v\n%s", err, out)
+	if err := e.lbd.WaitOutput(ctx, "lbd ready", 20*time.Second); err != nil {
+		t.Fatal(err)
 	}
-	time.Sleep(500 * time.Millisecond)
+	mustRestarted(t, e.tp, old, e.lbd)
+	poke()
+
+	// Reload by the control socket: the daemon's verdict comes back.
+	out, err = e.tp.Lbd(ctx, "reload")
+	if err != nil || !strings.Contains(out, "configuration reloaded") {
+		t.Fatalf("lbd reload should print the daemon's verdict: %v\n%s", err, out)
+	}
+	t.Logf("lbd reload: %s", strings.TrimSpace(out))
+	if err := e.lbd.WaitOutputN(ctx, "configuration reloaded", 1, 10*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	bg.waitAnswers(t, "after the reload", 50, 20*time.Second)
+	// Reload by SIGHUP (systemctl reload without the CLI): only the log
+	// tells, a second "configuration reloaded".
 	if err := e.lbd.Signal(syscall.SIGHUP); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(time.Second)
+	if err := e.lbd.WaitOutputN(ctx, "configuration reloaded", 2, 10*time.Second); err != nil {
+		t.Fatalf("SIGHUP reload: %v", err)
+	}
+	bg.waitAnswers(t, "after SIGHUP", 50, 20*time.Second)
 	poke()
 	as := bg.finish()
 	plain := make([]topo.Answer, len(as))
@@ -449,6 +507,25 @@ func TestRestartAndReloadUnderLoad(t *testing.T) {
 	if ok, err := e.lbd.Exited(); ok {
 		t.Fatalf("lbd exited after reload: %v", err)
 	}
+}
+
+// mustRestarted checks that next is another process than old, that it
+// wrote its PID to the run file, and that it adopted the pinned data plane
+// rather than building a new one.
+func mustRestarted(t *testing.T, tp *topo.Topology, old, next *topo.Proc) {
+	t.Helper()
+	if next.PID() == old.PID() {
+		t.Fatalf("restart: the new lbd has the old PID %d", old.PID())
+	}
+	pf := tp.LbdPIDFile(tp.Balancer)
+	b, err := os.ReadFile(pf)
+	if err != nil || strings.TrimSpace(string(b)) != strconv.Itoa(next.PID()) {
+		t.Fatalf("restart: PID file %s holds %q (%v), want the new lbd's %d", pf, b, err, next.PID())
+	}
+	if !strings.Contains(next.Output(), "adopted the pinned data plane") {
+		t.Fatalf("restart: the new lbd (pid %d) did not adopt the pinned data plane:\n%s", next.PID(), next.Output())
+	}
+	t.Logf("restarted: lbd pid %d stopped, pid %d adopted the data plane", old.PID(), next.PID())
 }
 
 func TestUDPService(t *testing.T) {

@@ -6,7 +6,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strings"
 )
 
@@ -27,9 +26,11 @@ func BinsIn(dir string) *Bins {
 
 // Build builds hostprep, lbd and dsrlb-testsrv into dir with one go build.
 func Build(ctx context.Context, dir string) (*Bins, error) {
+	// go test puts its GOROOT/bin first on PATH; the demo and bench
+	// scripts add /usr/local/go/bin.
 	goBin, err := exec.LookPath("go")
 	if err != nil {
-		goBin = filepath.Join(runtime.GOROOT(), "bin", "go")
+		return nil, fmt.Errorf("find the go command to build the binaries: %w: put Go's bin directory (e.g. /usr/local/go/bin) on PATH", err)
 	}
 	root, err := ModuleRoot(ctx, goBin)
 	if err != nil {

@@ -101,17 +101,6 @@ func (n *NS) SetSysctl(key, value string) error {
 	})
 }
 
-// Sysctl reads /proc/sys/<key> inside the namespace.
-func (n *NS) Sysctl(key string) (string, error) {
-	var v string
-	err := n.Do(func() error {
-		b, err := os.ReadFile(filepath.Join("/proc/sys", key))
-		v = strings.TrimSpace(string(b))
-		return err
-	})
-	return v, err
-}
-
 // Path is the namespace's bind mount, /run/netns/<Name>.
 func (n *NS) Path() string { return filepath.Join("/run/netns", n.Name) }
 

@@ -13,9 +13,9 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
-)
 
-func htons(v uint16) uint16 { return v<<8 | v>>8 }
+	"github.com/dsrlb/dsrlb/internal/netorder"
+)
 
 // packetSocket opens an AF_PACKET socket for proto bound to dev, in the
 // calling thread's namespace (call it inside NS.Do).
@@ -24,11 +24,11 @@ func packetSocket(dev string, proto uint16, rcvTimeout time.Duration) (int, int,
 	if err != nil {
 		return -1, 0, fmt.Errorf("find %s: %w", dev, err)
 	}
-	fd, err := unix.Socket(unix.AF_PACKET, unix.SOCK_RAW|unix.SOCK_CLOEXEC, int(htons(proto)))
+	fd, err := unix.Socket(unix.AF_PACKET, unix.SOCK_RAW|unix.SOCK_CLOEXEC, int(netorder.Htons(proto)))
 	if err != nil {
 		return -1, 0, fmt.Errorf("open packet socket: %w", err)
 	}
-	if err := unix.Bind(fd, &unix.SockaddrLinklayer{Protocol: htons(proto), Ifindex: ifi.Index}); err != nil {
+	if err := unix.Bind(fd, &unix.SockaddrLinklayer{Protocol: netorder.Htons(proto), Ifindex: ifi.Index}); err != nil {
 		unix.Close(fd)
 		return -1, 0, fmt.Errorf("bind packet socket to %s: %w", dev, err)
 	}
@@ -66,7 +66,7 @@ func ARPProbe(from *Host, target netip.Addr, wait time.Duration) ([]net.Hardware
 		copy(req[22:28], from.MAC)
 		copy(req[28:32], from.IPv4.AsSlice())
 		copy(req[38:42], target.AsSlice())
-		to := &unix.SockaddrLinklayer{Protocol: htons(unix.ETH_P_ARP), Ifindex: idx, Halen: 6,
+		to := &unix.SockaddrLinklayer{Protocol: netorder.Htons(unix.ETH_P_ARP), Ifindex: idx, Halen: 6,
 			Addr: [8]byte{0xff, 0xff, 0xff, 0xff, 0xff, 0xff}}
 		seen := map[string]net.HardwareAddr{}
 		buf := make([]byte, 1600)
@@ -145,6 +145,15 @@ func CountFrames(h *Host, dev string, match func(frame []byte) bool) (*Counter, 
 
 // Count so far.
 func (c *Counter) Count() int64 { return c.n.Load() }
+
+// WaitCount waits until at least n frames were counted or d passes, and
+// returns the count.
+func (c *Counter) WaitCount(n int64, d time.Duration) int64 {
+	for deadline := time.Now().Add(d); c.Count() < n && time.Now().Before(deadline); {
+		time.Sleep(10 * time.Millisecond)
+	}
+	return c.Count()
+}
 
 // Stop ends counting and returns the total.
 func (c *Counter) Stop() int64 {

@@ -139,18 +139,24 @@ func (p *Proc) Kill() {
 // WaitOutput waits until the output contains s, the process exits, or d
 // passes.
 func (p *Proc) WaitOutput(ctx context.Context, s string, d time.Duration) error {
+	return p.WaitOutputN(ctx, s, 1, d)
+}
+
+// WaitOutputN waits until the output contains s n times (a second reload
+// logs its line again), the process exits, or d passes.
+func (p *Proc) WaitOutputN(ctx context.Context, s string, n int, d time.Duration) error {
 	ctx, cancel := context.WithTimeout(ctx, d)
 	defer cancel()
 	for {
-		if strings.Contains(p.Output(), s) {
+		if strings.Count(p.Output(), s) >= n {
 			return nil
 		}
 		if ok, err := p.Exited(); ok {
-			return fmt.Errorf("%s exited (%v) before printing %q; output:\n%s", p.Name, err, s, p.Output())
+			return fmt.Errorf("%s exited (%v) before printing %q %d times; output:\n%s", p.Name, err, s, n, p.Output())
 		}
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("%s did not print %q within %v; output:\n%s", p.Name, s, d, p.Output())
+			return fmt.Errorf("%s did not print %q %d times within %v; output:\n%s", p.Name, s, n, d, p.Output())
 		case <-time.After(20 * time.Millisecond):
 		}
 	}

@@ -7,6 +7,8 @@ import (
 	"github.com/cilium/ebpf/asm"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
+
+	"github.com/dsrlb/dsrlb/internal/netorder"
 )
 
 // This kernel has no 8021q (no VLAN devices) and no bridge vlan_filtering,
@@ -27,7 +29,7 @@ func vlanPrograms(vid int) (push, pop *ebpf.Program, err error) {
 	pushSpec := &ebpf.ProgramSpec{Name: "dsrit_vlan_push", Type: ebpf.SchedCLS, License: "GPL", Instructions: asm.Instructions{
 		asm.LoadMem(asm.R2, asm.R1, skbVlanPresent, asm.Word),
 		asm.JNE.Imm(asm.R2, 0, "out"), // already tagged (a frame lbd redirected): keep it
-		asm.Mov.Imm(asm.R2, int32(htons(unix.ETH_P_8021Q))),
+		asm.Mov.Imm(asm.R2, int32(netorder.Htons(unix.ETH_P_8021Q))),
 		asm.Mov.Imm(asm.R3, int32(vid)),
 		asm.FnSkbVlanPush.Call(),
 		asm.Mov.Imm(asm.R0, 0).WithSymbol("out"), // TC_ACT_OK

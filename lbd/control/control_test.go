@@ -153,3 +153,6 @@ func TestSocketPath(t *testing.T) {
 		t.Errorf("socket paths %q %q", a, b)
 	}
 }
+
+// Path is the socket's path (lbd derives it from the pin path itself).
+func (s *Server) Path() string { return s.path }

@@ -84,9 +84,6 @@ func removeStale(path string) error {
 	return nil
 }
 
-// Path is the socket's path.
-func (s *Server) Path() string { return s.path }
-
 // Close stops accepting, cancels running handlers, waits for them and
 // removes the socket.
 func (s *Server) Close() error {

@@ -101,7 +101,6 @@ type Daemon struct {
 	// reattachErr is the last re-attach failure, to log each once (loop only).
 	reattachErr string
 	dirty       chan struct{}
-	reload      chan struct{}
 
 	// Runtime control and health (control.go, watchdog.go).
 	reloadReqs chan chan error // control socket reloads, answered by the loop

@@ -15,22 +15,10 @@ import (
 // config's rule), and at least the config's minimum.
 func benchTableSize(backends int) uint32 {
 	n := uint32(max(251, 10*backends))
-	for !isPrime(n) {
+	for !maglev.IsPrime(n) {
 		n++
 	}
 	return n
-}
-
-func isPrime(n uint32) bool {
-	if n < 2 {
-		return false
-	}
-	for d := uint32(2); d*d <= n; d++ {
-		if n%d == 0 {
-			return false
-		}
-	}
-	return true
 }
 
 // benchServices returns n services of backends each on 192.0.2.x,

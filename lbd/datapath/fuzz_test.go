@@ -64,7 +64,6 @@ func configuredFlow(frame []byte, keys map[bpfLbServiceKey]bool, vips map[netip.
 	switch ip := p.NetworkLayer().(type) {
 	case *layers.IPv4:
 		dst, _ = netip.AddrFromSlice(ip.DstIP.To4())
-		proto = Proto(ip.Protocol)
 		fragment = ip.Flags&layers.IPv4MoreFragments != 0 || ip.FragOffset != 0
 	case *layers.IPv6:
 		dst, _ = netip.AddrFromSlice(ip.DstIP)

@@ -203,3 +203,7 @@ func TestVerdicts(t *testing.T) {
 		})
 	}
 }
+
+// Carried reports whether everything was carried and the output is valid
+// (lbd import tells the two apart by its exit code).
+func (r *Result) Carried() bool { return len(r.Notes) == 0 && r.Invalid == nil }

@@ -35,9 +35,6 @@ type stmt struct {
 
 func (s *stmt) kw() string { return s.Words[0] }
 
-// args are the words after the keyword.
-func (s *stmt) args() []string { return s.Words[1:] }
-
 // text is the statement as written, for notes.
 func (s *stmt) text() string {
 	t := strings.Join(s.Words, " ")

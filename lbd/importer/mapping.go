@@ -80,9 +80,6 @@ type Result struct {
 	Invalid error  // non-nil: the YAML does not validate (config.Errors)
 }
 
-// Carried reports whether everything was carried and the output is valid.
-func (r *Result) Carried() bool { return len(r.Notes) == 0 && r.Invalid == nil }
-
 // schedulers maps a source scheduler onto dsrlb's balance; absent ones are
 // reported. IPVS names (ipvsadm, keepalived) and ALOHA's share one table.
 var schedulers = map[string]config.Balance{

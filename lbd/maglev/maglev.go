@@ -35,7 +35,7 @@ var ErrNoBackends = errors.New("maglev: no backend with a positive weight")
 // Build returns a table of size slots, each an index into backends.
 // size must be prime and larger than the number of backends with weight.
 func Build(backends []Backend, size uint32) ([]uint32, error) {
-	if !isPrime(size) {
+	if !IsPrime(size) {
 		return nil, fmt.Errorf("build maglev table: size %d is not prime", size)
 	}
 	order, err := canonical(backends)
@@ -148,7 +148,9 @@ func mix(x uint64) uint64 {
 	return x ^ x>>31
 }
 
-func isPrime(n uint32) bool {
+// IsPrime reports whether n is prime: the sizes Build accepts (the
+// configuration checks maglev_table_size with it too).
+func IsPrime(n uint32) bool {
 	if n < 2 {
 		return false
 	}

@@ -208,13 +208,21 @@ func TestTableSize(t *testing.T) {
 		if got != c.want {
 			t.Errorf("TableSize(%d, %d) = %d, want %d", c.backends, c.limit, got, c.want)
 		}
-		if !isPrime(got) {
+		if !IsPrime(got) {
 			t.Errorf("TableSize(%d, %d) = %d is not prime", c.backends, c.limit, got)
 		}
 	}
 	for _, s := range sizes {
-		if !isPrime(s) {
+		if !IsPrime(s) {
 			t.Errorf("step %d is not prime", s)
+		}
+	}
+}
+
+func TestIsPrime(t *testing.T) {
+	for n, want := range map[uint32]bool{0: false, 1: false, 2: true, 251: true, 65536: false, 65537: true, 1048573: true, 4294967291: true, 4294967295: false} {
+		if IsPrime(n) != want {
+			t.Errorf("IsPrime(%d) != %v", n, want)
 		}
 	}
 }

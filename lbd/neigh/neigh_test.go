@@ -46,19 +46,6 @@ func TestOnLink(t *testing.T) {
 	}
 }
 
-func TestInterfaceMAC(t *testing.T) {
-	nettest.Require(t)
-	p := nettest.NewPair(t)
-	p.LB.Run(t, "ip", "link", "set", "lb0", "address", "02:00:00:00:01:01")
-	mac, err := InterfaceMACAt(p.LB.H, "lb0")
-	if err != nil || mac.String() != "02:00:00:00:01:01" {
-		t.Errorf("InterfaceMAC(lb0) = %v, %v", mac, err)
-	}
-	if _, err := InterfaceMACAt(p.LB.H, "lo"); err == nil {
-		t.Error("InterfaceMAC(lo) succeeded: lo has no Ethernet address")
-	}
-}
-
 // events collects OnChange calls. wait consumes the latest event of an
 // address that matches, whether it arrived before or during the wait.
 type events struct {

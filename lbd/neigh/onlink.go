@@ -68,25 +68,6 @@ func OnLinkAt(h *netlink.Handle, ifname string, addr netip.Addr) error {
 	return nil
 }
 
-// InterfaceMAC returns ifname's MAC in the current namespace: the source
-// MAC the data plane writes and gratuitous ARPs carry.
-func InterfaceMAC(ifname string) (net.HardwareAddr, error) {
-	return InterfaceMACAt(nil, ifname)
-}
-
-// InterfaceMACAt is InterfaceMAC in h's namespace (`ip link show IFNAME`).
-func InterfaceMACAt(h *netlink.Handle, ifname string) (net.HardwareAddr, error) {
-	link, err := handleOrCurrent(h).LinkByName(ifname)
-	if err != nil {
-		return nil, fmt.Errorf("find interface %s: %w", ifname, err)
-	}
-	mac := link.Attrs().HardwareAddr
-	if len(mac) != 6 {
-		return nil, fmt.Errorf("read MAC of %s: it has no Ethernet address (type %s): DSR needs an Ethernet interface", ifname, link.Type())
-	}
-	return mac, nil
-}
-
 // handleOrCurrent returns h, or a handle on the current namespace (the
 // zero Handle opens a socket per call, as netlink's package functions do).
 func handleOrCurrent(h *netlink.Handle) *netlink.Handle {

@@ -11,6 +11,8 @@ import (
 
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
+
+	"github.com/dsrlb/dsrlb/internal/netorder"
 )
 
 // Announcements of a newly taken VIP: a few, because a single frame may be
@@ -61,9 +63,6 @@ func (n Namespace) Announce(ifname string, vips []netip.Addr) error {
 	return errors.Join(errs...)
 }
 
-// Announce announces VIPs in the current namespace. See Namespace.Announce.
-func Announce(ifname string, vips []netip.Addr) error { return Current().Announce(ifname, vips) }
-
 func send(fd int, ifi *net.Interface, v netip.Addr) error {
 	var frame, dst []byte
 	var proto uint16
@@ -72,7 +71,7 @@ func send(fd int, ifi *net.Interface, v netip.Addr) error {
 	} else {
 		frame, dst, proto = unsolicitedNA(ifi.HardwareAddr, v), allNodesMAC, unix.ETH_P_IPV6
 	}
-	sa := &unix.SockaddrLinklayer{Ifindex: ifi.Index, Protocol: htons(proto), Halen: 6}
+	sa := &unix.SockaddrLinklayer{Ifindex: ifi.Index, Protocol: netorder.Htons(proto), Halen: 6}
 	copy(sa.Addr[:], dst)
 	return unix.Sendto(fd, frame, 0, sa)
 }
@@ -152,8 +151,6 @@ func checksum6(src, dst [16]byte, msg []byte) uint16 {
 	}
 	return ^uint16(sum)
 }
-
-func htons(v uint16) uint16 { return v<<8 | v>>8 }
 
 // do runs fn on a thread in the namespace, for what netlink handles
 // cannot do: sockets belong to the namespace of the thread that opens

@@ -133,11 +133,6 @@ func (n Namespace) Probe(ifname string, vips []netip.Addr) ([]Conflict, error) {
 	return out, nil
 }
 
-// Probe probes in the current namespace. See Namespace.Probe.
-func Probe(ifname string, vips []netip.Addr) ([]Conflict, error) {
-	return Current().Probe(ifname, vips)
-}
-
 func sendARPProbes(c *packet.Conn, mac net.HardwareAddr, vips []netip.Addr) error {
 	for _, v := range vips {
 		p, err := arp.NewPacket(arp.OperationRequest, mac, netip.IPv4Unspecified(), ethernet.Broadcast, v)

@@ -55,17 +55,8 @@ const ifaProto = 11
 // Namespace runs the package's operations in one network namespace.
 type Namespace struct{ ns netns.NsHandle }
 
-// In returns the operations for the namespace ns (tests, tools).
-func In(ns netns.NsHandle) Namespace { return Namespace{ns: ns} }
-
 // Current returns the operations for the calling thread's namespace.
 func Current() Namespace { return Namespace{ns: netns.None()} }
-
-// Take adds the VIPs lbd does not already have to ifname in the current
-// namespace and announces them. See Namespace.Take.
-func Take(ifname string, vips []netip.Addr, log *slog.Logger) error {
-	return Current().Take(ifname, vips, log)
-}
 
 // Release removes the VIPs lbd added to ifname in the current namespace.
 // See Namespace.Release.
@@ -82,20 +73,10 @@ type Taken struct {
 	Conflicts []Conflict   // VIPs another host answers for: not taken
 }
 
-// Take claims the VIPs and returns an error when any could not be taken,
-// a conflict included. See Namespace.Claim.
-func (n Namespace) Take(ifname string, vips []netip.Addr, log *slog.Logger) error {
-	t, err := n.Claim(ifname, vips, log)
-	for _, c := range t.Conflicts {
-		err = errors.Join(err, fmt.Errorf("VIP %s not taken: %s answers for it on %s", c.VIP, c.MAC, ifname))
-	}
-	return err
-}
-
 // Claim puts every VIP on ifname that is not there yet (`ip addr add
 // VIP/32 dev IFNAME label IFNAME:lbd proto 213`; IPv6 `VIP/128 ... nodad`)
 // and announces the ones it added (AnnounceCount frames each, AnnounceGap
-// apart). Before adding, it probes for them (see Probe): a VIP another
+// apart). Before adding, it probes for them (see Namespace.Probe): a VIP another
 // host answers for is not taken but logged as an ERROR and returned in
 // Conflicts, and the other VIPs are taken all the same. Claim may so block
 // for about a second. It is idempotent: a VIP already on the interface,

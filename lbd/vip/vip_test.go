@@ -3,7 +3,6 @@ package vip
 import (
 	"bytes"
 	"encoding/binary"
-	"github.com/dsrlb/dsrlb/internal/nettest"
 	"net"
 	"net/netip"
 	"slices"
@@ -12,6 +11,9 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/dsrlb/dsrlb/internal/netorder"
+	"github.com/dsrlb/dsrlb/internal/nettest"
 )
 
 var (
@@ -110,11 +112,11 @@ func mustCapture(t *testing.T, p nettest.Pair) *capture {
 		if err != nil {
 			return err
 		}
-		c.fd, err = unix.Socket(unix.AF_PACKET, unix.SOCK_RAW|unix.SOCK_CLOEXEC, int(htons(unix.ETH_P_ALL)))
+		c.fd, err = unix.Socket(unix.AF_PACKET, unix.SOCK_RAW|unix.SOCK_CLOEXEC, int(netorder.Htons(unix.ETH_P_ALL)))
 		if err != nil {
 			return err
 		}
-		return unix.Bind(c.fd, &unix.SockaddrLinklayer{Protocol: htons(unix.ETH_P_ALL), Ifindex: ifi.Index})
+		return unix.Bind(c.fd, &unix.SockaddrLinklayer{Protocol: netorder.Htons(unix.ETH_P_ALL), Ifindex: ifi.Index})
 	})
 	if err != nil {
 		t.Fatalf("open capture in peer: %v", err)

@@ -127,14 +127,6 @@ func TestSuggest(t *testing.T) {
 	}
 }
 
-func TestIsPrime(t *testing.T) {
-	for n, want := range map[uint64]bool{0: false, 1: false, 2: true, 251: true, 65536: false, 65537: true, 1048573: true} {
-		if IsPrime(n) != want {
-			t.Errorf("IsPrime(%d) != %v", n, want)
-		}
-	}
-}
-
 // FuzzLoad: any input is either a Config or an Errors, never a panic, and
 // every error carries the file name.
 func FuzzLoad(f *testing.F) {

@@ -10,6 +10,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/dsrlb/dsrlb/lbd/maglev"
 )
 
 var nameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,31}$`)
@@ -50,7 +52,7 @@ func (p *parser) balancer(w *wireBalancer) Balancer {
 	}
 	if w.MaglevTableSize != nil {
 		b.MaglevTableSize = *w.MaglevTableSize
-		if n := b.MaglevTableSize; n < MinMaglevTableSize || n > MaxMaglevTableSize || !isPrime(uint64(n)) {
+		if n := b.MaglevTableSize; n < MinMaglevTableSize || n > MaxMaglevTableSize || !maglev.IsPrime(n) {
 			p.errf("balancer.maglev_table_size", "%d must be a prime between %d and %d (e.g. 65537, 131071, 655373)", n, MinMaglevTableSize, MaxMaglevTableSize)
 		}
 	}
@@ -453,18 +455,3 @@ func isZero(b []byte) bool {
 	}
 	return true
 }
-
-func isPrime(n uint64) bool {
-	if n < 2 {
-		return false
-	}
-	for d := uint64(2); d*d <= n; d++ {
-		if n%d == 0 {
-			return false
-		}
-	}
-	return true
-}
-
-// IsPrime reports whether n is prime (used to size Maglev tables).
-func IsPrime(n uint64) bool { return isPrime(n) }
