@@ -21,6 +21,8 @@ import (
 	"errors"
 	"fmt"
 	"sort"
+
+	"github.com/dsrlb/dsrlb/internal/prime"
 )
 
 // Backend is one entry of the population.
@@ -148,16 +150,5 @@ func mix(x uint64) uint64 {
 	return x ^ x>>31
 }
 
-// IsPrime reports whether n is prime: the sizes Build accepts (the
-// configuration checks maglev_table_size with it too).
-func IsPrime(n uint32) bool {
-	if n < 2 {
-		return false
-	}
-	for d := uint32(2); uint64(d)*uint64(d) <= uint64(n); d++ {
-		if n%d == 0 {
-			return false
-		}
-	}
-	return true
-}
+// IsPrime reports whether n is prime: the sizes Build accepts.
+func IsPrime(n uint32) bool { return prime.Is(n) }

@@ -218,11 +218,3 @@ func TestTableSize(t *testing.T) {
 		}
 	}
 }
-
-func TestIsPrime(t *testing.T) {
-	for n, want := range map[uint32]bool{0: false, 1: false, 2: true, 251: true, 65536: false, 65537: true, 1048573: true, 4294967291: true, 4294967295: false} {
-		if IsPrime(n) != want {
-			t.Errorf("IsPrime(%d) != %v", n, want)
-		}
-	}
-}

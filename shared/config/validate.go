@@ -11,7 +11,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/dsrlb/dsrlb/lbd/maglev"
+	"github.com/dsrlb/dsrlb/internal/prime"
 )
 
 var nameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,31}$`)
@@ -52,7 +52,7 @@ func (p *parser) balancer(w *wireBalancer) Balancer {
 	}
 	if w.MaglevTableSize != nil {
 		b.MaglevTableSize = *w.MaglevTableSize
-		if n := b.MaglevTableSize; n < MinMaglevTableSize || n > MaxMaglevTableSize || !maglev.IsPrime(n) {
+		if n := b.MaglevTableSize; n < MinMaglevTableSize || n > MaxMaglevTableSize || !prime.Is(n) {
 			p.errf("balancer.maglev_table_size", "%d must be a prime between %d and %d (e.g. 65537, 131071, 655373)", n, MinMaglevTableSize, MaxMaglevTableSize)
 		}
 	}
