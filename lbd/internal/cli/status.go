@@ -93,9 +93,7 @@ are summed over CPUs since the maps were created.`,
 			if asJSON {
 				enc := json.NewEncoder(cmd.OutOrStdout())
 				enc.SetIndent("", "  ")
-				js := jsonStatus(cfg, st)
-				js.BGP, js.Daemon, js.Conntrack = bs, d, &ct
-				return enc.Encode(js)
+				return enc.Encode(statusDoc(cfg, st, ct, bs, d)) // statusjson.go
 			}
 			printDaemon(cmd.OutOrStdout(), d)
 			printStatus(cmd.OutOrStdout(), cfg, st)
@@ -105,7 +103,7 @@ are summed over CPUs since the maps were created.`,
 			return nil
 		},
 	}
-	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON in the versioned schema of docs/status-json.md")
 	return cmd
 }
 
@@ -159,24 +157,6 @@ func addrText(a netip.Addr) string {
 		return "[" + a.String() + "]"
 	}
 	return a.String()
-}
-
-type statusJSON struct {
-	Interface string                       `json:"interface"`
-	PinPath   string                       `json:"pin_path"`
-	Services  []datapath.ServiceStats      `json:"services"`
-	Verdicts  map[string]datapath.Counters `json:"verdicts"`
-	BGP       *bgpStatusJSON               `json:"bgp,omitempty"`
-	Daemon    daemonJSON                   `json:"daemon"`
-	Conntrack *datapath.ConntrackStats     `json:"conntrack,omitempty"`
-}
-
-func jsonStatus(cfg *config.Config, st datapath.Stats) statusJSON {
-	v := map[string]datapath.Counters{}
-	for r, c := range st.Reasons {
-		v[r.String()] = c
-	}
-	return statusJSON{Interface: cfg.Balancer.Interface, PinPath: cfg.Balancer.PinPath, Services: st.Services, Verdicts: v}
 }
 
 func newExplainCmd(cfgPath *string) *cobra.Command {
