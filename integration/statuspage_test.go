@@ -157,6 +157,22 @@ func TestStatusPage(t *testing.T) {
 			}
 		}
 	}
+
+	// lbd status says the same from the pinned maps: scheduler, state and
+	// reason, and rates over an interval.
+	out, err := e.tp.Lbd(ctx, "status", "--rate=1s")
+	for _, want := range []string{"SCHED", "maglev", "REASON", "health check failing", "PKTS/S", "rates per second over 1s"} {
+		if err != nil || !strings.Contains(out, want) {
+			t.Errorf("lbd status --rate=1s lacks %q (%v):\n%s", want, err, out)
+		}
+	}
+	st := lbdStatus(t, e.tp, e.tp.Balancer)
+	for _, b := range st.Services[0].Backends {
+		if b.Name == victim && (b.State != statusjson.StateDown || b.StateReason != "health check failing") {
+			t.Errorf("lbd status --json backend %s: state %q reason %q, want down, health check failing", b.Name, b.State, b.StateReason)
+		}
+	}
+	t.Logf("lbd status --rate=1s:\n%s", out)
 }
 
 // waitRows reads the page's backend rows until ok holds, for at most 30s.

@@ -67,3 +67,37 @@ func stateReason(b *statusjson.Backend, running bool) string {
 	}
 	return why
 }
+
+// addRates fills the rates of doc from the counters of before, read dt
+// earlier; services and backends are matched by name (a reload in
+// between leaves new ones without rates).
+func addRates(doc *statusjson.Status, before []statusjson.Service, dt time.Duration) {
+	doc.RateInterval = dt.Seconds()
+	old := map[[2]string]statusjson.Counters{}
+	for _, s := range before {
+		old[[2]string{s.Name, ""}] = s.Counters
+		for _, b := range s.Backends {
+			old[[2]string{s.Name, b.Name}] = b.Counters
+		}
+	}
+	rate := func(now, was uint64) float64 {
+		if now < was {
+			return 0
+		}
+		return float64(now-was) / dt.Seconds()
+	}
+	rates := func(now statusjson.Counters, k [2]string) *statusjson.Rates {
+		was, ok := old[k]
+		if !ok {
+			return nil
+		}
+		return &statusjson.Rates{Packets: rate(now.Packets, was.Packets), Bytes: rate(now.Bytes, was.Bytes), NewFlows: rate(now.NewFlows, was.NewFlows)}
+	}
+	for i := range doc.Services {
+		s := &doc.Services[i]
+		s.Rates = rates(s.Counters, [2]string{s.Name, ""})
+		for j := range s.Backends {
+			s.Backends[j].Rates = rates(s.Backends[j].Counters, [2]string{s.Name, s.Backends[j].Name})
+		}
+	}
+}
