@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/dsrlb/dsrlb/lbd/datapath"
@@ -38,6 +39,11 @@ type statusPage struct {
 	d     *Daemon
 	flows flowCache // conntrack walked at most every flowCacheFor
 
+	// viewed is the last request's time (unix ns): with nobody looking,
+	// the sampler does not read the maps (the conntrack walk costs about
+	// a second per million flows).
+	viewed atomic.Int64
+
 	mu     sync.Mutex
 	doc    statusjson.Status
 	prevAt time.Time
@@ -51,12 +57,12 @@ type stateMark struct {
 	at            time.Time
 }
 
-// startStatusPage registers / and /status.json on mux and starts sampling
-// until ctx ends.
+// startStatusPage registers / and /status.json on mux and starts the
+// sampler, which runs until ctx ends and reads the maps only while the
+// page is looked at.
 func (d *Daemon) startStatusPage(ctx context.Context, mux *http.ServeMux) {
 	p := &statusPage{d: d, marks: map[[2]string]stateMark{}}
-	p.sample(time.Now())
-	go func() {
+	go func() { // the first request takes the first sample
 		t := time.NewTicker(StatusSampleEvery)
 		defer t.Stop()
 		for {
@@ -64,7 +70,9 @@ func (d *Daemon) startStatusPage(ctx context.Context, mux *http.ServeMux) {
 			case <-ctx.Done():
 				return
 			case now := <-t.C:
-				p.sample(now)
+				if now.Sub(time.Unix(0, p.viewed.Load())) < statusIdleAfter {
+					p.sample(now)
+				}
 			}
 		}
 	}()
@@ -72,7 +80,25 @@ func (d *Daemon) startStatusPage(ctx context.Context, mux *http.ServeMux) {
 	mux.HandleFunc("GET /status.json", p.serveJSON)
 }
 
+// statusIdleAfter is how long after the last request the sampler keeps
+// sampling.
+const statusIdleAfter = 30 * time.Second
+
+// current is the last document; one older than two sample intervals (the
+// sampler was idle) is replaced by a fresh sample first, without rates
+// over the idle gap.
 func (p *statusPage) current() statusjson.Status {
+	now := time.Now()
+	p.viewed.Store(now.UnixNano())
+	p.mu.Lock()
+	stale := now.Sub(p.prevAt) > 2*StatusSampleEvery
+	if stale {
+		p.prev = nil
+	}
+	p.mu.Unlock()
+	if stale {
+		p.sample(now)
+	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	return p.doc
