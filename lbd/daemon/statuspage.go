@@ -76,8 +76,31 @@ func (d *Daemon) startStatusPage(ctx context.Context, mux *http.ServeMux) {
 			}
 		}
 	}()
-	mux.HandleFunc("GET /{$}", p.serveHTML)
-	mux.HandleFunc("GET /status.json", p.serveJSON)
+	statusRoutes(mux, p.current)
+}
+
+// StatusHandler serves the status page and /status.json for documents
+// from current (lbd serves its own; tests serve chosen ones).
+func StatusHandler(current func() statusjson.Status) http.Handler {
+	mux := http.NewServeMux()
+	statusRoutes(mux, current)
+	return mux
+}
+
+func statusRoutes(mux *http.ServeMux, current func() statusjson.Status) {
+	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "text/html; charset=utf-8")
+		w.Header().Set("Cache-Control", "no-store")
+		w.Header().Set("Content-Security-Policy", "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; connect-src 'self'; img-src data:")
+		renderStatusPage(w, current())
+	})
+	mux.HandleFunc("GET /status.json", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		w.Header().Set("Cache-Control", "no-store")
+		enc := json.NewEncoder(w)
+		enc.SetIndent("", "  ")
+		enc.Encode(current())
+	})
 }
 
 // statusIdleAfter is how long after the last request the sampler keeps
@@ -102,21 +125,6 @@ func (p *statusPage) current() statusjson.Status {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	return p.doc
-}
-
-func (p *statusPage) serveJSON(w http.ResponseWriter, _ *http.Request) {
-	w.Header().Set("Content-Type", "application/json")
-	w.Header().Set("Cache-Control", "no-store")
-	enc := json.NewEncoder(w)
-	enc.SetIndent("", "  ")
-	enc.Encode(p.current())
-}
-
-func (p *statusPage) serveHTML(w http.ResponseWriter, _ *http.Request) {
-	w.Header().Set("Content-Type", "text/html; charset=utf-8")
-	w.Header().Set("Cache-Control", "no-store")
-	w.Header().Set("Content-Security-Policy", "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; connect-src 'self'; img-src data:")
-	renderStatusPage(w, p.current())
 }
 
 // renderStatusPage writes the page for doc; the page's script then
