@@ -74,7 +74,7 @@ func TestStatusPageAlerts(t *testing.T) {
 	// After the script's first refresh, what it rendered is on screen.
 	waitText(ctx, t, page, `Number(document.body.dataset.refreshes) >= 1 ? document.body.innerText : ""`, "the script's first rendering",
 		"VIP 192.0.2.20 NOT TAKEN", "PROGRAM NOT ATTACHED: program replaced by another", "read data plane counters: test",
-		"BGP peer 192.0.2.1 is active", "weight 0: draining", "3.0 KiB", "1.5", "roundrobin", "1m", "s ago")
+		"BGP peer 192.0.2.1 is active", "weight 0: draining", "3.0 KiB", "1.5", "roundrobin", "1m30s ago")
 	keepScreenshot(ctx, t, page, "status-page-alerts.png")
 
 	doc.Store(&calm)
