@@ -2,7 +2,6 @@ package integration
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"math/rand/v2"
 	"net/netip"
@@ -11,34 +10,15 @@ import (
 	"time"
 
 	"github.com/dsrlb/dsrlb/integration/topo"
+	"github.com/dsrlb/dsrlb/lbd/statusjson"
 )
 
-// dpStatus is the part of `lbd status --json` these scenarios read.
-type dpStatus struct {
-	Services []struct {
-		Name     string
-		Backends []struct {
-			Name                       string
-			ActiveFlows, InactiveFlows uint64
-		}
-	}
-	Verdicts  map[string]struct{ Packets uint64 } `json:"verdicts"`
-	Conntrack struct {
-		Entries, Inserted, Renewed, Dropped, Evicted uint64
-	} `json:"conntrack"`
-}
+// dpStatus is `lbd status --json` (lbd/statusjson's schema).
+type dpStatus struct{ statusjson.Status }
 
 func readStatus(t *testing.T, e *lbEnv) dpStatus {
 	t.Helper()
-	out, err := e.tp.Lbd(context.Background(), "status", "--json")
-	if err != nil {
-		t.Fatalf("lbd status --json: %v\n%s", err, out)
-	}
-	var st dpStatus
-	if err := json.Unmarshal([]byte(out), &st); err != nil {
-		t.Fatalf("lbd status --json: %v\n%s", err, out)
-	}
-	return st
+	return dpStatus{lbdStatus(t, e.tp, e.tp.Balancer)}
 }
 
 // flows sums active and inactive flows over service's backends.
@@ -153,7 +133,7 @@ func TestFragmentedUDPToPortService(t *testing.T) {
 			}
 		}
 	}
-	before := readStatus(t, e).Verdicts["redirect_fragment"].Packets
+	before := readStatus(t, e).Verdicts["redirect_fragment"]
 	for _, vip := range []netip.Addr{topo.VIP4, topo.VIP6} {
 		to := netip.AddrPortFrom(vip, topo.UDPPort)
 		tally := map[string]int{}
@@ -174,8 +154,8 @@ func TestFragmentedUDPToPortService(t *testing.T) {
 		}
 	}
 	st := readStatus(t, e)
-	got := st.Verdicts["redirect_fragment"].Packets - before
-	t.Logf("fragments redirected: %d; later fragments passed (first not seen): %d", got, st.Verdicts["pass_fragment"].Packets)
+	got := st.Verdicts["redirect_fragment"] - before
+	t.Logf("fragments redirected: %d; later fragments passed (first not seen): %d", got, st.Verdicts["pass_fragment"])
 	if got < 60*2 { // 60 fragmented datagrams of at least 2 fragments each
 		t.Fatalf("only %d fragments redirected for 120 fragmented datagrams", got)
 	}

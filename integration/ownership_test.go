@@ -107,7 +107,7 @@ func dumpMaps(t *testing.T, pin string) string {
 }
 
 // TestReadersLeaveMapsIdentical: with the configuration file edited (a
-// shorter conntrack timeout), `lbd status` and `lbd explain` leave every
+// shorter conntrack timeout), `lbd status`, `lbd explain` and `lbd flows` leave every
 // pinned map byte for byte as it was: they open the pins read-only.
 func TestReadersLeaveMapsIdentical(t *testing.T) {
 	s := begin(t, "status-explain-leave-maps-identical")
@@ -142,8 +142,13 @@ func TestReadersLeaveMapsIdentical(t *testing.T) {
 		if out, err := e.tp.Lbd(context.Background(), "explain", "tcp", "198.51.100.7:40000", topo.VIP4.String()+":80"); err != nil {
 			t.Fatalf("lbd explain: %v\n%s", err, out)
 		}
+		for _, args := range [][]string{{"status", "--json", "--rate=200ms"}, {"flows"}, {"flows", "web"}} {
+			if out, err := e.tp.Lbd(context.Background(), args...); err != nil {
+				t.Fatalf("lbd %v: %v\n%s", args, err, out)
+			}
+		}
 		if after := dumpMaps(t, e.tp.PinPath); after != before {
-			t.Fatalf("lbd status/explain changed the pinned maps:\nbefore:\n%s\nafter:\n%s", before, after)
+			t.Fatalf("lbd status/explain/flows changed the pinned maps:\nbefore:\n%s\nafter:\n%s", before, after)
 		}
 		return
 	}

@@ -13,6 +13,7 @@ PACKAGES=(
 	wrk haproxy iperf3              # scripts/bench.sh: load generator, HAProxy TCP-mode baseline, raw TCP throughput
 	bird2 keepalived                # scale-out tests: BGP/ECMP router (integration/ecmp_test.go), VRRP active/standby
 	prometheus                      # promtool: packaging/monitoring tests check the alert rules and dashboard queries
+	chromium                        # integration/statuspage_test.go loads lbd's status page headless
 	debootstrap systemd-container   # real-systemd scenarios: a Debian 12 tree booted with systemd-nspawn (integration/systemd_test.go)
 	dpkg-dev                        # dpkg-scanpackages: the local apt repository of the cloud-init scenario (integration/cloudinit_test.go)
 )

@@ -223,6 +223,7 @@ func (d *Daemon) startMetrics(ctx context.Context) error {
 	}
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	d.startStatusPage(ctx, mux) // / and /status.json (statuspage.go)
 	m.srv = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	go func() {
 		if err := d.serveMetrics(m.srv, ln); err != nil && !errors.Is(err, http.ErrServerClosed) {

@@ -147,6 +147,15 @@ func TestMetricsTLSAndBasicAuth(t *testing.T) {
 	if code, err := get(url, "prometheus", "s3cret"); err != nil || code != http.StatusNotFound {
 		t.Errorf("right credentials: %d %v, want 404 (authenticated, no such page)", code, err)
 	}
+	// The status page and its data sit behind the same layer.
+	for _, page := range []string{"https://127.0.0.1:9469/", "https://127.0.0.1:9469/status.json"} {
+		if code, err := get(page, "", ""); err != nil || code != http.StatusUnauthorized {
+			t.Errorf("%s without credentials: %d %v, want 401", page, code, err)
+		}
+		if code, err := get(page, "prometheus", "s3cret"); err != nil || code != http.StatusOK {
+			t.Errorf("%s with credentials: %d %v, want 200", page, code, err)
+		}
+	}
 	if code, err := get("http://127.0.0.1:9469/no-such-page", "prometheus", "s3cret"); err == nil && code != http.StatusBadRequest {
 		t.Errorf("plain HTTP: %d, want refused (400 or an error)", code)
 	}

@@ -30,6 +30,7 @@ to the backend's MAC; the backend answers the client directly.`,
 		newRunCmd(&cfgPath, version),
 		newReloadCmd(&cfgPath),
 		newStatusCmd(&cfgPath),
+		newFlowsCmd(&cfgPath), // flows.go
 		newExplainCmd(&cfgPath),
 		newDetachCmd(&cfgPath),
 		newImportCmd(),

@@ -108,7 +108,7 @@ func TestHelpListsCommands(t *testing.T) {
 	if code := Main("1.2.3", []string{"--help"}, &out, &errb); code != 0 {
 		t.Fatalf("exit %d: %s", code, errb.String())
 	}
-	for _, c := range []string{"run", "reload", "status", "explain", "detach", "validate"} {
+	for _, c := range []string{"run", "reload", "status", "flows", "explain", "detach", "validate"} {
 		if !strings.Contains(out.String(), "\n  "+c+" ") {
 			t.Errorf("help lacks %s:\n%s", c, out.String())
 		}

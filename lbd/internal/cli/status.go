@@ -13,12 +13,14 @@ import (
 	"strconv"
 	"strings"
 	"text/tabwriter"
+	"time"
 
 	"github.com/spf13/cobra"
 
 	"github.com/dsrlb/dsrlb/lbd/daemon"
 	"github.com/dsrlb/dsrlb/lbd/datapath"
 	"github.com/dsrlb/dsrlb/lbd/maglev"
+	"github.com/dsrlb/dsrlb/lbd/statusjson"
 	"github.com/dsrlb/dsrlb/lbd/vip"
 	"github.com/dsrlb/dsrlb/shared/cmdutil"
 	"github.com/dsrlb/dsrlb/shared/config"
@@ -55,7 +57,10 @@ func loadPinned(cfgPath string) (*config.Config, *datapath.Reader, error) {
 }
 
 func newStatusCmd(cfgPath *string) *cobra.Command {
-	var asJSON bool
+	var (
+		asJSON bool
+		rate   time.Duration
+	)
 	cmd := &cobra.Command{
 		Use:   "status",
 		Short: "Show services, backends, states, MACs and counters (works while lbd is down)",
@@ -64,7 +69,13 @@ whether or not lbd is running. It opens the maps read-only and changes nothing.
 The first line says whether an lbd owns the data plane; when none does, backend
 states are the last ones it wrote. A program found detached and VIPs not taken
 because another host answers for them are reported before the table. Counters
-are summed over CPUs since the maps were created.`,
+are summed over CPUs since the maps were created; --rate reads them twice, an
+interval apart, and shows per-second packets, bytes and new flows instead (as
+ipvsadm --rate). REASON says why a backend is not up. --json prints the
+versioned schema of docs/status-json.md.`,
+		Example: `  lbd status
+  lbd status --rate            # per second, over 1s
+  lbd status --rate=5s --json`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			cfg, dp, err := loadPinned(*cfgPath)
@@ -72,6 +83,20 @@ are summed over CPUs since the maps were created.`,
 				return err
 			}
 			defer dp.Close()
+			var before []statusjson.Service
+			if rate > 0 {
+				st0, err := dp.Stats()
+				if err != nil {
+					return &cmdutil.ExitError{Code: 1, Err: fmt.Errorf("read data plane counters: %w", err)}
+				}
+				nameStats(cfg, &st0)
+				before = daemon.StatusServices(cfg, st0)
+				select {
+				case <-time.After(rate):
+				case <-cmd.Context().Done():
+					return cmd.Context().Err()
+				}
+			}
 			st, err := dp.Stats()
 			if err != nil {
 				return &cmdutil.ExitError{Code: 1, Err: fmt.Errorf("read data plane counters: %w", err)}
@@ -90,22 +115,26 @@ are summed over CPUs since the maps were created.`,
 			if attachErr != nil {
 				d.NotAttached = attachErr.Error()
 			}
+			doc := statusDoc(cfg, st, ct, bs, d) // statusjson.go
+			if rate > 0 {
+				addRates(&doc, before, rate)
+			}
 			if asJSON {
 				enc := json.NewEncoder(cmd.OutOrStdout())
 				enc.SetIndent("", "  ")
-				js := jsonStatus(cfg, st)
-				js.BGP, js.Daemon, js.Conntrack = bs, d, &ct
-				return enc.Encode(js)
+				return enc.Encode(doc)
 			}
 			printDaemon(cmd.OutOrStdout(), d)
-			printStatus(cmd.OutOrStdout(), cfg, st)
+			printStatus(cmd.OutOrStdout(), doc, st)
 			fmt.Fprintf(cmd.OutOrStdout(), "\nconntrack: %d entries; since created: %d inserted, %d renewed, %d expired and deleted, %d evicted (LRU, estimated)\n",
 				ct.Entries, ct.Inserted, ct.Renewed, ct.Dropped, ct.Evicted)
 			printBGP(cmd.OutOrStdout(), cfg, bs)
 			return nil
 		},
 	}
-	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON in the versioned schema of docs/status-json.md")
+	cmd.Flags().DurationVar(&rate, "rate", 0, "show per-second rates measured over this interval (--rate alone: 1s)")
+	cmd.Flags().Lookup("rate").NoOptDefVal = "1s"
 	return cmd
 }
 
@@ -120,29 +149,46 @@ func ports(ps []uint16) string {
 	return strings.Join(s, ",")
 }
 
-// printStatus prints a table in the spirit of `ipvsadm -Ln --stats`.
-func printStatus(out io.Writer, cfg *config.Config, st datapath.Stats) {
-	fmt.Fprintf(out, "data plane on %s, pinned at %s\n", cfg.Balancer.Interface, cfg.Balancer.PinPath)
+// printStatus prints a table in the spirit of `ipvsadm -Ln --stats` (or
+// --rate, when the document has rates).
+func printStatus(out io.Writer, doc statusjson.Status, st datapath.Stats) {
+	fmt.Fprintf(out, "data plane on %s, pinned at %s\n", doc.Interface, doc.PinPath)
 	w := tabwriter.NewWriter(out, 2, 4, 2, ' ', 0)
-	fmt.Fprintln(w, "SERVICE\tVIP:PORTS\tPROTO\tSTATE\tWEIGHT\tMAC\tACTIVE\tINACTIVE\tNEWFLOWS\tPACKETS\tBYTES")
-	var notes []string
-	for _, s := range st.Services {
-		var active, inactive uint64
-		for _, b := range s.Backends {
-			active += b.ActiveFlows
-			inactive += b.InactiveFlows
+	rates := doc.RateInterval > 0
+	if rates {
+		fmt.Fprintf(w, "SERVICE\tVIP:PORTS\tPROTO\tSCHED\tSTATE\tWEIGHT\tMAC\tACTIVE\tINACTIVE\tFLOWS/S\tPKTS/S\tBYTES/S\tREASON\n")
+	} else {
+		fmt.Fprintln(w, "SERVICE\tVIP:PORTS\tPROTO\tSCHED\tSTATE\tWEIGHT\tMAC\tACTIVE\tINACTIVE\tNEWFLOWS\tPACKETS\tBYTES\tREASON")
+	}
+	figures := func(c statusjson.Counters, r *statusjson.Rates) string {
+		if !rates {
+			return fmt.Sprintf("%d\t%d\t%d", c.NewFlows, c.Packets, c.Bytes)
 		}
-		fmt.Fprintf(w, "%s\t%s:%s\t%s\t\t\t\t%d\t%d\t%d\t%d\t%d\n", s.Name, addrText(s.VIP), ports(s.Ports), s.Proto,
-			active, inactive, s.Counters.NewFlows, s.Counters.Packets, s.Counters.Bytes)
+		if r == nil {
+			r = &statusjson.Rates{}
+		}
+		return fmt.Sprintf("%.1f\t%.1f\t%.0f", r.NewFlows, r.Packets, r.Bytes)
+	}
+	var notes []string
+	for i, s := range doc.Services {
+		vip := s.VIP
+		if i < len(st.Services) {
+			vip = addrText(st.Services[i].VIP)
+		}
+		fmt.Fprintf(w, "%s\t%s:%s\t%s\t%s\t\t\t\t%d\t%d\t%s\t\n", s.Name, vip, ports(s.Ports), s.Protocol, s.Scheduler,
+			s.ActiveFlows, s.InactiveFlows, figures(s.Counters, s.Rates))
 		for _, b := range s.Backends {
-			fmt.Fprintf(w, "  -> %s\t%s\t\t%s\t%d\t%s\t%d\t%d\t%d\t%d\t%d\n", b.Name, b.Addr, b.State, b.Weight, b.MAC,
-				b.ActiveFlows, b.InactiveFlows, b.Counters.NewFlows, b.Counters.Packets, b.Counters.Bytes)
+			fmt.Fprintf(w, "  -> %s\t%s\t\t\t%s\t%d\t%s\t%d\t%d\t%s\t%s\n", b.Name, b.Address, b.State, b.Weight, b.MAC,
+				b.ActiveFlows, b.InactiveFlows, figures(b.Counters, b.Rates), b.StateReason)
 		}
 		if s.Counters.NoBackend > 0 {
 			notes = append(notes, fmt.Sprintf("%s: %d packets passed to the host for lack of a usable backend", s.Name, s.Counters.NoBackend))
 		}
 	}
 	w.Flush()
+	if rates {
+		fmt.Fprintf(out, "rates per second over %s\n", time.Duration(doc.RateInterval*float64(time.Second)).Round(time.Millisecond))
+	}
 	for _, n := range notes {
 		fmt.Fprintln(out, n)
 	}
@@ -159,24 +205,6 @@ func addrText(a netip.Addr) string {
 		return "[" + a.String() + "]"
 	}
 	return a.String()
-}
-
-type statusJSON struct {
-	Interface string                       `json:"interface"`
-	PinPath   string                       `json:"pin_path"`
-	Services  []datapath.ServiceStats      `json:"services"`
-	Verdicts  map[string]datapath.Counters `json:"verdicts"`
-	BGP       *bgpStatusJSON               `json:"bgp,omitempty"`
-	Daemon    daemonJSON                   `json:"daemon"`
-	Conntrack *datapath.ConntrackStats     `json:"conntrack,omitempty"`
-}
-
-func jsonStatus(cfg *config.Config, st datapath.Stats) statusJSON {
-	v := map[string]datapath.Counters{}
-	for r, c := range st.Reasons {
-		v[r.String()] = c
-	}
-	return statusJSON{Interface: cfg.Balancer.Interface, PinPath: cfg.Balancer.PinPath, Services: st.Services, Verdicts: v}
 }
 
 func newExplainCmd(cfgPath *string) *cobra.Command {

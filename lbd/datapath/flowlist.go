@@ -1,0 +1,75 @@
+package datapath
+
+import (
+	"fmt"
+	"net/netip"
+	"time"
+)
+
+// TrackedFlow is one conntrack entry that still decides its flow's backend.
+type TrackedFlow struct {
+	Flow Flow
+	// ServiceVIP, ServiceProto and ServicePorts identify the service of
+	// the backend (names live in the configuration).
+	ServiceVIP   netip.Addr
+	ServiceProto Proto
+	ServicePorts []uint16
+	Backend      netip.Addr
+	State        CTState
+	Idle         time.Duration // since the flow's last packet
+}
+
+// TrackedFlows lists up to limit live conntrack entries (those that still
+// decide their flow's backend, see ActiveFlows), in map order, and how
+// many live entries there are in all. It walks the whole map.
+func (d *Datapath) TrackedFlows(limit int) ([]TrackedFlow, int, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	var (
+		key   bpfLbFlow
+		ct    bpfLbCtEntry
+		be    bpfLbBackend
+		out   []TrackedFlow
+		total int
+	)
+	now := monotonicNow()
+	it := d.objs.LbConntrack.Iterate()
+	for it.Next(&key, &ct) {
+		proto := Proto(key.Proto)
+		if !d.ctLive(proto, &ct, now) {
+			continue
+		}
+		if err := d.objs.LbBackends.Lookup(ct.BackendId, &be); err != nil || be.Cookie != ct.Cookie ||
+			(State(be.State) != Up && State(be.State) != Drain) {
+			continue
+		}
+		b := d.state.backends[ct.BackendId]
+		if b == nil {
+			continue
+		}
+		total++
+		if len(out) >= limit {
+			continue
+		}
+		f := TrackedFlow{
+			Flow: Flow{Proto: proto,
+				Src: netip.AddrPortFrom(netip.AddrFrom16(key.Saddr.B).Unmap(), htons(key.Sport)),
+				Dst: netip.AddrPortFrom(netip.AddrFrom16(key.Daddr.B).Unmap(), htons(key.Dport))},
+			Backend: b.addr, State: CTState(ct.State),
+		}
+		if int64(now-ct.LastSeenNs) > 0 {
+			f.Idle = time.Duration(now - ct.LastSeenNs)
+		}
+		if s := d.state.services[b.svc]; s != nil {
+			f.ServiceVIP, f.ServiceProto, f.ServicePorts = s.vip, s.proto, s.ports
+		}
+		out = append(out, f)
+	}
+	if err := it.Err(); err != nil {
+		return nil, 0, fmt.Errorf("walk conntrack: %w", err)
+	}
+	return out, total, nil
+}
+
+// TrackedFlows lists live conntrack entries. See Datapath.TrackedFlows.
+func (r *Reader) TrackedFlows(limit int) ([]TrackedFlow, int, error) { return r.d.TrackedFlows(limit) }

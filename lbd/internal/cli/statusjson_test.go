@@ -1,0 +1,52 @@
+package cli
+
+import (
+	"encoding/json"
+	"net"
+	"net/netip"
+	"strings"
+	"testing"
+
+	"github.com/dsrlb/dsrlb/lbd/datapath"
+	"github.com/dsrlb/dsrlb/shared/config"
+)
+
+// TestStatusDocSchema: `lbd status --json` writes string enums, MACs as
+// aa:bb:..., the scheduler from the configuration, and a reason for every
+// backend not up.
+func TestStatusDocSchema(t *testing.T) {
+	cfg := &config.Config{Balancer: config.Balancer{Interface: "eth0", PinPath: "/sys/fs/bpf/x", Conntrack: config.Conntrack{Size: 4096}},
+		Services: []config.Service{{Name: "web", Balance: config.RoundRobin}}}
+	mac, _ := net.ParseMAC("00:00:5e:00:53:0b")
+	st := datapath.Stats{Reasons: map[datapath.Reason]datapath.Counters{datapath.ReasonRedirect: {Packets: 7}},
+		Services: []datapath.ServiceStats{{Name: "web", VIP: netip.MustParseAddr("192.0.2.10"), Proto: datapath.UDP,
+			Backends: []datapath.BackendStats{
+				{Name: "b1", Addr: netip.MustParseAddr("192.0.2.11"), MAC: mac, State: datapath.Up, Weight: 2},
+				{Name: "b2", Addr: netip.MustParseAddr("192.0.2.12"), MAC: mac, State: datapath.Down},
+				{Name: "b3", Addr: netip.MustParseAddr("192.0.2.13"), State: datapath.Down},
+				{Name: "b4", Addr: netip.MustParseAddr("192.0.2.14"), MAC: mac, State: datapath.Drain},
+			}}}}
+	b, err := json.Marshal(statusDoc(cfg, st, datapath.ConntrackStats{Entries: 3}, nil, daemonJSON{Running: true, PID: 42}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := string(b)
+	for _, want := range []string{
+		`"schema_version":1`, `"protocol":"udp"`, `"scheduler":"roundrobin"`, `"ports":[]`, `"mac":"00:00:5e:00:53:0b"`,
+		`"state":"up"`, `"state":"down","state_reason":"health check failing"`,
+		`"state_reason":"no MAC: 192.0.2.13 does not answer ARP/ND on the balancer interface"`,
+		`"state":"drain","state_reason":"weight 0: draining"`, `"verdicts":{`, `"redirect":7`,
+		`"conntrack":{"entries":3,"limit":4096`, `"daemon":{"running":true,"pid":42}`, `"vip_conflicts":[]`,
+	} {
+		if !strings.Contains(s, want) {
+			t.Errorf("lbd status --json lacks %s:\n%s", want, s)
+		}
+	}
+	if strings.Contains(s, `"AABeAFML"`) || strings.Contains(s, `"State":`) {
+		t.Errorf("internal encoding leaked: %s", s)
+	}
+	down := statusDoc(cfg, st, datapath.ConntrackStats{}, nil, daemonJSON{})
+	if r := down.Services[0].Backends[1].StateReason; !strings.Contains(r, "lbd is not running") {
+		t.Errorf("reason with lbd stopped: %q, want it to say the state is as last written", r)
+	}
+}

@@ -1,0 +1,143 @@
+// Package statusjson is the versioned JSON schema of `lbd status --json`
+// and of the status page's /status.json (docs/status-json.md). Keys are
+// snake_case, enums are lower-case strings, MACs are written aa:bb:cc:dd:ee:ff
+// and addresses in their usual text form. Fields are only ever added within
+// a schema version; a rename or removal raises SchemaVersion.
+package statusjson
+
+import "time"
+
+// SchemaVersion is the version of this schema.
+const SchemaVersion = 1
+
+// Backend states (State fields).
+const (
+	StateUp    = "up"
+	StateDrain = "drain"
+	StateDown  = "down"
+)
+
+// Status is the whole document.
+type Status struct {
+	SchemaVersion int       `json:"schema_version"`
+	Generated     time.Time `json:"generated"`
+	// Source says who wrote it: "lbd status" (read from the pinned maps)
+	// or "lbd" (the running daemon's status page, with reasons and rates).
+	Source    string `json:"source"`
+	Version   string `json:"version,omitempty"`
+	Interface string `json:"interface"`
+	PinPath   string `json:"pin_path"`
+	// Daemon describes the lbd owning the data plane (lbd status only).
+	Daemon *Daemon `json:"daemon,omitempty"`
+	// Attached is false when the program was found detached or replaced;
+	// NotAttached then says why.
+	Attached    bool   `json:"attached"`
+	NotAttached string `json:"not_attached,omitempty"`
+	// ReadError is set when reading the data plane failed; the counters
+	// are then missing or stale.
+	ReadError string `json:"read_error,omitempty"`
+	// LastReload is the outcome of the last reload (status page only).
+	LastReload string `json:"last_reload,omitempty"`
+	// RateInterval is the interval in seconds the rates are computed
+	// over (0: no rates, e.g. lbd status without --rate).
+	RateInterval float64           `json:"rate_interval_seconds,omitempty"`
+	Services     []Service         `json:"services"`
+	Verdicts     map[string]uint64 `json:"verdicts"` // packets by verdict reason
+	Conntrack    *Conntrack        `json:"conntrack,omitempty"`
+	VIPConflicts []VIPConflict     `json:"vip_conflicts"`
+	BGP          *BGP              `json:"bgp,omitempty"`
+}
+
+// Daemon is the lbd process that owns the data plane.
+type Daemon struct {
+	Running bool `json:"running"`
+	PID     int  `json:"pid,omitempty"`
+	// LastSeen is when an lbd last ran on the pin path (when none runs).
+	LastSeen *time.Time `json:"last_seen,omitempty"`
+}
+
+// Service is one service and its backends.
+type Service struct {
+	Name      string   `json:"name"`
+	VIP       string   `json:"vip"`
+	Protocol  string   `json:"protocol"`  // "tcp" or "udp"
+	Ports     []uint16 `json:"ports"`     // empty: every port of the VIP
+	Scheduler string   `json:"scheduler"` // "maglev", "roundrobin" or "source"; "" when unknown
+	Counters  Counters `json:"counters"`
+	Rates     *Rates   `json:"rates,omitempty"`
+	// ActiveFlows and InactiveFlows sum those of the backends.
+	ActiveFlows   uint64    `json:"active_flows"`
+	InactiveFlows uint64    `json:"inactive_flows"`
+	Backends      []Backend `json:"backends"`
+}
+
+// Backend is one server of a service.
+type Backend struct {
+	Name    string `json:"name"`
+	Address string `json:"address"`
+	MAC     string `json:"mac"` // "" until resolved
+	State   string `json:"state"`
+	// StateReason says why a backend is not up ("" when up).
+	StateReason string `json:"state_reason,omitempty"`
+	// StateSince is when the state last changed, as far as this lbd knows
+	// (status page only).
+	StateSince    *time.Time `json:"state_since,omitempty"`
+	Weight        uint32     `json:"weight"`
+	ActiveFlows   uint64     `json:"active_flows"`
+	InactiveFlows uint64     `json:"inactive_flows"`
+	Counters      Counters   `json:"counters"`
+	Rates         *Rates     `json:"rates,omitempty"`
+}
+
+// Counters are summed over CPUs since the maps were created.
+type Counters struct {
+	Packets   uint64 `json:"packets"`
+	Bytes     uint64 `json:"bytes"`
+	NewFlows  uint64 `json:"new_flows"`
+	NoBackend uint64 `json:"no_backend_packets"`
+}
+
+// Rates are per second over Status.RateInterval.
+type Rates struct {
+	Packets  float64 `json:"packets_per_second"`
+	Bytes    float64 `json:"bytes_per_second"`
+	NewFlows float64 `json:"new_flows_per_second"`
+}
+
+// Conntrack is the flow table's fill and churn.
+type Conntrack struct {
+	Entries  uint64 `json:"entries"`
+	Limit    uint64 `json:"limit,omitempty"`
+	Inserted uint64 `json:"inserted"`
+	Renewed  uint64 `json:"renewed"`
+	Dropped  uint64 `json:"dropped"`
+	Evicted  uint64 `json:"evicted"`
+}
+
+// VIPConflict is a VIP lbd did not take because another host answers it.
+type VIPConflict struct {
+	VIP string `json:"vip"`
+	MAC string `json:"mac"`
+}
+
+// BGP is the state of the BGP speaker (balancer.bgp only).
+type BGP struct {
+	ASN      uint32 `json:"asn"`
+	RouterID string `json:"router_id,omitempty"`
+	// Running is false when the lbd that wrote the sessions is gone (lbd
+	// status); Note then says what that means.
+	Running   bool      `json:"running"`
+	Note      string    `json:"note,omitempty"`
+	Peers     []BGPPeer `json:"peers"`
+	Announced []string  `json:"announced"`
+}
+
+// BGPPeer is one BGP session.
+type BGPPeer struct {
+	Address    string     `json:"address"`
+	ASN        uint32     `json:"asn,omitempty"`
+	Up         bool       `json:"up"`
+	State      string     `json:"state"` // established, active, connect, idle, ...
+	Since      *time.Time `json:"since,omitempty"`
+	Advertised uint64     `json:"advertised"`
+}
