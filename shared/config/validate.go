@@ -18,7 +18,7 @@ var nameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,31}$`)
 // recording every rule broken. The returned Config is only meaningful when
 // no error was recorded.
 func (p *parser) validate(wf *wireFile) *Config {
-	cfg := &Config{File: p.file, balancerLine: p.pos["balancer"]}
+	cfg := &Config{File: p.file, balancerLine: wf.balancerLine}
 	cfg.Balancer = p.balancer(wf.Balancer)
 	if len(wf.Services) == 0 {
 		p.errf("services", "no services defined; add at least one under services:")
@@ -200,7 +200,7 @@ func (p *parser) duration(path string, d *Duration, def, lo, hi time.Duration) t
 }
 
 func (p *parser) service(path string, w *wireService) Service {
-	s := Service{Name: w.Name, Line: p.pos[path]}
+	s := Service{Name: w.Name, Line: w.line}
 	if !nameRE.MatchString(w.Name) {
 		p.errf(path+".name", "%q is not a valid name: use 1-32 letters, digits, '.', '_' or '-'", w.Name)
 	}
@@ -305,7 +305,7 @@ func (p *parser) count(path string, v *int, def int) int {
 }
 
 func (p *parser) server(path string, w *wireServer, vip netip.Addr) Server {
-	s := Server{Name: w.Name, Weight: DefaultWeight, Check: true, Line: p.pos[path]}
+	s := Server{Name: w.Name, Weight: DefaultWeight, Check: true, Line: w.line}
 	if !nameRE.MatchString(w.Name) {
 		p.errf(path+".name", "%q is not a valid name: use 1-32 letters, digits, '.', '_' or '-'", w.Name)
 	}
