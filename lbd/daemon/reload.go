@@ -23,7 +23,7 @@ func (d *Daemon) doReload() (err error) {
 		d.opts.Notify("READY=1\nSTATUS=" + d.statusLine())
 	}()
 	d.log.Info("reloading configuration", "file", d.opts.ConfigPath)
-	next, err := loadConfig(d.opts.ConfigPath)
+	next, err := loadConfig(d.loader, d.opts.ConfigPath)
 	if err == nil {
 		err = restartOnly(d.cfg, next)
 	}
