@@ -238,3 +238,39 @@ func BenchmarkConntrackMemory(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkReloadChecks: the daemon's health-check bookkeeping of a reload
+// (targets, health.Manager.Update, observed states), which runs for every
+// server of the file whatever changed. No root needed: checks of type
+// none run no prober.
+func BenchmarkReloadChecks(b *testing.B) {
+	for _, sh := range [][2]int{{1000, 3}, {100, 100}} {
+		nsvc, nbe := sh[0], sh[1]
+		b.Run(fmt.Sprintf("services=%d/backends=%d/one_service", nsvc, nbe), func(b *testing.B) {
+			var cfgs [2]*config.Config
+			for i := range cfgs {
+				var err error
+				if cfgs[i], err = config.Parse("bench.yaml", []byte(benchConfig(nsvc, nbe, i))); err != nil {
+					b.Fatal(err)
+				}
+			}
+			d := &Daemon{cfg: cfgs[0], obs: observed{health: map[string]health.State{}}}
+			d.checks = health.New(b.Context(), health.Options{OnChange: d.onHealth})
+			b.Cleanup(d.checks.Close)
+			d.dirty = make(chan struct{}, 1)
+			if err := d.updateChecks(cfgs[0], cfgs[0]); err != nil {
+				b.Fatal(err)
+			}
+			i := 0
+			b.ReportAllocs()
+			for b.Loop() {
+				i++
+				prev, next := cfgs[(i+1)%2], cfgs[i%2]
+				d.cfg = next
+				if err := d.updateChecks(prev, next); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}

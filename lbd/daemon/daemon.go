@@ -96,6 +96,9 @@ type Daemon struct {
 	// loader parses the file on every reload, again only for the
 	// services whose text changed.
 	loader *config.Loader
+	// targets are the health targets of the last Update: a reload
+	// compares with them (loop only, and start before it).
+	targets targetSet
 
 	mu  sync.Mutex // guards cfg and obs, written by event callbacks
 	cfg *config.Config
@@ -326,9 +329,11 @@ func (d *Daemon) startObservers(ctx context.Context) error {
 		}
 	}
 	d.checks = health.New(ctx, health.Options{Logger: d.log, OnChange: d.onHealth, OnResult: d.more.observeCheck})
-	if err := d.checks.Update(healthTargets(d.cfg, d.initialFrom(d.cfg))); err != nil {
+	targets := healthTargets(d.cfg, d.initialFrom(d.cfg))
+	if err := d.checks.Update(targets); err != nil {
 		return fmt.Errorf("start health checks: %w", err)
 	}
+	d.targets = newTargetSet(targets)
 	return nil
 }
 
