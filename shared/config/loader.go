@@ -2,8 +2,6 @@ package config
 
 import (
 	"bytes"
-	"errors"
-	"io"
 	"slices"
 	"sync"
 
@@ -27,7 +25,10 @@ import (
 // parse alone (a quote or bracket open across a cut), anchors, aliases,
 // tags, block scalars, or a skeleton in which `services:` is not the empty
 // key the cut left. A file with any error is parsed whole too, so every
-// message is exactly Parse's.
+// message is exactly Parse's. When most items are new (the first file, a
+// rewrite of every service), one parse of the whole file is cheaper than
+// one per item: its items are remembered as pieces if the tree shows the
+// cut was sound (see whole).
 //
 // The zero Loader is ready; it is safe for concurrent use.
 type Loader struct {
@@ -55,9 +56,17 @@ func (l *Loader) Load(path string) (*Config, error) {
 func (l *Loader) Parse(name string, data []byte) (*Config, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if cfg, items, ok := l.pieces(name, data); ok {
-		l.items = items
-		return cfg, nil
+	if cut, ok := cutServices(data); ok {
+		// Most items new (the first file, a rewrite): one parse of the
+		// whole file costs less than one per item.
+		parse := l.pieces
+		if l.misses(data, cut) > len(cut.items)/2 {
+			parse = l.whole
+		}
+		if cfg, items, ok := parse(name, data, cut); ok {
+			l.items = items
+			return cfg, nil
+		}
 	}
 	cfg, err := Parse(name, data)
 	if err == nil {
@@ -66,13 +75,69 @@ func (l *Loader) Parse(name string, data []byte) (*Config, error) {
 	return cfg, err
 }
 
-// pieces parses data by pieces; false when the file does not cut plainly or
-// anything in it is not fast-decodable and valid.
-func (l *Loader) pieces(name string, data []byte) (*Config, map[string]*Service, bool) {
-	cut, ok := cutServices(data)
+func (l *Loader) misses(data []byte, cut cut) int {
+	n := 0
+	for _, it := range cut.items {
+		if l.items[string(data[it.start:it.end])] == nil {
+			n++
+		}
+	}
+	return n
+}
+
+// whole parses data in one piece and remembers its items as pieces, when
+// the tree shows the cut is sound: services: at its line in the top-level
+// mapping, the next top-level key on the line after the list, and one list
+// item starting in each piece. Items start only on lines beginning with
+// "- " at the list's indentation, the pieces' first lines; so each of those
+// lines starts an item, none lies inside a quote or bracket of the item
+// before, and each piece holds its item alone, as pieces would parse it.
+func (l *Loader) whole(name string, data []byte, cut cut) (*Config, map[string]*Service, bool) {
+	p := newParser(name)
+	root, ok := p.tree(data)
 	if !ok {
 		return nil, nil, false
 	}
+	var list *yaml.Node
+	for i := 0; i+1 < len(root.Content); i += 2 {
+		if k := root.Content[i]; k.Value == "services" && k.Line == cut.keyLine {
+			if i+2 < len(root.Content) && root.Content[i+2].Line != cut.endLine || i+2 >= len(root.Content) && cut.endLine != 0 {
+				return nil, nil, false
+			}
+			list = root.Content[i+1]
+		}
+	}
+	if list == nil || list.Kind != yaml.SequenceNode || !plain(list) || list.Style&yaml.FlowStyle != 0 || len(list.Content) != len(cut.items) {
+		return nil, nil, false
+	}
+	for k, it := range list.Content {
+		if it.Line < cut.items[k].line || k+1 < len(cut.items) && it.Line >= cut.items[k+1].line || hasBlockScalar(it) {
+			return nil, nil, false
+		}
+	}
+	var wf wireFile
+	if !(fastDecoder{}).file(root, &wf) {
+		return nil, nil, false
+	}
+	items := make(map[string]*Service, len(cut.items))
+	svcs := make([]Service, len(cut.items))
+	for k, it := range cut.items {
+		q := newParser(name)
+		svcs[k] = q.service("services[0]", &wf.Services[k])
+		if len(q.errs) > 0 {
+			return nil, nil, false
+		}
+		alone := svcs[k].moved(1 - it.line) // lines from 1 at the item's first
+		items[string(data[it.start:it.end])] = &alone
+	}
+	l.parsed = len(items)
+	cfg := p.assemble(&wf, len(svcs), func(k int) Service { return svcs[k] })
+	return cfg, items, len(p.errs) == 0
+}
+
+// pieces parses data by pieces, the skeleton and the items not seen in
+// the last file; false when anything in it is not fast-decodable and valid.
+func (l *Loader) pieces(name string, data []byte, cut cut) (*Config, map[string]*Service, bool) {
 	p := newParser(name)
 	root, ok := p.tree(cut.skeleton)
 	if !ok || !emptyKeyAt(root, "services", cut.keyLine) {
@@ -120,9 +185,9 @@ func (s *Service) moved(off int) Service {
 // (the rules across services apply to the whole); false for an error,
 // which the whole file's parse will report with its path.
 func parseItem(name string, text []byte) (*Service, bool) {
-	var doc, extra yaml.Node
-	dec := yaml.NewDecoder(bytes.NewReader(text))
-	if dec.Decode(&doc) != nil || !errors.Is(dec.Decode(&extra), io.EOF) || len(doc.Content) != 1 {
+	// One document: cutServices refused the file if a line starts one.
+	var doc yaml.Node
+	if yaml.Unmarshal(text, &doc) != nil || doc.Kind != yaml.DocumentNode || len(doc.Content) != 1 {
 		return nil, false
 	}
 	list := doc.Content[0]
@@ -174,6 +239,7 @@ func emptyKeyAt(m *yaml.Node, key string, line int) bool {
 type cut struct {
 	skeleton []byte
 	keyLine  int // the line of `services:`
+	endLine  int // the line after the list (a top-level key), 0 at the end of the file
 	items    []span
 }
 
@@ -231,7 +297,7 @@ func cutServices(data []byte) (cut, bool) {
 			if state == head {
 				return c, false // services: has no list under it
 			}
-			state, regionEnd = after, pos
+			state, regionEnd, c.endLine = after, pos, line
 		case state == head:
 			if !isItem(rest) {
 				return c, false

@@ -65,6 +65,8 @@ func loaderEdges() [][]byte {
 	add(bal + "services:\n" + item("  ", 0) + item("  ", 1)[:40])
 	add(bal + "services:\n" + item("  ", 0) + "  - {name: s9, vip: 192.0.2.10, ports: [9], servers: [{name: a, address: 192.0.2.11, wieght: 1}]}\n")
 	add(bal + "  pin_path: \"/sys/fs/bpf/x\nservices:\n" + item("  ", 0) + "\"\nservices:\n" + item("  ", 1))
+	add(bal + "services:\n" + item("  ", 0) + "  - name: \"s9\n# not a comment\nx: 1\"\n    vip: 192.0.2.10\n    ports: [9]\n    check: {type: none}\n    servers: [{name: a, address: 192.0.2.11}]\n")
+	add("services:\n" + item("  ", 0) + "  - {name: s9, vip: 192.0.2.10, ports: [9], check: {type: none}, servers: [{name: a, address: \"192.0.2.11\nbalancer: x\"}]}\n" + bal)
 	add(bal + "services:\n\n")
 	add(bal + "services:\nx: 1\n")
 	add("balancer: {interface: eth0,\nservices:\n" + item("  ", 0) + "}\n")
@@ -132,5 +134,16 @@ func BenchmarkLoaderReload(b *testing.B) {
 				i++
 			}
 		})
+	}
+}
+
+// BenchmarkLoaderCold: a Loader's first file (lbd run), against Parse.
+func BenchmarkLoaderCold(b *testing.B) {
+	data := scaleFile(1000, 3)
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := new(Loader).Parse("bench.yaml", data); err != nil {
+			b.Fatal(err)
+		}
 	}
 }
