@@ -89,7 +89,12 @@ func benchPinPath(b *testing.B) string {
 // toServices is what the daemon does between reading a file and Apply:
 // parse, validate, then the desired state with every server healthy.
 func toServices(b *testing.B, text string) (*config.Config, []datapath.Service) {
-	cfg, err := config.Parse("bench.yaml", []byte(text))
+	return toServicesWith(b, config.Parse, text)
+}
+
+// toServicesWith parses with parse: a config.Loader's, as lbd's reloads.
+func toServicesWith(b *testing.B, parse func(string, []byte) (*config.Config, error), text string) (*config.Config, []datapath.Service) {
+	cfg, err := parse("bench.yaml", []byte(text))
 	if err != nil {
 		b.Fatalf("parse: %v", err)
 	}
@@ -154,8 +159,10 @@ func BenchmarkProgramTables(b *testing.B) {
 
 // BenchmarkReload: a reload as lbd does it on SIGHUP (parse + validate +
 // desired state + Apply to the running data plane) where the first
-// server's weight of one service, or of every service, changed. Apply
-// rebuilds only the tables whose population changed.
+// server's weight of one service, or of every service, changed. The file
+// is read by a config.Loader, as lbd does, which parses again only the
+// services whose text changed; Apply rebuilds only the tables whose
+// population changed.
 func BenchmarkReload(b *testing.B) {
 	needRoot(b)
 	for _, sh := range benchShapes {
@@ -174,7 +181,8 @@ func BenchmarkReload(b *testing.B) {
 			changed := v.changed
 			b.Run(fmt.Sprintf("services=%d/backends=%d/%s", nsvc, nbe, v.name), func(b *testing.B) {
 				texts := [2]string{benchConfig(nsvc, nbe, 0), benchConfig(nsvc, nbe, changed)}
-				cfg, svcs := toServices(b, texts[0])
+				loader := new(config.Loader)
+				cfg, svcs := toServicesWith(b, loader.Parse, texts[0])
 				d := openLike(b, cfg, benchPinPath(b))
 				b.Cleanup(func() { _ = d.Remove() })
 				if err := d.Apply(svcs); err != nil {
@@ -183,7 +191,7 @@ func BenchmarkReload(b *testing.B) {
 				i := 0
 				for b.Loop() {
 					i++
-					_, svcs := toServices(b, texts[i%2])
+					_, svcs := toServicesWith(b, loader.Parse, texts[i%2])
 					if err := d.Apply(svcs); err != nil {
 						b.Fatalf("reload apply: %v", err)
 					}
@@ -235,6 +243,42 @@ func BenchmarkConntrackMemory(b *testing.B) {
 			b.ReportMetric(perM(memlock), "memlock-MiB/Mentries")
 			b.ReportMetric(perM(computed), "computed-MiB/Mentries")
 			b.ReportMetric(float64(memlock)/float64(info.MaxEntries), "memlock-B/entry")
+		})
+	}
+}
+
+// BenchmarkReloadChecks: the daemon's health-check bookkeeping of a reload
+// (targets, health.Manager.Update, observed states), which runs for every
+// server of the file whatever changed. No root needed: checks of type
+// none run no prober.
+func BenchmarkReloadChecks(b *testing.B) {
+	for _, sh := range [][2]int{{1000, 3}, {100, 100}} {
+		nsvc, nbe := sh[0], sh[1]
+		b.Run(fmt.Sprintf("services=%d/backends=%d/one_service", nsvc, nbe), func(b *testing.B) {
+			var cfgs [2]*config.Config
+			for i := range cfgs {
+				var err error
+				if cfgs[i], err = config.Parse("bench.yaml", []byte(benchConfig(nsvc, nbe, i))); err != nil {
+					b.Fatal(err)
+				}
+			}
+			d := &Daemon{cfg: cfgs[0], obs: observed{health: map[string]health.State{}}}
+			d.checks = health.New(b.Context(), health.Options{OnChange: d.onHealth})
+			b.Cleanup(d.checks.Close)
+			d.dirty = make(chan struct{}, 1)
+			if err := d.updateChecks(cfgs[0], cfgs[0]); err != nil {
+				b.Fatal(err)
+			}
+			i := 0
+			b.ReportAllocs()
+			for b.Loop() {
+				i++
+				prev, next := cfgs[(i+1)%2], cfgs[i%2]
+				d.cfg = next
+				if err := d.updateChecks(prev, next); err != nil {
+					b.Fatal(err)
+				}
+			}
 		})
 	}
 }

@@ -55,6 +55,10 @@ type Options struct {
 	// its PID file): parsing 1,000 services takes ~0.1 s, not worth
 	// doing twice at start. nil loads ConfigPath.
 	Config *config.Config
+	// Loader, when set, is the Loader Config came from: reloads reuse
+	// the services it parsed, so the first reload already parses only
+	// what changed. nil starts a new one.
+	Loader *config.Loader
 	// BGPStatusFile, when set and BGP is configured, receives the BGP
 	// sessions and announced VIPs as JSON (for `lbd status`), refreshed
 	// every few seconds and removed on a clean stop.
@@ -89,6 +93,13 @@ type Daemon struct {
 	// startAdded are the VIPs this start added: undone if it fails.
 	startAdded []netip.Addr
 
+	// loader parses the file on every reload, again only for the
+	// services whose text changed.
+	loader *config.Loader
+	// targets are the health targets of the last Update: a reload
+	// compares with them (loop only, and start before it).
+	targets targetSet
+
 	mu  sync.Mutex // guards cfg and obs, written by event callbacks
 	cfg *config.Config
 	obs observed
@@ -118,7 +129,10 @@ func Run(ctx context.Context, opts Options) error {
 	if opts.Notify == nil {
 		opts.Notify = func(string) {}
 	}
-	d := &Daemon{opts: opts, log: opts.Logger, dirty: make(chan struct{}, 1)}
+	d := &Daemon{opts: opts, log: opts.Logger, dirty: make(chan struct{}, 1), loader: opts.Loader}
+	if d.loader == nil {
+		d.loader = new(config.Loader)
+	}
 	closeControl, err := d.openControl()
 	if err != nil {
 		return err
@@ -136,9 +150,8 @@ func Run(ctx context.Context, opts Options) error {
 func (d *Daemon) start(ctx context.Context) error {
 	cfg, err := d.opts.Config, error(nil)
 	if cfg == nil {
-		cfg, err = config.Load(d.opts.ConfigPath)
-	}
-	if err == nil {
+		cfg, err = loadConfig(d.loader, d.opts.ConfigPath)
+	} else {
 		err = cfg.RequireBalancer()
 	}
 	if err != nil {
@@ -315,9 +328,11 @@ func (d *Daemon) startObservers(ctx context.Context) error {
 		}
 	}
 	d.checks = health.New(ctx, health.Options{Logger: d.log, OnChange: d.onHealth, OnResult: d.more.observeCheck})
-	if err := d.checks.Update(healthTargets(d.cfg, d.initialFrom(d.cfg))); err != nil {
+	targets := healthTargets(d.cfg, d.initialFrom(d.cfg))
+	if err := d.checks.Update(targets); err != nil {
 		return fmt.Errorf("start health checks: %w", err)
 	}
+	d.targets = newTargetSet(targets)
 	return nil
 }
 
@@ -501,8 +516,8 @@ func (d *Daemon) stop() {
 }
 
 // loadConfig loads the file and checks what lbd needs from it.
-func loadConfig(path string) (*config.Config, error) {
-	cfg, err := config.Load(path)
+func loadConfig(l *config.Loader, path string) (*config.Config, error) {
+	cfg, err := l.Load(path)
 	if err != nil {
 		return nil, err
 	}

@@ -78,20 +78,58 @@ func schedulerOf(b config.Balance) datapath.Scheduler {
 // gives the state a new target starts in: what the pinned data plane says,
 // so a restart keeps healthy backends in rotation.
 func healthTargets(cfg *config.Config, initial func(service string, addr netip.Addr) health.State) []health.Target {
-	var ts []health.Target
-	for _, s := range cfg.Services {
-		for _, srv := range s.Servers {
+	ts := make([]health.Target, 0, cfg.ServerCount())
+	eachTarget(cfg, func(s *config.Service, srv *config.Server, t health.Target) {
+		t.Initial = initial(s.Name, srv.Address)
+		ts = append(ts, t)
+	})
+	return ts
+}
+
+// eachTarget calls f with the health target of every server of cfg, its
+// Initial state left to f.
+func eachTarget(cfg *config.Config, f func(*config.Service, *config.Server, health.Target)) {
+	for i := range cfg.Services {
+		s := &cfg.Services[i]
+		for j := range s.Servers {
+			srv := &s.Servers[j]
 			chk := s.Check
 			if !srv.Check {
 				chk.Type = config.CheckNone
 			}
-			ts = append(ts, health.Target{
-				Key:     health.Key(s.Name, srv.Name),
-				Addr:    netip.AddrPortFrom(srv.Address, chk.Port),
-				Check:   chk,
-				Initial: initial(s.Name, srv.Address),
+			f(s, srv, health.Target{
+				Key:   health.Key(s.Name, srv.Name),
+				Addr:  netip.AddrPortFrom(srv.Address, chk.Port),
+				Check: chk,
 			})
 		}
 	}
-	return ts
+}
+
+// targetSet is the targets of one health.Manager.Update, indexed by key
+// (by position: a map of whole targets allocates each one).
+type targetSet struct {
+	list  []health.Target
+	index map[string]int
+}
+
+func newTargetSet(ts []health.Target) targetSet {
+	s := targetSet{list: ts, index: make(map[string]int, len(ts))}
+	for i, t := range ts {
+		s.index[t.Key] = i
+	}
+	return s
+}
+
+func (s *targetSet) add(t health.Target) {
+	s.index[t.Key] = len(s.list)
+	s.list = append(s.list, t)
+}
+
+func (s *targetSet) get(key string) (health.Target, bool) {
+	i, ok := s.index[key]
+	if !ok {
+		return health.Target{}, false
+	}
+	return s.list[i], true
 }

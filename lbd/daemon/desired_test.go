@@ -149,3 +149,58 @@ func TestVIPChanges(t *testing.T) {
 		}
 	}
 }
+
+// TestUpdateChecksFollowsChanges: a reload forgets the health of servers
+// it removes, gives new ones the manager's state, keeps the observed state
+// of unchanged ones, and skips the manager when no target changed.
+func TestUpdateChecksFollowsChanges(t *testing.T) {
+	const base = `
+balancer: {interface: eth0}
+services:
+  - name: web
+    vip: 192.0.2.10
+    ports: [80]
+    check: {type: none}
+    servers:
+      - {name: a, address: 192.0.2.11}
+      - {name: b, address: 192.0.2.12}
+`
+	cfg0 := mustParse(t, base)
+	cfg1 := mustParse(t, strings.Replace(base, "{name: b, address: 192.0.2.12}", "{name: c, address: 192.0.2.13}", 1))
+	cfg2 := mustParse(t, strings.Replace(base, "{name: b, address: 192.0.2.12}", "{name: c, address: 192.0.2.13, weight: 2}", 1))
+	d := &Daemon{cfg: cfg0, obs: observed{health: map[string]health.State{}}, dirty: make(chan struct{}, 1)}
+	d.checks = health.New(t.Context(), health.Options{OnChange: d.onHealth})
+	t.Cleanup(d.checks.Close)
+	if err := d.updateChecks(cfg0, cfg0); err != nil {
+		t.Fatal(err)
+	}
+	if d.obs.health["web/a"] != health.Up || d.obs.health["web/b"] != health.Up {
+		t.Fatalf("check none: want both up, got %v", d.obs.health)
+	}
+	d.obs.health["web/a"] = health.Down // as if observed since: an unchanged target keeps it
+	d.cfg = cfg1
+	if err := d.updateChecks(cfg0, cfg1); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := d.obs.health["web/b"]; ok {
+		t.Error("removed server web/b still has an observed state")
+	}
+	if d.obs.health["web/c"] != health.Up || d.obs.health["web/a"] != health.Down {
+		t.Errorf("after the reload: %v, want web/c up (new, check none) and web/a down (unchanged, as observed)", d.obs.health)
+	}
+	if len(d.checks.Status()) != 2 {
+		t.Errorf("manager has %d targets, want 2", len(d.checks.Status()))
+	}
+	// A weight change changes no target: the manager is not called.
+	d.cfg = cfg2
+	before := d.targets.list
+	if err := d.updateChecks(cfg1, cfg2); err != nil {
+		t.Fatal(err)
+	}
+	if len(d.targets.list) != len(before) {
+		t.Errorf("targets %d, want %d", len(d.targets.list), len(before))
+	}
+	if _, ok := d.checks.State("web/c"); !ok {
+		t.Error("web/c lost its checker on a reload that changed no target")
+	}
+}

@@ -23,7 +23,7 @@ func (d *Daemon) doReload() (err error) {
 		d.opts.Notify("READY=1\nSTATUS=" + d.statusLine())
 	}()
 	d.log.Info("reloading configuration", "file", d.opts.ConfigPath)
-	next, err := loadConfig(d.opts.ConfigPath)
+	next, err := loadConfig(d.loader, d.opts.ConfigPath)
 	if err == nil {
 		err = restartOnly(d.cfg, next)
 	}
@@ -136,7 +136,7 @@ func (d *Daemon) switchTo(next *config.Config) error {
 	prev := d.cfg
 	d.cfg = next
 	d.mu.Unlock()
-	if err := d.checks.Update(healthTargets(next, d.initialFrom(prev))); err != nil {
+	if err := d.updateChecks(prev, next); err != nil {
 		d.mu.Lock()
 		d.cfg = prev
 		d.mu.Unlock()
@@ -148,7 +148,6 @@ func (d *Daemon) switchTo(next *config.Config) error {
 		return fmt.Errorf("update health checks: %w", err)
 	}
 	d.res.SetAddrs(resolvable(next))
-	d.pruneObserved(next)
 	if err := d.apply(); err != nil {
 		// The new configuration is in force (checks and watches follow
 		// it); only writing the maps failed. The loop retries until the
@@ -168,23 +167,51 @@ func (d *Daemon) switchTo(next *config.Config) error {
 	return nil
 }
 
-// pruneObserved forgets health states of backends no longer configured, so
-// a server that returns later starts from its checks, not from old news.
-func (d *Daemon) pruneObserved(cfg *config.Config) {
-	keep := map[string]bool{}
-	for _, s := range cfg.Services {
-		for _, srv := range s.Servers {
-			keep[health.Key(s.Name, srv.Name)] = true
+// updateChecks gives the health checker next's targets and makes the
+// observed health follow: states of backends no longer configured are
+// forgotten, so a server that returns later starts from its checks, not
+// from old news, and new or changed targets take the state they start in.
+//
+// Only what changed costs more than a comparison: a target whose address
+// and check are those of the last Update keeps its checker (the manager
+// ignores its Initial) and the state observed for it, so neither the
+// initial state nor the manager's is looked up for it.
+func (d *Daemon) updateChecks(prev, next *config.Config) error {
+	var initial func(string, netip.Addr) health.State // built when first needed
+	var fresh []string
+	ts := targetSet{list: make([]health.Target, 0, next.ServerCount()), index: make(map[string]int, next.ServerCount())}
+	eachTarget(next, func(s *config.Service, srv *config.Server, t health.Target) {
+		if old, ok := d.targets.get(t.Key); ok && old.Addr == t.Addr && old.Check == t.Check {
+			t.Initial = old.Initial
+		} else {
+			if initial == nil {
+				initial = d.initialFrom(prev)
+			}
+			t.Initial = initial(s.Name, srv.Address)
+			fresh = append(fresh, t.Key)
+		}
+		ts.add(t)
+	})
+	// The same targets as last time: Update would keep every checker
+	// and change nothing, at the cost of a pass over all of them.
+	same := len(fresh) == 0 && len(ts.list) == len(d.targets.list)
+	if !same {
+		if err := d.checks.Update(ts.list); err != nil {
+			return err
 		}
 	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	for k := range d.obs.health {
-		if !keep[k] {
+	for k := range d.targets.index {
+		if _, ok := ts.index[k]; !ok {
 			delete(d.obs.health, k)
 		}
 	}
-	for _, st := range d.checks.Status() {
-		d.obs.health[st.Target.Key] = st.State
+	for _, k := range fresh {
+		if st, ok := d.checks.State(k); ok {
+			d.obs.health[k] = st
+		}
 	}
+	d.targets = ts
+	return nil
 }

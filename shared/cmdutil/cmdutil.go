@@ -57,7 +57,13 @@ func NewValidateCmd(path *string, extra func(*config.Config) error) *cobra.Comma
 // LoadConfig loads and checks the file; on success it prints the summary
 // to out, on failure it returns an ExitError with code 1.
 func LoadConfig(out io.Writer, path string, extra func(*config.Config) error) (*config.Config, error) {
-	cfg, err := config.Load(path)
+	return LoadConfigWith(config.Load, out, path, extra)
+}
+
+// LoadConfigWith is LoadConfig reading the file with load (e.g. a
+// config.Loader's, which a daemon then keeps for its reloads).
+func LoadConfigWith(load func(string) (*config.Config, error), out io.Writer, path string, extra func(*config.Config) error) (*config.Config, error) {
+	cfg, err := load(path)
 	if err == nil && extra != nil {
 		err = extra(cfg)
 	}

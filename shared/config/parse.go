@@ -10,6 +10,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"sync"
 
 	"go.yaml.in/yaml/v3"
 )
@@ -46,8 +47,40 @@ func readBounded(path string) ([]byte, error) {
 
 // Parse parses and validates data; name is used in messages as the file name.
 func Parse(name string, data []byte) (*Config, error) {
-	p := &parser{file: name, pos: map[string]int{}}
-	wf, ok := p.decode(data)
+	p := newParser(name)
+	root, ok := p.tree(data)
+	if !ok {
+		return nil, p.errs.sorted()
+	}
+	if cfg, ok := p.fast(root, fastDecoder{}); ok {
+		return cfg, nil
+	}
+	return newParser(name).reference(root)
+}
+
+// fast decodes root with the fast decoder and validates it: a Config when
+// both succeed, else false, and the reference path must say what is wrong.
+func (p *parser) fast(root *yaml.Node, fd fastDecoder) (*Config, bool) {
+	var wf wireFile
+	if !fd.file(root, &wf) {
+		return nil, false
+	}
+	return p.validated(&wf)
+}
+
+// validated validates wf, which must have come from the fast decoder: its
+// messages would lack lines (only the reference path records the line of
+// every field), so any error means false.
+func (p *parser) validated(wf *wireFile) (*Config, bool) {
+	cfg := p.validate(wf)
+	return cfg, len(p.errs) == 0
+}
+
+// reference decodes root the thorough way: the walk reports unknown and
+// repeated keys and records the line of every field, yaml.v3 decodes, and
+// validation points at those lines.
+func (p *parser) reference(root *yaml.Node) (*Config, error) {
+	wf, ok := p.decode(root)
 	if !ok {
 		return nil, p.errs.sorted()
 	}
@@ -67,6 +100,8 @@ type parser struct {
 	badPath map[string]bool // paths with a type error: no further messages for them
 	fatal   bool            // decoded values are unreliable (type error, repeated key)
 }
+
+func newParser(file string) *parser { return &parser{file: file, pos: map[string]int{}} }
 
 func (p *parser) errAt(line int, path, format string, args ...any) {
 	p.errs = append(p.errs, &Error{File: p.file, Line: line, Path: path, Msg: fmt.Sprintf(format, args...)})
@@ -92,7 +127,9 @@ func (p *parser) errf(path, format string, args ...any) {
 	}
 }
 
-func (p *parser) decode(data []byte) (*wireFile, bool) {
+// tree parses data into its root mapping: one YAML document whose top
+// level is a mapping.
+func (p *parser) tree(data []byte) (*yaml.Node, bool) {
 	var doc yaml.Node
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	if err := dec.Decode(&doc); err != nil {
@@ -116,6 +153,11 @@ func (p *parser) decode(data []byte) (*wireFile, bool) {
 		p.errAt(root.Line, "", "the top level must be a mapping with balancer: and services:")
 		return nil, false
 	}
+	return root, true
+}
+
+// decode walks root (unknown and repeated keys, lines) and decodes it.
+func (p *parser) decode(root *yaml.Node) (*wireFile, bool) {
 	p.walk(root, reflect.TypeOf(wireFile{}), "")
 	var wf wireFile
 	if err := root.Decode(&wf); err != nil {
@@ -126,7 +168,22 @@ func (p *parser) decode(data []byte) (*wireFile, bool) {
 		// add noise. Unknown-field errors alone still allow validation.
 		return nil, false
 	}
+	p.setLines(&wf)
 	return &wf, true
+}
+
+// setLines copies the lines the walk recorded into the wire values, where
+// validation reads them (the fast decoder sets them as it goes).
+func (p *parser) setLines(wf *wireFile) {
+	wf.balancerLine = p.pos["balancer"]
+	for i := range wf.Services {
+		s := &wf.Services[i]
+		path := "services[" + strconv.Itoa(i) + "]"
+		s.line = p.pos[path]
+		for j := range s.Servers {
+			s.Servers[j].line = p.pos[path+".servers["+strconv.Itoa(j)+"]"]
+		}
+	}
 }
 
 var lineRE = regexp.MustCompile(`^(?:yaml: )?line (\d+): (.*)$`)
@@ -242,14 +299,8 @@ func (p *parser) walk(n *yaml.Node, t reflect.Type, path string) {
 }
 
 func (p *parser) walkMapping(n *yaml.Node, t reflect.Type, path string) {
-	fields := map[string]reflect.StructField{}
-	var names []string
-	for i := 0; i < t.NumField(); i++ {
-		f := t.Field(i)
-		name := strings.Split(f.Tag.Get("yaml"), ",")[0]
-		fields[name] = f
-		names = append(names, name)
-	}
+	fs := fieldsOf(t)
+	fields, names := fs.byName, fs.names
 	seen := map[string]int{}
 	for i := 0; i+1 < len(n.Content); i += 2 {
 		k, v := n.Content[i], n.Content[i+1]
@@ -279,6 +330,32 @@ func (p *parser) walkMapping(n *yaml.Node, t reflect.Type, path string) {
 		p.pos[fp] = k.Line
 		p.walk(v, f.Type, fp)
 	}
+}
+
+// fieldSet is the keys a wire type takes, computed once per type.
+type fieldSet struct {
+	byName map[string]reflect.StructField
+	names  []string // in declaration order, for messages
+}
+
+var fieldSets sync.Map // reflect.Type -> *fieldSet
+
+func fieldsOf(t reflect.Type) *fieldSet {
+	if fs, ok := fieldSets.Load(t); ok {
+		return fs.(*fieldSet)
+	}
+	fs := &fieldSet{byName: map[string]reflect.StructField{}}
+	for i := 0; i < t.NumField(); i++ {
+		f := t.Field(i)
+		if !f.IsExported() {
+			continue // the parser's own bookkeeping (lines)
+		}
+		name, _, _ := strings.Cut(f.Tag.Get("yaml"), ",")
+		fs.byName[name] = f
+		fs.names = append(fs.names, name)
+	}
+	fieldSets.Store(t, fs)
+	return fs
 }
 
 // commonPath returns the longest field path that both a and b lie under.

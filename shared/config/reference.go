@@ -36,6 +36,9 @@ func Reference() string {
 func walkFields(out *[]Field, t reflect.Type, prefix string) {
 	for i := 0; i < t.NumField(); i++ {
 		f := t.Field(i)
+		if !f.IsExported() {
+			continue // bookkeeping of the parser (lines), not a field of the file
+		}
 		name := prefix + strings.Split(f.Tag.Get("yaml"), ",")[0]
 		ft := f.Type
 		for ft.Kind() == reflect.Pointer {

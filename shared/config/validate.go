@@ -20,16 +20,28 @@ var nameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,31}$`)
 // recording every rule broken. The returned Config is only meaningful when
 // no error was recorded.
 func (p *parser) validate(wf *wireFile) *Config {
-	cfg := &Config{File: p.file, balancerLine: p.pos["balancer"]}
+	return p.assemble(wf, len(wf.Services), func(i int) Service {
+		return p.service(fmt.Sprintf("services[%d]", i), &wf.Services[i])
+	})
+}
+
+// assemble validates the balancer of wf and n services, service(i) giving
+// the i-th validated on its own, then the rules across services. The
+// Loader gives services it validated for an earlier file.
+func (p *parser) assemble(wf *wireFile, n int, service func(i int) Service) *Config {
+	cfg := &Config{File: p.file, balancerLine: wf.balancerLine}
 	cfg.Balancer = p.balancer(wf.Balancer)
-	if len(wf.Services) == 0 {
+	if n == 0 {
 		p.errf("services", "no services defined; add at least one under services:")
 	}
-	if len(wf.Services) > MaxServices {
-		p.errf("services", "%d services, at most %d are supported", len(wf.Services), MaxServices)
+	if n > MaxServices {
+		p.errf("services", "%d services, at most %d are supported", n, MaxServices)
 	}
-	for i := range wf.Services {
-		cfg.Services = append(cfg.Services, p.service(fmt.Sprintf("services[%d]", i), &wf.Services[i]))
+	if n > 0 {
+		cfg.Services = make([]Service, 0, n)
+	}
+	for i := range n {
+		cfg.Services = append(cfg.Services, service(i))
 	}
 	p.crossChecks(cfg)
 	return cfg
@@ -202,7 +214,7 @@ func (p *parser) duration(path string, d *Duration, def, lo, hi time.Duration) t
 }
 
 func (p *parser) service(path string, w *wireService) Service {
-	s := Service{Name: w.Name, Line: p.pos[path]}
+	s := Service{Name: w.Name, Line: w.line}
 	if !nameRE.MatchString(w.Name) {
 		p.errf(path+".name", "%q is not a valid name: use 1-32 letters, digits, '.', '_' or '-'", w.Name)
 	}
@@ -307,7 +319,7 @@ func (p *parser) count(path string, v *int, def int) int {
 }
 
 func (p *parser) server(path string, w *wireServer, vip netip.Addr) Server {
-	s := Server{Name: w.Name, Weight: DefaultWeight, Check: true, Line: p.pos[path]}
+	s := Server{Name: w.Name, Weight: DefaultWeight, Check: true, Line: w.line}
 	if !nameRE.MatchString(w.Name) {
 		p.errf(path+".name", "%q is not a valid name: use 1-32 letters, digits, '.', '_' or '-'", w.Name)
 	}
@@ -377,7 +389,7 @@ func (p *parser) enum(path, text, def string, allowed ...string) string {
 
 // crossChecks applies the rules that span services.
 func (p *parser) crossChecks(cfg *Config) {
-	names := map[string]int{}
+	names := make(map[string]int, len(cfg.Services))
 	vips := map[netip.Addr]bool{}
 	for _, s := range cfg.Services {
 		vips[s.VIP] = true
@@ -387,7 +399,7 @@ func (p *parser) crossChecks(cfg *Config) {
 		proto Protocol
 		port  uint16 // 0: every port
 	}
-	owner := map[key]string{}
+	owner := make(map[key]string, len(cfg.Services))
 	maxServers := 0
 	announced := map[netip.Addr]int{} // VIP -> first service announcing it
 	for i, s := range cfg.Services {

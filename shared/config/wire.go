@@ -12,6 +12,8 @@ package config
 type wireFile struct {
 	Balancer *wireBalancer `yaml:"balancer" doc:"Settings of the balancer host (read by lbd, ignored by hostprep)."`
 	Services []wireService `yaml:"services" doc:"The virtual services: one VIP, one protocol, some ports, a set of servers."`
+
+	balancerLine int // line of the balancer: key, for messages about its absent fields
 }
 
 type wireBalancer struct {
@@ -58,6 +60,8 @@ type wireService struct {
 	Check    *wireCheck    `yaml:"check" doc:"Health check applied to every server of the service."`
 	Servers  []wireServer  `yaml:"servers" doc:"The backends; each must be on the balancer's L2 segment and hold the VIP on its loopback."`
 	Announce *wireAnnounce `yaml:"announce" doc:"With balancer.bgp: when and how this service's VIP is announced."`
+
+	line int // of the list item, for Service.Line
 }
 
 type wireAnnounce struct {
@@ -83,4 +87,6 @@ type wireServer struct {
 	Weight  *int    `yaml:"weight" doc:"0-256; share of new flows relative to the others; 0 drains (keeps existing flows, takes no new ones). Default 1."`
 	Check   *bool   `yaml:"check" doc:"false disables health checks for this server (always up). Default true."`
 	MAC     *string `yaml:"mac" doc:"Static MAC of the server; when set, no neighbour resolution is done."`
+
+	line int // of the list item, for Server.Line
 }

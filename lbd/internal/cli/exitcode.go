@@ -33,10 +33,11 @@ func runExitCode(err error) int {
 	return ExitFailure
 }
 
-// loadRunConfig reads the file `lbd run` starts with; a file missing or
-// invalid is permanent until an administrator edits it.
-func loadRunConfig(path string) (*config.Config, error) {
-	cfg, err := cmdutil.LoadConfig(nil, path, (*config.Config).RequireBalancer)
+// loadRunConfig reads the file `lbd run` starts with, with l, which the
+// daemon keeps for its reloads; a file missing or invalid is permanent
+// until an administrator edits it.
+func loadRunConfig(path string, l *config.Loader) (*config.Config, error) {
+	cfg, err := cmdutil.LoadConfigWith(l.Load, nil, path, (*config.Config).RequireBalancer)
 	if err != nil {
 		var ee *cmdutil.ExitError
 		if errors.As(err, &ee) {

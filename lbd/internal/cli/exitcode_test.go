@@ -11,6 +11,7 @@ import (
 
 	"github.com/dsrlb/dsrlb/lbd/daemon"
 	"github.com/dsrlb/dsrlb/shared/cmdutil"
+	"github.com/dsrlb/dsrlb/shared/config"
 )
 
 // TestRunExitCodes: permanent failures get the codes lbd.service lists in
@@ -32,7 +33,7 @@ func TestRunExitCodes(t *testing.T) {
 	noBalancer := filepath.Join(dir, "nob.yaml")
 	os.WriteFile(noBalancer, []byte("services: []\n"), 0o644)
 	for _, path := range []string{bad, noBalancer, filepath.Join(dir, "missing.yaml")} {
-		_, err := loadRunConfig(path)
+		_, err := loadRunConfig(path, new(config.Loader))
 		var ee *cmdutil.ExitError
 		if !errors.As(err, &ee) || ee.Code != ExitNotConfigured {
 			t.Errorf("loadRunConfig(%s): %v, want exit %d", filepath.Base(path), err, ExitNotConfigured)

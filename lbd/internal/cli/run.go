@@ -19,6 +19,7 @@ import (
 	"github.com/dsrlb/dsrlb/lbd/control"
 	"github.com/dsrlb/dsrlb/lbd/daemon"
 	"github.com/dsrlb/dsrlb/shared/cmdutil"
+	"github.com/dsrlb/dsrlb/shared/config"
 )
 
 // RunDir holds lbd's PID files, one per pinned data plane.
@@ -94,7 +95,8 @@ func runDaemon(stderr io.Writer, cfgPath, version, logFormat string, replace, cl
 		}
 	}()
 	watchdog, _ := sddaemon.SdWatchdogEnabled(false)
-	cfg, err := loadRunConfig(cfgPath) // exit 6 (no restart) for a bad file
+	loader := new(config.Loader)
+	cfg, err := loadRunConfig(cfgPath, loader) // exit 6 (no restart) for a bad file
 	if err != nil {
 		return err
 	}
@@ -121,6 +123,7 @@ func runDaemon(stderr io.Writer, cfgPath, version, logFormat string, replace, cl
 	err = daemon.Run(ctx, daemon.Options{
 		ConfigPath:          cfgPath,
 		Config:              cfg,
+		Loader:              loader,
 		RunningCopy:         running,
 		BGPStatusFile:       bgpStatus,
 		VIPRecord:           vipsFile(pin),
