@@ -174,6 +174,10 @@ func (d *Daemon) start(ctx context.Context) error {
 	if err := checkWebConfig(cfg.Balancer.MetricsWebConfig); err != nil {
 		return err // before anything is attached
 	}
+	// The first line of a start that got through preflight: which binary
+	// runs, for the journal. A start refused earlier prints its one error
+	// line and nothing else.
+	d.log.Info("lbd starting", "version", d.opts.Version, "config", d.opts.ConfigPath, "pid", os.Getpid())
 	d.cfg = cfg
 	b := cfg.Balancer
 	if d.metricsLn, err = listenMetrics(b.MetricsListen); err != nil {

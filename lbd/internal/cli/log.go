@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"os"
 	"strconv"
 	"strings"
 	"unicode"
@@ -169,9 +168,4 @@ func priority(l slog.Level) journal.Priority {
 		return journal.PriInfo
 	}
 	return journal.PriDebug
-}
-
-// logStart is lbd run's first line: which binary runs, for the journal.
-func logStart(log *slog.Logger, version, cfgPath string) {
-	log.Info("lbd starting", "version", version, "config", cfgPath, "pid", os.Getpid())
 }

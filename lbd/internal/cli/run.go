@@ -79,7 +79,6 @@ func runDaemon(stderr io.Writer, cfgPath, version, logFormat string, replace, cl
 		return &cmdutil.ExitError{Code: ExitUsage, Err: err}
 	}
 	version = cmdutil.Version(version)
-	logStart(log, version, cfgPath)
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 	hup := make(chan os.Signal, 1)
