@@ -183,6 +183,9 @@ func (d *Daemon) start(ctx context.Context) error {
 	if d.metricsLn, err = listenMetrics(b.MetricsListen); err != nil {
 		return err
 	}
+	// Probing for the VIPs waits for answers (~0.6 s): done while the data
+	// plane loads, taken only once it is attached.
+	probed := d.prepareVIPs(b, cfg.VIPs())
 	dpOpts := DataplaneOptions(b)
 	dpOpts.ForceClsact, dpOpts.ReplaceIncompatible = d.opts.ForceClsact, d.opts.ReplaceIncompatible
 	d.dp, err = datapath.Open(dpOpts, d.log)
@@ -214,7 +217,11 @@ func (d *Daemon) start(ctx context.Context) error {
 			return err
 		}
 	case b.TakesVIPs():
-		t, err := vip.Claim(b.Interface, cfg.VIPs(), d.log)
+		p := <-probed
+		if p.err != nil {
+			return fmt.Errorf("take VIPs on %s: %w", b.Interface, p.err)
+		}
+		t, err := vip.TakePrepared(p.prepared, d.log)
 		d.startAdded = t.Added
 		d.recordVIPs(t.Added, nil, t.Conflicts)
 		if err != nil {
@@ -234,6 +241,27 @@ func (d *Daemon) start(ctx context.Context) error {
 		close(d.opts.Ready)
 	}
 	return nil
+}
+
+// probeResult is what prepareVIPs delivers.
+type probeResult struct {
+	prepared vip.Prepared
+	err      error
+}
+
+// prepareVIPs probes, in the background, for the VIPs lbd will take (none
+// with BGP or an external owner); the channel delivers the one result.
+func (d *Daemon) prepareVIPs(b config.Balancer, vips []netip.Addr) <-chan probeResult {
+	c := make(chan probeResult, 1)
+	if b.BGP != nil || !b.TakesVIPs() {
+		close(c)
+		return c
+	}
+	go func() {
+		p, err := vip.Prepare(b.Interface, vips, d.log)
+		c <- probeResult{p, err}
+	}()
+	return c
 }
 
 // undoStart takes back what a failed start changed: the VIPs it added and,

@@ -23,9 +23,9 @@ import (
 // address answers a probe within milliseconds on one segment.
 const (
 	ProbeCount = 3
-	ProbeGap   = 100 * time.Millisecond
+	ProbeGap   = 50 * time.Millisecond
 	// ProbeWait is how long answers are awaited after the last probe.
-	ProbeWait = 300 * time.Millisecond
+	ProbeWait = 200 * time.Millisecond
 )
 
 // Conflict is a VIP another host on the segment answers for: lbd does not

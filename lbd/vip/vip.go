@@ -84,18 +84,36 @@ type Taken struct {
 // VIPs added by this call stay (a retry completes the set) and are in
 // Added; the error names what failed.
 func (n Namespace) Claim(ifname string, vips []netip.Addr, log *slog.Logger) (Taken, error) {
+	p, err := n.Prepare(ifname, vips, log)
+	if err != nil {
+		return Taken{}, err
+	}
+	return n.TakePrepared(p, log)
+}
+
+// Prepared is the first half of a Claim: the VIPs missing on the
+// interface, probed. Prepare and TakePrepared apart let lbd probe while it loads
+// the data plane, so the probe's wait does not add to the start.
+type Prepared struct {
+	ifname    string
+	missing   []netip.Addr
+	conflicts []Conflict
+}
+
+// Prepare finds the VIPs missing on ifname and probes for them, changing
+// nothing.
+func (n Namespace) Prepare(ifname string, vips []netip.Addr, log *slog.Logger) (Prepared, error) {
 	log = orDiscard(log)
-	var t Taken
+	p := Prepared{ifname: ifname}
 	h, link, err := n.open(ifname)
 	if err != nil {
-		return t, err
+		return p, err
 	}
 	defer h.Close()
 	present, err := n.addrsOf(link.Attrs().Index)
 	if err != nil {
-		return t, err
+		return p, err
 	}
-	var missing []netip.Addr
 	for _, v := range vips {
 		v = v.Unmap()
 		if a, ok := present[v]; ok {
@@ -105,37 +123,67 @@ func (n Namespace) Claim(ifname string, vips []netip.Addr, log *slog.Logger) (Ta
 			}
 			continue
 		}
-		if !slices.Contains(missing, v) {
-			missing = append(missing, v)
+		if !slices.Contains(p.missing, v) {
+			p.missing = append(p.missing, v)
 		}
 	}
-	if len(missing) == 0 {
+	if len(p.missing) == 0 {
+		return p, nil
+	}
+	p.conflicts, err = n.Probe(ifname, p.missing)
+	return p, err
+}
+
+// TakePrepared adds the VIPs Prepare found missing and free, and announces them.
+// A VIP that appeared on the interface since is left as it is.
+func (n Namespace) TakePrepared(p Prepared, log *slog.Logger) (Taken, error) {
+	log = orDiscard(log)
+	t := Taken{Conflicts: p.conflicts}
+	if len(p.missing) == 0 {
 		return t, nil
 	}
-	if t.Conflicts, err = n.Probe(ifname, missing); err != nil {
+	h, link, err := n.open(p.ifname)
+	if err != nil {
+		return t, err
+	}
+	defer h.Close()
+	present, err := n.addrsOf(link.Attrs().Index)
+	if err != nil {
 		return t, err
 	}
 	var errs []error
-	for _, v := range missing {
+	for _, v := range p.missing {
 		if i := slices.IndexFunc(t.Conflicts, func(c Conflict) bool { return c.VIP == v }); i >= 0 {
 			log.Error("VIP not taken: another host on the segment answers for it; remove it there (or from the configuration) and reload",
-				"vip", v.String(), "mac", t.Conflicts[i].MAC.String(), "interface", ifname)
+				"vip", v.String(), "mac", t.Conflicts[i].MAC.String(), "interface", p.ifname)
 			continue
 		}
-		if err := n.addVIP(ifname, link.Attrs().Index, v); err != nil {
-			errs = append(errs, fmt.Errorf("add VIP %s to %s: %w", v, ifname, err))
+		if _, ok := present[v]; ok {
+			continue
+		}
+		if err := n.addVIP(p.ifname, link.Attrs().Index, v); err != nil {
+			errs = append(errs, fmt.Errorf("add VIP %s to %s: %w", v, p.ifname, err))
 			continue
 		}
 		t.Added = append(t.Added, v)
-		log.Info("VIP taken", "vip", v.String(), "interface", ifname)
+		log.Info("VIP taken", "vip", v.String(), "interface", p.ifname)
 	}
 	if len(t.Added) > 0 {
-		if err := n.Announce(ifname, t.Added); err != nil {
+		if err := n.Announce(p.ifname, t.Added); err != nil {
 			errs = append(errs, err)
 		}
 	}
 	return t, errors.Join(errs...)
 }
+
+// Prepare probes in the current namespace. See Namespace.Prepare.
+func Prepare(ifname string, vips []netip.Addr, log *slog.Logger) (Prepared, error) {
+	return Current().Prepare(ifname, vips, log)
+}
+
+// TakePrepared takes prepared VIPs in the current namespace. See
+// Namespace.TakePrepared.
+func TakePrepared(p Prepared, log *slog.Logger) (Taken, error) { return Current().TakePrepared(p, log) }
 
 // Claim claims VIPs in the current namespace. See Namespace.Claim.
 func Claim(ifname string, vips []netip.Addr, log *slog.Logger) (Taken, error) {
