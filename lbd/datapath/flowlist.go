@@ -1,7 +1,6 @@
 package datapath
 
 import (
-	"fmt"
 	"net/netip"
 	"time"
 )
@@ -26,30 +25,27 @@ func (d *Datapath) TrackedFlows(limit int) ([]TrackedFlow, int, error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	var (
-		key   bpfLbFlow
-		ct    bpfLbCtEntry
 		be    bpfLbBackend
 		out   []TrackedFlow
 		total int
 	)
 	now := monotonicNow()
-	it := d.objs.LbConntrack.Iterate()
-	for it.Next(&key, &ct) {
+	err := d.eachFlow(func(key bpfLbFlow, ct *bpfLbCtEntry) { // both families (ctmaps.go)
 		proto := Proto(key.Proto)
-		if !d.ctLive(proto, &ct, now) {
-			continue
+		if !d.ctLive(proto, ct, now) {
+			return
 		}
 		if err := d.objs.LbBackends.Lookup(ct.BackendId, &be); err != nil || be.Cookie != ct.Cookie ||
 			(State(be.State) != Up && State(be.State) != Drain) {
-			continue
+			return
 		}
 		b := d.state.backends[ct.BackendId]
 		if b == nil {
-			continue
+			return
 		}
 		total++
 		if len(out) >= limit {
-			continue
+			return
 		}
 		f := TrackedFlow{
 			Flow: Flow{Proto: proto,
@@ -64,9 +60,9 @@ func (d *Datapath) TrackedFlows(limit int) ([]TrackedFlow, int, error) {
 			f.ServiceVIP, f.ServiceProto, f.ServicePorts = s.vip, s.proto, s.ports
 		}
 		out = append(out, f)
-	}
-	if err := it.Err(); err != nil {
-		return nil, 0, fmt.Errorf("walk conntrack: %w", err)
+	})
+	if err != nil {
+		return nil, 0, err
 	}
 	return out, total, nil
 }
