@@ -1,13 +1,12 @@
 package daemon
 
 import (
-	"bufio"
 	"errors"
 	"fmt"
 	"net"
-	"os"
-	"strconv"
 	"strings"
+
+	"github.com/dsrlb/dsrlb/internal/caps"
 
 	"github.com/vishvananda/netlink"
 
@@ -78,7 +77,7 @@ var ErrPrivileges = errors.New("missing privileges")
 
 // CheckPrivileges returns one line naming the capabilities lbd lacks.
 func CheckPrivileges() error {
-	eff, err := effectiveCaps()
+	eff, err := caps.Effective()
 	if err != nil {
 		return fmt.Errorf("read own capabilities: %w", err)
 	}
@@ -94,21 +93,6 @@ func CheckPrivileges() error {
 			ErrPrivileges, strings.Join(missing, ", "))
 	}
 	return nil
-}
-
-func effectiveCaps() (uint64, error) {
-	f, err := os.Open("/proc/self/status")
-	if err != nil {
-		return 0, err
-	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		if v, ok := strings.CutPrefix(sc.Text(), "CapEff:"); ok {
-			return strconv.ParseUint(strings.TrimSpace(v), 16, 64)
-		}
-	}
-	return 0, errors.New("no CapEff in /proc/self/status")
 }
 
 // listenMetrics binds the metrics address ("" = metrics off: nil, nil).

@@ -6,8 +6,6 @@ import (
 	"encoding/json"
 	"html/template"
 	"net/http"
-	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -26,7 +24,7 @@ import (
 var statusFS embed.FS
 
 var statusTmpl = template.Must(template.New("index.html").Funcs(template.FuncMap{
-	"ports": portsText,
+	"ports": statusjson.PortsText,
 }).ParseFS(statusFS, "statuspage/index.html"))
 
 // StatusSampleEvery is how often the daemon samples the counters the
@@ -229,16 +227,4 @@ func (p *statusPage) sample(now time.Time) {
 func rates(now, before datapath.Counters, dt time.Duration) *statusjson.Rates {
 	return &statusjson.Rates{Packets: rateOf(now.Packets, before.Packets, dt), Bytes: rateOf(now.Bytes, before.Bytes, dt),
 		NewFlows: rateOf(now.NewFlows, before.NewFlows, dt)}
-}
-
-// portsText is the text of a service's ports: "*" for every port.
-func portsText(ps []uint16) string {
-	if len(ps) == 0 {
-		return "*"
-	}
-	s := make([]string, len(ps))
-	for i, p := range ps {
-		s[i] = strconv.Itoa(int(p))
-	}
-	return strings.Join(s, ",")
 }

@@ -5,7 +5,11 @@
 // a schema version; a rename or removal raises SchemaVersion.
 package statusjson
 
-import "time"
+import (
+	"strconv"
+	"strings"
+	"time"
+)
 
 // SchemaVersion is the version of this schema.
 const SchemaVersion = 1
@@ -140,4 +144,17 @@ type BGPPeer struct {
 	State      string     `json:"state"` // established, active, connect, idle, ...
 	Since      *time.Time `json:"since,omitempty"`
 	Advertised uint64     `json:"advertised"`
+}
+
+// PortsText is the text of a service's ports, as lbd status and the status
+// page show them: "80,443", or "*" for every port.
+func PortsText(ps []uint16) string {
+	if len(ps) == 0 {
+		return "*"
+	}
+	s := make([]string, len(ps))
+	for i, p := range ps {
+		s[i] = strconv.Itoa(int(p))
+	}
+	return strings.Join(s, ",")
 }

@@ -1,18 +1,16 @@
 package cli
 
 import (
-	"bufio"
 	"fmt"
 	"io"
 	"log/slog"
 	"os"
-	"strconv"
-	"strings"
 	"time"
 
 	"github.com/dsrlb/dsrlb/hostprep/internal/netops"
 	"github.com/dsrlb/dsrlb/hostprep/internal/reconcile"
 	"github.com/dsrlb/dsrlb/hostprep/internal/sysctl"
+	"github.com/dsrlb/dsrlb/internal/caps"
 )
 
 // Env is what a run needs from the outside world; tests replace parts.
@@ -57,7 +55,7 @@ func privileged() error {
 	if os.Geteuid() != 0 {
 		return fmt.Errorf("check privileges: changing addresses and sysctls needs root: %s", fix)
 	}
-	capEff, err := effectiveCaps()
+	capEff, err := caps.Effective()
 	if err != nil {
 		return fmt.Errorf("check privileges: %w", err)
 	}
@@ -65,19 +63,4 @@ func privileged() error {
 		return fmt.Errorf("check privileges: running as root without CAP_NET_ADMIN (a container or a unit with CapabilityBoundingSet?): grant CAP_NET_ADMIN, or %s", fix)
 	}
 	return nil
-}
-
-func effectiveCaps() (uint64, error) {
-	f, err := os.Open("/proc/self/status")
-	if err != nil {
-		return 0, err
-	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		if v, ok := strings.CutPrefix(sc.Text(), "CapEff:"); ok {
-			return strconv.ParseUint(strings.TrimSpace(v), 16, 64)
-		}
-	}
-	return 0, fmt.Errorf("read /proc/self/status: no CapEff line")
 }

@@ -10,7 +10,6 @@ import (
 	"net/netip"
 	"os"
 	"slices"
-	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -138,17 +137,6 @@ versioned schema of docs/status-json.md.`,
 	return cmd
 }
 
-func ports(ps []uint16) string {
-	if len(ps) == 0 {
-		return "*"
-	}
-	s := make([]string, len(ps))
-	for i, p := range ps {
-		s[i] = strconv.Itoa(int(p))
-	}
-	return strings.Join(s, ",")
-}
-
 // printStatus prints a table in the spirit of `ipvsadm -Ln --stats` (or
 // --rate, when the document has rates).
 func printStatus(out io.Writer, doc statusjson.Status, st datapath.Stats) {
@@ -175,7 +163,7 @@ func printStatus(out io.Writer, doc statusjson.Status, st datapath.Stats) {
 		if i < len(st.Services) {
 			vip = addrText(st.Services[i].VIP)
 		}
-		fmt.Fprintf(w, "%s\t%s:%s\t%s\t%s\t\t\t\t%d\t%d\t%s\t\n", s.Name, vip, ports(s.Ports), s.Protocol, s.Scheduler,
+		fmt.Fprintf(w, "%s\t%s:%s\t%s\t%s\t\t\t\t%d\t%d\t%s\t\n", s.Name, vip, statusjson.PortsText(s.Ports), s.Protocol, s.Scheduler,
 			s.ActiveFlows, s.InactiveFlows, figures(s.Counters, s.Rates))
 		for _, b := range s.Backends {
 			fmt.Fprintf(w, "  -> %s\t%s\t\t\t%s\t%d\t%s\t%d\t%d\t%s\t%s\n", b.Name, b.Address, b.State, b.Weight, b.MAC,
