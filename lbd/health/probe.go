@@ -24,7 +24,7 @@ type prober interface {
 func newProber(t Target) (prober, error) {
 	switch t.Check.Type {
 	case config.CheckTCP:
-		return tcpProber{addr: t.Addr.String()}, nil
+		return tcpProber{addr: t.Addr.String(), dial: dialerFor(t)}, nil
 	case config.CheckHTTP:
 		return newHTTPProber(t), nil
 	default:
@@ -33,11 +33,13 @@ func newProber(t Target) (prober, error) {
 }
 
 // tcpProber succeeds when a TCP connection is established.
-type tcpProber struct{ addr string }
+type tcpProber struct {
+	addr string
+	dial dialFunc
+}
 
 func (p tcpProber) probe(ctx context.Context) error {
-	var d net.Dialer
-	c, err := d.DialContext(ctx, "tcp", p.addr)
+	c, err := p.dial(ctx, "tcp", p.addr)
 	if err != nil {
 		return err
 	}
@@ -65,7 +67,7 @@ func newHTTPProber(t Target) httpProber {
 		DisableKeepAlives:      true,
 		DisableCompression:     true,
 		MaxResponseHeaderBytes: 16 << 10,
-		DialContext:            (&net.Dialer{}).DialContext,
+		DialContext:            dialerFor(t),
 	}
 	return httpProber{
 		client: &http.Client{
