@@ -5,13 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/netip"
-
-	"github.com/vishvananda/netns"
 )
-
-// In returns the operations for the namespace ns: lbd itself works in its
-// own (Current), the tests in the namespaces they made.
-func In(ns netns.NsHandle) Namespace { return Namespace{ns: ns} }
 
 // Take claims the VIPs and returns an error when any could not be taken,
 // a conflict included (lbd logs conflicts and goes on: see Namespace.Claim).

@@ -12,6 +12,7 @@ import (
 	"github.com/mdlayher/ethernet"
 	"github.com/mdlayher/ndp"
 	"github.com/mdlayher/packet"
+	"github.com/vishvananda/netns"
 	"golang.org/x/net/bpf"
 	"golang.org/x/sys/unix"
 )
@@ -21,6 +22,7 @@ import (
 // start-time probe (Probe) and lbd's ARP guard (lbd/arpguard) share it.
 // It needs CAP_NET_RAW.
 type Segment struct {
+	ns  Namespace
 	Ifi *net.Interface
 	// ARP receives every ARP frame; ND receives only ICMPv6 neighbour
 	// solicitations and advertisements (a socket filter keeps the rest of
@@ -29,10 +31,14 @@ type Segment struct {
 	ARP, ND *packet.Conn
 }
 
+// In returns the operations for the namespace ns: lbd itself works in its
+// own (Current), the tests in the namespaces they made.
+func In(ns netns.NsHandle) Namespace { return Namespace{ns: ns} }
+
 // OpenSegment opens the sockets on ifname in the namespace: an ARP socket
 // when v4, an ND socket when v6.
 func (n Namespace) OpenSegment(ifname string, v4, v6 bool) (*Segment, error) {
-	s := &Segment{}
+	s := &Segment{ns: n}
 	err := n.do(func() error { // sockets belong to the namespace they are opened in
 		var err error
 		if s.Ifi, err = net.InterfaceByName(ifname); err != nil {
@@ -76,6 +82,34 @@ func (s *Segment) Close() error {
 // Ethernet says whether the interface has Ethernet addressing; on a tun
 // or lo there is nobody to ask.
 func (s *Segment) Ethernet() bool { return s.Ifi != nil && len(s.Ifi.HardwareAddr) == 6 }
+
+// Sources picks the addresses requests are sent from: an IPv4 address of
+// the interface and its IPv6 link-local one (else a global one), none that
+// skip accepts (the VIPs). Unspecified when there is none: requests are
+// then probes (0.0.0.0, ::), which holders answer all the same.
+func (s *Segment) Sources(skip func(netip.Addr) bool) (v4, v6 netip.Addr, err error) {
+	v4, v6 = netip.IPv4Unspecified(), netip.IPv6Unspecified()
+	present, err := s.ns.addrsOf(s.Ifi.Index)
+	if err != nil {
+		return v4, v6, err
+	}
+	var best6 netip.Addr
+	for a := range present {
+		switch {
+		case skip(a):
+		case a.Is4() && (v4.IsUnspecified() || a.Less(v4)):
+			v4 = a
+		case a.Is6() && a.IsLinkLocalUnicast() && (!best6.IsLinkLocalUnicast() || a.Less(best6)):
+			best6 = a
+		case a.Is6() && !best6.IsLinkLocalUnicast() && (!best6.IsValid() || a.Less(best6)):
+			best6 = a
+		}
+	}
+	if best6.IsValid() {
+		v6 = best6
+	}
+	return v4, v6, nil
+}
 
 // ndFilter accepts IPv6 frames carrying ICMPv6 (next header 58, no
 // extension header: RFC 4861 messages have none) of type 135 (neighbour
