@@ -87,6 +87,7 @@ type Daemon struct {
 	metrics *metrics
 	more    moreMetrics  // check durations and reload results, ready before metrics start
 	bgp     *bgp.Speaker // nil in ARP mode
+	guard   guardState   // the ARP/ND guard (arpguard.go)
 	// metricsLn is bound before the first kernel change, so a taken port
 	// fails the start before anything changed.
 	metricsLn net.Listener
@@ -230,6 +231,7 @@ func (d *Daemon) start(ctx context.Context) error {
 	default:
 		d.warnLeftVIPs()
 	}
+	d.startARPGuard(ctx)
 	if err := d.startMetrics(ctx); err != nil {
 		return err
 	}
@@ -525,6 +527,7 @@ func (d *Daemon) loop(ctx context.Context) error {
 // bgp.withdraw_wait to move traffic away while this balancer still
 // forwards.
 func (d *Daemon) stop() {
+	d.stopARPGuard()
 	if d.bgp != nil {
 		d.bgp.Stop(d.cfg.Balancer.BGP.WithdrawWait)
 		if d.opts.BGPStatusFile != "" {

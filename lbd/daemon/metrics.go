@@ -207,7 +207,7 @@ func (d *Daemon) registerMetrics(r prometheus.Registerer) *metrics {
 	m := &metrics{reloadFailures: prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "dsrlb_reload_failures_total", Help: "Configuration reloads rejected (the running configuration was kept).",
 	})}
-	r.MustRegister(collector{d, &flowCache{}}, m.reloadFailures, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	r.MustRegister(collector{d, &flowCache{}}, arpCollector{d}, m.reloadFailures, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	d.registerMore(r)
 	return m
 }

@@ -24,7 +24,9 @@ import (
 var statusFS embed.FS
 
 var statusTmpl = template.Must(template.New("index.html").Funcs(template.FuncMap{
-	"ports": statusjson.PortsText,
+	"ports":    statusjson.PortsText,
+	"arptext":  arpText,
+	"arpguard": arpGuardText,
 }).ParseFS(statusFS, "statuspage/index.html"))
 
 // StatusSampleEvery is how often the daemon samples the counters the
@@ -171,6 +173,7 @@ func (p *statusPage) sample(now time.Time) {
 	}
 	d.mu.Unlock()
 	doc.LastReload, _ = d.lastReload.Load().(string)
+	doc.ARPGuard = d.arpGuardStatus()
 	doc.Services = StatusServices(cfg, st)
 	doc.Verdicts = StatusVerdicts(st)
 	if d.bgp != nil {

@@ -49,7 +49,10 @@ type Status struct {
 	Verdicts     map[string]uint64 `json:"verdicts"` // packets by verdict reason
 	Conntrack    *Conntrack        `json:"conntrack,omitempty"`
 	VIPConflicts []VIPConflict     `json:"vip_conflicts"`
-	BGP          *BGP              `json:"bgp,omitempty"`
+	// ARPGuard is what the running lbd's ARP/ND guard sees; absent when
+	// no lbd runs (lbd status asks the daemon for it).
+	ARPGuard *ARPGuard `json:"arp_guard,omitempty"`
+	BGP      *BGP      `json:"bgp,omitempty"`
 }
 
 // Daemon is the lbd process that owns the data plane.
@@ -122,6 +125,58 @@ type Conntrack struct {
 type VIPConflict struct {
 	VIP string `json:"vip"`
 	MAC string `json:"mac"`
+}
+
+// ARPGuard is the state of the ARP/ND guard (lbd/arpguard).
+type ARPGuard struct {
+	Running bool `json:"running"`
+	// Mode says who may answer for the VIPs besides this balancer: "lbd"
+	// (nobody), "external" (any host but a backend: the VIP owner's peer
+	// balancer), "bgp" (nobody).
+	Mode string `json:"mode"`
+	// Note says why the guard is not running.
+	Note      string        `json:"note,omitempty"`
+	Conflicts []ARPConflict `json:"conflicts"`
+}
+
+// ARPConflict is a MAC seen answering for a VIP it may not answer for.
+type ARPConflict struct {
+	VIP string `json:"vip"`
+	MAC string `json:"mac"`
+	// Backends are the configured servers with that MAC (none: another
+	// host).
+	Backends []ARPBackend `json:"backends,omitempty"`
+	// SeenAs is the kind of frame last seen: "ARP reply", "gratuitous
+	// ARP", "ARP request sent from the VIP", "ARP probe", "neighbour
+	// advertisement", "DAD probe".
+	SeenAs   string    `json:"seen_as"`
+	Since    time.Time `json:"since"`
+	LastSeen time.Time `json:"last_seen"`
+	Frames   uint64    `json:"frames"`
+}
+
+// ARPBackend names a backend by service and server.
+type ARPBackend struct {
+	Service string `json:"service"`
+	Name    string `json:"name"`
+	Address string `json:"address"`
+}
+
+// Live is what only the running daemon knows, which `lbd status` asks it
+// for over the control socket (control.CmdLive): since when each backend
+// is in its state, and the ARP guard's findings.
+type Live struct {
+	Backends []LiveBackend `json:"backends"`
+	ARPGuard *ARPGuard     `json:"arp_guard,omitempty"`
+}
+
+// LiveBackend is one backend's state as the daemon knows it.
+type LiveBackend struct {
+	Service     string     `json:"service"`
+	Name        string     `json:"name"`
+	State       string     `json:"state"`
+	StateReason string     `json:"state_reason,omitempty"`
+	StateSince  *time.Time `json:"state_since,omitempty"`
 }
 
 // BGP is the state of the BGP speaker (balancer.bgp only).
