@@ -27,6 +27,9 @@ const (
 	CmdPing   = "ping"   // liveness; Message is the daemon's version
 	CmdReload = "reload" // re-read the configuration; OK false lists why it was rejected
 	CmdStatus = "status" // Message is the daemon's one-line status
+	// CmdLive: Data is a statusjson.Live, what the pinned maps do not keep
+	// (state since, ARP guard findings), for `lbd status`.
+	CmdLive = "live"
 )
 
 // Request is one command.
@@ -39,6 +42,8 @@ type Response struct {
 	OK      bool     `json:"ok"`
 	Message string   `json:"message,omitempty"`
 	Errors  []string `json:"errors,omitempty"` // one line each; config errors as file:line: text
+	// Data is a command's structured answer (CmdLive: a statusjson.Live).
+	Data json.RawMessage `json:"data,omitempty"`
 }
 
 // Err is nil for an OK response, or an error carrying every reason.

@@ -33,9 +33,11 @@ func (d *Daemon) handleControl(ctx context.Context, req control.Request) control
 		return control.Response{OK: true, Message: d.statusNow()}
 	case control.CmdReload:
 		return d.reloadVerdict(ctx)
+	case control.CmdLive:
+		return d.liveResponse()
 	}
-	return control.Response{Message: fmt.Sprintf("unknown command %q: this lbd (%s) knows %s, %s and %s",
-		req.Command, d.opts.Version, control.CmdPing, control.CmdReload, control.CmdStatus)}
+	return control.Response{Message: fmt.Sprintf("unknown command %q: this lbd (%s) knows %s, %s, %s and %s",
+		req.Command, d.opts.Version, control.CmdPing, control.CmdReload, control.CmdStatus, control.CmdLive)}
 }
 
 // reloadVerdict asks the loop to reload and waits for the outcome.

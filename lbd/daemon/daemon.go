@@ -88,6 +88,7 @@ type Daemon struct {
 	more    moreMetrics  // check durations and reload results, ready before metrics start
 	bgp     *bgp.Speaker // nil in ARP mode
 	guard   guardState   // the ARP/ND guard (arpguard.go)
+	marks   stateMarks   // since when each backend is in its state (live.go)
 	// metricsLn is bound before the first kernel change, so a taken port
 	// fails the start before anything changed.
 	metricsLn net.Listener
@@ -452,6 +453,7 @@ func (d *Daemon) apply() error {
 	if err := d.dp.Apply(svcs); err != nil {
 		return fmt.Errorf("program data plane: %w", err)
 	}
+	d.noteStates(svcs, reasons)
 	if d.bgp != nil {
 		d.mu.Lock()
 		routes := announcements(d.cfg, svcs)

@@ -115,6 +115,9 @@ versioned schema of docs/status-json.md.`,
 				d.NotAttached = attachErr.Error()
 			}
 			doc := statusDoc(cfg, st, ct, bs, d) // statusjson.go
+			if d.Running {
+				addLive(&doc, askLive(cmd.Context(), controlSocket(cfg.Balancer.PinPath))) // livestate.go
+			}
 			if rate > 0 {
 				addRates(&doc, before, rate)
 			}
@@ -124,6 +127,7 @@ versioned schema of docs/status-json.md.`,
 				return enc.Encode(doc)
 			}
 			printDaemon(cmd.OutOrStdout(), d)
+			printARPGuard(cmd.OutOrStdout(), doc.ARPGuard, d.Running)
 			printStatus(cmd.OutOrStdout(), doc, st)
 			fmt.Fprintf(cmd.OutOrStdout(), "\nconntrack: %d entries; since created: %d inserted, %d renewed, %d expired and deleted, %d evicted (LRU, estimated)\n",
 				ct.Entries, ct.Inserted, ct.Renewed, ct.Dropped, ct.Evicted)
@@ -144,9 +148,9 @@ func printStatus(out io.Writer, doc statusjson.Status, st datapath.Stats) {
 	w := tabwriter.NewWriter(out, 2, 4, 2, ' ', 0)
 	rates := doc.RateInterval > 0
 	if rates {
-		fmt.Fprintf(w, "SERVICE\tVIP:PORTS\tPROTO\tSCHED\tSTATE\tWEIGHT\tMAC\tACTIVE\tINACTIVE\tFLOWS/S\tPKTS/S\tBYTES/S\tREASON\n")
+		fmt.Fprintf(w, "SERVICE\tVIP:PORTS\tPROTO\tSCHED\tSTATE\tLAST CHANGE\tWEIGHT\tMAC\tACTIVE\tINACTIVE\tFLOWS/S\tPKTS/S\tBYTES/S\tREASON\n")
 	} else {
-		fmt.Fprintln(w, "SERVICE\tVIP:PORTS\tPROTO\tSCHED\tSTATE\tWEIGHT\tMAC\tACTIVE\tINACTIVE\tNEWFLOWS\tPACKETS\tBYTES\tREASON")
+		fmt.Fprintln(w, "SERVICE\tVIP:PORTS\tPROTO\tSCHED\tSTATE\tLAST CHANGE\tWEIGHT\tMAC\tACTIVE\tINACTIVE\tNEWFLOWS\tPACKETS\tBYTES\tREASON")
 	}
 	figures := func(c statusjson.Counters, r *statusjson.Rates) string {
 		if !rates {
@@ -163,10 +167,10 @@ func printStatus(out io.Writer, doc statusjson.Status, st datapath.Stats) {
 		if i < len(st.Services) {
 			vip = addrText(st.Services[i].VIP)
 		}
-		fmt.Fprintf(w, "%s\t%s:%s\t%s\t%s\t\t\t\t%d\t%d\t%s\t\n", s.Name, vip, statusjson.PortsText(s.Ports), s.Protocol, s.Scheduler,
+		fmt.Fprintf(w, "%s\t%s:%s\t%s\t%s\t\t\t\t\t%d\t%d\t%s\t\n", s.Name, vip, statusjson.PortsText(s.Ports), s.Protocol, s.Scheduler,
 			s.ActiveFlows, s.InactiveFlows, figures(s.Counters, s.Rates))
 		for _, b := range s.Backends {
-			fmt.Fprintf(w, "  -> %s\t%s\t\t\t%s\t%d\t%s\t%d\t%d\t%s\t%s\n", b.Name, b.Address, b.State, b.Weight, b.MAC,
+			fmt.Fprintf(w, "  -> %s\t%s\t\t\t%s\t%s\t%d\t%s\t%d\t%d\t%s\t%s\n", b.Name, b.Address, b.State, sinceText(b.StateSince, doc.Generated), b.Weight, b.MAC,
 				b.ActiveFlows, b.InactiveFlows, figures(b.Counters, b.Rates), b.StateReason)
 		}
 		if s.Counters.NoBackend > 0 {
