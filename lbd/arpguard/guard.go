@@ -88,6 +88,9 @@ func Start(ctx context.Context, opts Options) (*Guard, error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
+	if opts.Namespace == (vip.Namespace{}) {
+		opts.Namespace = vip.Current() // the zero handle is fd 0, not "current"
+	}
 	seg, err := opts.Namespace.OpenSegment(opts.Interface, true, true)
 	if err != nil {
 		return nil, fmt.Errorf("start ARP guard on %s: %w", opts.Interface, err)
