@@ -213,3 +213,35 @@ func PortsText(ps []uint16) string {
 	}
 	return strings.Join(s, ",")
 }
+
+// Flows is the document of `lbd flows --json` (docs/status-json.md):
+// the tracked flows read from the pinned conntrack maps, as ipvsadm -Lnc.
+type Flows struct {
+	SchemaVersion int       `json:"schema_version"`
+	Generated     time.Time `json:"generated"`
+	Source        string    `json:"source"` // "lbd flows"
+	Version       string    `json:"version,omitempty"`
+	PinPath       string    `json:"pin_path"`
+	// Service is the SERVICE asked for ("" for every service).
+	Service string `json:"service,omitempty"`
+	// Total is how many tracked flows there are (of Service, when given);
+	// Flows holds at most Limit of them.
+	Total int    `json:"total"`
+	Limit int    `json:"limit"`
+	Flows []Flow `json:"flows"`
+}
+
+// Flow is one tracked flow and the backend it is kept on.
+type Flow struct {
+	Service    string `json:"service"` // the configured name, else "VIP/protocol"
+	Protocol   string `json:"protocol"`
+	Client     string `json:"client"`
+	ClientPort uint16 `json:"client_port"`
+	VIP        string `json:"vip"`
+	Port       uint16 `json:"port"`
+	// Backend is the configured server name, else its address.
+	Backend     string  `json:"backend"`
+	Address     string  `json:"address"`
+	State       string  `json:"state"` // established, syn_seen, closing, closed
+	IdleSeconds float64 `json:"idle_seconds"`
+}

@@ -37,7 +37,9 @@ func TestOneCasing(t *testing.T) {
 		}
 	}
 	walk(reflect.TypeFor[Status](), "status")
-	if len(seen) < 8 {
+	walk(reflect.TypeFor[Live](), "live")
+	walk(reflect.TypeFor[Flows](), "flows")
+	if len(seen) < 14 {
 		t.Fatalf("walked %d types: the walk missed the schema", len(seen))
 	}
 }

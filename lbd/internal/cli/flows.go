@@ -1,8 +1,10 @@
 package cli
 
 import (
+	"encoding/json"
 	"fmt"
 	"io"
+	"net/netip"
 	"slices"
 	"strings"
 	"text/tabwriter"
@@ -10,13 +12,18 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/dsrlb/dsrlb/lbd/daemon"
 	"github.com/dsrlb/dsrlb/lbd/datapath"
+	"github.com/dsrlb/dsrlb/lbd/statusjson"
 	"github.com/dsrlb/dsrlb/shared/cmdutil"
 	"github.com/dsrlb/dsrlb/shared/config"
 )
 
 func newFlowsCmd(cfgPath *string) *cobra.Command {
-	var limit int
+	var (
+		limit  int
+		asJSON bool
+	)
 	cmd := &cobra.Command{
 		Use:   "flows [SERVICE]",
 		Short: "List the tracked flows (conntrack) and the backend each is kept on",
@@ -25,9 +32,12 @@ func newFlowsCmd(cfgPath *string) *cobra.Command {
 VIP:port, backend, state (established, syn_seen, closing, closed) and idle time.
 It reads the pinned maps read-only, lbd running or not, and walks the whole
 conntrack map (about a microsecond per entry). SERVICE limits the list to one
-service.`,
+service. --json prints the versioned schema of docs/status-json.md (lbd flows
+--json section): one object per flow, client and VIP addresses and ports apart,
+idle time in seconds.`,
 		Example: `  lbd flows
-  lbd flows web --limit 50`,
+  lbd flows web --limit 50
+  lbd flows web --json | jq -r '.flows[] | select(.state == "established") | .client'`,
 		Args: cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			cfg, dp, err := loadPinned(*cfgPath)
@@ -52,11 +62,18 @@ service.`,
 			if err != nil {
 				return &cmdutil.ExitError{Code: 1, Err: fmt.Errorf("list tracked flows: %w", err)}
 			}
-			printFlows(cmd.OutOrStdout(), cfg, flows, total, only, limit)
+			doc := flowsDoc(cfg, flows, total, only, limit)
+			if asJSON {
+				enc := json.NewEncoder(cmd.OutOrStdout())
+				enc.SetIndent("", "  ")
+				return enc.Encode(doc)
+			}
+			printFlows(cmd.OutOrStdout(), doc)
 			return nil
 		},
 	}
 	cmd.Flags().IntVar(&limit, "limit", 1000, "show at most this many flows")
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON in the versioned schema of docs/status-json.md")
 	return cmd
 }
 
@@ -86,32 +103,52 @@ func flowNames(cfg *config.Config, f datapath.TrackedFlow) (service, backend str
 	return service, backend
 }
 
-func printFlows(out io.Writer, cfg *config.Config, flows []datapath.TrackedFlow, total int, only string, limit int) {
+// flowRows sorts the flows (by VIP:port, then client) and keeps those of
+// only ("" for all), at most limit; matched counts every one of only.
+func flowRows(cfg *config.Config, flows []datapath.TrackedFlow, only string, limit int) (rows []statusjson.Flow, matched int) {
 	slices.SortFunc(flows, func(a, b datapath.TrackedFlow) int {
 		if c := a.Flow.Dst.Compare(b.Flow.Dst); c != 0 {
 			return c
 		}
 		return a.Flow.Src.Compare(b.Flow.Src)
 	})
-	w := tabwriter.NewWriter(out, 2, 4, 2, ' ', 0)
-	fmt.Fprintln(w, "SERVICE\tPROTO\tCLIENT\tVIP:PORT\tBACKEND\tADDRESS\tSTATE\tIDLE")
-	shown, matched := 0, 0
+	rows = []statusjson.Flow{}
 	for _, f := range flows {
 		svc, be := flowNames(cfg, f)
 		if only != "" && svc != only {
 			continue
 		}
 		matched++
-		if shown >= limit {
+		if len(rows) >= limit {
 			continue
 		}
-		shown++
-		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", svc, f.Flow.Proto, f.Flow.Src, f.Flow.Dst, be, f.Backend,
-			f.State, f.Idle.Round(time.Second))
+		rows = append(rows, statusjson.Flow{Service: svc, Protocol: f.Flow.Proto.String(),
+			Client: f.Flow.Src.Addr().String(), ClientPort: f.Flow.Src.Port(), VIP: f.Flow.Dst.Addr().String(), Port: f.Flow.Dst.Port(),
+			Backend: be, Address: f.Backend.String(), State: f.State.String(), IdleSeconds: f.Idle.Seconds()})
 	}
-	w.Flush()
+	return rows, matched
+}
+
+// flowsDoc is `lbd flows --json`.
+func flowsDoc(cfg *config.Config, flows []datapath.TrackedFlow, total int, only string, limit int) statusjson.Flows {
+	rows, matched := flowRows(cfg, flows, only, limit)
 	if only != "" {
 		total = matched
 	}
-	fmt.Fprintf(out, "%d of %d tracked flows shown\n", shown, total)
+	return statusjson.Flows{SchemaVersion: statusjson.SchemaVersion, Generated: time.Now().UTC().Truncate(time.Millisecond),
+		Source: "lbd flows", Version: daemon.BuildVersion, PinPath: cfg.Balancer.PinPath, Service: only,
+		Total: total, Limit: limit, Flows: rows}
+}
+
+func printFlows(out io.Writer, doc statusjson.Flows) {
+	w := tabwriter.NewWriter(out, 2, 4, 2, ' ', 0)
+	fmt.Fprintln(w, "SERVICE\tPROTO\tCLIENT\tVIP:PORT\tBACKEND\tADDRESS\tSTATE\tIDLE")
+	for _, f := range doc.Flows {
+		client := netip.AddrPortFrom(netip.MustParseAddr(f.Client), f.ClientPort)
+		dst := netip.AddrPortFrom(netip.MustParseAddr(f.VIP), f.Port)
+		idle := time.Duration(f.IdleSeconds * float64(time.Second)).Round(time.Second)
+		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", f.Service, f.Protocol, client, dst, f.Backend, f.Address, f.State, idle)
+	}
+	w.Flush()
+	fmt.Fprintf(out, "%d of %d tracked flows shown\n", len(doc.Flows), doc.Total)
 }
