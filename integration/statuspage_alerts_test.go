@@ -35,8 +35,11 @@ func TestStatusPageAlerts(t *testing.T) {
 				StateReason: "weight 0: draining", StateSince: &since, Rates: &statusjson.Rates{Bytes: 3072}}}}},
 		VIPConflicts: []statusjson.VIPConflict{{VIP: "192.0.2.20", MAC: "00:00:5e:00:53:99"}},
 		BGP:          &statusjson.BGP{ASN: 64512, Peers: []statusjson.BGPPeer{{Address: "192.0.2.1", ASN: 64500, State: "active"}}},
+		ARPGuard: &statusjson.ARPGuard{Running: true, Mode: "lbd", Conflicts: []statusjson.ARPConflict{{VIP: "192.0.2.10", MAC: "00:00:5e:00:53:0c",
+			Backends: []statusjson.ARPBackend{{Service: "web", Name: "b2", Address: "192.0.2.12"}}, SeenAs: "ARP reply", Since: since, LastSeen: since, Frames: 3}}},
 	}
 	calm := alerting
+	calm.ARPGuard = &statusjson.ARPGuard{Running: true, Mode: "lbd", Conflicts: []statusjson.ARPConflict{}}
 	calm.Attached, calm.NotAttached, calm.ReadError, calm.VIPConflicts = true, "", "", []statusjson.VIPConflict{}
 	calm.BGP = &statusjson.BGP{ASN: 64512, Peers: []statusjson.BGPPeer{{Address: "192.0.2.1", ASN: 64500, State: "established", Up: true}}}
 	var doc atomic.Pointer[statusjson.Status]
@@ -74,12 +77,14 @@ func TestStatusPageAlerts(t *testing.T) {
 	// After the script's first refresh, what it rendered is on screen.
 	waitText(ctx, t, page, `Number(document.body.dataset.refreshes) >= 1 ? document.body.innerText : ""`, "the script's first rendering",
 		"VIP 192.0.2.20 NOT TAKEN", "PROGRAM NOT ATTACHED: program replaced by another", "read data plane counters: test",
-		"BGP peer 192.0.2.1 is active", "weight 0: draining", "3.0 KiB", "1.5", "roundrobin", "1m30s ago")
+		"BGP peer 192.0.2.1 is active", "weight 0: draining",
+		"VIP 192.0.2.10 ANSWERED BY 00:00:5e:00:53:0c = backend web/b2 (192.0.2.12): arp_ignore/arp_announce reset? run hostprep", "ARP guard (vip_owner lbd): 1 conflict(s)", "3.0 KiB", "1.5", "roundrobin", "1m30s ago")
 	keepScreenshot(ctx, t, page, "status-page-alerts.png")
 
 	doc.Store(&calm)
 	waitText(ctx, t, page, `document.getElementById("alerts").innerText.trim() === "" ? document.getElementById("bgp-body").innerText : ""`,
 		"alerts cleared, BGP established", "established")
+	waitText(ctx, t, page, `document.getElementById("arpguard").innerText`, "the ARP guard line", "ARP guard (vip_owner lbd): no other MAC answers for a VIP")
 
 	down.Store(true)
 	waitText(ctx, t, page, `getComputedStyle(document.getElementById("stale")).display !== "none" ? document.getElementById("stale").innerText : ""`,
