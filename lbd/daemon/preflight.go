@@ -63,7 +63,8 @@ func checkInterface(cfg *config.Config) error {
 // Capabilities lbd needs: loading and pinning BPF (CAP_BPF), reading
 // its maps and attaching to tc (CAP_PERFMON for pointer-carrying maps,
 // CAP_NET_ADMIN for tc, addresses and neighbours), and sending ARP/ND
-// probes and announcements (CAP_NET_RAW). CAP_SYS_ADMIN implies the first
+// probes and announcements and listening for other hosts' (CAP_NET_RAW:
+// the start-time VIP probe and the ARP guard). CAP_SYS_ADMIN implies the first
 // two.
 var needCaps = []struct {
 	name string

@@ -70,8 +70,12 @@ states are the last ones it wrote. A program found detached and VIPs not taken
 because another host answers for them are reported before the table. Counters
 are summed over CPUs since the maps were created; --rate reads them twice, an
 interval apart, and shows per-second packets, bytes and new flows instead (as
-ipvsadm --rate). REASON says why a backend is not up. --json prints the
-versioned schema of docs/status-json.md.`,
+ipvsadm --rate). REASON says why a backend is not up. LAST CHANGE says how long
+ago the backend's state or reason last changed, as the running lbd knows it
+(asked over its control socket; "-" when lbd is down, the maps keep no time).
+The ARP guard's findings (another MAC answering for a VIP, the backend named when
+it is one) come from the running lbd too. --json prints the versioned schema of
+docs/status-json.md.`,
 		Example: `  lbd status
   lbd status --rate            # per second, over 1s
   lbd status --rate=5s --json`,
