@@ -4,12 +4,14 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"net/netip"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/mdlayher/arp"
 	"github.com/mdlayher/ethernet"
+	"github.com/mdlayher/ndp"
 
 	"github.com/dsrlb/dsrlb/integration/topo"
 	"github.com/dsrlb/dsrlb/lbd/arpguard"
@@ -82,6 +84,52 @@ func TestArpGuardNamesBackend(t *testing.T) {
 	}
 }
 
+// TestArpGuardIPv6NA: a backend sending an unsolicited neighbour
+// advertisement for the IPv6 VIP (what a host adding the VIP to its NIC
+// does) is reported by name at once, and cleared after the hold time.
+func TestArpGuardIPv6NA(t *testing.T) {
+	s := begin(t, "arp-guard-ipv6-na")
+	e := startLB(t, s, topo.Options{}, func(tp *topo.Topology) topo.Config {
+		c := topo.Config{Services: []topo.Service{tp.WebService("web6", topo.VIP6, "", tp.Backends...)}}
+		c.MetricsListen = metricsAddr
+		return c
+	})
+	tp, bad := e.tp, e.tp.Backends[0]
+	ctx := ctxFor(t, 2*time.Minute)
+	if err := e.lbd.WaitOutput(ctx, `msg="ARP guard watching"`, 10*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	mustNoARPConflict(t, tp)
+	if _, err := topo.SendFrames(bad, bad.Link, 1, time.Second, func(_ int, buf []byte) []byte { return unsolicitedNA(t, bad) }); err != nil {
+		t.Fatal(err)
+	}
+	line := fmt.Sprintf("VIP %s answered by %s = backend web6/%s (%s)", topo.VIP6, bad.MAC, bad.Role, bad.IPv6)
+	if err := e.lbd.WaitOutput(ctx, line, arpReportWithin); err != nil {
+		t.Fatal(err)
+	}
+	mustConflictOf(t, tp, topo.VIP6, "web6", bad, bad.IPv6, "neighbour advertisement")
+	if err := e.lbd.WaitOutput(ctx, "ARP conflict cleared", arpClearWithin); err != nil {
+		t.Fatal(err)
+	}
+	mustNoARPConflict(t, tp)
+}
+
+// unsolicitedNA is an override NA for VIP6 from h to all nodes.
+func unsolicitedNA(t *testing.T, h *topo.Host) []byte {
+	all := netip.MustParseAddr("ff02::1")
+	na := &ndp.NeighborAdvertisement{Override: true, TargetAddress: topo.VIP6,
+		Options: []ndp.Option{&ndp.LinkLayerAddress{Direction: ndp.Target, Addr: h.MAC}}}
+	icmp, err := ndp.MarshalMessageChecksum(na, h.IPv6, all)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := append([]byte{0x33, 0x33, 0, 0, 0, 1}, h.MAC...)
+	b = append(b, 0x86, 0xdd, 0x60, 0, 0, 0, byte(len(icmp)>>8), byte(len(icmp)), 58, 255)
+	src, dst := h.IPv6.As16(), all.As16()
+	b = append(append(append(b, src[:]...), dst[:]...), icmp...)
+	return b
+}
+
 // gratuitousARP is "who-has VIP tell VIP" from mac, broadcast.
 func gratuitousARP(t *testing.T, mac net.HardwareAddr) []byte {
 	p, err := arp.NewPacket(arp.OperationRequest, mac, topo.VIP4, ethernet.Broadcast, topo.VIP4)
@@ -97,12 +145,18 @@ func gratuitousARP(t *testing.T, mac net.HardwareAddr) []byte {
 // status and lbd status --json name bad's MAC and backend.
 func mustARPConflict(t *testing.T, tp *topo.Topology, bad *topo.Host, seenAs string) {
 	t.Helper()
-	backend := "web/" + bad.Role
-	if v, ok := sample(scrape(t, tp), "dsrlb_arp_conflict", `vip="`+topo.VIP4.String()+`"`, `mac="`+bad.MAC.String()+`"`, `backend="`+backend+`"`); !ok || v != 1 {
-		t.Errorf("dsrlb_arp_conflict for %s by %s (%s): %v %v, want 1", topo.VIP4, bad.MAC, backend, v, ok)
+	mustConflictOf(t, tp, topo.VIP4, "web", bad, bad.IPv4, seenAs)
+}
+
+// mustConflictOf is mustARPConflict for any VIP, service and backend address.
+func mustConflictOf(t *testing.T, tp *topo.Topology, vip netip.Addr, service string, bad *topo.Host, addr netip.Addr, seenAs string) {
+	t.Helper()
+	backend := service + "/" + bad.Role
+	if v, ok := sample(scrape(t, tp), "dsrlb_arp_conflict", `vip="`+vip.String()+`"`, `mac="`+bad.MAC.String()+`"`, `backend="`+backend+`"`); !ok || v != 1 {
+		t.Errorf("dsrlb_arp_conflict for %s by %s (%s): %v %v, want 1", vip, bad.MAC, backend, v, ok)
 	}
 	out, err := tp.Lbd(context.Background(), "status")
-	want := fmt.Sprintf("VIP %s ANSWERED BY %s = backend %s (%s)", topo.VIP4, bad.MAC, backend, bad.IPv4)
+	want := fmt.Sprintf("VIP %s ANSWERED BY %s = backend %s (%s)", vip, bad.MAC, backend, addr)
 	if err != nil || !strings.Contains(out, want) {
 		t.Errorf("lbd status lacks %q (%v):\n%s", want, err, out)
 	}
@@ -111,9 +165,9 @@ func mustARPConflict(t *testing.T, tp *topo.Topology, bad *topo.Host, seenAs str
 		t.Fatalf("lbd status --json arp_guard %+v, want one conflict", g)
 	}
 	c := g.Conflicts[0]
-	if c.VIP != topo.VIP4.String() || c.MAC != bad.MAC.String() || len(c.Backends) != 1 ||
-		c.Backends[0] != (statusjson.ARPBackend{Service: "web", Name: bad.Role, Address: bad.IPv4.String()}) || c.SeenAs != seenAs {
-		t.Errorf("conflict %+v, want %s by %s = %s seen as %s", c, topo.VIP4, bad.MAC, backend, seenAs)
+	if c.VIP != vip.String() || c.MAC != bad.MAC.String() || len(c.Backends) != 1 ||
+		c.Backends[0] != (statusjson.ARPBackend{Service: service, Name: bad.Role, Address: addr.String()}) || c.SeenAs != seenAs {
+		t.Errorf("conflict %+v, want %s by %s = %s seen as %s", c, vip, bad.MAC, backend, seenAs)
 	}
 }
 
