@@ -22,7 +22,7 @@ func TestStatusLastChange(t *testing.T) {
 	ctx := ctxFor(t, 2*time.Minute)
 	e.waitInRotation(ctx, e.cfg.Services[0])
 	row := func(out, backend string) string {
-		return regexp.MustCompile(`(?m)^\s+-> `+backend+`\s.*$`).FindString(out)
+		return regexp.MustCompile(`(?m)^\s+-> ` + backend + `\s.*$`).FindString(out)
 	}
 	out, err := e.tp.Lbd(ctx, "status")
 	if err != nil || !strings.Contains(out, "LAST CHANGE") {
