@@ -65,6 +65,7 @@ type Guard struct {
 
 	mu      sync.Mutex
 	vips    map[netip.Addr]bool // the last round's, for the listeners
+	policy  Policy              // the last round's
 	track   *tracker
 	lastErr string // the last probe error, logged once
 }
@@ -134,11 +135,8 @@ func (g *Guard) Conflicts() []Conflict {
 	return g.track.list()
 }
 
-// Mode is the mode of the current targets.
-func (g *Guard) Mode() Mode { return g.opts.Targets().Policy.Mode }
-
-// refreshVIPs takes the current VIP set for the listeners and returns the
-// targets.
+// refreshVIPs takes the current targets for the listeners (once a round:
+// building the policy walks every configured server) and returns them.
 func (g *Guard) refreshVIPs() Targets {
 	t := g.opts.Targets()
 	set := make(map[netip.Addr]bool, len(t.VIPs))
@@ -146,7 +144,7 @@ func (g *Guard) refreshVIPs() Targets {
 		set[v.Unmap()] = true
 	}
 	g.mu.Lock()
-	g.vips = set
+	g.vips, g.policy = set, t.Policy
 	g.mu.Unlock()
 	return t
 }
@@ -178,15 +176,17 @@ func (g *Guard) listen(c *packet.Conn) {
 }
 
 // judge records a sighting the policy reports, and logs it as the tracker
-// says.
+// says. A MAC the neighbour table learns mid-round is named from the next
+// round on (logged again then: evNewOwner).
 func (g *Guard) judge(s vip.Sighting, now time.Time) {
-	pol := g.opts.Targets().Policy
-	report, bs := pol.Judge(g.seg.Ifi.HardwareAddr, s.MAC)
-	if !report {
-		return
-	}
 	g.mu.Lock()
-	c, ev := g.track.seen(s, bs, now)
+	pol := g.policy
+	report, bs := pol.Judge(g.seg.Ifi.HardwareAddr, s.MAC)
+	var c Conflict
+	var ev event
+	if report {
+		c, ev = g.track.seen(s, bs, now)
+	}
 	g.mu.Unlock()
 	switch ev {
 	case evNew, evNewOwner:

@@ -121,9 +121,14 @@ func StatusARPGuard(mode arpguard.Mode, running bool, note string, cs []arpguard
 	return out
 }
 
-// arpGuardStatus is the guard's part of the status document.
+// arpGuardStatus is the guard's part of the status document (nil before
+// the configuration is loaded).
 func (d *Daemon) arpGuardStatus() *statusjson.ARPGuard {
 	d.mu.Lock()
+	if d.cfg == nil {
+		d.mu.Unlock()
+		return nil
+	}
 	mode := guardMode(d.cfg.Balancer)
 	d.mu.Unlock()
 	d.guard.mu.Lock()

@@ -62,9 +62,7 @@ func (d *Daemon) liveState() statusjson.Live {
 		out.Backends = append(out.Backends, statusjson.LiveBackend{Service: k[0], Name: k[1], State: m.state, StateReason: m.reason, StateSince: &at})
 	}
 	d.marks.mu.Unlock()
-	if d.cfg != nil {
-		out.ARPGuard = d.arpGuardStatus()
-	}
+	out.ARPGuard = d.arpGuardStatus()
 	return out
 }
 
