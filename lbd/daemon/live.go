@@ -53,6 +53,14 @@ func (d *Daemon) noteStates(svcs []datapath.Service, reasons why) {
 	d.marks.m = next
 }
 
+// markOf is the mark apply last left for service/backend k.
+func (d *Daemon) markOf(k [2]string) (stateMark, bool) {
+	d.marks.mu.Lock()
+	defer d.marks.mu.Unlock()
+	m, ok := d.marks.m[k]
+	return m, ok
+}
+
 // liveState is the daemon's answer to control.CmdLive.
 func (d *Daemon) liveState() statusjson.Live {
 	out := statusjson.Live{Backends: []statusjson.LiveBackend{}}

@@ -213,6 +213,9 @@ func (p *statusPage) sample(now time.Time) {
 				be.StateReason = reasons[health.Key(s.Name, b.Name)]
 			}
 			m, seen := p.marks[k]
+			if dm, ok := d.markOf(k); ok && dm.state == be.State && dm.reason == be.StateReason {
+				m, seen = dm, true // what apply saw: the same time lbd status shows
+			}
 			if !seen || m.state != be.State || m.reason != be.StateReason {
 				m = stateMark{state: be.State, reason: be.StateReason, at: now.UTC()}
 				if since, ok := checkSince[health.Key(s.Name, b.Name)]; !seen && ok {
