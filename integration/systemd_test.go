@@ -298,6 +298,11 @@ func TestSystemdLbdLifecycle(t *testing.T) {
 	if j := m.must("journalctl -u lbd --no-pager -o cat"); !strings.Contains(j, "lbd starting version="+sdVersion) || !strings.Contains(j, "lbd ready") {
 		t.Errorf("journal lacks the version or ready line:\n%s", tail(j, 20))
 	}
+	// The unit's sandbox (capabilities, address families, system calls)
+	// lets the ARP guard open its packet sockets.
+	if j := m.must("journalctl -u lbd --no-pager -o cat"); !strings.Contains(j, "ARP guard watching") || strings.Contains(j, "ARP guard not running") {
+		t.Errorf("the ARP guard did not start under the lbd unit:\n%s", tail(j, 20))
+	}
 	if j := m.must("journalctl -u lbd --no-pager -o cat VERSION=" + sdVersion); !strings.Contains(j, "lbd starting") {
 		t.Errorf("no journal field VERSION=%s on the start line: %q", sdVersion, j)
 	}

@@ -194,6 +194,9 @@ func (g *Guard) judge(s vip.Sighting, now time.Time) {
 		if ev == evNew && g.opts.OnChange != nil {
 			g.opts.OnChange()
 		}
+	case evOverflow:
+		g.log.Error(fmt.Sprintf("more than %d MACs answering for VIPs: %s and others not tracked (a host spraying ARP/ND claims?)", MaxConflicts, conflictText(c, pol.Mode)),
+			append(conflictAttrs(c), "untracked_sightings", c.Seen)...)
 	case evRepeat:
 		g.log.Error("still: "+conflictText(c, pol.Mode), append(conflictAttrs(c), "since", c.Since.UTC().Format(time.RFC3339), "frames", c.Seen)...)
 	}

@@ -105,3 +105,32 @@ func TestConflictText(t *testing.T) {
 		t.Errorf("BGP text %q does not say nobody should answer", got)
 	}
 }
+
+// TestTrackerBounded: past MaxConflicts, new (VIP, MAC) pairs are not
+// tracked, and that is logged at most every repeat; known ones still are.
+func TestTrackerBounded(t *testing.T) {
+	tr := newTracker(time.Minute)
+	tr.limit = 2
+	t0 := time.Unix(1000, 0)
+	mac := func(i byte) net.HardwareAddr { return net.HardwareAddr{2, 0, 0, 0, 9, i} }
+	for i := range byte(2) {
+		if _, ev := tr.seen(vip.Sighting{VIP: vip4, MAC: mac(i)}, nil, t0); ev != evNew {
+			t.Fatalf("conflict %d: event %d, want new", i, ev)
+		}
+	}
+	if _, ev := tr.seen(vip.Sighting{VIP: vip4, MAC: mac(3)}, nil, t0); ev != evOverflow {
+		t.Errorf("third MAC: event %d, want overflow", ev)
+	}
+	if _, ev := tr.seen(vip.Sighting{VIP: vip4, MAC: mac(4)}, nil, t0.Add(time.Second)); ev != evNone {
+		t.Errorf("fourth MAC a second later: event %d, want nothing logged", ev)
+	}
+	if c, ev := tr.seen(vip.Sighting{VIP: vip4, MAC: mac(5)}, nil, t0.Add(61*time.Second)); ev != evOverflow || c.Seen != 3 {
+		t.Errorf("a minute later: event %d with %d untracked, want overflow with 3", ev, c.Seen)
+	}
+	if _, ev := tr.seen(vip.Sighting{VIP: vip4, MAC: mac(0)}, nil, t0.Add(62*time.Second)); ev != evRepeat {
+		t.Errorf("a tracked MAC: event %d, want its repeat", ev)
+	}
+	if n := len(tr.list()); n != 2 {
+		t.Errorf("%d conflicts tracked, want the limit 2", n)
+	}
+}

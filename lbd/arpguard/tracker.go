@@ -29,7 +29,13 @@ const (
 	evRepeat         // still going, RepeatLog after the last line: ERROR again
 	evCleared        // not seen for the hold time: INFO
 	evNewOwner       // same VIP and MAC, but now known as a backend
+	evOverflow       // MaxConflicts reached: not tracked, logged at most every repeat
 )
+
+// MaxConflicts bounds the conflicts tracked (and so the metric's series
+// and the log): a host spraying claims from random MACs must not grow
+// lbd's memory without limit.
+const MaxConflicts = 256
 
 type key struct {
 	vip netip.Addr
@@ -43,16 +49,27 @@ type tracker struct {
 	repeat    time.Duration
 	conflicts map[key]*Conflict
 	logged    map[key]time.Time
+	limit     int
+	overflow  time.Time // when evOverflow was last returned
+	dropped   uint64    // sightings not tracked for the limit
 }
 
 func newTracker(repeat time.Duration) *tracker {
-	return &tracker{repeat: repeat, conflicts: map[key]*Conflict{}, logged: map[key]time.Time{}}
+	return &tracker{repeat: repeat, conflicts: map[key]*Conflict{}, logged: map[key]time.Time{}, limit: MaxConflicts}
 }
 
 // seen records a sighting judged reportable and says what to log.
 func (t *tracker) seen(s vip.Sighting, bs []Backend, now time.Time) (Conflict, event) {
 	k := key{s.VIP, s.MAC.String()}
 	c, ok := t.conflicts[k]
+	if !ok && len(t.conflicts) >= t.limit {
+		t.dropped++
+		if now.Sub(t.overflow) < t.repeat {
+			return Conflict{VIP: s.VIP, MAC: s.MAC, Backends: bs, Kind: s.Kind}, evNone
+		}
+		t.overflow = now
+		return Conflict{VIP: s.VIP, MAC: s.MAC, Backends: bs, Kind: s.Kind, Seen: t.dropped}, evOverflow
+	}
 	if !ok {
 		c = &Conflict{VIP: s.VIP, MAC: s.MAC, Since: now}
 		t.conflicts[k] = c
