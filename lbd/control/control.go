@@ -27,11 +27,27 @@ const (
 	CmdPing   = "ping"   // liveness; Message is the daemon's version
 	CmdReload = "reload" // re-read the configuration; OK false lists why it was rejected
 	CmdStatus = "status" // Message is the daemon's one-line status
+	// CmdSet changes one server at run time (lbd set): Service, Server,
+	// Action (drain, maint, ready or weight) and, for weight, Weight.
+	CmdSet = "set"
+)
+
+// Actions of CmdSet.
+const (
+	SetDrain  = "drain"  // keep established flows, take no new ones
+	SetMaint  = "maint"  // out of rotation like a failed server: flows move
+	SetReady  = "ready"  // back to what the configuration says
+	SetWeight = "weight" // replace the configured weight with Weight
 )
 
 // Request is one command.
 type Request struct {
 	Command string `json:"command"`
+	// CmdSet only.
+	Service string `json:"service,omitempty"`
+	Server  string `json:"server,omitempty"`
+	Action  string `json:"action,omitempty"`
+	Weight  *int   `json:"weight,omitempty"`
 }
 
 // Response is the daemon's answer.

@@ -102,8 +102,12 @@ func New(log *slog.Logger, size int) *Notifier {
 }
 
 // Set makes c the command for the next events; nil turns notifications
-// off (events already queued still run with the command they find).
+// off (events already queued still run with the command they find). A
+// nil Notifier ignores Set and Send.
 func (n *Notifier) Set(c *Command) {
+	if n == nil {
+		return
+	}
 	if c == nil || c.Path == "" {
 		n.cmd.Store(nil)
 		return
@@ -115,7 +119,7 @@ func (n *Notifier) Set(c *Command) {
 // Send queues e without blocking; it reports false when e was dropped
 // (the queue is full) or no command is set.
 func (n *Notifier) Send(e Event) bool {
-	if n.cmd.Load() == nil {
+	if n == nil || n.cmd.Load() == nil {
 		return false
 	}
 	select {
