@@ -16,6 +16,7 @@ import (
 	"github.com/dsrlb/dsrlb/lbd/datapath"
 	"github.com/dsrlb/dsrlb/lbd/health"
 	"github.com/dsrlb/dsrlb/lbd/notify"
+	"github.com/dsrlb/dsrlb/lbd/statusjson"
 	"github.com/dsrlb/dsrlb/shared/config"
 )
 
@@ -204,11 +205,7 @@ func (d *Daemon) saveAdmin() error {
 	if path == "" {
 		return nil
 	}
-	doc := adminFileDoc{Note: "written by lbd for lbd set: transient settings, dropped by a reload that changes the server", Settings: []AdminSetting{}}
-	for key, set := range d.obs.admin {
-		svc, srv := splitKey(key)
-		doc.Settings = append(doc.Settings, AdminSetting{Service: svc, Server: srv, adminSetting: set})
-	}
+	doc := adminFileDoc{Note: "written by lbd for lbd set: transient settings, dropped by a reload that changes the server", Settings: d.adminSettings()}
 	slices.SortFunc(doc.Settings, func(a, b AdminSetting) int {
 		return strings.Compare(a.Service+"/"+a.Server, b.Service+"/"+b.Server)
 	})
@@ -468,4 +465,53 @@ func (d *Daemon) registerAdmin(r prometheus.Registerer) {
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "dsrlb_notify_runs_total",
 			Help: "Runs of the balancer.notify command, whatever their outcome."},
 			count((*notify.Notifier).Ran)))
+}
+
+// markFallbacks marks the fallback servers of svc (cs is its
+// configuration; nil: unknown) and whether they take the new flows.
+func markFallbacks(cs *config.Service, svc *statusjson.Service) {
+	if cs == nil || cs.Primaries() == len(cs.Servers) {
+		return
+	}
+	fallback := map[string]bool{}
+	for _, srv := range cs.Servers {
+		fallback[srv.Name] = srv.Fallback
+	}
+	primaryUp := false
+	for i := range svc.Backends {
+		b := &svc.Backends[i]
+		b.Fallback = fallback[b.Name]
+		if !b.Fallback && b.State == statusjson.StateUp && b.Weight > 0 {
+			primaryUp = true
+		}
+	}
+	svc.FallbackActive = !primaryUp
+}
+
+// MarkAdmin puts lbd set's settings on the backends of svcs they belong to
+// (Backend.Admin).
+func MarkAdmin(svcs []statusjson.Service, sets []AdminSetting) {
+	if len(sets) == 0 {
+		return
+	}
+	label := make(map[string]string, len(sets))
+	for _, s := range sets {
+		label[health.Key(s.Service, s.Server)] = s.Label()
+	}
+	for i := range svcs {
+		for j := range svcs[i].Backends {
+			b := &svcs[i].Backends[j]
+			b.Admin = label[health.Key(svcs[i].Name, b.Name)]
+		}
+	}
+}
+
+// adminSettings lists the daemon's settings (d.mu held).
+func (d *Daemon) adminSettings() []AdminSetting {
+	out := make([]AdminSetting, 0, len(d.obs.admin))
+	for key, set := range d.obs.admin {
+		svc, srv := splitKey(key)
+		out = append(out, AdminSetting{Service: svc, Server: srv, adminSetting: set})
+	}
+	return out
 }

@@ -166,8 +166,12 @@ func printStatus(out io.Writer, doc statusjson.Status, st datapath.Stats) {
 		fmt.Fprintf(w, "%s\t%s:%s\t%s\t%s\t\t\t\t%d\t%d\t%s\t\n", s.Name, vip, statusjson.PortsText(s.Ports), s.Protocol, s.Scheduler,
 			s.ActiveFlows, s.InactiveFlows, figures(s.Counters, s.Rates))
 		for _, b := range s.Backends {
-			fmt.Fprintf(w, "  -> %s\t%s\t\t\t%s\t%d\t%s\t%d\t%d\t%s\t%s\n", b.Name, b.Address, b.State, b.Weight, b.MAC,
+			name, state := backendText(b) // set.go
+			fmt.Fprintf(w, "  -> %s\t%s\t\t\t%s\t%d\t%s\t%d\t%d\t%s\t%s\n", name, b.Address, state, b.Weight, b.MAC,
 				b.ActiveFlows, b.InactiveFlows, figures(b.Counters, b.Rates), b.StateReason)
+		}
+		if s.FallbackActive {
+			notes = append(notes, s.Name+": fallback active: no primary server takes new flows; the fallback servers do")
 		}
 		if s.Counters.NoBackend > 0 {
 			notes = append(notes, fmt.Sprintf("%s: %d packets passed to the host for lack of a usable backend", s.Name, s.Counters.NoBackend))
@@ -297,7 +301,7 @@ func detach(out io.Writer, cfgPath string, force bool) error {
 	// lbd's files under /run describe the pinned data plane (the running
 	// configuration, the last BGP status; a killed lbd also leaves its PID
 	// file): they go with it.
-	for _, f := range []string{bgpStatusPath(pin), runningConfigPath(pin), pidFile(pin), seenFile(pin), vipsFile(pin)} {
+	for _, f := range []string{bgpStatusPath(pin), runningConfigPath(pin), pidFile(pin), seenFile(pin), vipsFile(pin), daemon.AdminFile(controlSocket(pin))} {
 		if err := os.Remove(f); err != nil && !errors.Is(err, os.ErrNotExist) {
 			errs = append(errs, fmt.Errorf("remove %s: %w", f, err))
 		}
