@@ -1,9 +1,11 @@
 package daemon
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"slices"
@@ -514,4 +516,15 @@ func (d *Daemon) adminSettings() []AdminSetting {
 		out = append(out, AdminSetting{Service: svc, Server: srv, adminSetting: set})
 	}
 	return out
+}
+
+// logOut logs a backend leaving rotation: a warning, but for what an
+// operator asked for (lbd set) or expects (a fallback standing by).
+func (d *Daemon) logOut(key, reason string) {
+	level := slog.LevelWarn
+	switch reason {
+	case reasonStandby, reasonDrain, reasonMaint:
+		level = slog.LevelInfo
+	}
+	d.log.Log(context.Background(), level, "backend out of rotation", "backend", key, "reason", reason)
 }

@@ -2,6 +2,7 @@ package daemon
 
 import (
 	"log/slog"
+	"net/http/httptest"
 	"net"
 	"net/netip"
 	"os"
@@ -14,6 +15,7 @@ import (
 	"github.com/dsrlb/dsrlb/lbd/datapath"
 	"github.com/dsrlb/dsrlb/lbd/health"
 	"github.com/dsrlb/dsrlb/lbd/notify"
+	"github.com/dsrlb/dsrlb/lbd/statusjson"
 )
 
 const withFallback = `
@@ -285,5 +287,32 @@ func waitUntil(t *testing.T, cond func() bool) {
 		if time.Now().After(end) {
 			t.Fatal("condition not met within 10s")
 		}
+	}
+}
+
+// TestStatusMarks: the status schema marks fallbacks, fallback activity
+// and lbd set's settings, and the page shows them.
+func TestStatusMarks(t *testing.T) {
+	cfg := mustParse(t, strings.Replace(withFallback, "%s", "down", 1))
+	svcs := []statusjson.Service{{Name: "web", Backends: []statusjson.Backend{
+		{Name: "a", State: "down", Weight: 1}, {Name: "b", State: "drain", Weight: 4},
+		{Name: "sorry", State: "up", Weight: 1}, {Name: "sorry2", State: "up", Weight: 1}}}}
+	markFallbacks(&cfg.Services[0], &svcs[0])
+	MarkAdmin(svcs, []AdminSetting{{Service: "web", Server: "b", adminSetting: adminSetting{State: adminDrain}}})
+	s := svcs[0]
+	if !s.FallbackActive || s.Backends[0].Fallback || !s.Backends[2].Fallback || s.Backends[1].Admin != "drain (admin)" || s.Backends[0].Admin != "" {
+		t.Fatalf("marks %+v", s)
+	}
+	rec := httptest.NewRecorder()
+	renderStatusPage(rec, statusjson.Status{Services: svcs})
+	for _, want := range []string{"fallback active", "sorry (fallback)", `class="state drain">drain (admin)<`} {
+		if !strings.Contains(rec.Body.String(), want) {
+			t.Errorf("status page lacks %q", want)
+		}
+	}
+	svcs[0].Backends[0].State = "up"
+	markFallbacks(&cfg.Services[0], &svcs[0])
+	if svcs[0].FallbackActive {
+		t.Error("fallback active with a primary up")
 	}
 }

@@ -462,7 +462,7 @@ func (d *Daemon) apply() error {
 	}
 	for key, r := range reasons {
 		if d.out[key] != r {
-			d.log.Warn("backend out of rotation", "backend", key, "reason", r)
+			d.logOut(key, r) // admin.go
 		}
 	}
 	for key := range d.out {

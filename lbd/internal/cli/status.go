@@ -461,6 +461,9 @@ func movedShare(a, b *config.Service, limit uint32) float64 {
 func table(s *config.Service, size uint32) ([]uint32, []string) {
 	var bs []maglev.Backend
 	for _, srv := range s.Servers {
+		if srv.Fallback {
+			continue // standing by while the primaries are up, as the preview assumes
+		}
 		bs = append(bs, maglev.Backend{Key: srv.Address.String(), Weight: srv.Weight})
 	}
 	t, err := maglev.Build(bs, size)
