@@ -2,8 +2,8 @@ package daemon
 
 import (
 	"log/slog"
-	"net/http/httptest"
 	"net"
+	"net/http/httptest"
 	"net/netip"
 	"os"
 	"path/filepath"
