@@ -145,17 +145,10 @@ func TestFallbackTakesOverAndHandsBack(t *testing.T) {
 		"web sorry " + e.tp.Backend("b3").IPv4.String() + " up>drain fallback=1",
 		"web b1 " + e.tp.Backend("b1").IPv4.String() + " down>up fallback=0",
 	}
-	var got string
-	for end := time.Now().Add(10 * time.Second); ; time.Sleep(50 * time.Millisecond) {
-		b, _ := os.ReadFile(events)
-		got = string(b)
-		if strings.Count(got, "\n") >= len(want) || time.Now().After(end) {
-			break
-		}
-	}
-	lines := strings.Split(strings.TrimSpace(got), "\n")
 	// The start's transitions (every server starts down until its checks
 	// pass) come first; those of the test follow, in order per server.
+	var got string
+	var lines []string
 	idxAfter := func(s string, from int) int {
 		for i := from + 1; i < len(lines); i++ {
 			if lines[i] == s {
@@ -164,8 +157,19 @@ func TestFallbackTakesOverAndHandsBack(t *testing.T) {
 		}
 		return -1
 	}
-	b1Down, sorryUp := idxAfter(want[0], -1), idxAfter(want[2], -1)
-	if b1Down < 0 || idxAfter(want[1], -1) < 0 || sorryUp < 0 || idxAfter(want[3], sorryUp) < 0 || idxAfter(want[4], b1Down) < 0 {
+	inOrder := func() bool {
+		b1Down, sorryUp := idxAfter(want[0], -1), idxAfter(want[2], -1)
+		return b1Down >= 0 && idxAfter(want[1], -1) >= 0 && sorryUp >= 0 && idxAfter(want[3], sorryUp) >= 0 && idxAfter(want[4], b1Down) >= 0
+	}
+	for end := time.Now().Add(10 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		b, _ := os.ReadFile(events)
+		got = string(b)
+		lines = strings.Split(strings.TrimSpace(got), "\n")
+		if inOrder() || time.Now().After(end) {
+			break
+		}
+	}
+	if !inOrder() {
 		t.Errorf("the notify hook did not see, in order per server,\n%s\nit saw:\n%s", strings.Join(want, "\n"), got)
 	}
 	t.Logf("notify hook saw:\n%s", got)

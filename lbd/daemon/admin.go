@@ -161,6 +161,7 @@ func (d *Daemon) syncAdmin() {
 	if !d.adm.loaded {
 		d.adm.loaded = true
 		d.obs.admin = d.loadAdmin()
+		d.holdFallbacks()
 	}
 	for key, set := range d.obs.admin {
 		srv := findServer(d.cfg, key)
@@ -178,6 +179,26 @@ func (d *Daemon) syncAdmin() {
 	}
 	if changed {
 		d.saveAdmin()
+	}
+}
+
+// holdFallbacks keeps, after a start that found no pinned data plane,
+// the fallbacks standing by while the primaries' first checks rise
+// (fallbackHeld); the data plane is reprogrammed when the longest grace
+// ends. A restart adopts the primaries' states and needs no hold.
+func (d *Daemon) holdFallbacks() {
+	if d.dp == nil || d.dp.Adopted() {
+		return
+	}
+	var longest time.Duration
+	for i := range d.cfg.Services {
+		if s := &d.cfg.Services[i]; s.Primaries() < len(s.Servers) {
+			longest = max(longest, fallbackGrace(s))
+		}
+	}
+	if longest > 0 {
+		d.obs.fresh = time.Now()
+		time.AfterFunc(longest, d.markDirty)
 	}
 }
 
@@ -479,15 +500,15 @@ func markFallbacks(cs *config.Service, svc *statusjson.Service) {
 	for _, srv := range cs.Servers {
 		fallback[srv.Name] = srv.Fallback
 	}
-	primaryUp := false
+	primaryUp, fallbackUp := false, false
 	for i := range svc.Backends {
 		b := &svc.Backends[i]
 		b.Fallback = fallback[b.Name]
-		if !b.Fallback && b.State == statusjson.StateUp && b.Weight > 0 {
-			primaryUp = true
-		}
+		up := b.State == statusjson.StateUp && b.Weight > 0
+		primaryUp = primaryUp || up && !b.Fallback
+		fallbackUp = fallbackUp || up && b.Fallback
 	}
-	svc.FallbackActive = !primaryUp
+	svc.FallbackActive = !primaryUp && fallbackUp
 }
 
 // MarkAdmin puts lbd set's settings on the backends of svcs they belong to
@@ -523,7 +544,7 @@ func (d *Daemon) adminSettings() []AdminSetting {
 func (d *Daemon) logOut(key, reason string) {
 	level := slog.LevelWarn
 	switch reason {
-	case reasonStandby, reasonDrain, reasonMaint:
+	case reasonStandby, reasonHeld, reasonDrain, reasonMaint:
 		level = slog.LevelInfo
 	}
 	d.log.Log(context.Background(), level, "backend out of rotation", "backend", key, "reason", reason)

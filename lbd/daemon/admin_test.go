@@ -47,7 +47,8 @@ func TestDesiredFallbackAndAdmin(t *testing.T) {
 		health    map[string]health.State // missing: Down
 		noMAC14   bool
 		admin     map[string]adminSetting
-		want      string // states of a b sorry sorry2: u(p) d(rain) x (down)
+		fresh     time.Time // a fresh start's time
+		want      string    // states of a b sorry sorry2: u(p) d(rain) x (down)
 		reasons   map[string]string
 		active    bool
 	}
@@ -68,6 +69,10 @@ func TestDesiredFallbackAndAdmin(t *testing.T) {
 		{name: "one primary down", onFailure: "down", health: without("web/a"), want: "xudd"},
 		{name: "every primary down: fallbacks take over", onFailure: "down", health: without("web/a", "web/b"), want: "xxuu", active: true},
 		{name: "failed fallback stays down", onFailure: "down", health: without("web/a", "web/b", "web/sorry"), want: "xxxu", active: true},
+		{name: "every fallback down too: nothing active", onFailure: "down", health: without("web/a", "web/b", "web/sorry"), noMAC14: true, want: "xxxx"},
+		{name: "fresh start: fallbacks held while the primaries rise", onFailure: "down", health: without("web/a", "web/b"), fresh: time.Now(), want: "xxdd",
+			reasons: map[string]string{"web/sorry": reasonHeld}},
+		{name: "fresh start long ago: no hold", onFailure: "down", health: without("web/a", "web/b"), fresh: time.Now().Add(-time.Hour), want: "xxuu", active: true},
 		{name: "fallback without MAC is down", onFailure: "down", health: without("web/a", "web/b"), noMAC14: true, want: "xxux", active: true},
 		{name: "on_failure drain keeps failed primaries' flows; fallback takes the new ones", onFailure: "drain",
 			health: without("web/a", "web/b"), want: "dduu", active: true,
@@ -91,7 +96,7 @@ func TestDesiredFallbackAndAdmin(t *testing.T) {
 	for _, r := range rows {
 		t.Run(r.name, func(t *testing.T) {
 			cfg := mustParse(t, strings.Replace(withFallback, "%s", r.onFailure, 1))
-			obs := observed{health: r.health, macs: map[netip.Addr]net.HardwareAddr{}, admin: r.admin}
+			obs := observed{health: r.health, macs: map[netip.Addr]net.HardwareAddr{}, admin: r.admin, fresh: r.fresh}
 			if !r.noMAC14 {
 				obs.macs[netip.MustParseAddr("192.0.2.14")] = mac14
 			}

@@ -3,6 +3,7 @@ package daemon
 import (
 	"net"
 	"net/netip"
+	"time"
 
 	"github.com/dsrlb/dsrlb/lbd/datapath"
 	"github.com/dsrlb/dsrlb/lbd/health"
@@ -16,6 +17,10 @@ type observed struct {
 	health map[string]health.State         // by health.Key(service, server)
 	macs   map[netip.Addr]net.HardwareAddr // resolved MACs; static ones come from the config
 	admin  map[string]adminSetting         // by health.Key; nil: none
+	// fresh is when a start that found no pinned data plane began (zero
+	// otherwise): its primaries start down, and fallbacks wait for them
+	// to have had their rise checks (fallbackHeld).
+	fresh time.Time
 }
 
 // why tells, for one backend, what kept it out of rotation ("" when nothing).
@@ -46,7 +51,7 @@ func desired(cfg *config.Config, obs observed) ([]datapath.Service, why) {
 			}
 			svc.Backends = append(svc.Backends, b)
 		}
-		standBy(s, svc.Backends, reasons)
+		standBy(s, svc.Backends, reasons, fallbackHeld(s, obs.fresh))
 		out = append(out, svc)
 	}
 	return out, reasons
@@ -89,6 +94,7 @@ const (
 	reasonDrain    = "drain (admin)"
 	reasonMaint    = "maint (admin)"
 	reasonStandby  = "fallback standing by: a primary server takes new flows"
+	reasonHeld     = "fallback standing by: lbd just started, the primary servers' checks are rising"
 	fallbackActive = "fallback active: no primary server takes new flows"
 )
 
@@ -96,17 +102,42 @@ const (
 // of new flows while a primary takes them: an up fallback becomes Drain,
 // so flows it took while it was needed finish there (HAProxy's backup
 // servers do the same) rather than break by moving to a primary.
-func standBy(s *config.Service, bs []datapath.Backend, reasons why) {
+func standBy(s *config.Service, bs []datapath.Backend, reasons why, held bool) {
 	n := s.Primaries()
-	if n == len(bs) || !primaryUsable(bs[:n]) {
+	if n == len(bs) {
+		return
+	}
+	reason := reasonStandby
+	switch {
+	case primaryUsable(bs[:n]):
+	case held:
+		reason = reasonHeld
+	default:
 		return
 	}
 	for i := n; i < len(bs); i++ {
 		if bs[i].State == datapath.Up {
 			bs[i].State = datapath.Drain
-			reasons[health.Key(s.Name, bs[i].Name)] = reasonStandby
+			reasons[health.Key(s.Name, bs[i].Name)] = reason
 		}
 	}
+}
+
+// fallbackHeld reports whether, after a fresh start at fresh, the
+// primaries of s may still be rising: every server starts down until rise
+// checks pass, and a fallback that passed its checks first would take the
+// new flows meanwhile (and keep them: it drains when a primary is up).
+func fallbackHeld(s *config.Service, fresh time.Time) bool {
+	return !fresh.IsZero() && time.Since(fresh) < fallbackGrace(s)
+}
+
+// fallbackGrace is how long a fresh start keeps the fallbacks of s
+// standing by: the time the primaries' rise checks take, and a second.
+func fallbackGrace(s *config.Service) time.Duration {
+	if s.Check.Type == config.CheckNone {
+		return 0
+	}
+	return s.Check.Interval*time.Duration(s.Check.Rise) + s.Check.Timeout + time.Second
 }
 
 // primaryUsable reports whether one of the primaries takes new flows.
@@ -120,14 +151,14 @@ func primaryUsable(primaries []datapath.Backend) bool {
 }
 
 // FallbackActive reports whether the fallbacks of s take the new flows:
-// it has some and none of its primaries is up in svc (its data plane
-// service, in configuration order).
+// none of its primaries is up in svc (its data plane service, in
+// configuration order) and a fallback is.
 func FallbackActive(s *config.Service, svc datapath.Service) bool {
 	n := s.Primaries()
-	if n == len(s.Servers) || len(svc.Backends) < n {
+	if n == len(s.Servers) || len(svc.Backends) <= n {
 		return false
 	}
-	return !primaryUsable(svc.Backends[:n])
+	return !primaryUsable(svc.Backends[:n]) && primaryUsable(svc.Backends[n:])
 }
 
 func protoOf(p config.Protocol) datapath.Proto {
