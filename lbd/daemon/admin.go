@@ -469,6 +469,13 @@ func (d *Daemon) noteChanges(svcs []datapath.Service, reasons why) {
 			delete(d.adm.last, key)
 		}
 	}
+	if len(d.adm.fallback) > len(svcs) { // services removed by a reload
+		for name := range d.adm.fallback {
+			if !slices.ContainsFunc(svcs, func(s datapath.Service) bool { return s.Name == name }) {
+				delete(d.adm.fallback, name)
+			}
+		}
+	}
 }
 
 // registerAdmin registers the notify hook's metrics.
