@@ -41,6 +41,9 @@ var importCases = []importCase{
 		kill: "b3", leave: 2*time.Second*(2+1) + time.Second}, // delay_loop 2 x (retry 2 + 1) + connect_timeout 1
 	{tool: "keepalived", file: "clean.conf", exit: 0, web: topo.VIP4,
 		want: map[string]int{"b1": 1, "b2": 1}, not: []string{"b3"}},
+	// b3 is the sorry_server, now a fallback: it stands by while b1 and b2 are up.
+	{tool: "keepalived", file: "fallback.conf", exit: 0, web: topo.VIP4,
+		want: map[string]int{"b1": 1, "b2": 1}, not: []string{"b3"}},
 	{tool: "aloha", file: "seed.cfg", exit: 0, web: topo.VIP4,
 		flags: []string{"--vip", "exchange=" + topo.VIP4.String(), "--server", "exchange1={b1}:80", "--server", "exchange2={b2}:80"},
 		want:  map[string]int{"b1": 10, "b2": 10}, not: []string{"b3"}},

@@ -24,6 +24,14 @@ type Config struct {
 	MetricsListen string
 	// ConntrackSize is balancer.conntrack.size; 0 leaves the default.
 	ConntrackSize int
+	// Notify is balancer.notify; nil: none.
+	Notify *Notify
+}
+
+// Notify is balancer.notify; a zero Timeout leaves the default.
+type Notify struct {
+	Command string
+	Timeout time.Duration
 }
 
 // BGP is balancer.bgp; zero fields take the schema's defaults.
@@ -51,6 +59,10 @@ type Service struct {
 	Servers  []Server
 	// MinHealthy, when not nil, is announce.min_healthy.
 	MinHealthy *int
+	// Fallback is fallback: (servers that take over when no server is up).
+	Fallback []Server
+	// OnFailure is on_failure (down, drain); "" leaves the default.
+	OnFailure string
 }
 
 // Check is services[].check; zero fields take the schema's defaults.
@@ -93,7 +105,7 @@ func (t *Topology) WebService(name string, vip netip.Addr, balance string, backe
 // lists reports whether h is a server of some service.
 func (c Config) lists(h *Host) bool {
 	for _, s := range c.Services {
-		for _, sv := range s.Servers {
+		for _, sv := range append(slices.Clip(s.Servers), s.Fallback...) {
 			if sv.Address == h.IPv4 || sv.Address == h.IPv6 {
 				return true
 			}
@@ -124,6 +136,12 @@ func (t *Topology) renderFor(lb *Host, c Config) string {
 	}
 	if c.ConntrackSize != 0 {
 		fmt.Fprintf(&b, "  conntrack:\n    size: %d\n", c.ConntrackSize)
+	}
+	if n := c.Notify; n != nil {
+		fmt.Fprintf(&b, "  notify:\n    command: %s\n", n.Command)
+		if n.Timeout != 0 {
+			fmt.Fprintf(&b, "    timeout: %v\n", n.Timeout)
+		}
 	}
 	if g := c.BGP; g != nil {
 		fmt.Fprintf(&b, "  bgp:\n    asn: %d\n", g.ASN)
@@ -182,16 +200,26 @@ func (t *Topology) renderFor(lb *Host, c Config) string {
 		if s.MinHealthy != nil {
 			fmt.Fprintf(&b, "    announce: {min_healthy: %d}\n", *s.MinHealthy)
 		}
-		b.WriteString("    servers:\n")
-		for _, sv := range s.Servers {
-			fmt.Fprintf(&b, "      - {name: %s, address: %s", sv.Name, sv.Address)
-			if sv.Weight >= 0 {
-				fmt.Fprintf(&b, ", weight: %d", sv.Weight)
-			}
-			b.WriteString("}\n")
+		if s.OnFailure != "" {
+			fmt.Fprintf(&b, "    on_failure: %s\n", s.OnFailure)
+		}
+		writeServers(&b, "servers", s.Servers)
+		if len(s.Fallback) > 0 {
+			writeServers(&b, "fallback", s.Fallback)
 		}
 	}
 	return b.String()
+}
+
+func writeServers(b *strings.Builder, key string, ss []Server) {
+	fmt.Fprintf(b, "    %s:\n", key)
+	for _, sv := range ss {
+		fmt.Fprintf(b, "      - {name: %s, address: %s", sv.Name, sv.Address)
+		if sv.Weight >= 0 {
+			fmt.Fprintf(b, ", weight: %d", sv.Weight)
+		}
+		b.WriteString("}\n")
+	}
 }
 
 // WriteConfig renders c to <Dir>/dsrlb.yaml (atomically: lbd may be

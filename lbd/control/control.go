@@ -30,11 +30,27 @@ const (
 	// CmdLive: Data is a statusjson.Live, what the pinned maps do not keep
 	// (state since, ARP guard findings), for `lbd status`.
 	CmdLive = "live"
+	// CmdSet changes one server at run time (lbd set): Service, Server,
+	// Action (drain, maint, ready or weight) and, for weight, Weight.
+	CmdSet = "set"
+)
+
+// Actions of CmdSet.
+const (
+	SetDrain  = "drain"  // keep established flows, take no new ones
+	SetMaint  = "maint"  // out of rotation like a failed server: flows move
+	SetReady  = "ready"  // back to what the configuration says
+	SetWeight = "weight" // replace the configured weight with Weight
 )
 
 // Request is one command.
 type Request struct {
 	Command string `json:"command"`
+	// CmdSet only.
+	Service string `json:"service,omitempty"`
+	Server  string `json:"server,omitempty"`
+	Action  string `json:"action,omitempty"`
+	Weight  *int   `json:"weight,omitempty"`
 }
 
 // Response is the daemon's answer.

@@ -15,14 +15,16 @@ import (
 // one goroutine that changes the running configuration.
 func (d *Daemon) openControl() (func(), error) {
 	d.reloadReqs = make(chan chan error)
+	d.openAdmin() // admin.go
 	if d.opts.ControlSocket == "" {
-		return func() {}, nil
+		return d.closeAdmin, nil
 	}
 	s, err := control.Listen(d.opts.ControlSocket, d.handleControl, d.log)
 	if err != nil {
+		d.closeAdmin()
 		return nil, err
 	}
-	return func() { s.Close() }, nil
+	return func() { s.Close(); d.closeAdmin() }, nil
 }
 
 func (d *Daemon) handleControl(ctx context.Context, req control.Request) control.Response {
@@ -35,9 +37,11 @@ func (d *Daemon) handleControl(ctx context.Context, req control.Request) control
 		return d.reloadVerdict(ctx)
 	case control.CmdLive:
 		return d.liveResponse()
+	case control.CmdSet:
+		return d.handleSet(req, ctx.Done()) // admin.go
 	}
-	return control.Response{Message: fmt.Sprintf("unknown command %q: this lbd (%s) knows %s, %s, %s and %s",
-		req.Command, d.opts.Version, control.CmdPing, control.CmdReload, control.CmdStatus, control.CmdLive)}
+	return control.Response{Message: fmt.Sprintf("unknown command %q: this lbd (%s) knows %s, %s, %s, %s and %s",
+		req.Command, d.opts.Version, control.CmdPing, control.CmdReload, control.CmdStatus, control.CmdLive, control.CmdSet)}
 }
 
 // reloadVerdict asks the loop to reload and waits for the outcome.

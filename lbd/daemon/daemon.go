@@ -120,6 +120,7 @@ type Daemon struct {
 	live       liveness        // the loop's heartbeat for the watchdog
 	status     atomic.Value    // string: the last STATUS= line sent
 	lastReload atomic.Value    // string: the last reload's outcome
+	adm        adminHooks      // lbd set, notify, fallback logging (admin.go)
 }
 
 // Run starts lbd and blocks until ctx ends. It returns an error only when
@@ -448,6 +449,7 @@ func (d *Daemon) markDirty() {
 // that enters or leaves rotation, once.
 func (d *Daemon) apply() error {
 	d.mu.Lock()
+	d.syncAdmin() // admin.go
 	svcs, reasons := desired(d.cfg, d.obs)
 	d.mu.Unlock()
 	if err := d.dp.Apply(svcs); err != nil {
@@ -464,7 +466,7 @@ func (d *Daemon) apply() error {
 	}
 	for key, r := range reasons {
 		if d.out[key] != r {
-			d.log.Warn("backend out of rotation", "backend", key, "reason", r)
+			d.logOut(key, r) // admin.go
 		}
 	}
 	for key := range d.out {
@@ -473,6 +475,7 @@ func (d *Daemon) apply() error {
 		}
 	}
 	d.out = reasons
+	d.noteChanges(svcs, reasons) // admin.go
 	return nil
 }
 
@@ -502,6 +505,8 @@ func (d *Daemon) loop(ctx context.Context) error {
 			step = func() { d.doReload() } // SIGHUP: the verdict is in the log
 		case reply := <-d.reloadReqs:
 			step = func() { reply <- d.doReload() }
+		case r := <-d.adm.reqs: // lbd set (admin.go)
+			step = func() { r.reply <- d.doSet(r.req) }
 		case <-d.dirty:
 			step = func() {
 				if err := d.apply(); err != nil {

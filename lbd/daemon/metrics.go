@@ -209,6 +209,7 @@ func (d *Daemon) registerMetrics(r prometheus.Registerer) *metrics {
 	})}
 	r.MustRegister(collector{d, &flowCache{}}, arpCollector{d}, m.reloadFailures, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	d.registerMore(r)
+	d.registerAdmin(r) // admin.go
 	return m
 }
 

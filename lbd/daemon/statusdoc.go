@@ -16,9 +16,11 @@ import (
 // by service name.
 func StatusServices(cfg *config.Config, st datapath.Stats) []statusjson.Service {
 	sched := map[string]string{}
+	conf := map[string]*config.Service{}
 	if cfg != nil {
-		for _, s := range cfg.Services {
+		for i, s := range cfg.Services {
 			sched[s.Name] = string(s.Balance)
+			conf[s.Name] = &cfg.Services[i]
 		}
 	}
 	out := make([]statusjson.Service, 0, len(st.Services))
@@ -36,6 +38,7 @@ func StatusServices(cfg *config.Config, st datapath.Stats) []statusjson.Service 
 				MAC: macText(b.MAC), State: b.State.String(), Weight: b.Weight, ActiveFlows: b.ActiveFlows,
 				InactiveFlows: b.InactiveFlows, Counters: statusCounters(b.Counters)})
 		}
+		markFallbacks(conf[s.Name], &svc) // admin.go
 		out = append(out, svc)
 	}
 	return out

@@ -167,6 +167,7 @@ func (p *statusPage) sample(now time.Time) {
 	cfg := d.cfg
 	doc.Interface, doc.PinPath = cfg.Balancer.Interface, cfg.Balancer.PinPath
 	_, reasons := desired(cfg, d.obs)
+	sets := d.adminSettings() // lbd set (admin.go)
 	doc.Attached, doc.NotAttached = d.detached == "", d.detached
 	for _, c := range d.conflicts {
 		doc.VIPConflicts = append(doc.VIPConflicts, statusjson.VIPConflict{VIP: c.VIP.String(), MAC: macText(c.MAC)})
@@ -175,6 +176,7 @@ func (p *statusPage) sample(now time.Time) {
 	doc.LastReload, _ = d.lastReload.Load().(string)
 	doc.ARPGuard = d.arpGuardStatus()
 	doc.Services = StatusServices(cfg, st)
+	MarkAdmin(doc.Services, sets)
 	doc.Verdicts = StatusVerdicts(st)
 	if d.bgp != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)

@@ -262,7 +262,7 @@ func (a *alohaParser) server(at Pos, what string, words []string) {
 			}
 		case "check":
 			checked = true
-		case "sorry":
+		case "sorry", "backup": // ALOHA's word, HAProxy's
 			sorry = true
 		default:
 			a.serverAddr(&srv, at, w)
@@ -276,7 +276,7 @@ func (a *alohaParser) server(at Pos, what string, words []string) {
 		srv.Check = a.check
 	}
 	if sorry {
-		a.cur.Sorry = &srv
+		a.cur.Sorry = append(a.cur.Sorry, srv)
 		return
 	}
 	a.cur.Servers = append(a.cur.Servers, srv)

@@ -306,7 +306,11 @@ func (k *kaModel) body(vs *stmt, svc Service) Service {
 			svc.Persist = Value{Text: "persistent", What: c.text(), At: c.At}
 		case "sorry_server":
 			a, text := parseAddr(arg(c, 1))
-			svc.Sorry = &Server{At: c.At, Addr: a, AddrText: text}
+			srv := Server{At: c.At, Addr: a, AddrText: text, Name: "sorry"}
+			if p, ok := k.port(c, arg(c, 2)); ok {
+				srv.Port, srv.PortAt = p, c.At
+			}
+			svc.Sorry = append(svc.Sorry, srv)
 		case "alpha":
 			// servers start down until a check passes: dsrlb does that for new servers.
 		default:

@@ -38,6 +38,9 @@ type outService struct {
 	Balance  string      `yaml:"balance,omitempty"`
 	Check    *outCheck   `yaml:"check,omitempty"`
 	Servers  []outServer `yaml:"servers"`
+	// fallback.go
+	Fallback  []outServer `yaml:"fallback,omitempty"`
+	OnFailure string      `yaml:"on_failure,omitempty"`
 }
 
 type outCheck struct {
@@ -170,13 +173,9 @@ func (mp *mapper) service(s *Service) (outService, bool) {
 	if s.Persist.set() {
 		mp.notes.add(s.Persist.At, s.Persist.What, "not carried: dsrlb has no client persistence (conntrack keeps each flow on its server; balance: source keeps a client on one server)")
 	}
-	if s.Inhibit.set() {
-		mp.notes.add(s.Inhibit.At, s.Inhibit.What, "not carried: on_failure: drain is not in the schema yet (issue 15); a failed server is taken down and its flows move")
-	}
-	if s.Sorry != nil {
-		mp.notes.add(s.Sorry.At, "sorry server "+serverLabel(s.Sorry), "not carried: fallback servers are not in the schema yet (issue 15); it is left out so it takes no traffic")
-	}
 	o.Servers, o.Check = mp.servers(s)
+	o.OnFailure = mp.onFailure(s)    // fallback.go
+	o.Fallback = mp.fallbacks(s, &o) // fallback.go
 	mp.notes = append(mp.notes, s.Extra...)
 	return o, true
 }
@@ -196,9 +195,6 @@ func (mp *mapper) servers(s *Service) ([]outServer, *outCheck) {
 			mp.notes.add(srv.PortAt, fmt.Sprintf("server port %d", srv.Port), "not carried: DSR does not rewrite ports, so the server gets the clients' port %d and must listen on it", s.Ports[0])
 		}
 		mp.forwarding(srv.Fwd)
-		if srv.Inhibit.set() {
-			mp.notes.add(srv.Inhibit.At, srv.Inhibit.What, "not carried: on_failure: drain is not in the schema yet (issue 15); a failed server is taken down and its flows move")
-		}
 		if srv.Check != nil {
 			checked = append(checked, srv)
 		}

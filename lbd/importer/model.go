@@ -78,7 +78,7 @@ type Service struct {
 	Sched    Value    // scheduler as the source names it (rr, wlc, roundrobin...)
 	Fwd      Value    // FwdDR, FwdNAT, FwdTunnel; Text "" when the source is silent
 	Persist  Value    // persistence timeout text; At.Line 0 when absent
-	Sorry    *Server  // sorry/fallback server
+	Sorry    []Server // sorry/backup servers: dsrlb's fallback
 	Check    *Check   // service-wide check (ALOHA); keepalived checks are per server
 	Servers  []Server
 	Inhibit  Value // inhibit_on_failure on the service (keepalived)

@@ -76,6 +76,9 @@ type Service struct {
 	ActiveFlows   uint64    `json:"active_flows"`
 	InactiveFlows uint64    `json:"inactive_flows"`
 	Backends      []Backend `json:"backends"`
+	// FallbackActive is true while the service's fallback servers take
+	// the new flows: it has some and no primary server is up.
+	FallbackActive bool `json:"fallback_active,omitempty"`
 }
 
 // Backend is one server of a service.
@@ -94,6 +97,11 @@ type Backend struct {
 	InactiveFlows uint64     `json:"inactive_flows"`
 	Counters      Counters   `json:"counters"`
 	Rates         *Rates     `json:"rates,omitempty"`
+	// Fallback marks a server of the service's fallback: list.
+	Fallback bool `json:"fallback,omitempty"`
+	// Admin is the transient setting lbd set gave the server, as shown:
+	// "drain (admin)", "maint (admin)", "weight 5 (admin)"; "" for none.
+	Admin string `json:"admin,omitempty"`
 }
 
 // Counters are summed over CPUs since the maps were created.

@@ -67,7 +67,32 @@ type Balancer struct {
 	// MetricsWebConfig is the exporter-toolkit web configuration file
 	// (TLS, basic auth); "" = plain HTTP. Omitted from JSON when unset.
 	MetricsWebConfig string `json:",omitempty"`
+
+	// Notify is the command run on every backend state change; nil: none.
+	Notify *Notify `json:",omitempty"`
 }
+
+// Notify is balancer.notify: a program run, without a shell, on every
+// backend state change, killed with its process group after Timeout.
+type Notify struct {
+	Command string
+	Timeout time.Duration
+}
+
+// DefaultNotifyTimeout bounds a notify command that does not say.
+const DefaultNotifyTimeout = 5 * time.Second
+
+// OnFailure is what a failed health check does to a server.
+type OnFailure string
+
+// OnFailure values.
+const (
+	// FailDown takes the server out: nothing goes to it, its flows move.
+	FailDown OnFailure = "down"
+	// FailDrain keeps its established flows and sends it no new ones
+	// (keepalived's inhibit_on_failure, IPVS weight 0).
+	FailDrain OnFailure = "drain"
+)
 
 // VIPOwner says who puts the VIPs on the balancer interface, and so who
 // makes the segment send VIP traffic to this balancer.
@@ -153,6 +178,8 @@ type Service struct {
 	Servers  []Server
 	Announce Announce // used with Balancer.BGP only
 	Line     int      // line of the service in the file, for later messages (reload, on-link checks)
+	// OnFailure is what a failing check does to a server (down or drain).
+	OnFailure OnFailure
 
 	hasAnnounce bool // announce: was written (only allowed with BGP)
 }
@@ -188,6 +215,22 @@ type Server struct {
 	Check   bool
 	MAC     net.HardwareAddr // nil: resolve through the neighbour table
 	Line    int
+	// Fallback marks a server of the service's fallback: list. Fallbacks
+	// follow the primaries in Service.Servers, so everything that serves
+	// every server (checks, neighbour resolution, hostprep's VIPs) serves
+	// them too; only lbd's choice of who takes new flows tells them apart.
+	Fallback bool `json:",omitempty"`
+}
+
+// Primaries is the number of primary servers: Servers[:Primaries()] are
+// the primaries, the rest the fallbacks.
+func (s *Service) Primaries() int {
+	for i, srv := range s.Servers {
+		if srv.Fallback {
+			return i
+		}
+	}
+	return len(s.Servers)
 }
 
 // VIPs returns every distinct VIP of the configuration, in file order.

@@ -277,6 +277,21 @@ func (fd fastDecoder) balancer(n *yaml.Node, w *wireBalancer) bool {
 			ok, f = str(v, &w.VIPOwner), 5
 		case "bgp":
 			ok, f = ptr(v, &w.BGP, bgpFast), 6
+		case "notify":
+			ok, f = ptr(v, &w.Notify, notifyFast), 7
+		}
+		return result(ok, f)
+	})
+}
+
+func notifyFast(n *yaml.Node, w *wireNotify) bool {
+	return fields(n, func(k, v *yaml.Node) int {
+		ok, f := false, -1
+		switch k.Value {
+		case "command":
+			ok, f = str(v, &w.Command), 0
+		case "timeout":
+			ok, f = durationPtr(v, &w.Timeout), 1
 		}
 		return result(ok, f)
 	})
@@ -385,6 +400,10 @@ func (fd fastDecoder) service(n *yaml.Node, w *wireService) bool {
 			ok, f = list(v, &w.Servers, fd.server), 6
 		case "announce":
 			ok, f = ptr(v, &w.Announce, announce), 7
+		case "fallback":
+			ok, f = list(v, &w.Fallback, fd.server), 8
+		case "on_failure":
+			ok, f = str(v, &w.OnFailure), 9
 		}
 		return result(ok, f)
 	})

@@ -183,6 +183,9 @@ func (p *parser) setLines(wf *wireFile) {
 		for j := range s.Servers {
 			s.Servers[j].line = p.pos[path+".servers["+strconv.Itoa(j)+"]"]
 		}
+		for j := range s.Fallback {
+			s.Fallback[j].line = p.pos[path+".fallback["+strconv.Itoa(j)+"]"]
+		}
 	}
 }
 

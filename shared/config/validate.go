@@ -108,6 +108,7 @@ func (p *parser) balancer(w *wireBalancer) Balancer {
 		}
 		b.VIPOwner = VIPOwnerExternal
 	}
+	b.Notify = p.notify(w.Notify)
 	return b
 }
 
@@ -257,7 +258,53 @@ func (p *parser) service(path string, w *wireService) Service {
 		addrs[srv.Address] = sp
 		s.Servers = append(s.Servers, srv)
 	}
+	s.OnFailure = OnFailure(p.enum(path+".on_failure", w.OnFailure, string(FailDown), string(FailDown), string(FailDrain)))
+	p.fallbacks(path, w, &s, names, addrs)
 	return s
+}
+
+// fallbacks validates the fallback: servers of w and appends them to
+// s.Servers, marked. A fallback shares the primaries' names and addresses
+// space: one backend is either a primary or a fallback of a service.
+func (p *parser) fallbacks(path string, w *wireService, s *Service, names map[string]string, addrs map[netip.Addr]string) {
+	if len(w.Servers)+len(w.Fallback) > MaxServers {
+		p.errf(path+".fallback", "%d servers and fallbacks, at most %d per service", len(w.Servers)+len(w.Fallback), MaxServers)
+	}
+	for i := range w.Fallback {
+		fp := fmt.Sprintf("%s.fallback[%d]", path, i)
+		srv := p.server(fp, &w.Fallback[i], s.VIP)
+		srv.Fallback = true
+		if first, dup := names[srv.Name]; dup && srv.Name != "" {
+			p.errf(fp+".name", "server name %q is already used in this service (at %s); a fallback needs a name of its own", srv.Name, first)
+		}
+		names[srv.Name] = fp
+		if first, dup := addrs[srv.Address]; dup && srv.Address.IsValid() {
+			p.errf(fp+".address", "address %s is already a server of this service (at %s); a backend is either a primary or a fallback", srv.Address, first)
+		}
+		addrs[srv.Address] = fp
+		s.Servers = append(s.Servers, srv)
+	}
+}
+
+// Bounds of balancer.notify.timeout.
+const (
+	MinNotifyTimeout = 100 * time.Millisecond
+	MaxNotifyTimeout = 5 * time.Minute
+)
+
+func (p *parser) notify(w *wireNotify) *Notify {
+	if w == nil {
+		return nil
+	}
+	n := &Notify{Command: w.Command}
+	switch {
+	case w.Command == "":
+		p.errf("balancer.notify.command", "command is required: the absolute path of the program to run on state changes")
+	case !filepath.IsAbs(w.Command) || filepath.Clean(w.Command) != w.Command:
+		p.errf("balancer.notify.command", "%q must be a clean absolute path such as /usr/local/bin/dsrlb-notify: it runs without a shell, so no arguments or $PATH lookup", w.Command)
+	}
+	n.Timeout = p.duration("balancer.notify.timeout", w.Timeout, DefaultNotifyTimeout, MinNotifyTimeout, MaxNotifyTimeout)
+	return n
 }
 
 func (p *parser) check(path string, w *wireCheck, ports []uint16) Check {
@@ -436,7 +483,7 @@ func (p *parser) crossChecks(cfg *Config) {
 		}
 		for j, srv := range s.Servers {
 			if srv.Address.IsValid() && vips[srv.Address] {
-				p.errf(fmt.Sprintf("%s.servers[%d].address", path, j), "%s is a VIP of this file; a server must be reached by its own address", srv.Address)
+				p.errf(serverPath(path, &s, j)+".address", "%s is a VIP of this file; a server must be reached by its own address", srv.Address)
 			}
 		}
 		maxServers = max(maxServers, len(s.Servers))
@@ -444,6 +491,15 @@ func (p *parser) crossChecks(cfg *Config) {
 	if need := maxServers * MaglevSlotsPerServer; need > int(cfg.Balancer.MaglevTableSize) {
 		p.errf("balancer.maglev_table_size", "%d slots are too few for a service of %d servers: give a prime of at least %d", cfg.Balancer.MaglevTableSize, maxServers, need)
 	}
+}
+
+// serverPath is the field path of s.Servers[j]: servers[j], or
+// fallback[k] for the fallbacks that follow the primaries.
+func serverPath(path string, s *Service, j int) string {
+	if n := s.Primaries(); j >= n {
+		return fmt.Sprintf("%s.fallback[%d]", path, j-n)
+	}
+	return fmt.Sprintf("%s.servers[%d]", path, j)
 }
 
 func equalMED(a, b *uint32) bool {

@@ -24,6 +24,12 @@ type wireBalancer struct {
 	Metrics         *wireMetrics   `yaml:"metrics" doc:"Prometheus metrics endpoint."`
 	VIPOwner        string         `yaml:"vip_owner" doc:"Who puts the VIPs on balancer.interface and so answers ARP/ND for them: lbd (it adds them at start and reload, announces them with gratuitous ARP / unsolicited NA, releases removed ones) or external (lbd never adds, releases nor announces a VIP and only forwards what reaches it; for active/standby with keepalived VRRP, which moves the VIPs). Default lbd; external with balancer.bgp, where lbd is refused. See docs/scale-out.md."`
 	BGP             *wireBGP       `yaml:"bgp" doc:"Scale-out: announce each VIP over BGP (embedded GoBGP) to routers that spread traffic over several balancers by ECMP. When set, lbd does not put the VIPs on the interface and answers no ARP for them. See docs/scale-out.md."`
+	Notify          *wireNotify    `yaml:"notify" doc:"A command lbd runs on every backend state change (up, drain, down), as keepalived's notify scripts. See docs/admin.md."`
+}
+
+type wireNotify struct {
+	Command string    `yaml:"command" doc:"Absolute path of the program to run, without a shell or arguments; it gets DSRLB_SERVICE, DSRLB_SERVER, DSRLB_ADDRESS, DSRLB_OLD_STATE, DSRLB_NEW_STATE, DSRLB_REASON, DSRLB_FALLBACK and DSRLB_TIME in its environment. Runs one at a time, in order; never blocks lbd: past 256 waiting events new ones are dropped and counted (dsrlb_notify_dropped_total)."`
+	Timeout *Duration `yaml:"timeout" doc:"Time the command may run; then its whole process group is killed. 100ms-5m, default 5s."`
 }
 
 type wireBGP struct {
@@ -52,14 +58,16 @@ type wireMetrics struct {
 }
 
 type wireService struct {
-	Name     string        `yaml:"name" doc:"Unique name of the service: letters, digits, '.', '_' and '-', at most 32."`
-	VIP      string        `yaml:"vip" doc:"The virtual IP clients connect to, IPv4 or IPv6."`
-	Protocol string        `yaml:"protocol" doc:"tcp or udp. Default tcp."`
-	Ports    []int         `yaml:"ports" doc:"Destination ports 1-65535; empty or omitted means every port of the VIP."`
-	Balance  string        `yaml:"balance" doc:"maglev (consistent hash of the 5-tuple), roundrobin (weighted, per new flow) or source (client address). Default maglev."`
-	Check    *wireCheck    `yaml:"check" doc:"Health check applied to every server of the service."`
-	Servers  []wireServer  `yaml:"servers" doc:"The backends; each must be on the balancer's L2 segment and hold the VIP on its loopback."`
-	Announce *wireAnnounce `yaml:"announce" doc:"With balancer.bgp: when and how this service's VIP is announced."`
+	Name      string        `yaml:"name" doc:"Unique name of the service: letters, digits, '.', '_' and '-', at most 32."`
+	VIP       string        `yaml:"vip" doc:"The virtual IP clients connect to, IPv4 or IPv6."`
+	Protocol  string        `yaml:"protocol" doc:"tcp or udp. Default tcp."`
+	Ports     []int         `yaml:"ports" doc:"Destination ports 1-65535; empty or omitted means every port of the VIP."`
+	Balance   string        `yaml:"balance" doc:"maglev (consistent hash of the 5-tuple), roundrobin (weighted, per new flow) or source (client address). Default maglev."`
+	Check     *wireCheck    `yaml:"check" doc:"Health check applied to every server of the service."`
+	Servers   []wireServer  `yaml:"servers" doc:"The backends; each must be on the balancer's L2 segment and hold the VIP on its loopback."`
+	Announce  *wireAnnounce `yaml:"announce" doc:"With balancer.bgp: when and how this service's VIP is announced."`
+	Fallback  []wireServer  `yaml:"fallback" doc:"Servers (same fields as servers) that take new flows only while no primary server is up (keepalived's sorry_server, HAProxy's backup): health-checked like the primaries; when a primary comes back, new flows go to the primaries and flows established on a fallback stay there until they end. See docs/admin.md."`
+	OnFailure string        `yaml:"on_failure" doc:"What a failed health check does to a server: down (its flows move to other servers) or drain (it keeps its established flows and takes no new ones; keepalived's inhibit_on_failure). A server without a MAC is always down. Default down."`
 
 	line int // of the list item, for Service.Line
 }

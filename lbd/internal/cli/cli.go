@@ -29,6 +29,7 @@ to the backend's MAC; the backend answers the client directly.`,
 		newValidateCmd(&cfgPath),
 		newRunCmd(&cfgPath, version),
 		newReloadCmd(&cfgPath),
+		newSetCmd(&cfgPath), // set.go
 		newStatusCmd(&cfgPath),
 		newFlowsCmd(&cfgPath), // flows.go
 		newExplainCmd(&cfgPath),

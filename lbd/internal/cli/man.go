@@ -22,6 +22,7 @@ func manSections() cmdutil.ManSections {
 			"`/run/dsrlb/lbd-PIN.running.yaml`: the configuration in force, compared by lbd reload --dry-run.\n\n" +
 			"`/run/dsrlb/lbd-PIN.bgp.json`: BGP sessions and announcements for lbd status (with balancer.bgp).\n\n" +
 			"`/run/dsrlb/lbd-PIN.sock`: the daemon's control socket (root only), through which lbd reload gets the daemon's verdict.\n\n" +
+			"`/run/dsrlb/lbd-PIN.admin.json`: the transient settings of lbd set, restored by a restarted lbd.\n\n" +
 			"`/run/dsrlb/lbd-PIN.vips`: the VIPs this lbd added, the only ones lbd detach releases.\n\n" +
 			"`/usr/lib/systemd/system/lbd.service`: the unit (Type=notify, ExecReload runs lbd reload).\n\n" +
 			"`/usr/share/dsrlb/monitoring/`: Grafana dashboard and Prometheus alert rules for lbd's metrics.",

@@ -174,8 +174,12 @@ func printStatus(out io.Writer, doc statusjson.Status, st datapath.Stats) {
 		fmt.Fprintf(w, "%s\t%s:%s\t%s\t%s\t\t\t\t\t%d\t%d\t%s\t\n", s.Name, vip, statusjson.PortsText(s.Ports), s.Protocol, s.Scheduler,
 			s.ActiveFlows, s.InactiveFlows, figures(s.Counters, s.Rates))
 		for _, b := range s.Backends {
-			fmt.Fprintf(w, "  -> %s\t%s\t\t\t%s\t%s\t%d\t%s\t%d\t%d\t%s\t%s\n", b.Name, b.Address, b.State, sinceText(b.StateSince, doc.Generated), b.Weight, b.MAC,
+			name, state := backendText(b) // set.go
+			fmt.Fprintf(w, "  -> %s\t%s\t\t\t%s\t%s\t%d\t%s\t%d\t%d\t%s\t%s\n", name, b.Address, state, sinceText(b.StateSince, doc.Generated), b.Weight, b.MAC,
 				b.ActiveFlows, b.InactiveFlows, figures(b.Counters, b.Rates), b.StateReason)
+		}
+		if s.FallbackActive {
+			notes = append(notes, s.Name+": fallback active: no primary server takes new flows; the fallback servers do")
 		}
 		if s.Counters.NoBackend > 0 {
 			notes = append(notes, fmt.Sprintf("%s: %d packets passed to the host for lack of a usable backend", s.Name, s.Counters.NoBackend))
@@ -305,7 +309,7 @@ func detach(out io.Writer, cfgPath string, force bool) error {
 	// lbd's files under /run describe the pinned data plane (the running
 	// configuration, the last BGP status; a killed lbd also leaves its PID
 	// file): they go with it.
-	for _, f := range []string{bgpStatusPath(pin), runningConfigPath(pin), pidFile(pin), seenFile(pin), vipsFile(pin)} {
+	for _, f := range []string{bgpStatusPath(pin), runningConfigPath(pin), pidFile(pin), seenFile(pin), vipsFile(pin), daemon.AdminFile(controlSocket(pin))} {
 		if err := os.Remove(f); err != nil && !errors.Is(err, os.ErrNotExist) {
 			errs = append(errs, fmt.Errorf("remove %s: %w", f, err))
 		}
@@ -465,6 +469,9 @@ func movedShare(a, b *config.Service, limit uint32) float64 {
 func table(s *config.Service, size uint32) ([]uint32, []string) {
 	var bs []maglev.Backend
 	for _, srv := range s.Servers {
+		if srv.Fallback {
+			continue // standing by while the primaries are up, as the preview assumes
+		}
 		bs = append(bs, maglev.Backend{Key: srv.Address.String(), Weight: srv.Weight})
 	}
 	t, err := maglev.Build(bs, size)

@@ -34,10 +34,17 @@ func statusDoc(cfg *config.Config, st datapath.Stats, ct datapath.ConntrackStats
 	for _, c := range d.VIPConflicts {
 		doc.VIPConflicts = append(doc.VIPConflicts, statusjson.VIPConflict{VIP: c.VIP.String(), MAC: c.MAC})
 	}
+	markAdmin(cfg, doc.Services) // set.go
 	for i := range doc.Services {
 		for j := range doc.Services[i].Backends {
 			b := &doc.Services[i].Backends[j]
 			b.StateReason = stateReason(b, d.Running)
+			if why := drainReason(findService(cfg, doc.Services[i].Name), b); why != "" {
+				b.StateReason = why
+				if !d.Running {
+					b.StateReason += " (as last written: lbd is not running)"
+				}
+			}
 		}
 	}
 	if bs != nil {
