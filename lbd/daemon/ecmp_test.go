@@ -127,7 +127,7 @@ func openTest(t *testing.T, cfg *config.Config) *datapath.Datapath {
 	return d
 }
 
-func mustApply(t *testing.T, d *datapath.Datapath, svcs []datapath.Service) {
+func mustApply(t *testing.T, d dataPlane, svcs []datapath.Service) {
 	t.Helper()
 	if err := d.Apply(svcs); err != nil {
 		t.Fatalf("apply: %v", err)
