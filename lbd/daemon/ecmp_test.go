@@ -44,12 +44,7 @@ services:
 // lets ECMP move a flow to another balancer without breaking it: the
 // flow's packets, conntrack entry or not, reach the same backend.
 func TestBalancersDecideAlike(t *testing.T) {
-	if os.Geteuid() != 0 {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("needs root to load the eBPF data plane; CI=true, so this is a failure, not a skip")
-		}
-		t.Skip("needs root to load the eBPF data plane")
-	}
+	nettest.RequireBPF(t)
 	cfg, err := config.Parse("ecmp.yaml", []byte(ecmpConfig))
 	if err != nil {
 		t.Fatal(err)
