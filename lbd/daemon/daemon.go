@@ -310,8 +310,7 @@ func (d *Daemon) warnLeftVIPs() {
 // seedFromDataplane starts from what the adopted data plane holds, so a
 // restart keeps up backends up and their MACs known until checks and
 // neighbour resolution say otherwise: no flow is moved by a restart.
-// Pinned backends are matched to configured servers by VIP, protocol and
-// address, which is what identifies them in the maps.
+// Pinned backends are matched to configured servers by Identity.
 func (d *Daemon) seedFromDataplane() (observed, error) {
 	obs := observed{health: map[string]health.State{}, macs: map[netip.Addr]net.HardwareAddr{}}
 	if !d.dp.Adopted() {
@@ -321,24 +320,15 @@ func (d *Daemon) seedFromDataplane() (observed, error) {
 	if err != nil {
 		return obs, fmt.Errorf("read adopted data plane: %w", err)
 	}
-	type key struct {
-		vip   netip.Addr
-		proto datapath.Proto
-		addr  netip.Addr
-	}
-	up := map[key]bool{}
+	id := IdentityOf(d.cfg)
 	for _, s := range st.Services {
+		cs := id.Service(s.VIP, s.Proto, s.Ports)
 		for _, b := range s.Backends {
-			up[key{s.VIP, s.Proto, b.Addr}] = b.State != datapath.Down
 			if b.MAC != nil {
 				obs.macs[b.Addr] = b.MAC
 			}
-		}
-	}
-	for _, s := range d.cfg.Services {
-		for _, srv := range s.Servers {
-			if up[key{s.VIP, protoOf(s.Protocol), srv.Address}] {
-				obs.health[health.Key(s.Name, srv.Name)] = health.Up
+			if srv := Server(cs, b.Addr); srv != nil && b.State != datapath.Down {
+				obs.health[health.Key(cs.Name, srv.Name)] = health.Up
 			}
 		}
 	}

@@ -383,9 +383,11 @@ func TestLifecycleStop(t *testing.T) {
 func TestLifecycleRestartAdopts(t *testing.T) {
 	h := newFakeHost()
 	h.dp.adopted = true
-	h.dp.pinned = []datapath.ServiceStats{{Name: "web", VIP: vipWeb, Proto: datapath.TCP, Backends: []datapath.BackendStats{
-		{Name: "a", Addr: addrA, MAC: macA, State: datapath.Up},
-		{Name: "b", Addr: addrB, MAC: macB, State: datapath.Down},
+	h.dp.pinned = []datapath.ServiceStats{{VIP: vipWeb, Proto: datapath.TCP, Ports: []uint16{80}, Backends: []datapath.BackendStats{
+		{Addr: addrA, MAC: macA, State: datapath.Up},
+		{Addr: addrB, MAC: macB, State: datapath.Down},
+	}}, {VIP: vipWeb, Proto: datapath.TCP, Ports: []uint16{8080}, Backends: []datapath.BackendStats{
+		{Addr: addrB, MAC: macB, State: datapath.Up}, // another service: not b of web
 	}}}
 	r := newRun(t, h, lifeConfig)
 	r.start()
