@@ -143,6 +143,18 @@ func (r *lbdRun) waitState(svc, be string, s datapath.State) {
 	})
 }
 
+// startResolved starts lbd on lifeConfig with every backend's MAC known
+// and a's checks passing.
+func startResolved(t *testing.T) (*fakeHost, *lbdRun) {
+	h := newFakeHost()
+	h.neigh.macs[addrA], h.neigh.macs[addrB], h.neigh.macs[addrC] = macA, macB, macC
+	r := newRun(t, h, lifeConfig)
+	r.start()
+	h.health.set("web/a", health.Up)
+	r.waitState("web", "a", datapath.Up)
+	return h, r
+}
+
 // TestLifecycleStart: a fresh start checks, programs and attaches the data
 // plane, takes the VIP, and only then says READY=1; backends enter
 // rotation as their checks and MACs arrive.
@@ -212,14 +224,9 @@ func TestLifecycleStart(t *testing.T) {
 // plane's desired tables at once and comes back when they pass again; the
 // other backend stays up throughout.
 func TestLifecycleHealthFlap(t *testing.T) {
-	h := newFakeHost()
-	h.neigh.macs[addrA], h.neigh.macs[addrB] = macA, macB
-	r := newRun(t, h, lifeConfig)
-	r.start()
-	h.health.set("web/a", health.Up)
+	h, r := startResolved(t)
 	h.health.set("web/b", health.Up)
 	r.waitState("web", "b", datapath.Up)
-	r.waitState("web", "a", datapath.Up)
 
 	for round := range 2 {
 		h.health.set("web/a", health.Down)
@@ -244,12 +251,7 @@ func TestLifecycleHealthFlap(t *testing.T) {
 // with its verdict, programs the new services, claims the new VIP, adds
 // the new checks (existing ones keep their state) and says so in STATUS=.
 func TestLifecycleReloadGood(t *testing.T) {
-	h := newFakeHost()
-	h.neigh.macs[addrA], h.neigh.macs[addrB], h.neigh.macs[addrC] = macA, macB, macC
-	r := newRun(t, h, lifeConfig)
-	r.start()
-	h.health.set("web/a", health.Up)
-	r.waitState("web", "a", datapath.Up)
+	h, r := startResolved(t)
 
 	r.write(lifeConfig2)
 	from := len(r.n.all())
@@ -303,12 +305,7 @@ func TestLifecycleReloadGood(t *testing.T) {
 // off-link backend are each rejected with file:line (or the field), and
 // the running configuration stays: nothing new is applied or taken.
 func TestLifecycleReloadBad(t *testing.T) {
-	h := newFakeHost()
-	h.neigh.macs[addrA], h.neigh.macs[addrB] = macA, macB
-	r := newRun(t, h, lifeConfig)
-	r.start()
-	h.health.set("web/a", health.Up)
-	r.waitState("web", "a", datapath.Up)
+	h, r := startResolved(t)
 
 	h.offLink[netip.MustParseAddr("198.51.100.7")] = true
 	cases := []struct{ name, yaml, want string }{
