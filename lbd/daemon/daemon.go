@@ -479,7 +479,7 @@ func (d *Daemon) loop(ctx context.Context) error {
 	}
 	retry := time.NewTimer(time.Hour)
 	retry.Stop()
-	attachTick := time.NewTicker(AttachCheckInterval)
+	attachTick := time.NewTicker(d.host().attachEvery)
 	defer attachTick.Stop()
 	for {
 		var step func()

@@ -80,8 +80,9 @@ func (h *fakeHost) system() *system {
 			h.health.onChange = o.OnChange
 			return h.health
 		},
-		vips: h.vips,
-		now:  func() time.Time { return h.now },
+		vips:        h.vips,
+		now:         func() time.Time { return h.now },
+		attachEvery: 10 * time.Millisecond,
 	}
 }
 
@@ -91,8 +92,11 @@ type fakeDataplane struct {
 	adopted bool
 	pinned  []datapath.ServiceStats // what an adopted data plane holds
 	openErr error
-	// attachErr and applyErr fail those calls while set.
-	attachErr, applyErr error
+	// attachErr, applyErr and reattachErr fail those calls while set;
+	// detached makes CheckAttached fail until a Reattach succeeds.
+	attachErr, applyErr, reattachErr error
+	detached                         bool
+	reattached                       int
 
 	opened, attached int
 	applied          [][]datapath.Service
@@ -139,8 +143,28 @@ func (f *fakeDataplane) Attach() error {
 	return nil
 }
 
-func (f *fakeDataplane) CheckAttached() error              { return nil }
-func (f *fakeDataplane) Reattach() error                   { return nil }
+// CheckAttached fails while detached is set, as after `bpftool link
+// detach`; Reattach clears it unless reattachErr is set.
+func (f *fakeDataplane) CheckAttached() error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.detached {
+		return errors.New("program detached")
+	}
+	return nil
+}
+
+func (f *fakeDataplane) Reattach() error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.reattached++
+	if f.reattachErr != nil {
+		return f.reattachErr
+	}
+	f.detached = false
+	return nil
+}
+
 func (f *fakeDataplane) ActiveFlows(*datapath.Stats) error { return nil }
 func (f *fakeDataplane) ConntrackLimit() uint32            { return 1024 }
 func (f *fakeDataplane) ConntrackEntries() (uint64, error) { return 0, nil }

@@ -457,3 +457,30 @@ func TestLifecycleFailedStart(t *testing.T) {
 		}
 	})
 }
+
+// TestLifecycleRepairsDetached: a program found detached is attached
+// again by the loop; while re-attaching fails, lbd keeps trying and keeps
+// serving.
+func TestLifecycleRepairsDetached(t *testing.T) {
+	h, r := startResolved(t)
+	dp := h.dp
+	set := func(detached bool, err error) {
+		dp.mu.Lock()
+		dp.detached, dp.reattachErr = detached, err
+		dp.mu.Unlock()
+	}
+	reattached := func() int { dp.mu.Lock(); defer dp.mu.Unlock(); return dp.reattached }
+	set(true, errFake)
+	waitFor(t, "two re-attach attempts", func() bool { return reattached() >= 2 })
+	if resp := r.call(control.CmdPing); !resp.OK {
+		t.Errorf("lbd not answering while re-attaching fails: %+v", resp)
+	}
+	set(true, nil)
+	waitFor(t, "the program attached again", func() bool { return dp.CheckAttached() == nil })
+	n := reattached()
+	h.health.set("web/b", health.Up) // a loop step after the repair
+	r.waitState("web", "b", datapath.Up)
+	if got := reattached(); got != n {
+		t.Errorf("re-attached %d more times once attached", got-n)
+	}
+}

@@ -79,6 +79,8 @@ type system struct {
 	newHealth     func(ctx context.Context, opts health.Options) healthChecks
 	vips          vipManager
 	now           func() time.Time
+	// attachEvery is how often the loop checks the program is attached.
+	attachEvery time.Duration
 }
 
 // hostSystem is the real host: netlink, bpffs, BPF, the wall clock.
@@ -102,9 +104,10 @@ func hostSystem() *system {
 			}
 			return r, nil
 		},
-		newHealth: func(ctx context.Context, opts health.Options) healthChecks { return health.New(ctx, opts) },
-		vips:      vip.Current(),
-		now:       time.Now,
+		newHealth:   func(ctx context.Context, opts health.Options) healthChecks { return health.New(ctx, opts) },
+		vips:        vip.Current(),
+		now:         time.Now,
+		attachEvery: AttachCheckInterval,
 	}
 }
 
