@@ -307,7 +307,9 @@ func detach(out io.Writer, cfgPath string, force bool) error {
 		if _, err := net.InterfaceByName(ifname); err != nil {
 			ifname = "" // gone or renamed: look for the cls_bpf filter everywhere
 		}
-		dp, err := datapath.Open(datapath.Options{Interface: ifname, PinPath: cfg.Balancer.PinPath, ReplaceIncompatible: true}, nil)
+		opts := daemon.DataplaneOptions(cfg.Balancer) // the maps lbd run made, adopted as they are
+		opts.Interface, opts.ReplaceIncompatible = ifname, true
+		dp, err := datapath.Open(opts, nil)
 		if err != nil {
 			errs = append(errs, fmt.Errorf("open pinned data plane: %w", err))
 		} else {
