@@ -243,6 +243,8 @@ type fakeHealth struct {
 	states   map[string]health.State
 	onChange health.ChangeFunc
 	closed   bool
+	// updateErr, when set, makes Update refuse the targets.
+	updateErr error
 }
 
 // Update keeps the state of unchanged targets, starts new ones in their
@@ -250,6 +252,10 @@ type fakeHealth struct {
 // up at once.
 func (h *fakeHealth) Update(ts []health.Target) error {
 	h.mu.Lock()
+	if h.updateErr != nil {
+		h.mu.Unlock()
+		return h.updateErr
+	}
 	old := map[string]health.Target{}
 	for _, t := range h.targets {
 		old[t.Key] = t

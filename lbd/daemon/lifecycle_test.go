@@ -335,6 +335,29 @@ func TestLifecycleReloadBad(t *testing.T) {
 			return strings.HasPrefix(st, "1 services, 2 servers") && strings.Contains(st, "last reload rejected at 12:00:00")
 		})
 	}
+	// A reload the health checker refuses takes back the VIP it claimed:
+	// nothing of the rejected configuration stays behind.
+	h.health.mu.Lock()
+	h.health.updateErr = errFake
+	h.health.mu.Unlock()
+	r.write(lifeConfig2)
+	resp := r.call(control.CmdReload)
+	if resp.OK || !slices.ContainsFunc(resp.Errors, func(e string) bool { return strings.Contains(e, "update health checks") }) {
+		t.Errorf("reload with the checker refusing: %+v", resp)
+	}
+	if calls := h.vips.calls(); !slices.Equal(calls[len(calls)-2:], []string{"claim [192.0.2.20]", "release-added [192.0.2.20]"}) {
+		t.Errorf("VIP calls %q: want the new VIP claimed, then it alone released (not the running one)", calls)
+	}
+	if rec, _ := ReadVIPRecord(r.vipRecord); !slices.Equal(rec.Added, []netip.Addr{vipWeb}) {
+		t.Errorf("VIP record %v after the rejected reload, want web's alone", rec.Added)
+	}
+	if owned, _ := h.vips.Owned("eth0"); !slices.Equal(owned, []netip.Addr{vipWeb}) {
+		t.Errorf("VIPs %v after the rejected reload, want web's alone", owned)
+	}
+	h.health.mu.Lock()
+	h.health.updateErr = nil
+	h.health.mu.Unlock()
+
 	// The old configuration is the one in force: health events still
 	// reach the data plane under it.
 	h.health.set("web/b", health.Up)
