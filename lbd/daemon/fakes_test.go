@@ -26,6 +26,7 @@ import (
 // kernel-facing packages have their own tests against the real kernel;
 // these test the daemon's lifecycle around them.
 type fakeHost struct {
+	steps  *steps
 	dp     *fakeDataplane
 	neigh  *fakeNeigh
 	health *fakeHealth
@@ -38,14 +39,32 @@ type fakeHost struct {
 }
 
 func newFakeHost() *fakeHost {
+	ev := &steps{}
 	return &fakeHost{
-		dp:      &fakeDataplane{},
+		steps:   ev,
+		dp:      &fakeDataplane{steps: ev},
 		neigh:   &fakeNeigh{macs: map[netip.Addr]net.HardwareAddr{}},
 		health:  &fakeHealth{states: map[string]health.State{}},
-		vips:    &fakeVIPs{owned: map[netip.Addr]bool{}},
+		vips:    &fakeVIPs{owned: map[netip.Addr]bool{}, steps: ev},
 		offLink: map[netip.Addr]bool{},
 		now:     time.Date(2026, 12, 1, 12, 0, 0, 0, time.UTC),
 	}
+}
+
+// steps is the order of the kernel-facing steps of a run across the
+// fakes (open, apply, attach, VIPs, notifications).
+type steps struct {
+	mu   sync.Mutex
+	list []string
+}
+
+func (s *steps) add(step string) { s.mu.Lock(); s.list = append(s.list, step); s.mu.Unlock() }
+
+// first is the first n steps.
+func (s *steps) first(n int) []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return slices.Clone(s.list[:min(n, len(s.list))])
 }
 
 func (h *fakeHost) system() *system {
@@ -63,6 +82,7 @@ func (h *fakeHost) system() *system {
 			h.dp.mu.Lock()
 			defer h.dp.mu.Unlock()
 			h.dp.opened++
+			h.steps.add("open")
 			if h.dp.openErr != nil {
 				return nil, h.dp.openErr
 			}
@@ -88,6 +108,7 @@ func (h *fakeHost) system() *system {
 
 // fakeDataplane keeps every Apply, in order.
 type fakeDataplane struct {
+	steps   *steps
 	mu      sync.Mutex
 	adopted bool
 	pinned  []datapath.ServiceStats // what an adopted data plane holds
@@ -130,6 +151,7 @@ func (f *fakeDataplane) Apply(svcs []datapath.Service) error {
 		return f.applyErr
 	}
 	f.applied = append(f.applied, slices.Clone(svcs))
+	f.steps.add("apply")
 	return nil
 }
 
@@ -140,6 +162,7 @@ func (f *fakeDataplane) Attach() error {
 		return f.attachErr
 	}
 	f.attached++
+	f.steps.add("attach")
 	return nil
 }
 
@@ -336,6 +359,7 @@ func (h *fakeHealth) initial() map[string]health.State {
 
 // fakeVIPs is the interface's address table; calls are logged in order.
 type fakeVIPs struct {
+	steps    *steps
 	mu       sync.Mutex
 	owned    map[netip.Addr]bool
 	prepared []netip.Addr
@@ -345,6 +369,9 @@ type fakeVIPs struct {
 
 func (v *fakeVIPs) log(format string, args ...any) {
 	v.history = append(v.history, fmt.Sprintf(format, args...))
+	if !strings.HasPrefix(format, "prepare") { // probing runs beside the data plane's load
+		v.steps.add(v.history[len(v.history)-1])
+	}
 }
 
 func (v *fakeVIPs) add(vips []netip.Addr) []netip.Addr {
@@ -421,11 +448,19 @@ func (v *fakeVIPs) calls() []string { v.mu.Lock(); defer v.mu.Unlock(); return s
 // notes records systemd notifications (the watchdog sends from its own
 // goroutine).
 type notes struct {
-	mu   sync.Mutex
-	sent []string
+	mu    sync.Mutex
+	sent  []string
+	steps *steps // READY=1, RELOADING=1 and STOPPING=1 are steps too
 }
 
-func (n *notes) notify(s string) { n.mu.Lock(); n.sent = append(n.sent, s); n.mu.Unlock() }
+func (n *notes) notify(s string) {
+	n.mu.Lock()
+	n.sent = append(n.sent, s)
+	n.mu.Unlock()
+	if first, _, _ := strings.Cut(s, "\n"); n.steps != nil && (strings.HasSuffix(first, "ING=1") || first == "READY=1") {
+		n.steps.add(first)
+	}
+}
 
 func (n *notes) all() []string { n.mu.Lock(); defer n.mu.Unlock(); return slices.Clone(n.sent) }
 

@@ -69,7 +69,7 @@ type lbdRun struct {
 // Run against h; start starts it.
 func newRun(t *testing.T, h *fakeHost, yaml string) *lbdRun {
 	dir := t.TempDir()
-	r := &lbdRun{t: t, h: h, n: &notes{}, dir: dir, cfgPath: filepath.Join(dir, "lbd.yaml"),
+	r := &lbdRun{t: t, h: h, n: &notes{steps: h.steps}, dir: dir, cfgPath: filepath.Join(dir, "lbd.yaml"),
 		sock: filepath.Join(dir, "lbd.sock"), vipRecord: filepath.Join(dir, "lbd.vips"),
 		runningCopy: filepath.Join(dir, "lbd.running.yaml"), reload: make(chan struct{}, 1)}
 	r.write(yaml)
@@ -164,6 +164,11 @@ func TestLifecycleStart(t *testing.T) {
 	r := newRun(t, h, lifeConfig)
 	r.start()
 
+	// DESIGN §4: the data plane is programmed and attached before the VIP
+	// draws traffic to it, and READY=1 comes last.
+	if got, want := h.steps.first(5), []string{"open", "apply", "attach", "take [192.0.2.10]", "READY=1"}; !slices.Equal(got, want) {
+		t.Errorf("start steps %q, want %q", got, want)
+	}
 	if attached, removed, _ := h.dp.state(); attached != 1 || removed {
 		t.Errorf("attached %d times, removed %v: want attached once, not removed", attached, removed)
 	}
@@ -380,8 +385,8 @@ func TestLifecycleStop(t *testing.T) {
 	if err := r.stop(); err != nil {
 		t.Fatalf("Run returned %v after a clean stop, want nil", err)
 	}
-	if r.n.index(0, "STOPPING=1") < 0 {
-		t.Errorf("notifications %q: no STOPPING=1", r.n.all())
+	if all := h.steps.first(100); all[len(all)-1] != "STOPPING=1" {
+		t.Errorf("steps %q: want STOPPING=1 last, nothing undone after it", all)
 	}
 	if _, removed, closed := h.dp.state(); removed || !closed {
 		t.Errorf("data plane removed %v, closed %v: want left pinned and closed", removed, closed)
