@@ -23,6 +23,8 @@ import (
 	"time"
 
 	"github.com/dsrlb/dsrlb/integration/topo"
+
+	"github.com/dsrlb/dsrlb/internal/nettest"
 )
 
 // treeCache holds debootstrapped trees between runs on the same machine,
@@ -257,8 +259,8 @@ func (m *machine) startNspawn() {
 	m.n++
 	m.delNS()
 	m.netns = fmt.Sprintf("%s-b%d", m.name, m.n)
-	if out, err := exec.Command("ip", "netns", "add", m.netns).CombinedOutput(); err != nil {
-		m.t.Fatalf("ip netns add: %v\n%s", err, out)
+	if err := nettest.AddNamed(m.netns); err != nil {
+		m.t.Fatalf("create namespace %s: %v", m.netns, err)
 	}
 	if m.setupNS != nil {
 		m.setupNS(m.netns)
@@ -395,7 +397,7 @@ func (m *machine) reboot(ctx context.Context) {
 
 func (m *machine) delNS() {
 	if m.netns != "" {
-		exec.Command("ip", "netns", "del", m.netns).Run()
+		nettest.DelNamed(m.netns)
 		m.netns = ""
 	}
 }

@@ -3,6 +3,7 @@ package nettest
 import (
 	"errors"
 	"fmt"
+	"os"
 	"runtime"
 
 	"github.com/vishvananda/netns"
@@ -28,6 +29,25 @@ func CreateNamed(name string) (netns.NsHandle, error) {
 		return restore(orig)
 	})
 	return h, err
+}
+
+// AddNamed is CreateNamed for a caller that needs no handle (the
+// namespace is reached by name: nsenter, systemd-nspawn).
+func AddNamed(name string) error {
+	h, err := CreateNamed(name)
+	if err == nil {
+		h.Close()
+	}
+	return err
+}
+
+// DelNamed removes the namespace /run/netns/name (`ip netns del name`);
+// one that is not there is not an error.
+func DelNamed(name string) error {
+	if err := netns.DeleteNamed(name); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return err
+	}
+	return nil
 }
 
 // DoIn runs fn on a locked OS thread inside the namespace named name.
