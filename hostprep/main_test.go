@@ -9,7 +9,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/dsrlb/dsrlb/hostprep/internal/nstest"
+	"github.com/dsrlb/dsrlb/internal/nettest"
 )
 
 const config = `services:
@@ -24,7 +24,7 @@ const config = `services:
 // exit codes of check (0 in sync, 1 drift) and its JSON, as monitoring
 // and cloud-init see them.
 func TestBinary(t *testing.T) {
-	ns := nstest.New(t)
+	ns := nettest.Create(t, "dsrlbhp-")
 	bin := filepath.Join(t.TempDir(), "hostprep")
 	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
 		t.Fatalf("build: %v\n%s", err, out)

@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/dsrlb/dsrlb/internal/nettest"
 )
 
 // The packages under a real systemd (see nspawn_test.go). Scenario names
@@ -189,12 +191,12 @@ func balancerNS(m **machine, client *string) func(ns string) {
 	return func(ns string) {
 		mm := *m
 		if *client != "" {
-			exec.Command("ip", "netns", "del", *client).Run()
+			nettest.DelNamed(*client)
 		}
 		*client = ns + "-cl"
-		mm.t.Cleanup(func() { exec.Command("ip", "netns", "del", *client).Run() })
-		if out, err := exec.Command("ip", "netns", "add", *client).CombinedOutput(); err != nil {
-			mm.t.Fatalf("ip netns add: %v\n%s", err, out)
+		mm.t.Cleanup(func() { nettest.DelNamed(*client) })
+		if err := nettest.AddNamed(*client); err != nil {
+			mm.t.Fatalf("create namespace %s: %v", *client, err)
 		}
 		mm.nsRun("ip", "link", "add", "eth0", "type", "veth", "peer", "name", "cl0", "netns", *client)
 		mm.nsRun("ip", "addr", "add", sdLBAddr+"/24", "dev", "eth0")

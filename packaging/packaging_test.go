@@ -13,6 +13,8 @@ import (
 	"strings"
 	"sync"
 	"testing"
+
+	"github.com/dsrlb/dsrlb/internal/nettest"
 )
 
 const version = "0.1.0"
@@ -26,14 +28,7 @@ var (
 // release builds the packages once per test binary and returns their folder.
 func release(t *testing.T) string {
 	t.Helper()
-	for _, tool := range []string{"dpkg-deb", "rpm", "lintian", "systemd-analyze", "gzip"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			if os.Getenv("CI") == "true" {
-				t.Fatalf("%s missing: scripts/setup-debian.sh installs it", tool)
-			}
-			t.Skipf("%s not installed (scripts/setup-debian.sh installs it)", tool)
-		}
-	}
+	nettest.RequireTools(t, "dpkg-deb", "rpm", "lintian", "systemd-analyze", "gzip")
 	buildOnce.Do(func() {
 		cmd := exec.Command("./build.sh")
 		cmd.Env = append(os.Environ(), "VERSION="+version, "ARCHES=amd64")
@@ -176,7 +171,7 @@ func TestUnitsVerify(t *testing.T) {
 // what a user sees, reinstalls over a modified config, then purges and
 // checks nothing is left behind.
 func TestInstallUpgradePurge(t *testing.T) {
-	if os.Getenv("CI") != "true" && os.Getenv("DSRLB_TEST_INSTALL") != "1" {
+	if !nettest.CI() && os.Getenv("DSRLB_TEST_INSTALL") != "1" {
 		t.Skip("installs packages on this machine: runs under CI=true or DSRLB_TEST_INSTALL=1")
 	}
 	if os.Geteuid() != 0 {
@@ -235,11 +230,6 @@ func TestInstallUpgradePurge(t *testing.T) {
 
 // TestCloudInitSchema validates the shipped user-data offline.
 func TestCloudInitSchema(t *testing.T) {
-	if _, err := exec.LookPath("cloud-init"); err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("cloud-init missing: scripts/setup-debian.sh installs it")
-		}
-		t.Skip("cloud-init not installed")
-	}
+	nettest.RequireTools(t, "cloud-init")
 	run(t, "cloud-init", "schema", "-c", "cloud-init/user-data.yaml")
 }

@@ -9,6 +9,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/dsrlb/dsrlb/shared/config"
 )
 
 // Config is the part of dsrlb.yaml the scenarios vary; Render adds the
@@ -34,19 +36,12 @@ type Notify struct {
 	Timeout time.Duration
 }
 
-// BGP is balancer.bgp; zero fields take the schema's defaults.
-type BGP struct {
-	ASN          uint32
-	WithdrawWait time.Duration
-	Peers        []BGPPeer
-}
+// BGP is balancer.bgp, as the schema has it; zero fields take the
+// schema's defaults.
+type BGP = config.BGP
 
 // BGPPeer is balancer.bgp.peers[].
-type BGPPeer struct {
-	Address  netip.Addr
-	ASN      uint32
-	HoldTime time.Duration
-}
+type BGPPeer = config.BGPPeer
 
 // Service is one services[] entry.
 type Service struct {
@@ -145,6 +140,9 @@ func (t *Topology) renderFor(lb *Host, c Config) string {
 	}
 	if g := c.BGP; g != nil {
 		fmt.Fprintf(&b, "  bgp:\n    asn: %d\n", g.ASN)
+		if g.RouterID.IsValid() {
+			fmt.Fprintf(&b, "    router_id: %s\n", g.RouterID)
+		}
 		if g.WithdrawWait != 0 {
 			fmt.Fprintf(&b, "    withdraw_wait: %v\n", g.WithdrawWait)
 		}
@@ -153,6 +151,9 @@ func (t *Topology) renderFor(lb *Host, c Config) string {
 			fmt.Fprintf(&b, "      - {address: \"%s\", asn: %d", p.Address, p.ASN)
 			if p.HoldTime != 0 {
 				fmt.Fprintf(&b, ", hold_time: %v", p.HoldTime)
+			}
+			if p.Password != "" {
+				fmt.Fprintf(&b, ", password: %q", p.Password)
 			}
 			b.WriteString("}\n")
 		}

@@ -3,9 +3,9 @@ package topo
 import (
 	"context"
 	"fmt"
-	"path/filepath"
-	"strings"
 	"time"
+
+	"github.com/dsrlb/dsrlb/internal/runfiles"
 )
 
 // StartLbd starts `lbd run --config <current config>` in the balancer's
@@ -42,10 +42,5 @@ func (t *Topology) LbdOn(ctx context.Context, lb *Host, args ...string) (string,
 	return lb.NS.Run(ctx, t.Bins.Lbd, append(args, "--config", t.ConfigPathFor(lb))...)
 }
 
-// LbdPIDFile is where `lbd run` on balancer lb writes its PID: lbd
-// derives it from the pin path (lbd/internal/cli.pidFile, not importable
-// from here; `lbd reload` in the scenarios breaks if the two differ).
-func (t *Topology) LbdPIDFile(lb *Host) string {
-	name := strings.Trim(strings.ReplaceAll(filepath.Clean(t.PinPathFor(lb)), "/", "-"), "-")
-	return filepath.Join("/run/dsrlb", "lbd-"+name+".pid")
-}
+// LbdPIDFile is where `lbd run` on balancer lb writes its PID.
+func (t *Topology) LbdPIDFile(lb *Host) string { return runfiles.For(t.PinPathFor(lb)).PID }

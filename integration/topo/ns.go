@@ -7,11 +7,12 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strings"
 
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
+
+	"github.com/dsrlb/dsrlb/internal/nettest"
 )
 
 // NS is a named network namespace (/run/netns/Name), as `ip netns add`
@@ -23,18 +24,14 @@ type NS struct {
 	handle *netlink.Handle
 }
 
-// newNS creates the namespace with `ip netns add` and opens a netlink handle
-// bound to it.
-func newNS(ctx context.Context, name string) (*NS, error) {
-	if out, err := exec.CommandContext(ctx, "ip", "netns", "add", name).CombinedOutput(); err != nil {
-		return nil, fmt.Errorf("create netns %s: %v: %s", name, err, strings.TrimSpace(string(out)))
-	}
-	n := &NS{Name: name, h: -1}
-	h, err := netns.GetFromName(name)
+// newNS creates the namespace (as `ip netns add`, on a locked thread:
+// nettest.CreateNamed) and opens a netlink handle bound to it.
+func newNS(name string) (*NS, error) {
+	h, err := nettest.CreateNamed(name)
 	if err != nil {
-		return n, fmt.Errorf("open netns %s: %w", name, err)
+		return nil, fmt.Errorf("create netns %s: %w", name, err)
 	}
-	n.h = h
+	n := &NS{Name: name, h: h}
 	if n.handle, err = netlink.NewHandleAt(h); err != nil {
 		return n, fmt.Errorf("open netlink in %s: %w", name, err)
 	}
@@ -55,8 +52,8 @@ func (n *NS) delete() error {
 	if _, err := os.Stat(filepath.Join("/run/netns", n.Name)); os.IsNotExist(err) {
 		return nil
 	}
-	if out, err := exec.Command("ip", "netns", "del", n.Name).CombinedOutput(); err != nil {
-		return fmt.Errorf("delete netns %s: %v: %s", n.Name, err, strings.TrimSpace(string(out)))
+	if err := netns.DeleteNamed(n.Name); err != nil {
+		return fmt.Errorf("delete netns %s: %w", n.Name, err)
 	}
 	return nil
 }
@@ -65,29 +62,10 @@ func (n *NS) delete() error {
 // thread never changes namespace.
 func (n *NS) Netlink() *netlink.Handle { return n.handle }
 
-// Do runs fn on a fresh OS thread that has entered the namespace. Sockets
-// fn creates stay in the namespace and may be used from any goroutine
-// afterwards. The thread is never returned to the Go scheduler: a locked
-// goroutine that exits takes its thread with it, so no other goroutine ever
-// runs in the wrong namespace.
-func (n *NS) Do(fn func() error) error {
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread() // never unlocked, on purpose (see above)
-		h, err := netns.GetFromName(n.Name)
-		if err != nil {
-			errc <- fmt.Errorf("open netns %s: %w", n.Name, err)
-			return
-		}
-		defer h.Close()
-		if err := netns.Set(h); err != nil {
-			errc <- fmt.Errorf("enter netns %s: %w", n.Name, err)
-			return
-		}
-		errc <- fn()
-	}()
-	return <-errc
-}
+// Do runs fn on a locked OS thread inside the namespace (nettest.Do).
+// Sockets fn creates stay in the namespace and may be used from any
+// goroutine afterwards.
+func (n *NS) Do(fn func() error) error { return nettest.Do(n.h, fn) }
 
 // SetSysctl writes value to /proc/sys/<key> inside the namespace. Keys use
 // '/' separators (net/ipv4/conf/eth0.100/arp_ignore), so interface names

@@ -43,8 +43,9 @@ type Proc struct {
 
 // spawner is one goroutine locked to its thread for the whole process life,
 // from which every long-running process is forked. Pdeathsig fires when the
-// forking *thread* exits; the harness's namespace threads do exit (see
-// NS.Do), so forking from one of them would kill children at random.
+// forking *thread* exits; the harness's namespace threads may exit (see
+// NS.Do: one that cannot leave the namespace is dropped), so forking from
+// one of them could kill children at random.
 var spawner = sync.OnceValue(func() chan func() {
 	ch := make(chan func())
 	go func() {

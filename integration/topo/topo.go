@@ -156,7 +156,7 @@ func New(ctx context.Context, bins *Bins, opts Options) (_ *Topology, err error)
 }
 
 func (t *Topology) ns(ctx context.Context, role string) (*NS, error) {
-	n, err := newNS(ctx, t.ID+"-"+role)
+	n, err := newNS(t.ID + "-" + role)
 	t.mu.Lock()
 	if n != nil {
 		t.nss = append(t.nss, n)

@@ -12,6 +12,8 @@ import (
 	"strings"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/dsrlb/dsrlb/internal/runfiles"
 )
 
 // Root is where bpffs is mounted by convention (systemd, cilium, iproute2).
@@ -20,7 +22,7 @@ const Root = "/sys/fs/bpf"
 // lockFile serialises the check-then-mount of concurrent processes (lbd,
 // parallel test binaries): two mounts on Root would stack, and pins made in
 // the lower one would vanish from every path lookup.
-const lockFile = "/run/dsrlb/bpffs.lock" // lbd's RuntimeDirectory
+const lockFile = runfiles.BPFFSLock
 
 // Mounted reports whether dir is on a bpf filesystem.
 func Mounted(dir string) bool {

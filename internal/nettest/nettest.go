@@ -1,8 +1,9 @@
-// Package nettest builds throw-away network namespaces for the privileged
-// tests of lbd's packages: uniquely named, with the sysctls the tests rely
-// on set explicitly, removed when the test ends (also on failure), and
-// reached through a per-namespace netlink handle so no test thread ever
-// switches namespace.
+// Package nettest is the one support package for privileged tests: the
+// policy for tests that cannot run here (SkipOrFail: skip, or fail under
+// CI=true), privilege and tool checks, throw-away network namespaces
+// created and entered on locked threads only (no test thread is ever left
+// in another namespace), unique bpffs pin directories, and their removal
+// when the test ends, also on failure.
 package nettest
 
 import (
@@ -22,72 +23,70 @@ import (
 	"github.com/dsrlb/dsrlb/internal/bpffs"
 )
 
-// Require skips a test that needs root, or fails it under CI,
-// where a missing capability is a broken runner, not a reason to skip.
-func Require(t *testing.T) {
-	t.Helper()
-	if os.Geteuid() == 0 {
-		if _, err := exec.LookPath("ip"); err == nil {
-			return
-		}
-	}
-	msg := "needs root and iproute2 to create network namespaces"
-	if os.Getenv("CI") == "true" {
-		t.Fatal(msg)
-	}
-	t.Skip(msg)
+// Suffix is n random bytes in hex, for unique namespace, link and pin
+// names (tests of several packages run at once on one host).
+func Suffix(n int) string {
+	b := make([]byte, n)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
 }
 
 // PinPath returns a unique directory under /sys/fs/bpf for the test's
-// pins, removed when the test ends. A machine booted without systemd has
-// no bpffs there: it is mounted first (in the test's mount namespace).
-func PinPath(t testing.TB, prefix string) string {
-	t.Helper()
-	if os.Geteuid() != 0 {
-		msg := "needs root to pin BPF objects under " + bpffs.Root
-		if os.Getenv("CI") == "true" {
-			t.Fatal(msg)
-		}
-		t.Skip(msg)
-	}
+// pins, removed when the test ends. bpffs is one for the whole host, so
+// pins never share a directory. A machine booted without systemd has no
+// bpffs there: it is mounted first (in the test's mount namespace).
+func PinPath(tb testing.TB, prefix string) string {
+	tb.Helper()
+	RequireRoot(tb, "pinning BPF objects under "+bpffs.Root)
 	if _, err := bpffs.Mount(); err != nil {
-		t.Fatalf("mount bpffs for the test's pins: %v", err)
+		tb.Fatalf("mount bpffs for the test's pins: %v", err)
 	}
-	b := make([]byte, 4)
-	_, _ = rand.Read(b)
-	p := filepath.Join(bpffs.Root, prefix+hex.EncodeToString(b))
-	t.Cleanup(func() { os.RemoveAll(p) })
+	p := filepath.Join(bpffs.Root, prefix+Suffix(4))
+	tb.Cleanup(func() { os.RemoveAll(p) })
 	return p
 }
 
-// NS is a named network namespace removed when the test ends.
+// NS is a named network namespace (/run/netns/Name) removed when the test
+// ends.
 type NS struct {
 	Name   string
 	Handle netns.NsHandle
 	H      *netlink.Handle // netlink in the namespace, no thread switch needed
 }
 
+// Create makes a namespace named prefix + a random suffix, visible to `ip
+// netns exec`, as it comes from the kernel: lo down, conf/all sysctls
+// inherited from the host. It is deleted when tb ends.
+func Create(tb testing.TB, prefix string) *NS {
+	tb.Helper()
+	Require(tb)
+	name := prefix + Suffix(4)
+	h, err := CreateNamed(name)
+	if err != nil {
+		tb.Fatalf("create namespace %s: %v", name, err)
+	}
+	n := &NS{Name: name, Handle: h}
+	tb.Cleanup(func() {
+		if n.H != nil {
+			n.H.Close()
+		}
+		h.Close()
+		if err := netns.DeleteNamed(name); err != nil {
+			tb.Errorf("delete namespace %s: %v", name, err)
+		}
+	})
+	if n.H, err = netlink.NewHandleAt(h); err != nil {
+		tb.Fatalf("netlink handle in %s: %v", name, err)
+	}
+	return n
+}
+
 // New creates a namespace with lo up and the sysctls the tests rely on set
 // explicitly (new namespaces inherit the host's conf/all values).
-func New(t *testing.T) *NS {
-	t.Helper()
-	b := make([]byte, 4)
-	_, _ = rand.Read(b)
-	name := "dsrlbnb" + hex.EncodeToString(b)
-	MustRun(t, "ip", "netns", "add", name)
-	t.Cleanup(func() { _ = exec.Command("ip", "netns", "del", name).Run() })
-	ns, err := netns.GetFromName(name)
-	if err != nil {
-		t.Fatalf("open netns %s: %v", name, err)
-	}
-	t.Cleanup(func() { _ = ns.Close() })
-	h, err := netlink.NewHandleAt(ns)
-	if err != nil {
-		t.Fatalf("netlink handle in %s: %v", name, err)
-	}
-	t.Cleanup(h.Close)
-	n := &NS{Name: name, Handle: ns, H: h}
-	n.Run(t, "ip", "link", "set", "lo", "up")
+func New(tb testing.TB) *NS {
+	tb.Helper()
+	n := Create(tb, "dsrlbnb")
+	n.Run(tb, "ip", "link", "set", "lo", "up")
 	// New namespaces inherit the host's conf/all values: set what the
 	// tests rely on (plain ARP behaviour, no reverse-path filter).
 	for _, kv := range []string{
@@ -99,26 +98,37 @@ func New(t *testing.T) *NS {
 		// is tentative the kernel sends no neighbour solicitation at all.
 		"net.ipv6.conf.all.accept_dad=0", "net.ipv6.conf.default.accept_dad=0",
 	} {
-		n.Run(t, "sysctl", "-qw", kv)
+		n.Run(tb, "sysctl", "-qw", kv)
 	}
 	return n
 }
 
+// Do runs fn on a locked OS thread inside the namespace (see Do).
+func (n *NS) Do(fn func() error) error { return Do(n.Handle, fn) }
+
 // Run runs a command inside the namespace (ip netns exec) and fails the
 // test on error. The command is bounded in time and waited for.
-func (n *NS) Run(t *testing.T, args ...string) string {
-	t.Helper()
-	return MustRun(t, append([]string{"ip", "netns", "exec", n.Name}, args...)...)
+func (n *NS) Run(tb testing.TB, args ...string) string {
+	tb.Helper()
+	return MustRun(tb, append([]string{"ip", "netns", "exec", n.Name}, args...)...)
+}
+
+// Sh runs each command with sh -ec inside the namespace.
+func (n *NS) Sh(tb testing.TB, cmds ...string) {
+	tb.Helper()
+	for _, c := range cmds {
+		n.Run(tb, "sh", "-ec", c)
+	}
 }
 
 // MustRun runs a command (bounded to 30s) and fails the test on error.
-func MustRun(t *testing.T, args ...string) string {
-	t.Helper()
+func MustRun(tb testing.TB, args ...string) string {
+	tb.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	out, err := exec.CommandContext(ctx, args[0], args[1:]...).CombinedOutput()
 	if err != nil {
-		t.Fatalf("%s: %v\n%s", strings.Join(args, " "), err, out)
+		tb.Fatalf("%s: %v\n%s", strings.Join(args, " "), err, out)
 	}
 	return string(out)
 }
@@ -128,18 +138,18 @@ func MustRun(t *testing.T, args ...string) string {
 type Pair struct{ LB, Peer *NS }
 
 // NewPair builds the pair and waits until IPv4 and IPv6 work on both sides.
-func NewPair(t *testing.T) Pair {
-	t.Helper()
-	p := Pair{LB: New(t), Peer: New(t)}
-	p.LB.Run(t, "ip", "link", "add", "name", "lb0", "type", "veth", "peer", "name", "peer0", "netns", p.Peer.Name)
+func NewPair(tb testing.TB) Pair {
+	tb.Helper()
+	p := Pair{LB: New(tb), Peer: New(tb)}
+	p.LB.Run(tb, "ip", "link", "add", "name", "lb0", "type", "veth", "peer", "name", "peer0", "netns", p.Peer.Name)
 	for _, side := range []struct {
 		ns     *NS
 		dev    string
 		v4, v6 string
 	}{{p.LB, "lb0", "192.0.2.1/24", "2001:db8::1/64"}, {p.Peer, "peer0", "192.0.2.2/24", "2001:db8::2/64"}} {
-		side.ns.Run(t, "ip", "addr", "add", side.v4, "dev", side.dev)
-		side.ns.Run(t, "ip", "addr", "add", side.v6, "dev", side.dev, "nodad")
-		side.ns.Run(t, "ip", "link", "set", side.dev, "up")
+		side.ns.Run(tb, "ip", "addr", "add", side.v4, "dev", side.dev)
+		side.ns.Run(tb, "ip", "addr", "add", side.v6, "dev", side.dev, "nodad")
+		side.ns.Run(tb, "ip", "link", "set", side.dev, "up")
 	}
 	// Carrier and IPv6 come up asynchronously (linkwatch): until the
 	// multicast route exists, IPv6 multicast (ND) is dropped as "no route".
@@ -148,9 +158,9 @@ func NewPair(t *testing.T) Pair {
 		dev string
 	}{{p.LB, "lb0"}, {p.Peer, "peer0"}} {
 		deadline := time.Now().Add(10 * time.Second)
-		for !strings.Contains(side.ns.Run(t, "ip", "-6", "route", "show", "table", "local", "dev", side.dev), "ff00::/8") {
+		for !strings.Contains(side.ns.Run(tb, "ip", "-6", "route", "show", "table", "local", "dev", side.dev), "ff00::/8") {
 			if time.Now().After(deadline) {
-				t.Fatalf("%s in %s did not come up", side.dev, side.ns.Name)
+				tb.Fatalf("%s in %s did not come up", side.dev, side.ns.Name)
 			}
 			time.Sleep(20 * time.Millisecond)
 		}

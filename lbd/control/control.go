@@ -18,8 +18,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"path/filepath"
 	"strings"
+
+	"github.com/dsrlb/dsrlb/internal/runfiles"
 )
 
 // Commands the daemon answers.
@@ -77,10 +78,7 @@ func (r Response) Err() error {
 // SocketPath is the control socket of the lbd serving the data plane pinned
 // at pinPath, next to its PID file: several lbd (tests, namespaces) never
 // share one.
-func SocketPath(runDir, pinPath string) string {
-	name := strings.Trim(strings.ReplaceAll(filepath.Clean(pinPath), "/", "-"), "-")
-	return filepath.Join(runDir, "lbd-"+name+".sock")
-}
+func SocketPath(runDir, pinPath string) string { return runfiles.In(runDir, pinPath).Control }
 
 // maxLine bounds a request or response line: a client cannot make the
 // daemon buffer without limit.

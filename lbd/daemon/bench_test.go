@@ -72,12 +72,9 @@ func prime(n uint32) bool {
 	return n > 1
 }
 
-func needRoot(b *testing.B) {
-	b.Helper()
-	if os.Geteuid() != 0 {
-		b.Skip("control-plane benchmarks load the eBPF data plane: run as root (scripts/bench.sh)")
-	}
-}
+// needRoot: control-plane benchmarks load the eBPF data plane (run them
+// as root, scripts/bench.sh).
+func needRoot(b *testing.B) { b.Helper(); nettest.RequireBPF(b) }
 
 var benchSeq atomic.Int32
 

@@ -75,15 +75,19 @@ type Options struct {
 	// StallLimit is how long one loop step may run before the watchdog
 	// pings stop (watchdog.go); 0 means DefaultStallLimit.
 	StallLimit time.Duration
+
+	// sys replaces the host in tests (seams.go); nil is the real one.
+	sys *system
 }
 
 // Daemon is one running lbd.
 type Daemon struct {
 	opts    Options
 	log     *slog.Logger
-	dp      *datapath.Datapath
-	checks  *health.Manager
-	res     *neigh.Resolver
+	sys     *system // the host acted on (seams.go)
+	dp      dataPlane
+	checks  healthChecks
+	res     neighbours
 	metrics *metrics
 	more    moreMetrics  // check durations and reload results, ready before metrics start
 	bgp     *bgp.Speaker // nil in ARP mode
@@ -132,7 +136,7 @@ func Run(ctx context.Context, opts Options) error {
 	if opts.Notify == nil {
 		opts.Notify = func(string) {}
 	}
-	d := &Daemon{opts: opts, log: opts.Logger, dirty: make(chan struct{}, 1), loader: opts.Loader}
+	d := &Daemon{opts: opts, log: opts.Logger, dirty: make(chan struct{}, 1), loader: opts.Loader, sys: opts.sys}
 	if d.loader == nil {
 		d.loader = new(config.Loader)
 	}
@@ -162,16 +166,16 @@ func (d *Daemon) start(ctx context.Context) error {
 	}
 	// Preflight: everything that can fail is checked before the first
 	// kernel change (mounting a missing bpffs aside).
-	if err := checkInterface(cfg); err != nil {
+	if err := d.host().checkInterface(cfg); err != nil {
 		return err
 	}
-	if err := CheckPrivileges(); err != nil {
+	if err := d.host().checkPrivileges(); err != nil {
 		return err
 	}
-	if err := EnsureBPFFS(cfg.Balancer.PinPath, d.log); err != nil {
+	if err := d.host().ensureBPFFS(cfg.Balancer.PinPath, d.log); err != nil {
 		return err
 	}
-	if err := checkOnLink(cfg); err != nil {
+	if err := checkOnLinkVia(d.host().onLink, cfg); err != nil {
 		return err
 	}
 	if err := checkWebConfig(cfg.Balancer.MetricsWebConfig); err != nil {
@@ -191,7 +195,7 @@ func (d *Daemon) start(ctx context.Context) error {
 	probed := d.prepareVIPs(b, cfg.VIPs())
 	dpOpts := DataplaneOptions(b)
 	dpOpts.ForceClsact, dpOpts.ReplaceIncompatible = d.opts.ForceClsact, d.opts.ReplaceIncompatible
-	d.dp, err = datapath.Open(dpOpts, d.log)
+	d.dp, err = d.host().openDataplane(dpOpts, d.log)
 	if errors.Is(err, datapath.ErrIncompatible) {
 		return fmt.Errorf("open data plane: %w: the maps pinned under %s were written by another lbd version or size; "+
 			"run `lbd run --replace-incompatible` to start afresh (established flows fall back to the Maglev table) or `lbd detach` first", err, b.PinPath)
@@ -224,7 +228,7 @@ func (d *Daemon) start(ctx context.Context) error {
 		if p.err != nil {
 			return fmt.Errorf("take VIPs on %s: %w", b.Interface, p.err)
 		}
-		t, err := vip.TakePrepared(p.prepared, d.log)
+		t, err := d.host().vips.TakePrepared(p.prepared, d.log)
 		d.startAdded = t.Added
 		d.recordVIPs(t.Added, nil, t.Conflicts)
 		if err != nil {
@@ -262,7 +266,7 @@ func (d *Daemon) prepareVIPs(b config.Balancer, vips []netip.Addr) <-chan probeR
 		return c
 	}
 	go func() {
-		p, err := vip.Prepare(b.Interface, vips, d.log)
+		p, err := d.host().vips.Prepare(b.Interface, vips, d.log)
 		c <- probeResult{p, err}
 	}()
 	return c
@@ -274,7 +278,7 @@ func (d *Daemon) prepareVIPs(b config.Balancer, vips []netip.Addr) <-chan probeR
 // this start and keeps doing so.
 func (d *Daemon) undoStart() {
 	if len(d.startAdded) > 0 {
-		if err := vip.ReleaseAdded(d.cfg.Balancer.Interface, d.startAdded, d.log); err != nil {
+		if err := d.host().vips.ReleaseAdded(d.cfg.Balancer.Interface, d.startAdded, d.log); err != nil {
 			d.log.Error("failed start: could not release the VIPs it added", "vips", d.startAdded, "err", err)
 		}
 		d.recordVIPs(nil, d.startAdded, nil)
@@ -296,7 +300,7 @@ func (d *Daemon) undoStart() {
 // the restart).
 func (d *Daemon) warnLeftVIPs() {
 	ifname := d.cfg.Balancer.Interface
-	owned, err := vip.Owned(ifname)
+	owned, err := d.host().vips.Owned(ifname)
 	if err != nil {
 		d.log.Warn("cannot list the addresses of the interface", "interface", ifname, "err", err)
 		return
@@ -310,8 +314,7 @@ func (d *Daemon) warnLeftVIPs() {
 // seedFromDataplane starts from what the adopted data plane holds, so a
 // restart keeps up backends up and their MACs known until checks and
 // neighbour resolution say otherwise: no flow is moved by a restart.
-// Pinned backends are matched to configured servers by VIP, protocol and
-// address, which is what identifies them in the maps.
+// Pinned backends are matched to configured servers by Identity.
 func (d *Daemon) seedFromDataplane() (observed, error) {
 	obs := observed{health: map[string]health.State{}, macs: map[netip.Addr]net.HardwareAddr{}}
 	if !d.dp.Adopted() {
@@ -321,24 +324,15 @@ func (d *Daemon) seedFromDataplane() (observed, error) {
 	if err != nil {
 		return obs, fmt.Errorf("read adopted data plane: %w", err)
 	}
-	type key struct {
-		vip   netip.Addr
-		proto datapath.Proto
-		addr  netip.Addr
-	}
-	up := map[key]bool{}
+	id := IdentityOf(d.cfg)
 	for _, s := range st.Services {
+		cs := id.Service(s.VIP, s.Proto, s.Ports)
 		for _, b := range s.Backends {
-			up[key{s.VIP, s.Proto, b.Addr}] = b.State != datapath.Down
 			if b.MAC != nil {
 				obs.macs[b.Addr] = b.MAC
 			}
-		}
-	}
-	for _, s := range d.cfg.Services {
-		for _, srv := range s.Servers {
-			if up[key{s.VIP, protoOf(s.Protocol), srv.Address}] {
-				obs.health[health.Key(s.Name, srv.Name)] = health.Up
+			if srv := Server(cs, b.Addr); srv != nil && b.State != datapath.Down {
+				obs.health[health.Key(cs.Name, srv.Name)] = health.Up
 			}
 		}
 	}
@@ -347,7 +341,7 @@ func (d *Daemon) seedFromDataplane() (observed, error) {
 
 func (d *Daemon) startObservers(ctx context.Context) error {
 	var err error
-	d.res, err = neigh.New(ctx, neigh.Options{
+	d.res, err = d.host().newNeighbours(ctx, neigh.Options{
 		Interface: d.cfg.Balancer.Interface,
 		Logger:    d.log,
 		OnChange:  d.onNeighbor,
@@ -363,7 +357,7 @@ func (d *Daemon) startObservers(ctx context.Context) error {
 			d.mu.Unlock()
 		}
 	}
-	d.checks = health.New(ctx, health.Options{Logger: d.log, OnChange: d.onHealth, OnResult: d.more.observeCheck})
+	d.checks = d.host().newHealth(ctx, health.Options{Logger: d.log, OnChange: d.onHealth, OnResult: d.more.observeCheck})
 	targets := healthTargets(d.cfg, d.initialFrom(d.cfg))
 	if err := d.checks.Update(targets); err != nil {
 		return fmt.Errorf("start health checks: %w", err)
@@ -492,7 +486,7 @@ func (d *Daemon) loop(ctx context.Context) error {
 	}
 	retry := time.NewTimer(time.Hour)
 	retry.Stop()
-	attachTick := time.NewTicker(AttachCheckInterval)
+	attachTick := time.NewTicker(d.host().attachEvery)
 	defer attachTick.Stop()
 	for {
 		var step func()
@@ -571,7 +565,10 @@ func loadConfig(l *config.Loader, path string) (*config.Config, error) {
 
 // checkOnLink refuses backends DSR cannot reach: only the destination MAC
 // is rewritten, so every backend must be on the interface's segment.
-func checkOnLink(cfg *config.Config) error {
+func checkOnLink(cfg *config.Config) error { return checkOnLinkVia(neigh.OnLink, cfg) }
+
+// checkOnLinkVia is checkOnLink asking onLink (the host's route lookup).
+func checkOnLinkVia(onLink func(string, netip.Addr) error, cfg *config.Config) error {
 	var errs config.Errors
 	seen := map[netip.Addr]bool{}
 	for _, s := range cfg.Services {
@@ -580,7 +577,7 @@ func checkOnLink(cfg *config.Config) error {
 				continue
 			}
 			seen[srv.Address] = true
-			if err := neigh.OnLink(cfg.Balancer.Interface, srv.Address); err != nil {
+			if err := onLink(cfg.Balancer.Interface, srv.Address); err != nil {
 				errs = append(errs, &config.Error{File: cfg.File, Line: srv.Line,
 					Path: fmt.Sprintf("service %s, server %s", s.Name, srv.Name), Msg: err.Error()})
 			}

@@ -44,12 +44,7 @@ services:
 // lets ECMP move a flow to another balancer without breaking it: the
 // flow's packets, conntrack entry or not, reach the same backend.
 func TestBalancersDecideAlike(t *testing.T) {
-	if os.Geteuid() != 0 {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("needs root to load the eBPF data plane; CI=true, so this is a failure, not a skip")
-		}
-		t.Skip("needs root to load the eBPF data plane")
-	}
+	nettest.RequireBPF(t)
 	cfg, err := config.Parse("ecmp.yaml", []byte(ecmpConfig))
 	if err != nil {
 		t.Fatal(err)
@@ -127,7 +122,7 @@ func openTest(t *testing.T, cfg *config.Config) *datapath.Datapath {
 	return d
 }
 
-func mustApply(t *testing.T, d *datapath.Datapath, svcs []datapath.Service) {
+func mustApply(t *testing.T, d dataPlane, svcs []datapath.Service) {
 	t.Helper()
 	if err := d.Apply(svcs); err != nil {
 		t.Fatalf("apply: %v", err)

@@ -69,7 +69,7 @@ type flowCache struct {
 	ctFailed bool
 }
 
-func (f *flowCache) get(dp *datapath.Datapath, st datapath.Stats) (map[[2]string][2]uint64, datapath.ConntrackStats, bool) {
+func (f *flowCache) get(dp dataPlane, st datapath.Stats) (map[[2]string][2]uint64, datapath.ConntrackStats, bool) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if time.Since(f.at) < flowCacheFor && f.active != nil {

@@ -14,6 +14,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil/promlint"
 	dto "github.com/prometheus/client_model/go"
 
+	"github.com/dsrlb/dsrlb/internal/nettest"
 	"github.com/dsrlb/dsrlb/lbd/health"
 )
 
@@ -58,12 +59,7 @@ services:
 // checks: every metric passes promlint, and the new series say what the
 // configuration and the checks say.
 func TestMetricsLint(t *testing.T) {
-	if os.Geteuid() != 0 {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("needs root to load the eBPF data plane; CI=true, so this is a failure, not a skip")
-		}
-		t.Skip("needs root to load the eBPF data plane")
-	}
+	nettest.RequireBPF(t)
 	d := newTestDaemon(t, metricsConfig)
 	d.obs.health["web/a"] = health.Up
 	d.dp = openTest(t, d.cfg)

@@ -15,7 +15,6 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -26,30 +25,8 @@ import (
 	"github.com/dsrlb/dsrlb/internal/nettest"
 )
 
-// inNS runs f on a thread in ns. The thread is dropped, not reused, if it
-// cannot be switched back.
-func inNS(ns netns.NsHandle, f func() error) error {
-	done := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		orig, err := netns.Get()
-		if err != nil {
-			done <- err
-			return
-		}
-		defer orig.Close()
-		if err := netns.Set(ns); err != nil {
-			done <- err
-			return
-		}
-		err = f()
-		if netns.Set(orig) == nil {
-			runtime.UnlockOSThread()
-		}
-		done <- err
-	}()
-	return <-done
-}
+// inNS runs f on a locked thread in ns (nettest.Do).
+func inNS(ns netns.NsHandle, f func() error) error { return nettest.Do(ns, f) }
 
 // writeWebConfig writes a self-signed certificate for 127.0.0.1 and an
 // exporter-toolkit web configuration with one basic auth user.

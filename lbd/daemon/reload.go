@@ -8,7 +8,6 @@ import (
 	"slices"
 
 	"github.com/dsrlb/dsrlb/lbd/health"
-	"github.com/dsrlb/dsrlb/lbd/vip"
 	"github.com/dsrlb/dsrlb/shared/config"
 )
 
@@ -28,7 +27,7 @@ func (d *Daemon) doReload() (err error) {
 		err = restartOnly(d.cfg, next)
 	}
 	if err == nil {
-		err = checkOnLink(next)
+		err = checkOnLinkVia(d.host().onLink, next)
 	}
 	if err != nil {
 		logReject(d, err)
@@ -125,8 +124,10 @@ func resize(field string) string {
 func (d *Daemon) switchTo(next *config.Config) error {
 	ifname := next.Balancer.Interface
 	take, release := vipChanges(d.cfg, next)
+	var added []netip.Addr // by this reload: the running ones are in take too
 	if len(take) > 0 {
-		t, err := vip.Claim(ifname, take, d.log) // answered VIPs are reported, not taken
+		t, err := d.host().vips.Claim(ifname, take, d.log) // answered VIPs are reported, not taken
+		added = t.Added
 		d.recordVIPs(t.Added, nil, t.Conflicts)
 		if err != nil {
 			return fmt.Errorf("take VIPs on %s: %w", ifname, err)
@@ -140,10 +141,14 @@ func (d *Daemon) switchTo(next *config.Config) error {
 		d.mu.Lock()
 		d.cfg = prev
 		d.mu.Unlock()
-		if len(take) > 0 { // nothing of the new configuration may stay behind
-			if rerr := vip.Release(ifname, take, d.log); rerr != nil {
-				d.log.Warn("could not release the VIPs taken for the rejected configuration", "vips", take, "err", rerr)
+		if len(added) > 0 { // nothing of the new configuration may stay behind
+			if rerr := d.host().vips.ReleaseAdded(ifname, added, d.log); rerr != nil {
+				d.log.Warn("could not release the VIPs taken for the rejected configuration", "vips", added, "err", rerr)
 			}
+			d.mu.Lock()
+			conflicts := d.conflicts
+			d.mu.Unlock()
+			d.recordVIPs(nil, added, conflicts)
 		}
 		return fmt.Errorf("update health checks: %w", err)
 	}

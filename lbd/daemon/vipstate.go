@@ -65,7 +65,7 @@ func (d *Daemon) recordVIPs(added, released []netip.Addr, conflicts []vip.Confli
 	for _, c := range conflicts {
 		r.Conflicts = append(r.Conflicts, VIPConflict{VIP: c.VIP, MAC: c.MAC.String()})
 	}
-	r.Updated = time.Now().UTC()
+	r.Updated = d.host().now().UTC()
 	b, _ := json.MarshalIndent(r, "", "  ")
 	tmp := filepath.Join(filepath.Dir(path), "."+filepath.Base(path)+".tmp")
 	err := os.WriteFile(tmp, append(b, '\n'), 0o644)
@@ -93,5 +93,5 @@ func (d *Daemon) releaseVIPs(ifname string, vips []netip.Addr) error {
 			other = append(other, v)
 		}
 	}
-	return errors.Join(vip.ReleaseAdded(ifname, recorded, d.log), vip.Release(ifname, other, d.log))
+	return errors.Join(d.host().vips.ReleaseAdded(ifname, recorded, d.log), d.host().vips.Release(ifname, other, d.log))
 }

@@ -112,7 +112,7 @@ func (d *Daemon) statusLine() string {
 
 // recordReload keeps the last reload's outcome for the status line.
 func (d *Daemon) recordReload(err error) {
-	at := time.Now().Format("15:04:05")
+	at := d.host().now().Format("15:04:05")
 	if err != nil {
 		d.lastReload.Store("rejected at " + at + " (running configuration kept; see the log)")
 		return

@@ -15,6 +15,8 @@ import (
 	"github.com/cilium/ebpf"
 
 	"github.com/dsrlb/dsrlb/lbd/maglev"
+
+	"github.com/dsrlb/dsrlb/internal/netorder"
 )
 
 // Apply makes the data plane forward exactly services: the whole desired
@@ -675,7 +677,7 @@ func validate(services []Service) error {
 		for _, k := range s.keys() {
 			if other, ok := seenKey[k]; ok {
 				return fmt.Errorf("service %q: %s %s port %d already belongs to service %q",
-					s.Name, s.VIP, s.Proto, htons(k.Port), other)
+					s.Name, s.VIP, s.Proto, netorder.Htons(k.Port), other)
 			}
 			seenKey[k] = s.Name
 		}

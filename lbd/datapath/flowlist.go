@@ -3,6 +3,8 @@ package datapath
 import (
 	"net/netip"
 	"time"
+
+	"github.com/dsrlb/dsrlb/internal/netorder"
 )
 
 // TrackedFlow is one conntrack entry that still decides its flow's backend.
@@ -49,8 +51,8 @@ func (d *Datapath) TrackedFlows(limit int) ([]TrackedFlow, int, error) {
 		}
 		f := TrackedFlow{
 			Flow: Flow{Proto: proto,
-				Src: netip.AddrPortFrom(netip.AddrFrom16(key.Saddr.B).Unmap(), htons(key.Sport)),
-				Dst: netip.AddrPortFrom(netip.AddrFrom16(key.Daddr.B).Unmap(), htons(key.Dport))},
+				Src: netip.AddrPortFrom(netip.AddrFrom16(key.Saddr.B).Unmap(), netorder.Htons(key.Sport)),
+				Dst: netip.AddrPortFrom(netip.AddrFrom16(key.Daddr.B).Unmap(), netorder.Htons(key.Dport))},
 			Backend: b.addr, State: CTState(ct.State),
 		}
 		if int64(now-ct.LastSeenNs) > 0 {

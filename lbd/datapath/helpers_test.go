@@ -4,34 +4,18 @@ import (
 	"bytes"
 	"net"
 	"net/netip"
-	"os"
 	"testing"
 
 	"github.com/cilium/ebpf"
 	"github.com/google/gopacket"
 	"github.com/google/gopacket/layers"
+
+	"github.com/dsrlb/dsrlb/internal/nettest"
 )
 
 // requirePrivileged skips without root/BPF, except under CI=true where a
 // missing capability is a failure.
-func requirePrivileged(tb testing.TB) {
-	tb.Helper()
-	reason := ""
-	if os.Geteuid() != 0 {
-		reason = "needs root"
-	} else if m, err := ebpf.NewMap(&ebpf.MapSpec{Type: ebpf.Array, KeySize: 4, ValueSize: 4, MaxEntries: 1}); err != nil {
-		reason = "cannot create BPF maps: " + err.Error()
-	} else {
-		m.Close()
-	}
-	if reason == "" {
-		return
-	}
-	if os.Getenv("CI") == "true" {
-		tb.Fatalf("privileged test: %s (CI=true: failing instead of skipping)", reason)
-	}
-	tb.Skipf("privileged test: %s", reason)
-}
+func requirePrivileged(tb testing.TB) { tb.Helper(); nettest.RequireBPF(tb) }
 
 var (
 	ifMAC = mustMAC("02:00:00:00:00:01")

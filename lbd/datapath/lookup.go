@@ -7,6 +7,8 @@ import (
 
 	"github.com/cilium/ebpf"
 	"golang.org/x/sys/unix"
+
+	"github.com/dsrlb/dsrlb/internal/netorder"
 )
 
 // Slot is the Go model of the program's consistent choice: the Maglev
@@ -100,7 +102,7 @@ func flowKey(f Flow) bpfLbFlow {
 	var k bpfLbFlow
 	k.Saddr.B = f.Src.Addr().As16()
 	k.Daddr.B = f.Dst.Addr().As16()
-	k.Sport, k.Dport, k.Proto = htons(f.Src.Port()), htons(f.Dst.Port()), uint8(f.Proto)
+	k.Sport, k.Dport, k.Proto = netorder.Htons(f.Src.Port()), netorder.Htons(f.Dst.Port()), uint8(f.Proto)
 	return k
 }
 

@@ -2,14 +2,10 @@ package datapath
 
 import (
 	"bytes"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"net"
 	"os"
-	"os/exec"
-	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -20,14 +16,12 @@ import (
 	"github.com/dsrlb/dsrlb/internal/nettest"
 
 	"github.com/vishvananda/netlink"
-	"github.com/vishvananda/netns"
 )
 
 // topo is client, balancer and backend namespaces on a bridge in a fourth
 // ("switch") namespace. Addresses: client 192.0.2.1, balancer 192.0.2.2,
 // backend 192.0.2.3 with the VIP 192.0.2.10 on lo.
 type topo struct {
-	prefix          string
 	sw, cli, lb, be string // namespace names
 	lbMAC, beMAC    net.HardwareAddr
 	lbIface         string
@@ -35,29 +29,22 @@ type topo struct {
 
 const e2eVIP = "192.0.2.10"
 
-func randomSuffix() string {
-	b := make([]byte, 3)
-	rand.Read(b)
-	return hex.EncodeToString(b)
-}
+func randomSuffix() string { return nettest.Suffix(3) }
 
 func sh(t *testing.T, args ...string) string {
 	t.Helper()
-	out, err := exec.Command(args[0], args[1:]...).CombinedOutput()
-	if err != nil {
-		t.Fatalf("%s: %v\n%s", strings.Join(args, " "), err, out)
-	}
-	return strings.TrimSpace(string(out))
+	return strings.TrimSpace(nettest.MustRun(t, args...))
 }
 
 func newTopo(t *testing.T) *topo {
 	t.Helper()
 	requirePrivileged(t)
-	p := "dsrdp" + randomSuffix()
-	tp := &topo{prefix: p, sw: p + "-sw", cli: p + "-c", lb: p + "-l", be: p + "-b", lbIface: "lb0"}
-	for _, ns := range []string{tp.sw, tp.cli, tp.lb, tp.be} {
-		sh(t, "ip", "netns", "add", ns)
-		t.Cleanup(func() { exec.Command("ip", "netns", "del", ns).Run() })
+	tp := &topo{lbIface: "lb0"}
+	for _, ns := range []struct {
+		name *string
+		role string
+	}{{&tp.sw, "sw"}, {&tp.cli, "c"}, {&tp.lb, "l"}, {&tp.be, "b"}} {
+		*ns.name = nettest.Create(t, "dsrdp-"+ns.role+"-").Name
 	}
 	sh(t, "ip", "-n", tp.sw, "link", "add", "name", "br0", "type", "bridge")
 	sh(t, "ip", "netns", "exec", tp.sw, "sh", "-c", "echo 0 > /sys/class/net/br0/bridge/nf_call_iptables 2>/dev/null; true")
@@ -100,39 +87,9 @@ func (tp *topo) mac(t *testing.T, ns, ifname string) net.HardwareAddr {
 	return mac
 }
 
-// inNetns runs fn on a locked OS thread switched into namespace name, and
-// switches back; the calling goroutine never changes namespace. If the
-// thread cannot be restored it is left locked, so Go discards it.
-func inNetns(name string, fn func() error) error {
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		orig, err := netns.Get()
-		if err != nil {
-			errc <- err
-			return
-		}
-		defer orig.Close()
-		target, err := netns.GetFromName(name)
-		if err != nil {
-			errc <- err
-			return
-		}
-		defer target.Close()
-		if err := netns.Set(target); err != nil {
-			errc <- err
-			return
-		}
-		ferr := fn()
-		if err := netns.Set(orig); err != nil {
-			errc <- errors.Join(ferr, err)
-			return // thread stays locked and dies with the goroutine
-		}
-		runtime.UnlockOSThread()
-		errc <- ferr
-	}()
-	return <-errc
-}
+// inNetns runs fn on a locked OS thread in namespace name; the calling
+// goroutine never changes namespace.
+func inNetns(name string, fn func() error) error { return nettest.DoIn(name, fn) }
 
 // listen opens a UDP socket on the VIP in the backend namespace.
 func (tp *topo) listen(t *testing.T, port int) *net.UDPConn {

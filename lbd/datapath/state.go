@@ -3,12 +3,13 @@ package datapath
 import (
 	"errors"
 	"fmt"
-	"math/bits"
 	"net"
 	"net/netip"
 	"slices"
 
 	"github.com/cilium/ebpf"
+
+	"github.com/dsrlb/dsrlb/internal/netorder"
 )
 
 // state mirrors what the maps hold, so Apply writes only differences and
@@ -77,14 +78,10 @@ func (a *allocator) free(id uint32) {
 	a.next = min(a.next, id)
 }
 
-// htons gives the uint16 whose little-endian memory is p in network order
-// (the generated types are little-endian only).
-func htons(p uint16) uint16 { return bits.ReverseBytes16(p) }
-
 func serviceKey(vip netip.Addr, proto Proto, port uint16) bpfLbServiceKey {
 	var k bpfLbServiceKey
 	k.Vip.B = vip.As16()
-	k.Port = htons(port)
+	k.Port = netorder.Htons(port)
 	k.Proto = uint8(proto)
 	return k
 }
@@ -116,7 +113,7 @@ func (d *Datapath) initState() error {
 			st.svcIDs.used[val.Id] = true
 		}
 		s.keys = append(s.keys, key)
-		if port := htons(key.Port); port != 0 {
+		if port := netorder.Htons(key.Port); port != 0 {
 			s.ports = append(s.ports, port)
 		}
 		st.keyOwner[key] = val.Id

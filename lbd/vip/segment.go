@@ -63,11 +63,6 @@ func (n Namespace) OpenSegment(ifname string, v4, v6 bool) (*Segment, error) {
 	return s, nil
 }
 
-// OpenSegment opens the sockets in the current namespace.
-func OpenSegment(ifname string, v4, v6 bool) (*Segment, error) {
-	return Current().OpenSegment(ifname, v4, v6)
-}
-
 // Close closes both sockets.
 func (s *Segment) Close() error {
 	var errs []error

@@ -58,12 +58,6 @@ type Namespace struct{ ns netns.NsHandle }
 // Current returns the operations for the calling thread's namespace.
 func Current() Namespace { return Namespace{ns: netns.None()} }
 
-// Release removes the VIPs lbd added to ifname in the current namespace.
-// See Namespace.Release.
-func Release(ifname string, vips []netip.Addr, log *slog.Logger) error {
-	return Current().Release(ifname, vips, log)
-}
-
 // Owned lists the addresses lbd added to ifname in the current namespace.
 func Owned(ifname string) ([]netip.Addr, error) { return Current().Owned(ifname) }
 
@@ -174,20 +168,6 @@ func (n Namespace) TakePrepared(p Prepared, log *slog.Logger) (Taken, error) {
 		}
 	}
 	return t, errors.Join(errs...)
-}
-
-// Prepare probes in the current namespace. See Namespace.Prepare.
-func Prepare(ifname string, vips []netip.Addr, log *slog.Logger) (Prepared, error) {
-	return Current().Prepare(ifname, vips, log)
-}
-
-// TakePrepared takes prepared VIPs in the current namespace. See
-// Namespace.TakePrepared.
-func TakePrepared(p Prepared, log *slog.Logger) (Taken, error) { return Current().TakePrepared(p, log) }
-
-// Claim claims VIPs in the current namespace. See Namespace.Claim.
-func Claim(ifname string, vips []netip.Addr, log *slog.Logger) (Taken, error) {
-	return Current().Claim(ifname, vips, log)
 }
 
 // Release removes the given VIPs from ifname if lbd added them (`ip addr

@@ -11,10 +11,10 @@ import (
 
 	"github.com/dsrlb/dsrlb/hostprep/internal/fakehost"
 	"github.com/dsrlb/dsrlb/hostprep/internal/netops"
-	"github.com/dsrlb/dsrlb/hostprep/internal/nstest"
 	"github.com/dsrlb/dsrlb/hostprep/internal/plan"
 	"github.com/dsrlb/dsrlb/hostprep/internal/reconcile"
 	"github.com/dsrlb/dsrlb/hostprep/internal/sysctl"
+	"github.com/dsrlb/dsrlb/internal/nettest"
 )
 
 // newBackend is a fresh namespace shaped like a backend: a NIC "hp.0"
@@ -23,8 +23,8 @@ import (
 // sysctls are set explicitly: a new namespace inherits the host's conf/all,
 // so nothing can be assumed. hp.0's arp_ignore=3 and hp1's arp_announce=5
 // would each override hostprep's all values, so apply must fix them.
-func newBackend(t *testing.T) *nstest.NS {
-	ns := nstest.New(t)
+func newBackend(t *testing.T) *nettest.NS {
+	ns := nettest.Create(t, "dsrlbhp-")
 	ns.Sh(t,
 		"ip link add name hp.0 type veth peer name hp1",
 		"ip link set hp.0 up && ip link set hp1 up",
@@ -36,7 +36,7 @@ func newBackend(t *testing.T) *nstest.NS {
 }
 
 // live runs hostprep in the namespace with the production environment.
-func live(t *testing.T, ns *nstest.NS, env *Env, args ...string) result {
+func live(t *testing.T, ns *nettest.NS, env *Env, args ...string) result {
 	t.Helper()
 	if env == nil {
 		env = DefaultEnv(nil, nil)
@@ -52,7 +52,7 @@ func live(t *testing.T, ns *nstest.NS, env *Env, args ...string) result {
 // (without the kernel's own loopback and link-local addresses, which come
 // and go with lo up/down by themselves), every ARP sysctl and every file
 // under root.
-func snapshot(t *testing.T, ns *nstest.NS, root string) string {
+func snapshot(t *testing.T, ns *nettest.NS, root string) string {
 	t.Helper()
 	var b strings.Builder
 	err := ns.Do(func() error {
@@ -201,7 +201,7 @@ func TestLiveRollback(t *testing.T) {
 
 // liveFaultyFiles runs apply through reconcile directly, with a fault on
 // the real files: the CLI builds its own files.FS.
-func liveFaultyFiles(t *testing.T, ns *nstest.NS, root string, f *fakehost.Fault) result {
+func liveFaultyFiles(t *testing.T, ns *nettest.NS, root string, f *fakehost.Fault) result {
 	t.Helper()
 	var r result
 	err := ns.Do(func() error {

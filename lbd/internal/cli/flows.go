@@ -85,22 +85,18 @@ func serviceNames(cfg *config.Config) string {
 	return strings.Join(names, ", ")
 }
 
-// flowNames names a tracked flow's service and backend from cfg: the maps
-// identify them by (VIP, protocol, ports) and address only.
-func flowNames(cfg *config.Config, f datapath.TrackedFlow) (service, backend string) {
+// flowNames names a tracked flow's service and backend (daemon.Identity:
+// the maps know them by (VIP, protocol, ports) and address only).
+func flowNames(id daemon.Identity, f datapath.TrackedFlow) (service, backend string) {
 	service, backend = addrText(f.ServiceVIP)+"/"+f.ServiceProto.String(), f.Backend.String()
-	for _, s := range cfg.Services {
-		if s.VIP != f.ServiceVIP || string(s.Protocol) != f.ServiceProto.String() || !slices.Equal(sortedPorts(s.Ports), sortedPorts(f.ServicePorts)) {
-			continue
-		}
-		service = s.Name
-		for _, srv := range s.Servers {
-			if srv.Address == f.Backend {
-				backend = srv.Name
-			}
-		}
+	cs := id.Service(f.ServiceVIP, f.ServiceProto, f.ServicePorts)
+	if cs == nil {
+		return service, backend
 	}
-	return service, backend
+	if srv := daemon.Server(cs, f.Backend); srv != nil {
+		backend = srv.Name
+	}
+	return cs.Name, backend
 }
 
 // flowRows sorts the flows (by VIP:port, then client) and keeps those of
@@ -113,8 +109,9 @@ func flowRows(cfg *config.Config, flows []datapath.TrackedFlow, only string, lim
 		return a.Flow.Src.Compare(b.Flow.Src)
 	})
 	rows = []statusjson.Flow{}
+	id := daemon.IdentityOf(cfg)
 	for _, f := range flows {
-		svc, be := flowNames(cfg, f)
+		svc, be := flowNames(id, f)
 		if only != "" && svc != only {
 			continue
 		}

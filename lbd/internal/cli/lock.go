@@ -10,6 +10,8 @@ import (
 	"syscall"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/dsrlb/dsrlb/internal/runfiles"
 )
 
 // pinLock is an flock on the pin directory: `lbd run` holds it for its
@@ -124,15 +126,11 @@ func readPID(path string) int {
 
 // seenFile records when an lbd last ran on the pin path (its mtime), for
 // `lbd status` to say how old the frozen backend states are.
-func seenFile(pinPath string) string {
-	return strings.TrimSuffix(pidFile(pinPath), ".pid") + ".seen"
-}
+func seenFile(pinPath string) string { return runfiles.For(pinPath).Seen }
 
 // vipsFile records the VIPs this instance added (one per line), so `lbd
 // detach` releases exactly those, also on kernels without IFA_PROTO.
-func vipsFile(pinPath string) string {
-	return strings.TrimSuffix(pidFile(pinPath), ".pid") + ".vips"
-}
+func vipsFile(pinPath string) string { return runfiles.For(pinPath).VIPs }
 
 func ensureRunDir() error {
 	return os.MkdirAll(filepath.Clean(RunDir), 0o755)

@@ -6,6 +6,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/dsrlb/dsrlb/internal/nettest"
 )
 
 // TestPinLockOneOwner: the lock is exclusive while held, says who holds
@@ -55,9 +57,7 @@ func TestPinDirOwnership(t *testing.T) {
 	if fi, _ := os.Stat(pin); fi.Mode().Perm() != 0o700 {
 		t.Errorf("own pin directory left %04o, want 0700", fi.Mode().Perm())
 	}
-	if os.Geteuid() != 0 {
-		t.Skip("chown to another user needs root")
-	}
+	nettest.RequireRoot(t, "chown to another user")
 	if err := os.Chown(pin, 65534, 65534); err != nil {
 		t.Fatal(err)
 	}

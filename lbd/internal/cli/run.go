@@ -9,44 +9,36 @@ import (
 	"os/signal"
 	"path/filepath"
 	"strconv"
-	"strings"
 	"syscall"
 	"time"
 
 	sddaemon "github.com/coreos/go-systemd/v22/daemon"
 	"github.com/spf13/cobra"
 
-	"github.com/dsrlb/dsrlb/lbd/control"
+	"github.com/dsrlb/dsrlb/internal/runfiles"
 	"github.com/dsrlb/dsrlb/lbd/daemon"
 	"github.com/dsrlb/dsrlb/shared/cmdutil"
 	"github.com/dsrlb/dsrlb/shared/config"
 )
 
 // RunDir holds lbd's PID files, one per pinned data plane.
-const RunDir = "/run/dsrlb"
+const RunDir = runfiles.Dir
 
 // pidFile is where the lbd serving the data plane pinned at pinPath writes
 // its PID: derived from the pin path, so several lbd (tests, namespaces)
 // never share one and `lbd reload --config F` finds the right daemon.
-func pidFile(pinPath string) string {
-	name := strings.Trim(strings.ReplaceAll(filepath.Clean(pinPath), "/", "-"), "-")
-	return filepath.Join(RunDir, "lbd-"+name+".pid")
-}
+func pidFile(pinPath string) string { return runfiles.For(pinPath).PID }
 
 // runningConfigPath is where lbd keeps a copy of the configuration it
 // runs, for `lbd reload --dry-run` to compare against.
-func runningConfigPath(pinPath string) string {
-	return strings.TrimSuffix(pidFile(pinPath), ".pid") + ".running.yaml"
-}
+func runningConfigPath(pinPath string) string { return runfiles.For(pinPath).Running }
 
 // bgpStatusPath is where lbd writes its BGP sessions and announcements
 // for `lbd status`.
-func bgpStatusPath(pinPath string) string {
-	return strings.TrimSuffix(pidFile(pinPath), ".pid") + ".bgp.json"
-}
+func bgpStatusPath(pinPath string) string { return runfiles.For(pinPath).BGPStatus }
 
 // controlSocket is the control socket of the lbd serving pinPath.
-func controlSocket(pinPath string) string { return control.SocketPath(RunDir, pinPath) }
+func controlSocket(pinPath string) string { return runfiles.For(pinPath).Control }
 
 func newRunCmd(cfgPath *string, version string) *cobra.Command {
 	var replace, clsact, debug bool

@@ -319,7 +319,9 @@ func detach(out io.Writer, cfgPath string, force bool) error {
 		if _, err := net.InterfaceByName(ifname); err != nil {
 			ifname = "" // gone or renamed: look for the cls_bpf filter everywhere
 		}
-		dp, err := datapath.Open(datapath.Options{Interface: ifname, PinPath: cfg.Balancer.PinPath, ReplaceIncompatible: true}, nil)
+		opts := daemon.DataplaneOptions(cfg.Balancer) // the maps lbd run made, adopted as they are
+		opts.Interface, opts.ReplaceIncompatible = ifname, true
+		dp, err := datapath.Open(opts, nil)
 		if err != nil {
 			errs = append(errs, fmt.Errorf("open pinned data plane: %w", err))
 		} else {
@@ -485,52 +487,34 @@ func table(s *config.Service, size uint32) ([]uint32, []string) {
 	return t, keys
 }
 
-// nameStats puts the configuration's names on what the maps hold: the
-// pinned maps identify services by (VIP, protocol, ports) and backends by
-// address; names live only in the configuration.
+// nameStats puts the configuration's names on what the maps hold (see
+// daemon.Identity: names live only in the configuration).
 func nameStats(cfg *config.Config, st *datapath.Stats) {
+	id := daemon.IdentityOf(cfg)
 	for i := range st.Services {
 		s := &st.Services[i]
-		for _, cs := range cfg.Services {
-			if cs.VIP != s.VIP || string(cs.Protocol) != s.Proto.String() || !slices.Equal(sortedPorts(cs.Ports), sortedPorts(s.Ports)) {
-				continue
-			}
-			s.Name = cs.Name
-			for j := range s.Backends {
-				for _, srv := range cs.Servers {
-					if srv.Address == s.Backends[j].Addr {
-						s.Backends[j].Name, s.Backends[j].Weight = srv.Name, srv.Weight
-					}
-				}
+		cs := id.Service(s.VIP, s.Proto, s.Ports)
+		if cs == nil {
+			continue
+		}
+		s.Name = cs.Name
+		for j := range s.Backends {
+			if srv := daemon.Server(cs, s.Backends[j].Addr); srv != nil {
+				s.Backends[j].Name, s.Backends[j].Weight = srv.Name, srv.Weight
 			}
 		}
 	}
 }
 
-func sortedPorts(ps []uint16) []uint16 {
-	out := slices.Clone(ps)
-	slices.Sort(out)
-	return out
-}
-
 // nameFlow replaces map-derived names in a lookup with configured ones.
 func nameFlow(cfg *config.Config, f datapath.Flow, info *datapath.FlowInfo) {
-	for _, cs := range cfg.Services {
-		if cs.VIP != f.Dst.Addr() || string(cs.Protocol) != f.Proto.String() {
-			continue
-		}
-		if !cs.AllPorts() && !slices.Contains(cs.Ports, f.Dst.Port()) {
-			continue
-		}
-		info.Service = cs.Name
-		for _, srv := range cs.Servers {
-			if srv.Address == info.Addr && info.Backend != "" {
-				info.Backend = srv.Name
-			}
-		}
-		if !cs.AllPorts() {
-			return // an exact port match wins over an every-port service
-		}
+	cs := daemon.IdentityOf(cfg).ServiceFor(f.Proto, f.Dst)
+	if cs == nil {
+		return
+	}
+	info.Service = cs.Name
+	if srv := daemon.Server(cs, info.Addr); srv != nil && info.Backend != "" {
+		info.Backend = srv.Name
 	}
 }
 
