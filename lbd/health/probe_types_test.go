@@ -153,7 +153,9 @@ func TestHTTPSCheck(t *testing.T) {
 	}
 
 	// Host header, method and the SNI that goes with them.
-	c := with(func(c *config.Check) { c.CAFile, c.Host, c.SNI, c.Method = pki.caFile, "www.example.com:8443", "www.example.com", "HEAD" })
+	c := with(func(c *config.Check) {
+		c.CAFile, c.Host, c.SNI, c.Method = pki.caFile, "www.example.com:8443", "www.example.com", "HEAD"
+	})
 	wantErr(t, probeOnce(t, addr, c), "")
 	if m, h, n := got.get(); m != "HEAD" || h != "www.example.com:8443" || n != "www.example.com" {
 		t.Errorf("server saw method %q Host %q SNI %q; want HEAD, www.example.com:8443, www.example.com", m, h, n)
