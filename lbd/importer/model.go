@@ -14,6 +14,7 @@ package importer
 import (
 	"fmt"
 	"net/netip"
+	"slices"
 	"time"
 )
 
@@ -138,7 +139,14 @@ type Check struct {
 	PortAt   Pos
 	Path     string
 	Status   *int
-	Extra    Notes // settings of this check dsrlb does not carry
+	Host     string // http, https: the virtual host (Host header, SNI)
+	// udp: the datagram and the text the answer must contain, in dsrlb's
+	// escape form (\xHH); Reply: the source requires an answer.
+	Send, Expect string
+	Reply        bool
+	Query, QType string   // dns: name and record type asked; "" = the source's default
+	Command      []string // exec: the program and its arguments
+	Extra        Notes    // settings of this check dsrlb does not carry
 }
 
 // Duration is a time from the source with its place; At.Line 0 when unset.
@@ -155,5 +163,6 @@ func (c *Check) same(o *Check) bool {
 	eqInt := func(a, b *int) bool { return (a == nil) == (b == nil) && (a == nil || *a == *b) }
 	return c.Kind == o.Kind && c.Interval.D == o.Interval.D && c.Timeout.D == o.Timeout.D &&
 		eqInt(c.Fall, o.Fall) && eqInt(c.Rise, o.Rise) && c.Port == o.Port && c.Path == o.Path &&
-		eqInt(c.Status, o.Status)
+		eqInt(c.Status, o.Status) && c.Host == o.Host && c.Send == o.Send && c.Expect == o.Expect &&
+		c.Reply == o.Reply && c.Query == o.Query && c.QType == o.QType && slices.Equal(c.Command, o.Command)
 }
