@@ -10,6 +10,7 @@ import (
 	"math/big"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -106,6 +107,30 @@ func TestArgs(t *testing.T) {
 		got := ArgsOf(words).List()
 		if len(got) != len(words) || strings.Join(got, "|") != strings.Join(words, "|") {
 			t.Errorf("ArgsOf(%q).List() = %q", words, got)
+		}
+	}
+}
+
+// TestCheckFilesLineThroughLoader: the line CheckFiles names is the check's
+// also when the Loader reuses a service parsed for an earlier file and the
+// service moved down (a service was inserted before it).
+func TestCheckFilesLineThroughLoader(t *testing.T) {
+	svc := func(name string, port int, check string) string {
+		return "  - name: " + name + "\n    vip: 192.0.2.10\n    ports: [" + strconv.Itoa(port) + "]\n    servers:\n      - {name: a, address: 192.0.2.11}\n    check:\n      " + check + "\n"
+	}
+	missing := "{type: exec, command: /nonexistent/check}"
+	first := "balancer:\n  interface: eth0\nservices:\n" + svc("x", 80, missing)
+	second := "balancer:\n  interface: eth0\nservices:\n" + svc("w", 81, "{type: tcp}") + svc("x", 80, missing)
+	l := new(Loader)
+	for _, tc := range []struct {
+		data, want string
+	}{{first, "f.yaml:9: services[0].check.command"}, {second, "f.yaml:16: services[1].check.command"}} {
+		cfg, err := l.Parse("f.yaml", []byte(tc.data))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := cfg.CheckFiles(); err == nil || !strings.HasPrefix(err.Error(), tc.want) {
+			t.Errorf("CheckFiles = %v, want it to start with %q", err, tc.want)
 		}
 	}
 }
