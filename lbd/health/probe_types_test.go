@@ -399,3 +399,35 @@ func TestExecSlotsBounded(t *testing.T) {
 	c := config.Check{Type: config.CheckExec, Timeout: 100 * time.Millisecond, Command: script(t, "exit 0")}
 	wantErr(t, probeOnce(t, netip.MustParseAddrPort("192.0.2.11:0"), c), "other check commands ran for the whole timeout")
 }
+
+// TestManagerRunsExecChecks: through the Manager, an exec check (which
+// needs no port) follows its command: down when it fails, up again when it
+// passes, with the command's words in the reason.
+func TestManagerRunsExecChecks(t *testing.T) {
+	flag := filepath.Join(t.TempDir(), "up")
+	if err := os.WriteFile(flag, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cmd := script(t, `[ -e "$1" ] || { echo "flag $1 gone"; exit 1; }`)
+	rec := newRecorder()
+	m := New(context.Background(), Options{OnChange: rec.onChange})
+	defer m.Close()
+	tg := Target{Key: "app/a1", Addr: netip.MustParseAddrPort("192.0.2.11:0"), Check: config.Check{
+		Type: config.CheckExec, Interval: testInterval, Timeout: testTimeout, Rise: 1, Fall: 1,
+		Command: cmd, Args: config.ArgsOf([]string{flag}),
+	}}
+	if err := m.Update([]Target{tg}); err != nil {
+		t.Fatal(err)
+	}
+	rec.wait(t, "app/a1", Up)
+	if err := os.Remove(flag); err != nil {
+		t.Fatal(err)
+	}
+	if e := rec.wait(t, "app/a1", Down); !strings.Contains(e.reason, "exited with status 1: flag "+flag+" gone") {
+		t.Errorf("down reason %q lacks the command's output", e.reason)
+	}
+	if err := os.WriteFile(flag, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	rec.wait(t, "app/a1", Up)
+}
