@@ -91,11 +91,7 @@ func newHTTPProber(t Target) prober {
 	scheme := "http"
 	if t.Check.Type == config.CheckHTTPS {
 		scheme = "https"
-		dial, err := tlsDialer(t)
-		if err != nil {
-			return failing{err}
-		}
-		tr.DialTLSContext = dial
+		tr.DialTLSContext = tlsDialer(t)
 	}
 	method := t.Check.Method
 	if method == "" {

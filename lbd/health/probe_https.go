@@ -7,6 +7,9 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"os"
+	"sync"
+	"time"
 
 	"github.com/dsrlb/dsrlb/shared/config"
 )
@@ -17,15 +20,22 @@ import (
 //
 // Verification is on unless check.insecure_skip_verify: against ca_file's
 // certificates, else the system's roots, for the name check.sni (default
-// check.host), else for the checked IP address. The CA file is read here,
-// once per checker (a reload that touches the service reads it again).
-func tlsDialer(t Target) (dialFunc, error) {
-	cfg, err := tlsConfig(t)
-	if err != nil {
-		return nil, err
-	}
+// check.host), else for the checked IP address. The CA file is looked at
+// on every check and read again when it changed, so a renewed CA is used
+// without a reload.
+func tlsDialer(t Target) dialFunc {
+	base := tlsConfig(t)
 	dial := dialerFor(t)
 	return func(ctx context.Context, network, address string) (net.Conn, error) {
+		cfg := base
+		if t.Check.CAFile != "" && !t.Check.InsecureSkipVerify {
+			pool, err := cas.pool(t.Check.CAFile)
+			if err != nil {
+				return nil, fmt.Errorf("https check of %s cannot verify certificates: %w; fix check.ca_file", t.Addr, err)
+			}
+			cfg = base.Clone()
+			cfg.RootCAs = pool
+		}
 		raw, err := dial(ctx, network, address)
 		if err != nil {
 			return nil, err
@@ -36,10 +46,10 @@ func tlsDialer(t Target) (dialFunc, error) {
 			return nil, newTLSError(t, err)
 		}
 		return c, nil
-	}, nil
+	}
 }
 
-func tlsConfig(t Target) (*tls.Config, error) {
+func tlsConfig(t Target) *tls.Config {
 	c := t.Check
 	cfg := &tls.Config{
 		// ServerName is sent as SNI unless it is an IP address (RFC 6066),
@@ -52,14 +62,41 @@ func tlsConfig(t Target) (*tls.Config, error) {
 	if cfg.ServerName == "" {
 		cfg.ServerName = t.Addr.Addr().String()
 	}
-	if c.CAFile != "" && !c.InsecureSkipVerify {
-		pool, err := config.LoadCAFile(c.CAFile)
-		if err != nil {
-			return nil, fmt.Errorf("https check of %s cannot verify certificates: %w; fix check.ca_file and reload", t.Addr, err)
-		}
-		cfg.RootCAs = pool
+	return cfg
+}
+
+// caCache holds the CA files of https checks, each read again only when
+// its size or modification time changed: every check looks, few read.
+type caCache struct {
+	mu    sync.Mutex
+	files map[string]caFile
+}
+
+type caFile struct {
+	size  int64
+	mtime time.Time
+	pool  *x509.CertPool
+}
+
+var cas = &caCache{files: map[string]caFile{}}
+
+func (c *caCache) pool(path string) (*x509.CertPool, error) {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return nil, fmt.Errorf("read CA file: %w", err)
 	}
-	return cfg, nil
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if f, ok := c.files[path]; ok && f.size == fi.Size() && f.mtime.Equal(fi.ModTime()) {
+		return f.pool, nil
+	}
+	pool, err := config.LoadCAFile(path)
+	if err != nil {
+		delete(c.files, path)
+		return nil, err
+	}
+	c.files[path] = caFile{size: fi.Size(), mtime: fi.ModTime(), pool: pool}
+	return pool, nil
 }
 
 // tlsError is a failed handshake, said the way an operator can act on.

@@ -431,3 +431,49 @@ func TestManagerRunsExecChecks(t *testing.T) {
 	}
 	rec.wait(t, "app/a1", Up)
 }
+
+// TestHTTPSCAFileRenewed: a checker notices a rewritten ca_file at its next
+// check, without a reload (a new prober).
+func TestHTTPSCAFileRenewed(t *testing.T) {
+	pki, other := newTestPKI(t), newTestPKI(t)
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(http.ResponseWriter, *http.Request) {}))
+	srv.TLS = &tls.Config{Certificates: []tls.Certificate{pki.server}}
+	srv.StartTLS()
+	defer srv.Close()
+	caFile := filepath.Join(t.TempDir(), "ca.pem")
+	copyFile(t, other.caFile, caFile) // the wrong CA first
+	tg := Target{Key: "web/w1", Addr: netip.MustParseAddrPort(srv.Listener.Addr().String()),
+		Check: config.Check{Type: config.CheckHTTPS, Path: "/", ExpectStatus: 200, CAFile: caFile, Timeout: time.Second}}
+	p, err := newProber(tg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	run := func() error {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		return p.probe(ctx)
+	}
+	wantErr(t, run(), "is not signed by a CA in "+caFile)
+	copyFile(t, pki.caFile, caFile)
+	wantErr(t, run(), "")
+	if err := os.Remove(caFile); err != nil {
+		t.Fatal(err)
+	}
+	wantErr(t, run(), "cannot verify certificates: read CA file")
+}
+
+func copyFile(t *testing.T, from, to string) {
+	t.Helper()
+	b, err := os.ReadFile(from)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A new file each time (rename), as a configuration tool writes it.
+	tmp := to + ".tmp"
+	if err := os.WriteFile(tmp, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(tmp, to); err != nil {
+		t.Fatal(err)
+	}
+}
