@@ -1,6 +1,7 @@
 package health
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -9,9 +10,6 @@ import (
 	"net"
 	"os"
 	"sync"
-	"time"
-
-	"github.com/dsrlb/dsrlb/shared/config"
 )
 
 // tlsDialer returns the DialTLSContext of an https check: the connection
@@ -20,8 +18,8 @@ import (
 //
 // Verification is on unless check.insecure_skip_verify: against ca_file's
 // certificates, else the system's roots, for the name check.sni (default
-// check.host), else for the checked IP address. The CA file is looked at
-// on every check and read again when it changed, so a renewed CA is used
+// check.host), else for the checked IP address. The CA file is read on
+// every check and parsed again when it changed, so a renewed CA is used
 // without a reload.
 func tlsDialer(t Target) dialFunc {
 	base := tlsConfig(t)
@@ -65,37 +63,38 @@ func tlsConfig(t Target) *tls.Config {
 	return cfg
 }
 
-// caCache holds the CA files of https checks, each read again only when
-// its size or modification time changed: every check looks, few read.
+// caCache holds the CA files of https checks. Every check reads its file
+// (a few KiB from the page cache, next to a TLS handshake it is nothing)
+// and parses it only when its bytes changed: file times are too coarse to
+// tell two quick rewrites apart.
 type caCache struct {
 	mu    sync.Mutex
 	files map[string]caFile
 }
 
 type caFile struct {
-	size  int64
-	mtime time.Time
-	pool  *x509.CertPool
+	pem  []byte
+	pool *x509.CertPool
 }
 
 var cas = &caCache{files: map[string]caFile{}}
 
 func (c *caCache) pool(path string) (*x509.CertPool, error) {
-	fi, err := os.Stat(path)
+	pem, err := os.ReadFile(path)
 	if err != nil {
 		return nil, fmt.Errorf("read CA file: %w", err)
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if f, ok := c.files[path]; ok && f.size == fi.Size() && f.mtime.Equal(fi.ModTime()) {
+	if f, ok := c.files[path]; ok && bytes.Equal(f.pem, pem) {
 		return f.pool, nil
 	}
-	pool, err := config.LoadCAFile(path)
-	if err != nil {
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(pem) {
 		delete(c.files, path)
-		return nil, err
+		return nil, fmt.Errorf("CA file %s holds no PEM certificate (-----BEGIN CERTIFICATE-----)", path)
 	}
-	c.files[path] = caFile{size: fi.Size(), mtime: fi.ModTime(), pool: pool}
+	c.files[path] = caFile{pem: pem, pool: pool}
 	return pool, nil
 }
 
