@@ -477,3 +477,12 @@ func copyFile(t *testing.T, from, to string) {
 		t.Fatal(err)
 	}
 }
+
+// TestExecLeftoverChildIsNotAFailure: a command that exits 0 but leaves a
+// child holding its output is up: the check does not wait for the child
+// (which outlives the timeout, so waiting would fail the check), its pipes
+// are closed after execWaitDelay.
+func TestExecLeftoverChildIsNotAFailure(t *testing.T) {
+	c := config.Check{Type: config.CheckExec, Timeout: time.Second, Command: script(t, "sleep 3 & exit 0")}
+	wantErr(t, probeOnce(t, netip.MustParseAddrPort("192.0.2.11:0"), c), "")
+}
