@@ -152,7 +152,7 @@ func TestVerdicts(t *testing.T) {
 		{"keepalived", "check_types.conf", false, true, []string{
 			"SSL_GET: the certificate is not verified", "require_reply: dsrlb looks for the reply's bytes anywhere",
 			"MISC_CHECK: /usr/local/bin/check_app.sh runs as lbd does",
-		}, 4},
+		}, 5},
 		{"keepalived", "not_carried.conf", false, false, []string{
 			"persistence_timeout 300", "SSL_GET", "MISC_CHECK", "lb_kind NAT", "fwmark 7 service", "fwmark 9 service",
 			"lb_algo wlc", "sorry server 192.0.2.99", "inhibit_on_failure", "delay_before_retry 2", "weight 300",

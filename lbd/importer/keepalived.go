@@ -482,6 +482,13 @@ func (k *kaModel) checker(c *stmt, srv Server, t kaTimers, extra *Notes) *Check 
 // UDP_CHECK and MISC_CHECK that dsrlb's check of that type carries.
 func (k *kaModel) checkSetting(ck *Check, o *stmt) bool {
 	switch kw := o.kw(); {
+	case kw == "connect_ip":
+		a, err := netip.ParseAddr(arg(o, 1))
+		if err != nil {
+			ck.Extra.add(o.At, o.text(), "not carried: %q is not an IP address", arg(o, 1))
+		} else {
+			ck.Addr = a.Unmap()
+		}
 	case kw == "virtualhost" && (ck.Kind == CheckHTTP || ck.Kind == CheckHTTPS):
 		ck.Host = arg(o, 1)
 	case kw == "enable_sni" && ck.Kind == CheckHTTPS:

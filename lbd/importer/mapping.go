@@ -61,10 +61,12 @@ type outCheck struct {
 }
 
 type outServer struct {
-	Name    string `yaml:"name"`
-	Address string `yaml:"address,omitempty"`
-	Weight  *int   `yaml:"weight,omitempty"`
-	Check   *bool  `yaml:"check,omitempty"`
+	Name         string `yaml:"name"`
+	Address      string `yaml:"address,omitempty"`
+	Weight       *int   `yaml:"weight,omitempty"`
+	Check        *bool  `yaml:"check,omitempty"`
+	CheckPort    int    `yaml:"check_port,omitempty"`
+	CheckAddress string `yaml:"check_address,omitempty"`
 }
 
 // MarshalYAML writes a check on one line, as a person would.
@@ -217,10 +219,27 @@ func (mp *mapper) servers(s *Service) ([]outServer, *outCheck) {
 		for i := range s.Servers {
 			if s.Servers[i].Check == nil {
 				out[i].Check = new(bool) // the source does not check it: always up
+				continue
+			}
+			if srv := &s.Servers[i]; srv.Check.same(checked[0].Check) {
+				mp.checkTarget(srv, &out[i], check)
 			}
 		}
 	}
 	return out, check
+}
+
+// checkTarget carries where a server's check connects when it is not
+// where the service's check does: check_port, and check_address for
+// keepalived's connect_ip: each server is checked where keepalived checks
+// it (connect_port, else its real server port).
+func (mp *mapper) checkTarget(srv *Server, out *outServer, check *outCheck) {
+	if p := int(srv.Check.Port); p != 0 && p != check.Port {
+		out.CheckPort = p
+	}
+	if a := srv.Check.Addr; a.IsValid() && a != srv.Addr {
+		out.CheckAddress = a.String()
+	}
 }
 
 func (mp *mapper) vip(s *Service) string {

@@ -137,6 +137,7 @@ type Check struct {
 	Rise     *int // consecutive successes that bring it back
 	Port     uint16
 	PortAt   Pos
+	Addr     netip.Addr // keepalived connect_ip; invalid: the server's address
 	Path     string
 	Status   *int
 	Host     string // http, https: the virtual host (Host header, SNI)
@@ -157,12 +158,14 @@ type Duration struct {
 
 func (d Duration) set() bool { return d.At.Line != 0 }
 
-// same reports whether two checks would behave identically, for merging
-// keepalived's per-server checks into dsrlb's per-service check.
+// same reports whether two checks would behave identically but for where
+// they connect (port, connect_ip: a server's check_port and check_address
+// carry that), for merging keepalived's per-server checks into dsrlb's
+// per-service check.
 func (c *Check) same(o *Check) bool {
 	eqInt := func(a, b *int) bool { return (a == nil) == (b == nil) && (a == nil || *a == *b) }
 	return c.Kind == o.Kind && c.Interval.D == o.Interval.D && c.Timeout.D == o.Timeout.D &&
-		eqInt(c.Fall, o.Fall) && eqInt(c.Rise, o.Rise) && c.Port == o.Port && c.Path == o.Path &&
+		eqInt(c.Fall, o.Fall) && eqInt(c.Rise, o.Rise) && c.Path == o.Path &&
 		eqInt(c.Status, o.Status) && c.Host == o.Host && c.Send == o.Send && c.Expect == o.Expect &&
 		c.Reply == o.Reply && c.Query == o.Query && c.QType == o.QType && slices.Equal(c.Command, o.Command)
 }
