@@ -14,7 +14,7 @@ var shipped = map[string][]string{
 	"dsrlb-common": {"./usr/share/man/man5/dsrlb.yaml.5.gz", "./usr/share/doc/dsrlb-common/quickstart.md",
 		"./usr/share/doc/dsrlb-common/troubleshooting.md", "./usr/share/doc/dsrlb-common/upgrade.md",
 		"./usr/share/doc/dsrlb-common/monitoring.md", "./usr/share/doc/dsrlb-common/status-json.md",
-		"./usr/share/doc/dsrlb-common/examples/dsrlb.yaml"},
+		"./usr/share/doc/dsrlb-common/checks.md", "./usr/share/doc/dsrlb-common/examples/dsrlb.yaml"},
 	"dsrlb-lbd": {"./usr/share/man/man8/lbd.8.gz", "./usr/share/man/man8/lbd-run.8.gz", "./usr/share/man/man8/lbd-status.8.gz", "./usr/share/man/man8/lbd-flows.8.gz",
 		"./usr/share/bash-completion/completions/lbd", "./usr/share/zsh/vendor-completions/_lbd",
 		"./usr/share/fish/vendor_completions.d/lbd.fish",

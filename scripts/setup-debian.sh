@@ -15,6 +15,7 @@ PACKAGES=(
 	prometheus                      # promtool: packaging/monitoring tests check the alert rules and dashboard queries
 	chromium                        # integration/statuspage_test.go loads lbd's status page headless
 	debootstrap systemd-container   # real-systemd scenarios: a Debian 12 tree booted with systemd-nspawn (integration/systemd_test.go)
+	nginx-light unbound             # check types against real servers: https backend, DNS server (integration/health_types_test.go)
 	dpkg-dev                        # dpkg-scanpackages: the local apt repository of the cloud-init scenario (integration/cloudinit_test.go)
 )
 missing=()

@@ -68,6 +68,9 @@ type Check struct {
 	Rise, Fall int
 	Port       int
 	Path       string
+	// Extra are more check keys, each "key: value" in YAML flow style
+	// (the https, udp, dns and exec keys), written as given.
+	Extra []string
 }
 
 // Server is services[].servers[]; Weight -1 leaves the default.
@@ -75,6 +78,8 @@ type Server struct {
 	Name    string
 	Address netip.Addr
 	Weight  int
+	// CheckPort, when not 0, is the server's check_port.
+	CheckPort int
 }
 
 // FastCheck is the health check the scenarios use: tcp every 300ms, down
@@ -195,6 +200,7 @@ func (t *Topology) renderFor(lb *Host, c Config) string {
 		if s.Check.Path != "" {
 			add("path", s.Check.Path)
 		}
+		ck = append(ck, s.Check.Extra...)
 		if len(ck) > 0 {
 			fmt.Fprintf(&b, "    check: {%s}\n", strings.Join(ck, ", "))
 		}
@@ -218,6 +224,9 @@ func writeServers(b *strings.Builder, key string, ss []Server) {
 		fmt.Fprintf(b, "      - {name: %s, address: %s", sv.Name, sv.Address)
 		if sv.Weight >= 0 {
 			fmt.Fprintf(b, ", weight: %d", sv.Weight)
+		}
+		if sv.CheckPort != 0 {
+			fmt.Fprintf(b, ", check_port: %d", sv.CheckPort)
 		}
 		b.WriteString("}\n")
 	}

@@ -158,8 +158,8 @@ func (d *Daemon) start(ctx context.Context) error {
 	cfg, err := d.opts.Config, error(nil)
 	if cfg == nil {
 		cfg, err = loadConfig(d.loader, d.opts.ConfigPath)
-	} else {
-		err = cfg.RequireBalancer()
+	} else if err = cfg.RequireBalancer(); err == nil {
+		err = cfg.CheckFiles()
 	}
 	if err != nil {
 		return err
@@ -558,6 +558,11 @@ func loadConfig(l *config.Loader, path string) (*config.Config, error) {
 		return nil, err
 	}
 	if err := cfg.RequireBalancer(); err != nil {
+		return nil, err
+	}
+	// ca_file and command of the checks: a missing one is refused at
+	// start, and a reload naming one keeps the running configuration.
+	if err := cfg.CheckFiles(); err != nil {
 		return nil, err
 	}
 	return cfg, nil

@@ -203,7 +203,8 @@ func eachTarget(cfg *config.Config, f func(*config.Service, *config.Server, heal
 			}
 			f(s, srv, health.Target{
 				Key:   health.Key(s.Name, srv.Name),
-				Addr:  netip.AddrPortFrom(srv.Address, chk.Port),
+				Addr:  srv.CheckTarget(&chk), // check_address, check_port
+				VIP:   s.VIP,
 				Check: chk,
 			})
 		}

@@ -90,6 +90,31 @@ func TestHealthTargets(t *testing.T) {
 	}
 }
 
+// TestHealthTargetsOverride: a server's check_port and check_address are
+// where its check connects; the others keep the service's port and their
+// own address; the VIP goes with every target.
+func TestHealthTargetsOverride(t *testing.T) {
+	cfg := mustParse(t, `
+balancer: {interface: eth0}
+services:
+  - name: web
+    vip: 192.0.2.10
+    ports: [80]
+    servers:
+      - {name: a, address: 192.0.2.11, check_port: 8080}
+      - {name: b, address: 192.0.2.12, check_address: 198.51.100.12}
+      - {name: c, address: 192.0.2.13, check_address: 2001:db8::13, check_port: 9000}
+      - {name: d, address: 192.0.2.14}
+`)
+	ts := healthTargets(cfg, func(string, netip.Addr) health.State { return health.Down })
+	want := []string{"192.0.2.11:8080", "198.51.100.12:80", "[2001:db8::13]:9000", "192.0.2.14:80"}
+	for i, tg := range ts {
+		if tg.Addr.String() != want[i] || tg.VIP != netip.MustParseAddr("192.0.2.10") {
+			t.Errorf("target %s: checks %s (VIP %s), want %s (VIP 192.0.2.10)", tg.Key, tg.Addr, tg.VIP, want[i])
+		}
+	}
+}
+
 // TestRestartOnly: a reload refuses changes that resize or move the maps,
 // naming each, and accepts everything else.
 func TestRestartOnly(t *testing.T) {

@@ -35,6 +35,9 @@ func Preflight(cfg *config.Config) error {
 	if err := CheckWebConfig(cfg); err != nil {
 		return err
 	}
+	if err := cfg.CheckFiles(); err != nil {
+		return err
+	}
 	ln, err := listenMetrics(cfg.Balancer.MetricsListen)
 	if ln != nil {
 		ln.Close()

@@ -56,8 +56,12 @@ type Target struct {
 	// e.g. "exchange/exchange1" (service/server, see Key).
 	Key string
 	// Addr is where the check connects: the server address and the
-	// check port (config.Check.Port).
+	// check port (config.Check.Port), or the server's check_address and
+	// check_port when it has them (config.Server.CheckTarget).
 	Addr netip.AddrPort
+	// VIP is the service's VIP, for checks that name it (an exec check's
+	// DSRLB_VIP).
+	VIP netip.Addr
 	// Check is the service's check. Type none (which the daemon also
 	// uses for servers with `check: false`) means always up: no goroutine
 	// runs and no event is sent.

@@ -255,16 +255,26 @@ func validateOne(t Target) error {
 		return fmt.Errorf("check target %s: empty key", t.Addr)
 	case c.Type == config.CheckNone:
 		return nil
-	case c.Type != config.CheckTCP && c.Type != config.CheckHTTP:
-		return fmt.Errorf("check target %s: unknown check type %q (want tcp, http or none)", t.Key, c.Type)
-	case !t.Addr.IsValid() || t.Addr.Port() == 0:
+	case !knownType(c.Type):
+		return fmt.Errorf("check target %s: unknown check type %q (want tcp, http, https, udp, dns, exec or none)", t.Key, c.Type)
+	case !t.Addr.IsValid() || t.Addr.Port() == 0 && c.Type != config.CheckExec:
 		return fmt.Errorf("check target %s: address %s needs an IP and a non-zero port", t.Key, t.Addr)
 	case c.Interval <= 0 || c.Timeout <= 0:
 		return fmt.Errorf("check target %s: interval %s and timeout %s must be positive", t.Key, c.Interval, c.Timeout)
 	case c.Rise < 1 || c.Fall < 1:
 		return fmt.Errorf("check target %s: rise %d and fall %d must be at least 1", t.Key, c.Rise, c.Fall)
-	case c.Type == config.CheckHTTP && (c.ExpectStatus < 100 || c.ExpectStatus > 599):
+	case c.Type == config.CheckExec && c.Command == "":
+		return fmt.Errorf("check target %s: exec check without a command", t.Key)
+	case c.Type.HTTPLike() && (c.ExpectStatus < 100 || c.ExpectStatus > 599):
 		return fmt.Errorf("check target %s: expected status %d is not an HTTP status", t.Key, c.ExpectStatus)
 	}
 	return nil
+}
+
+func knownType(t config.CheckType) bool {
+	switch t {
+	case config.CheckTCP, config.CheckHTTP, config.CheckHTTPS, config.CheckUDP, config.CheckDNS, config.CheckExec:
+		return true
+	}
+	return false
 }

@@ -220,8 +220,10 @@ func (a *alohaParser) option(at Pos, what string, words []string) {
 				} else {
 					a.check.Extra.add(at, "statuscode "+words[i+1], "not carried: not a status code; 200 is expected")
 				}
+			case "vhost":
+				a.check.Host = words[i+1] // sent as the Host header
 			default:
-				a.check.Extra.add(at, words[i]+" "+words[i+1], "not carried: dsrlb's http check sends no virtual host and compares the status only")
+				a.check.Extra.add(at, words[i]+" "+words[i+1], "not carried: dsrlb's http check compares the status (and, with expect_body, the body) only")
 			}
 		}
 	case "arpcheck":

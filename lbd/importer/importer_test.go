@@ -149,14 +149,18 @@ func TestVerdicts(t *testing.T) {
 	}{
 		{"keepalived", "clean.conf", true, true, nil, 1},
 		{"keepalived", "fallback.conf", true, true, nil, 2},
-		{"keepalived", "dr_web.conf", false, true, []string{"global_defs notification_email", "dr_web.conf:12: tcpfin 120", "vrrp_instance VI_WEB", "conf.d/dns.conf:9: DNS_CHECK"}, 3},
+		{"keepalived", "dr_web.conf", false, true, []string{"global_defs notification_email", "dr_web.conf:12: tcpfin 120", "vrrp_instance VI_WEB", "timeout 5s: a check must take less than its interval 5s in dsrlb: timeout 4s is used"}, 3},
+		{"keepalived", "check_types.conf", false, true, []string{
+			"SSL_GET: the certificate is not verified", "require_reply: dsrlb looks for the reply's bytes anywhere",
+			"MISC_CHECK: /usr/local/bin/check_app.sh runs as lbd does",
+		}, 5},
 		{"keepalived", "not_carried.conf", false, false, []string{
 			"persistence_timeout 300", "SSL_GET", "MISC_CHECK", "lb_kind NAT", "fwmark 7 service", "fwmark 9 service",
 			"lb_algo wlc", "delay_before_retry 2", "weight 300",
 			"server port 8443", "lvs_method TUN", "protocol sctp", "$PORT=8443", "include missing.d/*.conf",
 			"digest", "notify_down", "HTTP_GET: not carried: dsrlb runs one check per server",
-			"TCP_CHECK of 2001:db8::52", "not_carried.conf:88: MISC_CHECK: not carried: dsrlb has no exec check",
-			"not_carried.conf:100: UDP_CHECK: not carried: dsrlb has no udp check",
+			"TCP_CHECK of 2001:db8::52", "not_carried.conf:90: misc_dynamic: not carried",
+			"not_carried.conf:100: UDP_CHECK: names no payload: give check.send",
 		}, 0},
 		{"aloha", "seed.cfg", false, false, []string{"director exchange: names no VIP", "server exchange1: names no address", "server exchange2: names no address"}, 0},
 		{"aloha", "seed_addresses.cfg", true, true, nil, 1},
@@ -165,7 +169,7 @@ func TestVerdicts(t *testing.T) {
 		{"aloha", "not_carried.cfg", false, false, []string{
 			"service lvs: not carried: outside a director", "balance leastconn", "mode nat", "source 192.0.2.2",
 			"option persistence", "weight 5: not carried: not indented", "balance srcdst",
-			"vhost www.example.com", "weight 400", "www3.example.com:80", "option arpcheck",
+			"weight 400", "www3.example.com:80", "option arpcheck",
 		}, 0},
 		{"ipvsadm", "dr.save", true, true, nil, 3},
 		{"ipvsadm", "not_carried.save", false, false, []string{

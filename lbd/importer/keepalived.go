@@ -1,6 +1,7 @@
 package importer
 
 import (
+	"encoding/hex"
 	"fmt"
 	"net/netip"
 	"strconv"
@@ -455,7 +456,9 @@ func (k *kaModel) checker(c *stmt, srv Server, t kaTimers, extra *Notes) *Check 
 		case "url":
 			urls = append(urls, o)
 		default:
-			ck.Extra.add(o.At, o.text(), "not carried: dsrlb's %s check has no such setting", kind)
+			if !k.checkSetting(ck, o) {
+				ck.Extra.add(o.At, o.text(), "not carried: dsrlb's %s check has no such setting", kind)
+			}
 		}
 	}
 	if t.retry != nil {
@@ -463,7 +466,10 @@ func (k *kaModel) checker(c *stmt, srv Server, t kaTimers, extra *Notes) *Check 
 	}
 	fall, rise := retry+1, 1 // down after the first failure and `retry` more; up after one success
 	ck.Fall, ck.Rise = &fall, &rise
-	ck.Interval, ck.Timeout = t.delayLoop, t.connectTimeout
+	ck.Interval = t.delayLoop
+	if !ck.Timeout.set() { // misc_timeout, else connect_timeout
+		ck.Timeout = t.connectTimeout
+	}
 	if !ck.Interval.set() {
 		ck.Interval = Duration{D: kaDelayLoop, At: c.At}
 	}
@@ -474,6 +480,74 @@ func (k *kaModel) checker(c *stmt, srv Server, t kaTimers, extra *Notes) *Check 
 		k.urls(ck, urls)
 	}
 	return ck
+}
+
+// checkSetting takes the settings of SSL_GET/HTTP_GET, DNS_CHECK,
+// UDP_CHECK and MISC_CHECK that dsrlb's check of that type carries.
+func (k *kaModel) checkSetting(ck *Check, o *stmt) bool {
+	switch kw := o.kw(); {
+	case kw == "connect_ip":
+		a, err := netip.ParseAddr(arg(o, 1))
+		if err != nil {
+			ck.Extra.add(o.At, o.text(), "not carried: %q is not an IP address", arg(o, 1))
+		} else {
+			ck.Addr = a.Unmap()
+		}
+	case kw == "virtualhost" && (ck.Kind == CheckHTTP || ck.Kind == CheckHTTPS):
+		ck.Host = arg(o, 1)
+	case kw == "enable_sni" && ck.Kind == CheckHTTPS:
+		// dsrlb sends the host as SNI whenever there is one
+	case kw == "name" && ck.Kind == CheckDNS:
+		ck.Query = arg(o, 1)
+	case kw == "type" && ck.Kind == CheckDNS:
+		ck.QType = strings.ToUpper(arg(o, 1))
+	case kw == "payload" && ck.Kind == CheckUDP:
+		ck.Send = hexEscapes(ck, o, arg(o, 1))
+	case kw == "require_reply" && ck.Kind == CheckUDP:
+		ck.Reply = true
+		if h := arg(o, 1); h != "" {
+			ck.Expect = hexEscapes(ck, o, h)
+		}
+	case kw == "misc_path" && ck.Kind == CheckExec:
+		ck.Command = strings.Fields(arg(o, 1))
+	case kw == "misc_timeout" && ck.Kind == CheckExec:
+		ck.Timeout = k.seconds(o, &ck.Extra) // applied after the timers; see checker
+	case kw == "misc_dynamic" && ck.Kind == CheckExec:
+		ck.Extra.add(o.At, o.text(), "not carried: dsrlb's exec check is up (exit 0) or down; an exit status does not set a weight")
+	case kw == "user" && ck.Kind == CheckExec:
+		ck.Extra.add(o.At, o.text(), "not carried: lbd runs check commands as itself (root, its capabilities, its sandbox): make the script safe for that")
+	default:
+		return false
+	}
+	return true
+}
+
+// hexEscapes turns keepalived's hex payload into dsrlb's text form:
+// printable ASCII as is, the rest escaped (\n, \r, \t, \\, \xHH).
+func hexEscapes(ck *Check, o *stmt, h string) string {
+	b, err := hex.DecodeString(h)
+	if err != nil {
+		ck.Extra.add(o.At, o.text(), "not carried: %q is not hex digits in pairs", h)
+		return ""
+	}
+	var sb strings.Builder
+	for _, c := range b {
+		switch {
+		case c == '\n':
+			sb.WriteString(`\n`)
+		case c == '\r':
+			sb.WriteString(`\r`)
+		case c == '\t':
+			sb.WriteString(`\t`)
+		case c == '\\':
+			sb.WriteString(`\\`)
+		case c >= 0x20 && c < 0x7f:
+			sb.WriteByte(c)
+		default:
+			fmt.Fprintf(&sb, `\x%02x`, c)
+		}
+	}
+	return sb.String()
 }
 
 // urls takes the first url block of an HTTP_GET/SSL_GET: dsrlb checks one path.

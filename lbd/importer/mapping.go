@@ -52,13 +52,24 @@ type outCheck struct {
 	Fall         int    `yaml:"fall,omitempty"`
 	Path         string `yaml:"path,omitempty"`
 	ExpectStatus int    `yaml:"expect_status,omitempty"`
+
+	Host               string   `yaml:"host,omitempty"`
+	InsecureSkipVerify bool     `yaml:"insecure_skip_verify,omitempty"`
+	Send               *string  `yaml:"send,omitempty"`
+	Expect             string   `yaml:"expect,omitempty"`
+	Query              string   `yaml:"query,omitempty"`
+	QueryType          string   `yaml:"query_type,omitempty"`
+	Command            string   `yaml:"command,omitempty"`
+	Args               []string `yaml:"args,omitempty"`
 }
 
 type outServer struct {
-	Name    string `yaml:"name"`
-	Address string `yaml:"address,omitempty"`
-	Weight  *int   `yaml:"weight,omitempty"`
-	Check   *bool  `yaml:"check,omitempty"`
+	Name         string `yaml:"name"`
+	Address      string `yaml:"address,omitempty"`
+	Weight       *int   `yaml:"weight,omitempty"`
+	Check        *bool  `yaml:"check,omitempty"`
+	CheckPort    int    `yaml:"check_port,omitempty"`
+	CheckAddress string `yaml:"check_address,omitempty"`
 }
 
 // MarshalYAML writes a check on one line, as a person would.
@@ -204,10 +215,27 @@ func (mp *mapper) servers(s *Service) ([]outServer, *outCheck) {
 		for i := range s.Servers {
 			if s.Servers[i].Check == nil {
 				out[i].Check = new(bool) // the source does not check it: always up
+				continue
+			}
+			if srv := &s.Servers[i]; srv.Check.same(checked[0].Check) {
+				mp.checkTarget(srv, &out[i], check)
 			}
 		}
 	}
 	return out, check
+}
+
+// checkTarget carries where a server's check connects when it is not
+// where the service's check does: check_port, and check_address for
+// keepalived's connect_ip: each server is checked where keepalived checks
+// it (connect_port, else its real server port).
+func (mp *mapper) checkTarget(srv *Server, out *outServer, check *outCheck) {
+	if p := int(srv.Check.Port); p != 0 && p != check.Port {
+		out.CheckPort = p
+	}
+	if a := srv.Check.Addr; a.IsValid() && a != srv.Addr {
+		out.CheckAddress = a.String()
+	}
 }
 
 func (mp *mapper) vip(s *Service) string {
@@ -275,19 +303,42 @@ func (mp *mapper) check(s *Service, checked []*Server) *outCheck {
 	switch ref.Kind {
 	case CheckTCP:
 		c.Type = string(config.CheckTCP)
-	case CheckHTTP:
-		c.Type = string(config.CheckHTTP)
+	case CheckHTTP, CheckHTTPS:
+		c.Type = ref.Kind
 		if ref.Path != "/" {
 			c.Path = ref.Path
 		}
 		if ref.Status != nil && *ref.Status != config.DefaultExpectStatus {
 			c.ExpectStatus = *ref.Status
 		}
-	case CheckHTTPS, CheckSMTP:
-		mp.notes.add(ref.At, ref.Keyword, "not carried: dsrlb has tcp and http checks (https comes with issue 15); checked with a TCP connect to the same port instead")
+		c.Host = ref.Host
+		if ref.Kind == CheckHTTPS {
+			// keepalived's SSL_GET does not verify the certificate: neither
+			// does the import, so no server goes down for it.
+			c.InsecureSkipVerify = true
+			mp.notes.add(ref.At, ref.Keyword, "the certificate is not verified, as %s does not: to verify it, give its CA as check.ca_file and remove insecure_skip_verify", mp.m.Tool)
+		}
+	case CheckUDP:
+		c.Type = string(config.CheckUDP)
+		mp.udpCheck(ref, c)
+	case CheckDNS:
+		c.Type, c.Query, c.QueryType = string(config.CheckDNS), ref.Query, ref.QType
+		if s.Protocol != "udp" {
+			mp.notes.add(ref.At, ref.Keyword, "asked over TCP: dsrlb's dns check speaks the service's protocol (%s asks over UDP)", mp.m.Tool)
+		}
+	case CheckExec:
+		c.Type = string(config.CheckExec)
+		if len(ref.Command) == 0 {
+			mp.notes.add(ref.At, ref.Keyword, "names no misc_path: give check.command (the output does not validate without it)")
+		} else {
+			c.Command, c.Args = ref.Command[0], ref.Command[1:]
+			mp.notes.add(ref.At, ref.Keyword, "%s runs as lbd does (root, no shell, in lbd.service's sandbox: the file system read-only but /var/lib/dsrlb, a private /tmp); it also gets DSRLB_ADDRESS, DSRLB_PORT and more in its environment (docs/checks.md)", c.Command)
+		}
+	case CheckSMTP:
+		mp.notes.add(ref.At, ref.Keyword, "not carried: dsrlb has no smtp check; checked with a TCP connect to the same port instead")
 		c.Type = string(config.CheckTCP)
 	default: // its settings go with it: one note
-		mp.notes.add(ref.At, ref.Keyword, "not carried: dsrlb has no %s check (udp, dns and exec come with issue 15); the servers are not checked", ref.Kind)
+		mp.notes.add(ref.At, ref.Keyword, "not carried: dsrlb has no %s check; the servers are not checked", ref.Kind)
 		return &outCheck{Type: string(config.CheckNone)}
 	}
 	mp.notes = append(mp.notes, ref.Extra...)
@@ -295,6 +346,13 @@ func (mp *mapper) check(s *Service, checked []*Server) *outCheck {
 		mp.notes.add(ref.At, ref.Keyword, "names no port and the service takes every port: give the port to check (check.port; for ALOHA --server NAME=ADDR:PORT); the output does not validate without it")
 	}
 	c.Interval, c.Timeout = dur(ref.Interval), dur(ref.Timeout)
+	if ref.Interval.set() && ref.Timeout.set() && ref.Timeout.D >= ref.Interval.D {
+		// keepalived lets a check take its whole delay_loop; dsrlb's checks
+		// must end before the next one starts.
+		t := Duration{D: ref.Interval.D - ref.Interval.D/5, At: ref.Timeout.At}
+		c.Timeout = dur(t)
+		mp.notes.add(ref.Timeout.At, "timeout "+dur(ref.Timeout), "a check must take less than its interval %s in dsrlb: timeout %s is used", dur(ref.Interval), c.Timeout)
+	}
 	if ref.Fall != nil {
 		c.Fall = *ref.Fall
 	}
@@ -308,12 +366,27 @@ func (mp *mapper) check(s *Service, checked []*Server) *outCheck {
 // that are dropped for another reason.
 func kindGap(kind string) string {
 	switch kind {
-	case CheckTCP, CheckHTTP:
+	case CheckTCP, CheckHTTP, CheckHTTPS, CheckUDP, CheckDNS, CheckExec:
 		return ""
-	case CheckHTTPS, CheckSMTP:
-		return " (dsrlb has no " + kind + " check: https comes with issue 15)"
 	}
-	return " (dsrlb has no " + kind + " check: udp, dns and exec come with issue 15)"
+	return " (dsrlb has no " + kind + " check)"
+}
+
+// udpCheck carries a UDP_CHECK's payload and expected reply.
+func (mp *mapper) udpCheck(ref *Check, c *outCheck) {
+	if ref.Send == "" {
+		mp.notes.add(ref.At, ref.Keyword, "names no payload: give check.send, a datagram the service answers (the output does not validate without it)")
+	} else {
+		send := ref.Send
+		c.Send = &send
+	}
+	c.Expect = ref.Expect
+	if ref.Expect != "" {
+		mp.notes.add(ref.At, "require_reply", "dsrlb looks for the reply's bytes anywhere in the answer, not only at its start")
+	}
+	if !ref.Reply {
+		mp.notes.add(ref.At, ref.Keyword, "without require_reply, %s only fails on ICMP port unreachable; dsrlb also fails when no answer comes within the timeout: make sure the service answers check.send", mp.m.Tool)
+	}
 }
 
 func dur(d Duration) string {

@@ -14,6 +14,7 @@ package importer
 import (
 	"fmt"
 	"net/netip"
+	"slices"
 	"time"
 )
 
@@ -136,9 +137,17 @@ type Check struct {
 	Rise     *int // consecutive successes that bring it back
 	Port     uint16
 	PortAt   Pos
+	Addr     netip.Addr // keepalived connect_ip; invalid: the server's address
 	Path     string
 	Status   *int
-	Extra    Notes // settings of this check dsrlb does not carry
+	Host     string // http, https: the virtual host (Host header, SNI)
+	// udp: the datagram and the text the answer must contain, in dsrlb's
+	// escape form (\xHH); Reply: the source requires an answer.
+	Send, Expect string
+	Reply        bool
+	Query, QType string   // dns: name and record type asked; "" = the source's default
+	Command      []string // exec: the program and its arguments
+	Extra        Notes    // settings of this check dsrlb does not carry
 }
 
 // Duration is a time from the source with its place; At.Line 0 when unset.
@@ -149,11 +158,14 @@ type Duration struct {
 
 func (d Duration) set() bool { return d.At.Line != 0 }
 
-// same reports whether two checks would behave identically, for merging
-// keepalived's per-server checks into dsrlb's per-service check.
+// same reports whether two checks would behave identically but for where
+// they connect (port, connect_ip: a server's check_port and check_address
+// carry that), for merging keepalived's per-server checks into dsrlb's
+// per-service check.
 func (c *Check) same(o *Check) bool {
 	eqInt := func(a, b *int) bool { return (a == nil) == (b == nil) && (a == nil || *a == *b) }
 	return c.Kind == o.Kind && c.Interval.D == o.Interval.D && c.Timeout.D == o.Timeout.D &&
-		eqInt(c.Fall, o.Fall) && eqInt(c.Rise, o.Rise) && c.Port == o.Port && c.Path == o.Path &&
-		eqInt(c.Status, o.Status)
+		eqInt(c.Fall, o.Fall) && eqInt(c.Rise, o.Rise) && c.Path == o.Path &&
+		eqInt(c.Status, o.Status) && c.Host == o.Host && c.Send == o.Send && c.Expect == o.Expect &&
+		c.Reply == o.Reply && c.Query == o.Query && c.QType == o.QType && slices.Equal(c.Command, o.Command)
 }

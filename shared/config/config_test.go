@@ -100,6 +100,10 @@ func TestEveryRuleHasAFailingCase(t *testing.T) {
 		"peer 192.0.2.254 is listed twice", "not a BGP hold time", "TCP MD5 key has", "can never be met",
 		"not a BGP community", "share the VIP", "only used with balancer.bgp",
 		"cannot own the VIPs with balancer.bgp",
+		"only used by https", "only used by udp", "only used by dns", "only used by exec",
+		"empty expect_body", "HEAD request has no body", "never used", "not a host name",
+		"not a server name", "needs the datagram", "not an escape", "needs two hex digits",
+		"empty expect matches", "not a domain name", "needs the program", "this server is not checked",
 	} {
 		if !strings.Contains(all, frag) {
 			t.Errorf("no invalid testdata exercises %q", frag)

@@ -1,9 +1,11 @@
 package config
 
 import (
+	"encoding/json"
 	"fmt"
 	"net"
 	"net/netip"
+	"strings"
 	"time"
 
 	"go.yaml.in/yaml/v3"
@@ -26,6 +28,10 @@ const (
 	DefaultFall            = 3
 	DefaultHTTPPath        = "/"
 	DefaultExpectStatus    = 200
+	DefaultHTTPMethod      = "GET"
+	DefaultDNSQuery        = "." // keepalived DNS_CHECK's default
+	DefaultDNSQueryType    = "SOA"
+	DefaultDNSRcode        = "NOERROR"
 	DefaultWeight          = 1
 	DefaultHoldTime        = 9 * time.Second
 	DefaultWithdrawWait    = 2 * time.Second
@@ -162,10 +168,17 @@ type CheckType string
 
 // Check types.
 const (
-	CheckTCP  CheckType = "tcp"
-	CheckHTTP CheckType = "http"
-	CheckNone CheckType = "none"
+	CheckTCP   CheckType = "tcp"
+	CheckHTTP  CheckType = "http"
+	CheckHTTPS CheckType = "https"
+	CheckUDP   CheckType = "udp"
+	CheckDNS   CheckType = "dns"
+	CheckExec  CheckType = "exec"
+	CheckNone  CheckType = "none"
 )
+
+// HTTPLike reports whether the check sends an http request (http, https).
+func (t CheckType) HTTPLike() bool { return t == CheckHTTP || t == CheckHTTPS }
 
 // Service is one VIP/protocol with its ports and servers.
 type Service struct {
@@ -182,6 +195,7 @@ type Service struct {
 	OnFailure OnFailure
 
 	hasAnnounce bool // announce: was written (only allowed with BGP)
+	checkLine   int  // line of check:, for messages about the files it names
 }
 
 // Announce says when a service's VIP is announced over BGP and with which
@@ -203,9 +217,57 @@ type Check struct {
 	Rise         int
 	Fall         int
 	Port         uint16
-	Path         string // http
-	ExpectStatus int    // http
+	Path         string // http, https
+	ExpectStatus int    // http, https
+
+	// The fields below are omitted from JSON when unset, so the
+	// configurations of tcp and http checks print as they always did.
+	Method     string `json:",omitempty"` // http, https: GET, HEAD, POST, OPTIONS
+	Host       string `json:",omitempty"` // http, https: Host header; "" = the checked address
+	ExpectBody string `json:",omitempty"` // http, https: substring of the body's first bytes
+
+	SNI                string `json:",omitempty"` // https: server name sent and verified; "" = none, verify the IP
+	CAFile             string `json:",omitempty"` // https: PEM roots; "" = the system's
+	InsecureSkipVerify bool   `json:",omitempty"` // https: handshake only, no verification
+
+	Send   string `json:",omitempty"` // udp: the datagram, escapes decoded
+	Expect string `json:",omitempty"` // udp: bytes the answer must contain; "" = any answer
+
+	Query       string `json:",omitempty"` // dns: the name asked (fully qualified)
+	QueryType   string `json:",omitempty"` // dns: record type, e.g. SOA
+	ExpectRcode string `json:",omitempty"` // dns: e.g. NOERROR
+	DNSNet      string `json:",omitempty"` // dns: udp or tcp, the service's protocol
+
+	Command string `json:",omitempty"` // exec: absolute path
+	Args    Args   `json:",omitempty"` // exec
 }
+
+// Args is an argument list kept comparable, so Check stays comparable (the
+// health manager and reload compare checks with ==): the words joined by
+// NUL, which no argument of execve can contain, each word led by one (so
+// an empty word survives).
+type Args string
+
+// ArgsOf joins words into Args.
+func ArgsOf(words []string) Args {
+	var b strings.Builder
+	for _, w := range words {
+		b.WriteByte(0)
+		b.WriteString(w)
+	}
+	return Args(b.String())
+}
+
+// List returns the words of a.
+func (a Args) List() []string {
+	if a == "" {
+		return nil
+	}
+	return strings.Split(string(a)[1:], "\x00")
+}
+
+// MarshalJSON shows the words as a list.
+func (a Args) MarshalJSON() ([]byte, error) { return json.Marshal(a.List()) }
 
 // Server is one backend of a service.
 type Server struct {
@@ -220,6 +282,9 @@ type Server struct {
 	// every server (checks, neighbour resolution, hostprep's VIPs) serves
 	// them too; only lbd's choice of who takes new flows tells them apart.
 	Fallback bool `json:",omitempty"`
+
+	CheckPort    uint16     `json:",omitzero"` // 0: the check's port
+	CheckAddress netip.Addr `json:",omitzero"` // invalid: Address
 }
 
 // Primaries is the number of primary servers: Servers[:Primaries()] are
@@ -231,6 +296,19 @@ func (s *Service) Primaries() int {
 		}
 	}
 	return len(s.Servers)
+}
+
+// CheckTarget is where this server's check connects: its check_address and
+// check_port overrides, else its address and the service check's port.
+func (s *Server) CheckTarget(c *Check) netip.AddrPort {
+	addr, port := s.Address, c.Port
+	if s.CheckAddress.IsValid() {
+		addr = s.CheckAddress
+	}
+	if s.CheckPort != 0 {
+		port = s.CheckPort
+	}
+	return netip.AddrPortFrom(addr, port)
 }
 
 // VIPs returns every distinct VIP of the configuration, in file order.

@@ -396,6 +396,9 @@ func (fd fastDecoder) service(n *yaml.Node, w *wireService) bool {
 			ok, f = str(v, &w.Balance), 4
 		case "check":
 			ok, f = ptr(v, &w.Check, check), 5
+			if w.Check != nil {
+				w.Check.line = k.Line + fd.off
+			}
 		case "servers":
 			ok, f = list(v, &w.Servers, fd.server), 6
 		case "announce":
@@ -444,6 +447,8 @@ func check(n *yaml.Node, w *wireCheck) bool {
 			ok, f = strPtr(v, &w.Path), 6
 		case "expect_status":
 			ok, f = intPtr(v, &w.ExpectStatus), 7
+		default:
+			ok, f = checkTypes(k.Value, v, w)
 		}
 		return result(ok, f)
 	})
@@ -464,7 +469,45 @@ func (fd fastDecoder) server(n *yaml.Node, w *wireServer) bool {
 			ok, f = boolPtr(v, &w.Check), 3
 		case "mac":
 			ok, f = strPtr(v, &w.MAC), 4
+		case "check_port":
+			ok, f = intPtr(v, &w.CheckPort), 5
+		case "check_address":
+			ok, f = strPtr(v, &w.CheckAddress), 6
 		}
 		return result(ok, f)
 	})
+}
+
+// checkTypes decodes the keys of the https, udp, dns and exec checks and of
+// the http request (fields 8 on of wireCheck).
+func checkTypes(key string, v *yaml.Node, w *wireCheck) (bool, int) {
+	switch key {
+	case "method":
+		return strPtr(v, &w.Method), 8
+	case "host":
+		return strPtr(v, &w.Host), 9
+	case "expect_body":
+		return strPtr(v, &w.ExpectBody), 10
+	case "sni":
+		return strPtr(v, &w.SNI), 11
+	case "ca_file":
+		return strPtr(v, &w.CAFile), 12
+	case "insecure_skip_verify":
+		return boolPtr(v, &w.InsecureSkipVerify), 13
+	case "send":
+		return strPtr(v, &w.Send), 14
+	case "expect":
+		return strPtr(v, &w.Expect), 15
+	case "query":
+		return strPtr(v, &w.Query), 16
+	case "query_type":
+		return strPtr(v, &w.QueryType), 17
+	case "expect_rcode":
+		return strPtr(v, &w.ExpectRcode), 18
+	case "command":
+		return strPtr(v, &w.Command), 19
+	case "args":
+		return strs(v, &w.Args), 20
+	}
+	return false, -1
 }

@@ -172,6 +172,9 @@ func (l *Loader) pieces(name string, data []byte, cut cut) (*Config, map[string]
 func (s *Service) moved(off int) Service {
 	c := *s
 	c.Line += off
+	if c.checkLine != 0 {
+		c.checkLine += off
+	}
 	c.Servers = slices.Clone(s.Servers)
 	for j := range c.Servers {
 		c.Servers[j].Line += off

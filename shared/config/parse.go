@@ -180,6 +180,9 @@ func (p *parser) setLines(wf *wireFile) {
 		s := &wf.Services[i]
 		path := "services[" + strconv.Itoa(i) + "]"
 		s.line = p.pos[path]
+		if s.Check != nil {
+			s.Check.line = p.pos[path+".check"]
+		}
 		for j := range s.Servers {
 			s.Servers[j].line = p.pos[path+".servers["+strconv.Itoa(j)+"]"]
 		}

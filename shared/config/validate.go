@@ -235,7 +235,10 @@ func (p *parser) service(path string, w *wireService) Service {
 		}
 		seen[port] = true
 	}
-	s.Check = p.check(path+".check", w.Check, s.Ports)
+	s.Check = p.check(path+".check", w.Check, s.Ports, s.Protocol)
+	if w.Check != nil {
+		s.checkLine = w.Check.line
+	}
 	s.Announce = p.announce(path+".announce", w.Announce, len(w.Servers))
 	s.hasAnnounce = w.Announce != nil
 	if len(w.Servers) == 0 {
@@ -248,6 +251,7 @@ func (p *parser) service(path string, w *wireService) Service {
 	for i := range w.Servers {
 		sp := fmt.Sprintf("%s.servers[%d]", path, i)
 		srv := p.server(sp, &w.Servers[i], s.VIP)
+		p.serverCheck(sp, &w.Servers[i], &srv, s.Check.Type)
 		if first, dup := names[srv.Name]; dup && srv.Name != "" {
 			p.errf(sp+".name", "server name %q is used twice in this service (first at %s); names must be unique", srv.Name, first)
 		}
@@ -307,12 +311,12 @@ func (p *parser) notify(w *wireNotify) *Notify {
 	return n
 }
 
-func (p *parser) check(path string, w *wireCheck, ports []uint16) Check {
+func (p *parser) check(path string, w *wireCheck, ports []uint16, proto Protocol) Check {
 	c := Check{Type: CheckTCP, Interval: DefaultCheckInterval, Rise: DefaultRise, Fall: DefaultFall}
 	if w == nil {
 		w = &wireCheck{}
 	}
-	c.Type = CheckType(p.enum(path+".type", w.Type, string(CheckTCP), "tcp", "http", "none"))
+	c.Type = CheckType(p.enum(path+".type", w.Type, string(CheckTCP), "tcp", "http", "https", "udp", "dns", "exec", "none"))
 	c.Interval = p.duration(path+".interval", w.Interval, DefaultCheckInterval, 100*time.Millisecond, time.Hour)
 	c.Timeout = p.duration(path+".timeout", w.Timeout, min(DefaultCheckTimeout, c.Interval/2), 10*time.Millisecond, time.Hour)
 	if c.Timeout >= c.Interval {
@@ -327,19 +331,25 @@ func (p *parser) check(path string, w *wireCheck, ports []uint16) Check {
 		c.Port = uint16(*w.Port)
 	case len(ports) > 0:
 		c.Port = ports[0]
-	case c.Type != CheckNone:
+	case c.Type != CheckNone && c.Type != CheckExec: // a command needs no port
 		p.errf(path+".port", "the service takes every port, so the check needs one: set check.port (or check.type: none)")
 	}
-	if c.Type != CheckHTTP {
-		if w.Path != nil {
-			p.errf(path+".path", "path is only used by http checks; remove it or set type: http")
-		}
-		if w.ExpectStatus != nil {
-			p.errf(path+".expect_status", "expect_status is only used by http checks; remove it or set type: http")
-		}
-		return c
+	p.onlyFor(path, w, c.Type)
+	switch c.Type {
+	case CheckHTTP, CheckHTTPS:
+		p.httpCheck(path, w, &c)
+	case CheckUDP:
+		p.udpCheck(path, w, &c)
+	case CheckDNS:
+		p.dnsCheck(path, w, &c, proto)
+	case CheckExec:
+		p.execCheck(path, w, &c)
 	}
-	c.Path, c.ExpectStatus = DefaultHTTPPath, DefaultExpectStatus
+	return c
+}
+
+func (p *parser) httpCheck(path string, w *wireCheck, c *Check) {
+	c.Path, c.ExpectStatus, c.Method = DefaultHTTPPath, DefaultExpectStatus, DefaultHTTPMethod
 	if w.Path != nil {
 		c.Path = *w.Path
 		if !strings.HasPrefix(c.Path, "/") || strings.ContainsAny(c.Path, " \t\r\n") {
@@ -352,7 +362,236 @@ func (p *parser) check(path string, w *wireCheck, ports []uint16) Check {
 			p.errf(path+".expect_status", "%d is not an HTTP status (100-599)", c.ExpectStatus)
 		}
 	}
-	return c
+	if w.Method != nil {
+		c.Method = p.enum(path+".method", *w.Method, DefaultHTTPMethod, "GET", "HEAD", "POST", "OPTIONS")
+	}
+	if w.Host != nil {
+		c.Host = *w.Host
+		if !validHost(c.Host) {
+			p.errf(path+".host", "%q is not a host name such as www.example.com (optionally with :port)", c.Host)
+		}
+	}
+	if w.ExpectBody != nil {
+		c.ExpectBody = *w.ExpectBody
+		switch {
+		case c.ExpectBody == "":
+			p.errf(path+".expect_body", "an empty expect_body matches every body; remove it or give the text to look for")
+		case len(c.ExpectBody) > MaxCheckBody:
+			p.errf(path+".expect_body", "%d bytes: only the first %d bytes of a body are read, give a shorter text", len(c.ExpectBody), MaxCheckBody)
+		case c.Method == "HEAD":
+			p.errf(path+".expect_body", "a HEAD request has no body to look in; use method GET or remove expect_body")
+		}
+	}
+	if c.Type != CheckHTTPS {
+		return
+	}
+	c.SNI = c.Host
+	if h, _, err := net.SplitHostPort(c.Host); err == nil {
+		c.SNI = h
+	}
+	if w.SNI != nil {
+		c.SNI = *w.SNI
+		if !validHost(c.SNI) || strings.Contains(c.SNI, ":") {
+			p.errf(path+".sni", "%q is not a server name such as www.example.com", c.SNI)
+		}
+	}
+	if w.InsecureSkipVerify != nil {
+		c.InsecureSkipVerify = *w.InsecureSkipVerify
+	}
+	if w.CAFile != nil {
+		c.CAFile = *w.CAFile
+		switch {
+		case !filepath.IsAbs(c.CAFile):
+			p.errf(path+".ca_file", "%q must be an absolute path, e.g. /etc/dsrlb/backend-ca.pem", c.CAFile)
+		case c.InsecureSkipVerify:
+			p.errf(path+".ca_file", "ca_file with insecure_skip_verify: true is never used; remove one of them")
+		}
+	}
+}
+
+func (p *parser) udpCheck(path string, w *wireCheck, c *Check) {
+	var err error
+	if w.Send == nil {
+		p.errf(path+".send", "a udp check needs the datagram to send (a request the service answers): set check.send")
+	} else if c.Send, err = Unescape(*w.Send); err != nil {
+		p.errf(path+".send", "%v", err)
+	}
+	if w.Expect != nil {
+		if c.Expect, err = Unescape(*w.Expect); err != nil {
+			p.errf(path+".expect", "%v", err)
+		} else if c.Expect == "" {
+			p.errf(path+".expect", "an empty expect matches every answer; remove it")
+		}
+	}
+}
+
+func (p *parser) dnsCheck(path string, w *wireCheck, c *Check, proto Protocol) {
+	c.Query, c.QueryType, c.ExpectRcode, c.DNSNet = DefaultDNSQuery, DefaultDNSQueryType, DefaultDNSRcode, string(proto)
+	if c.DNSNet == "" {
+		c.DNSNet = string(TCP)
+	}
+	if w.Query != nil {
+		c.Query = *w.Query
+		if !validDNSName(c.Query) {
+			p.errf(path+".query", "%q is not a domain name such as www.example.com or . (labels of 1-63 characters, 253 in all)", c.Query)
+		}
+	}
+	if !strings.HasSuffix(c.Query, ".") {
+		c.Query += "."
+	}
+	if w.QueryType != nil {
+		c.QueryType = p.enum(path+".query_type", strings.ToUpper(*w.QueryType), DefaultDNSQueryType, DNSQueryTypes...)
+	}
+	if w.ExpectRcode != nil {
+		c.ExpectRcode = p.enum(path+".expect_rcode", strings.ToUpper(*w.ExpectRcode), DefaultDNSRcode, DNSRcodes...)
+	}
+}
+
+func (p *parser) execCheck(path string, w *wireCheck, c *Check) {
+	if w.Command == nil || *w.Command == "" {
+		p.errf(path+".command", "an exec check needs the program to run: set check.command to its absolute path")
+		return
+	}
+	c.Command = *w.Command
+	if !filepath.IsAbs(c.Command) {
+		p.errf(path+".command", "%q must be an absolute path (no shell and no PATH search run it), e.g. /usr/local/lib/dsrlb/check-app", c.Command)
+	}
+	for i, a := range w.Args {
+		if strings.ContainsRune(a, 0) {
+			p.errf(fmt.Sprintf("%s.args[%d]", path, i), "an argument cannot contain a NUL byte")
+		}
+	}
+	c.Args = ArgsOf(w.Args)
+}
+
+// onlyFor reports every key given that the check type does not use.
+func (p *parser) onlyFor(path string, w *wireCheck, t CheckType) {
+	keys := []struct {
+		set   bool
+		name  string
+		types []CheckType
+	}{
+		{w.Path != nil, "path", httpTypes},
+		{w.ExpectStatus != nil, "expect_status", httpTypes},
+		{w.Method != nil, "method", httpTypes},
+		{w.Host != nil, "host", httpTypes},
+		{w.ExpectBody != nil, "expect_body", httpTypes},
+		{w.SNI != nil, "sni", []CheckType{CheckHTTPS}},
+		{w.CAFile != nil, "ca_file", []CheckType{CheckHTTPS}},
+		{w.InsecureSkipVerify != nil, "insecure_skip_verify", []CheckType{CheckHTTPS}},
+		{w.Send != nil, "send", []CheckType{CheckUDP}},
+		{w.Expect != nil, "expect", []CheckType{CheckUDP}},
+		{w.Query != nil, "query", []CheckType{CheckDNS}},
+		{w.QueryType != nil, "query_type", []CheckType{CheckDNS}},
+		{w.ExpectRcode != nil, "expect_rcode", []CheckType{CheckDNS}},
+		{w.Command != nil, "command", []CheckType{CheckExec}},
+		{w.Args != nil, "args", []CheckType{CheckExec}},
+	}
+	for _, k := range keys {
+		if !k.set || slices.Contains(k.types, t) {
+			continue
+		}
+		names := make([]string, len(k.types))
+		for i, kt := range k.types {
+			names[i] = string(kt)
+		}
+		p.errf(path+"."+k.name, "%s is only used by %s checks, not %s; remove it or set type: %s", k.name, strings.Join(names, " and "), t, names[0])
+	}
+}
+
+var httpTypes = []CheckType{CheckHTTP, CheckHTTPS}
+
+// MaxCheckBody is how much of an http(s) check's body is read (and
+// searched for expect_body).
+const MaxCheckBody = 4 << 10
+
+// DNSQueryTypes and DNSRcodes are the record types and response codes a
+// dns check takes, by their names in miekg/dns (lbd's tests hold them to it).
+var (
+	DNSQueryTypes = []string{"A", "AAAA", "CNAME", "MX", "NS", "PTR", "SOA", "SRV", "TXT", "CAA"}
+	DNSRcodes     = []string{"NOERROR", "NXDOMAIN", "SERVFAIL", "REFUSED", "NOTIMP", "FORMERR"}
+)
+
+// validHost accepts a DNS name or IP literal, optionally with :port.
+func validHost(h string) bool {
+	if host, port, err := net.SplitHostPort(h); err == nil {
+		if !validPort(port) {
+			return false
+		}
+		h = host
+	}
+	if _, err := netip.ParseAddr(h); err == nil {
+		return true
+	}
+	return h != "." && validDNSName(h)
+}
+
+// validDNSName accepts a domain name of letters, digits, '-', '_' and '.',
+// "." itself, with or without the final dot.
+func validDNSName(n string) bool {
+	if n == "." {
+		return true
+	}
+	n = strings.TrimSuffix(n, ".")
+	if n == "" || len(n) > 253 {
+		return false
+	}
+	for _, l := range strings.Split(n, ".") {
+		if l == "" || len(l) > 63 {
+			return false
+		}
+		for _, r := range l {
+			if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '_' || r == '*') {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+// Unescape decodes the text of a udp check's send or expect: \n, \r, \t,
+// \0, \\ and \xHH are escapes; any other backslash is an error (so a
+// typo is not sent as written).
+func Unescape(s string) (string, error) {
+	if !strings.Contains(s, `\`) {
+		return s, nil
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		if s[i] != '\\' {
+			b.WriteByte(s[i])
+			continue
+		}
+		if i+1 >= len(s) {
+			return "", fmt.Errorf("%q ends in a lone backslash; write \\\\ for a backslash", s)
+		}
+		i++
+		switch s[i] {
+		case 'n':
+			b.WriteByte('\n')
+		case 'r':
+			b.WriteByte('\r')
+		case 't':
+			b.WriteByte('\t')
+		case '0':
+			b.WriteByte(0)
+		case '\\':
+			b.WriteByte('\\')
+		case 'x':
+			if i+2 >= len(s) {
+				return "", fmt.Errorf("%q: \\x needs two hex digits, e.g. \\xff", s)
+			}
+			v, err := strconv.ParseUint(s[i+1:i+3], 16, 8)
+			if err != nil {
+				return "", fmt.Errorf("%q: \\x%s is not two hex digits, e.g. \\xff", s, s[i+1:i+3])
+			}
+			b.WriteByte(byte(v))
+			i += 2
+		default:
+			return "", fmt.Errorf("%q: \\%c is not an escape (use \\n, \\r, \\t, \\0, \\\\ or \\xHH)", s, s[i])
+		}
+	}
+	return b.String(), nil
 }
 
 func (p *parser) count(path string, v *int, def int) int {
@@ -396,6 +635,27 @@ func (p *parser) server(path string, w *wireServer, vip netip.Addr) Server {
 		}
 	}
 	return s
+}
+
+// serverCheck validates a server's check_port and check_address.
+func (p *parser) serverCheck(path string, w *wireServer, s *Server, t CheckType) {
+	if w.CheckPort == nil && w.CheckAddress == nil {
+		return
+	}
+	if t == CheckNone || !s.Check {
+		p.errf(path, "check_port and check_address are used by health checks, and this server is not checked; remove them")
+		return
+	}
+	if w.CheckPort != nil {
+		if *w.CheckPort < 1 || *w.CheckPort > 65535 {
+			p.errf(path+".check_port", "port %d is out of range 1-65535", *w.CheckPort)
+		} else {
+			s.CheckPort = uint16(*w.CheckPort)
+		}
+	}
+	if w.CheckAddress != nil {
+		s.CheckAddress = p.addr(path+".check_address", *w.CheckAddress, "check address")
+	}
 }
 
 // addr parses a unicast address usable as a VIP or a server address.

@@ -79,14 +79,30 @@ type wireAnnounce struct {
 }
 
 type wireCheck struct {
-	Type         string    `yaml:"type" doc:"tcp (connect), http (GET, expect a status) or none. Default tcp."`
+	Type         string    `yaml:"type" doc:"tcp (connect), http (a request, expect a status), https (http over TLS), udp (send a datagram, expect an answer), dns (a query, expect an rcode), exec (run a command, exit 0 = up) or none. Default tcp. See docs/checks.md."`
 	Interval     *Duration `yaml:"interval" doc:"Time between two checks of one server. Default 2s."`
 	Timeout      *Duration `yaml:"timeout" doc:"Time a check may take; less than interval. Default 1s."`
 	Rise         *int      `yaml:"rise" doc:"Consecutive successes that bring a down server up. Default 2."`
 	Fall         *int      `yaml:"fall" doc:"Consecutive failures that take an up server down. Default 3."`
 	Port         *int      `yaml:"port" doc:"Port to check; default the service's first port (required when ports is empty)."`
-	Path         *string   `yaml:"path" doc:"http only: the path requested. Default /."`
-	ExpectStatus *int      `yaml:"expect_status" doc:"http only: the status code that means healthy. Default 200."`
+	Path         *string   `yaml:"path" doc:"http, https: the path requested. Default /."`
+	ExpectStatus *int      `yaml:"expect_status" doc:"http, https: the status code that means healthy. Default 200."`
+
+	// Check types of issue 15 (https, udp, dns, exec) and the http request.
+	Method             *string  `yaml:"method" doc:"http, https: the request method: GET, HEAD, POST or OPTIONS. Default GET."`
+	Host               *string  `yaml:"host" doc:"http, https: the Host header (and, for https, the default sni). Default the checked address."`
+	ExpectBody         *string  `yaml:"expect_body" doc:"http, https: text the first 4 KiB of the body must contain (case-sensitive). Default none: the status alone decides."`
+	SNI                *string  `yaml:"sni" doc:"https: the TLS server name sent and verified. Default host when set, else none sent and the certificate is verified against the checked IP address."`
+	CAFile             *string  `yaml:"ca_file" doc:"https: absolute path of a PEM file of the CA certificates the backends' certificates must chain to. Default the system's roots. lbd checks it when it loads the configuration (start, reload, lbd validate), and the checks read it again whenever it changes (a renewed CA needs no reload)."`
+	InsecureSkipVerify *bool    `yaml:"insecure_skip_verify" doc:"https: true completes the TLS handshake without verifying the certificate (HAProxy's check-ssl verify none; keepalived's SSL_GET). Default false: the certificate is verified."`
+	Send               *string  `yaml:"send" doc:"udp (required): the datagram sent; text where \\n, \\r, \\t, \\0, \\\\ and \\xHH are escapes (e.g. \"\\xff\\xffping\"). In YAML, write it in single quotes so the backslashes reach dsrlb."`
+	Expect             *string  `yaml:"expect" doc:"udp: bytes the answer must contain, same escapes as send. Default none: any answer is up. No answer within the timeout, or an ICMP port unreachable, is down."`
+	Query              *string  `yaml:"query" doc:"dns: the name asked. Default . (the root)."`
+	QueryType          *string  `yaml:"query_type" doc:"dns: the record type asked: A, AAAA, CNAME, MX, NS, PTR, SOA, SRV, TXT or CAA. Default SOA. The query goes over the service's protocol (UDP for udp services, TCP for tcp ones)."`
+	ExpectRcode        *string  `yaml:"expect_rcode" doc:"dns: the response code that means healthy: NOERROR, NXDOMAIN, SERVFAIL, REFUSED, NOTIMP or FORMERR. Default NOERROR."`
+	Command            *string  `yaml:"command" doc:"exec (required): absolute path of the program run for each check, without a shell; exit status 0 means up. It gets the target in DSRLB_SERVICE, DSRLB_SERVER, DSRLB_VIP, DSRLB_ADDRESS and DSRLB_PORT, is killed (with its process group) after timeout, and must not be writable by group or others. See docs/checks.md."`
+	Args               []string `yaml:"args" doc:"exec: the arguments passed to command, each one word (no shell expansion)."`
+	line               int      // of the check: key, for messages about files it names
 }
 
 type wireServer struct {
@@ -95,6 +111,9 @@ type wireServer struct {
 	Weight  *int    `yaml:"weight" doc:"0-256; share of new flows relative to the others; 0 drains (keeps existing flows, takes no new ones). Default 1."`
 	Check   *bool   `yaml:"check" doc:"false disables health checks for this server (always up). Default true."`
 	MAC     *string `yaml:"mac" doc:"Static MAC of the server; when set, no neighbour resolution is done."`
+
+	CheckPort    *int    `yaml:"check_port" doc:"Port this server's check uses instead of check.port (e.g. a health endpoint on its own port)."`
+	CheckAddress *string `yaml:"check_address" doc:"Address this server's check uses instead of address (e.g. a management address); any family. Traffic still goes to address."`
 
 	line int // of the list item, for Server.Line
 }

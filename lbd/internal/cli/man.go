@@ -57,6 +57,9 @@ func validateBalancer(cfg *config.Config) error {
 	if err := cfg.RequireBalancer(); err != nil {
 		return err
 	}
+	if err := cfg.CheckFiles(); err != nil {
+		return err
+	}
 	return daemon.CheckWebConfig(cfg)
 }
 

@@ -101,3 +101,29 @@ func TestValidateReadsWebConfig(t *testing.T) {
 		t.Errorf("validate with a readable web config: exit %d, stderr %q", code, errb.String())
 	}
 }
+
+// TestValidateChecksCommand: lbd validate refuses an exec check whose
+// command is missing, with the file and line of the check and exit 1 (as
+// for any invalid file), and accepts it once it exists.
+func TestValidateChecksCommand(t *testing.T) {
+	dir := t.TempDir()
+	script := filepath.Join(dir, "check.sh")
+	cfg := filepath.Join(dir, "dsrlb.yaml")
+	text := strings.Replace(cfgText, "    ports: [443, 80]\n", "    ports: [443, 80]\n    check: {type: exec, command: "+script+"}\n", 1)
+	if err := os.WriteFile(cfg, []byte(text), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	var out, errb bytes.Buffer
+	code := Main("1.2.3", []string{"validate", "--config", cfg}, &out, &errb)
+	if want := cfg + ":7: services[0].check.command: the check command cannot be run"; code != 1 || !strings.Contains(errb.String(), want) {
+		t.Errorf("validate with a missing command: exit %d, stderr %q, want %q", code, errb.String(), want)
+	}
+	if err := os.WriteFile(script, []byte("#!/bin/sh\nexit 0\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	out.Reset()
+	errb.Reset()
+	if code := Main("1.2.3", []string{"validate", "--config", cfg}, &out, &errb); code != 0 {
+		t.Errorf("validate with the command in place: exit %d, stderr %q", code, errb.String())
+	}
+}
