@@ -142,6 +142,20 @@ const (
 	CheckNone CheckType = "none"
 )
 
+// CheckVia says which way a tcp/http check reaches a server.
+type CheckVia string
+
+// Check paths.
+const (
+	// ViaVIP sends the check the way client traffic goes: to the VIP,
+	// framed to the server's MAC on the balancer interface (the DSR path),
+	// so a server without the VIP on lo fails it. The default.
+	ViaVIP CheckVia = "vip"
+	// ViaAddress connects to the server's own address through the kernel's
+	// stack (what keepalived and HAProxy do).
+	ViaAddress CheckVia = "address"
+)
+
 // Service is one VIP/protocol with its ports and servers.
 type Service struct {
 	Name     string
@@ -176,8 +190,9 @@ type Check struct {
 	Rise         int
 	Fall         int
 	Port         uint16
-	Path         string // http
-	ExpectStatus int    // http
+	Path         string   // http
+	ExpectStatus int      // http
+	Via          CheckVia // tcp, http: "" for type none
 }
 
 // Server is one backend of a service.

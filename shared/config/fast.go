@@ -425,6 +425,8 @@ func check(n *yaml.Node, w *wireCheck) bool {
 			ok, f = strPtr(v, &w.Path), 6
 		case "expect_status":
 			ok, f = intPtr(v, &w.ExpectStatus), 7
+		case "via":
+			ok, f = str(v, &w.Via), 8
 		}
 		return result(ok, f)
 	})

@@ -283,6 +283,7 @@ func (p *parser) check(path string, w *wireCheck, ports []uint16) Check {
 	case c.Type != CheckNone:
 		p.errf(path+".port", "the service takes every port, so the check needs one: set check.port (or check.type: none)")
 	}
+	c.Via = p.checkVia(path+".via", c.Type, w.Via)
 	if c.Type != CheckHTTP {
 		if w.Path != nil {
 			p.errf(path+".path", "path is only used by http checks; remove it or set type: http")
@@ -306,6 +307,18 @@ func (p *parser) check(path string, w *wireCheck, ports []uint16) Check {
 		}
 	}
 	return c
+}
+
+// checkVia is the path of a tcp/http check: vip by default, "" for type
+// none, which sends nothing.
+func (p *parser) checkVia(path string, t CheckType, text string) CheckVia {
+	if t == CheckNone {
+		if text != "" {
+			p.errf(path, "via is only used by tcp and http checks; remove it or set type: tcp or http")
+		}
+		return ""
+	}
+	return CheckVia(p.enum(path, text, string(ViaVIP), string(ViaVIP), string(ViaAddress)))
 }
 
 func (p *parser) count(path string, v *int, def int) int {

@@ -79,6 +79,7 @@ type wireCheck struct {
 	Port         *int      `yaml:"port" doc:"Port to check; default the service's first port (required when ports is empty)."`
 	Path         *string   `yaml:"path" doc:"http only: the path requested. Default /."`
 	ExpectStatus *int      `yaml:"expect_status" doc:"http only: the status code that means healthy. Default 200."`
+	Via          string    `yaml:"via" doc:"tcp and http: vip (the check goes the way client traffic does: to the VIP, framed to the server's MAC on balancer.interface, so a server that lost the VIP on lo or listens only on its own address fails it; needs CAP_NET_RAW, see docs/health-dsr.md) or address (to the server's own address through the kernel's stack, as keepalived and HAProxy check). Default vip."`
 }
 
 type wireServer struct {
