@@ -14,6 +14,9 @@ import (
 type observed struct {
 	health map[string]health.State         // by health.Key(service, server)
 	macs   map[netip.Addr]net.HardwareAddr // resolved MACs; static ones come from the config
+	// checkWhy is why a backend's checks took it down (the checker's
+	// reason, e.g. "VIP ... not answered ...: is hostprep applied?"), by key.
+	checkWhy map[string]string
 }
 
 // why tells, for one backend, what kept it out of rotation ("" when nothing).
@@ -45,7 +48,7 @@ func desired(cfg *config.Config, obs observed) ([]datapath.Service, why) {
 				reasons[key] = "no MAC: " + srv.Address.String() + " does not answer ARP/ND on the balancer interface"
 			case obs.health[key] != health.Up:
 				b.State = datapath.Down
-				reasons[key] = "health check failing"
+				reasons[key] = checkReason(obs.checkWhy[key])
 			case srv.Weight == 0:
 				b.State = datapath.Drain
 				reasons[key] = "weight 0: draining"
@@ -101,6 +104,8 @@ func eachTarget(cfg *config.Config, f func(*config.Service, *config.Server, heal
 				Key:   health.Key(s.Name, srv.Name),
 				Addr:  netip.AddrPortFrom(srv.Address, chk.Port),
 				Check: chk,
+				VIP:   s.VIP,
+				MAC:   staticMAC(srv.MAC),
 			})
 		}
 	}

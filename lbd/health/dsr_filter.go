@@ -92,7 +92,7 @@ func dsrFilter(own []netip.Addr) ([]bpf.RawInstruction, error) {
 	nomatch4 := len(p) - 1
 	fix = append(fix, func() { p[nomatch4] = bpf.Jump{Skip: uint32(drop - nomatch4 - 1)} })
 	v4ok = len(p)
-	p = append(p, bpf.LoadMemShift{Off: 14})                  // X = IPv4 header length
+	p = append(p, bpf.LoadMemShift{Off: 14})              // X = IPv4 header length
 	p = append(p, bpf.LoadIndirect{Off: 14 + 2, Size: 2}) // TCP destination port
 	portRange()
 

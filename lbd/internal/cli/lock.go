@@ -134,6 +134,12 @@ func vipsFile(pinPath string) string {
 	return strings.TrimSuffix(pidFile(pinPath), ".pid") + ".vips"
 }
 
+// reasonsFile is where the daemon records why backends are out of
+// rotation (daemon.ReadReasons), for `lbd status`.
+func reasonsFile(pinPath string) string {
+	return strings.TrimSuffix(pidFile(pinPath), ".pid") + ".reasons"
+}
+
 func ensureRunDir() error {
 	return os.MkdirAll(filepath.Clean(RunDir), 0o755)
 }
