@@ -61,6 +61,7 @@ type Check struct {
 	Rise, Fall int
 	Port       int
 	Path       string
+	Via        string // vip (the schema's default), address
 }
 
 // Server is services[].servers[]; Weight -1 leaves the default.
@@ -175,6 +176,9 @@ func (t *Topology) renderFor(lb *Host, c Config) string {
 		}
 		if s.Check.Path != "" {
 			add("path", s.Check.Path)
+		}
+		if s.Check.Via != "" {
+			add("via", s.Check.Via)
 		}
 		if len(ck) > 0 {
 			fmt.Fprintf(&b, "    check: {%s}\n", strings.Join(ck, ", "))
