@@ -24,7 +24,7 @@ import (
 
 // Require skips a test that needs root, or fails it under CI,
 // where a missing capability is a broken runner, not a reason to skip.
-func Require(t *testing.T) {
+func Require(t testing.TB) {
 	t.Helper()
 	if os.Geteuid() == 0 {
 		if _, err := exec.LookPath("ip"); err == nil {
@@ -69,7 +69,7 @@ type NS struct {
 
 // New creates a namespace with lo up and the sysctls the tests rely on set
 // explicitly (new namespaces inherit the host's conf/all values).
-func New(t *testing.T) *NS {
+func New(t testing.TB) *NS {
 	t.Helper()
 	b := make([]byte, 4)
 	_, _ = rand.Read(b)
@@ -106,13 +106,13 @@ func New(t *testing.T) *NS {
 
 // Run runs a command inside the namespace (ip netns exec) and fails the
 // test on error. The command is bounded in time and waited for.
-func (n *NS) Run(t *testing.T, args ...string) string {
+func (n *NS) Run(t testing.TB, args ...string) string {
 	t.Helper()
 	return MustRun(t, append([]string{"ip", "netns", "exec", n.Name}, args...)...)
 }
 
 // MustRun runs a command (bounded to 30s) and fails the test on error.
-func MustRun(t *testing.T, args ...string) string {
+func MustRun(t testing.TB, args ...string) string {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -128,7 +128,7 @@ func MustRun(t *testing.T, args ...string) string {
 type Pair struct{ LB, Peer *NS }
 
 // NewPair builds the pair and waits until IPv4 and IPv6 work on both sides.
-func NewPair(t *testing.T) Pair {
+func NewPair(t testing.TB) Pair {
 	t.Helper()
 	p := Pair{LB: New(t), Peer: New(t)}
 	p.LB.Run(t, "ip", "link", "add", "name", "lb0", "type", "veth", "peer", "name", "peer0", "netns", p.Peer.Name)

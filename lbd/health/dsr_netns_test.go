@@ -28,7 +28,7 @@ type dsrLab struct {
 	path       *dsrPath
 }
 
-func newDSRLab(t *testing.T) *dsrLab {
+func newDSRLab(t testing.TB) *dsrLab {
 	t.Helper()
 	nettest.Require(t)
 	l := &dsrLab{p: nettest.NewPair(t), vip4: netip.MustParseAddr("198.51.100.10"), vip6: netip.MustParseAddr("2001:db8:1::10")}
@@ -56,7 +56,7 @@ func newDSRLab(t *testing.T) *dsrLab {
 }
 
 // listenIn opens a TCP listener inside ns and serves h on it.
-func listenIn(t *testing.T, ns netns.NsHandle, addr string, h http.Handler) {
+func listenIn(t testing.TB, ns netns.NsHandle, addr string, h http.Handler) {
 	t.Helper()
 	lnc := make(chan net.Listener, 1)
 	errc := make(chan error, 1)
@@ -246,5 +246,34 @@ func TestDSRPathManager(t *testing.T) {
 		if st.State != Down || st.Last.Err == nil {
 			t.Fatalf("%s: state %s, last %v after the VIP left lo", st.Target.Key, st.State, st.Last.Err)
 		}
+	}
+}
+
+// BenchmarkDSRPathCheck measures one check through the DSR path against a
+// backend namespace on a veth, from the SYN to the RST: tcp (SYN, SYN-ACK,
+// RST) and http (GET /healthz, a short answer). Run as root:
+// go test -run '^$' -bench BenchmarkDSRPathCheck -benchtime 2000x ./lbd/health/
+func BenchmarkDSRPathCheck(b *testing.B) {
+	for _, typ := range []config.CheckType{config.CheckTCP, config.CheckHTTP} {
+		b.Run(string(typ), func(b *testing.B) {
+			l := newDSRLab(b)
+			listenIn(b, l.p.Peer.Handle, "198.51.100.10:80", http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+				_, _ = w.Write([]byte("ok"))
+			}))
+			tg := l.target(typ, netip.MustParseAddr("192.0.2.2"), l.vip4, 80)
+			p, err := newProber(tg)
+			if err != nil {
+				b.Fatal(err)
+			}
+			b.ResetTimer()
+			for b.Loop() {
+				ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+				err := p.probe(ctx)
+				cancel()
+				if err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
 	}
 }
