@@ -202,26 +202,37 @@ func (p *dsrPath) refreshOwn() error {
 
 // ownAddrs keeps the addresses a check may come from: global unicast
 // ones that are not VIPs and not tentative or deprecated, at most
-// maxFilterAddrs of each family, in the kernel's order.
+// maxFilterAddrs of each family, in the kernel's order. An IPv6 segment
+// where the balancer has only its link-local address uses that: the
+// backend is on-link, so it answers a link-local address on the interface
+// the SYN came in by.
 func ownAddrs(addrs []netlink.Addr, vips map[netip.Addr]bool) []netip.Addr {
 	var out []netip.Addr
+	var linkLocal netip.Addr
 	n4, n6 := 0, 0
 	for _, a := range addrs {
 		ip, ok := netip.AddrFromSlice(a.IP)
-		if !ok || a.IPNet == nil {
+		if !ok {
 			continue
 		}
 		ip = ip.Unmap()
-		if vips[ip] || !ip.IsGlobalUnicast() || a.Flags&(unix.IFA_F_TENTATIVE|unix.IFA_F_DEPRECATED|unix.IFA_F_DADFAILED) != 0 {
+		if vips[ip] || a.Flags&(unix.IFA_F_TENTATIVE|unix.IFA_F_DEPRECATED|unix.IFA_F_DADFAILED) != 0 {
 			continue
 		}
-		if ip.Is4() && n4 < maxFilterAddrs {
+		switch {
+		case ip.Is6() && ip.IsLinkLocalUnicast() && !linkLocal.IsValid():
+			linkLocal = ip
+		case !ip.IsGlobalUnicast():
+		case ip.Is4() && n4 < maxFilterAddrs:
 			n4++
 			out = append(out, ip)
-		} else if ip.Is6() && n6 < maxFilterAddrs {
+		case ip.Is6() && n6 < maxFilterAddrs:
 			n6++
 			out = append(out, ip)
 		}
+	}
+	if n6 == 0 && linkLocal.IsValid() {
+		out = append(out, linkLocal)
 	}
 	return out
 }

@@ -4,7 +4,11 @@ import (
 	"bytes"
 	"net"
 	"net/netip"
+	"slices"
 	"testing"
+
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
 
 	"github.com/google/gopacket"
 	"github.com/google/gopacket/layers"
@@ -178,5 +182,34 @@ func TestDSRFilter(t *testing.T) {
 	}
 	if _, err := dsrFilter(make([]netip.Addr, maxFilterAddrs+1)); err == nil {
 		t.Errorf("filter with %d addresses of one family built", maxFilterAddrs+1)
+	}
+}
+
+// TestOwnAddrs: a check's source is one of the balancer's own addresses:
+// never a VIP (lbd puts them on the same interface), never a tentative
+// one; IPv6 falls back to the link-local address when there is no other.
+func TestOwnAddrs(t *testing.T) {
+	addr := func(s string, flags int) netlink.Addr {
+		p := netip.MustParsePrefix(s)
+		return netlink.Addr{IPNet: &net.IPNet{IP: p.Addr().AsSlice(), Mask: net.CIDRMask(p.Bits(), p.Addr().BitLen())}, Flags: flags}
+	}
+	vips := map[netip.Addr]bool{netip.MustParseAddr("192.0.2.10"): true, netip.MustParseAddr("2001:db8::10"): true}
+	got := ownAddrs([]netlink.Addr{
+		addr("192.0.2.10/32", 0), addr("192.0.2.1/24", 0), addr("127.0.0.1/8", 0),
+		addr("2001:db8::10/128", 0), addr("2001:db8::9/64", unix.IFA_F_TENTATIVE), addr("fe80::1/64", 0),
+	}, vips)
+	want := []netip.Addr{netip.MustParseAddr("192.0.2.1"), netip.MustParseAddr("fe80::1")}
+	if !slices.Equal(got, want) {
+		t.Fatalf("own addresses %v, want %v", got, want)
+	}
+	got = ownAddrs([]netlink.Addr{addr("fe80::1/64", 0), addr("2001:db8::1/64", 0)}, vips)
+	if !slices.Equal(got, []netip.Addr{netip.MustParseAddr("2001:db8::1")}) {
+		t.Fatalf("own addresses %v, want the global one only", got)
+	}
+	if src := pickSource(want, netip.MustParseAddr("2001:db8::12")); src != netip.MustParseAddr("fe80::1") {
+		t.Fatalf("source for an IPv6 backend: %s", src)
+	}
+	if src := pickSource(got, netip.MustParseAddr("192.0.2.12")); src.IsValid() {
+		t.Fatalf("source for an IPv4 backend without an own IPv4 address: %s", src)
 	}
 }
