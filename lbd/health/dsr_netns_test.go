@@ -277,3 +277,25 @@ func BenchmarkDSRPathCheck(b *testing.B) {
 		})
 	}
 }
+
+// TestDSRPathIPv6LinkLocal: a balancer with no global IPv6 address of its
+// own on the interface (only the VIP and its link-local address) checks
+// IPv6 backends from the link-local address.
+func TestDSRPathIPv6LinkLocal(t *testing.T) {
+	l := newDSRLab(t)
+	l.p.LB.Run(t, "ip", "addr", "del", "2001:db8::1/64", "dev", "lb0")
+	listenIn(t, l.p.Peer.Handle, "[2001:db8:1::10]:80", http.NotFoundHandler())
+	for _, typ := range []config.CheckType{config.CheckTCP, config.CheckHTTP} {
+		tg := l.target(typ, netip.MustParseAddr("2001:db8::2"), l.vip6, 80)
+		tg.Check.ExpectStatus = http.StatusNotFound
+		if err := probeOnce(t, tg); err != nil {
+			t.Errorf("%s check from the link-local address: %v", typ, err)
+		}
+	}
+	l.path.mu.Lock()
+	own := l.path.own
+	l.path.mu.Unlock()
+	if len(own) != 2 || !own[1].IsLinkLocalUnicast() {
+		t.Errorf("own addresses %v, want 192.0.2.1 and the link-local one", own)
+	}
+}
