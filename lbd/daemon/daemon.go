@@ -362,7 +362,7 @@ func (d *Daemon) startObservers(ctx context.Context) error {
 			d.mu.Unlock()
 		}
 	}
-	d.checks = health.New(ctx, health.Options{Logger: d.log, OnChange: d.onHealth, OnResult: d.more.observeCheck, DSR: d.dsrOptions()})
+	d.checks = health.New(ctx, health.Options{Logger: d.log, OnChange: d.onHealth, OnResult: d.onResult, DSR: d.dsrOptions()})
 	targets := healthTargets(d.cfg, d.initialFrom(d.cfg))
 	if err := d.checks.Update(targets); err != nil {
 		return fmt.Errorf("start health checks: %w", err)
@@ -420,7 +420,7 @@ func resolvable(cfg *config.Config) []netip.Addr {
 func (d *Daemon) onHealth(t health.Target, s health.State, reason string) {
 	d.mu.Lock()
 	d.obs.health[t.Key] = s
-	d.obs.noteCheck(t.Key, s, reason)
+	d.obs.noteCheck(t.Key, s)
 	d.mu.Unlock()
 	d.markDirty()
 }

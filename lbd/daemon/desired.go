@@ -14,8 +14,8 @@ import (
 type observed struct {
 	health map[string]health.State         // by health.Key(service, server)
 	macs   map[netip.Addr]net.HardwareAddr // resolved MACs; static ones come from the config
-	// checkWhy is why a backend's checks took it down (the checker's
-	// reason, e.g. "VIP ... not answered ...: is hostprep applied?"), by key.
+	// checkWhy is the error of a down backend's last failed check (e.g.
+	// "VIP ... not answered ...: is hostprep applied (VIP on lo)?"), by key.
 	checkWhy map[string]string
 }
 

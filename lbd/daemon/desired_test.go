@@ -67,12 +67,15 @@ func TestDesired(t *testing.T) {
 	if svcs[0].Backends[0].State != datapath.Down || why["web/a"] != "health check failing" {
 		t.Errorf("failing check did not take a down: %+v %v", svcs[0].Backends[0], why)
 	}
-	// The checker's reason is the status reason; coming up clears it.
-	obs.noteCheck("web/a", health.Down, "3 consecutive failed tcp checks, last: VIP 192.0.2.10:80 not answered")
-	if _, why = desired(cfg, obs); why["web/a"] != "health check failing: 3 consecutive failed tcp checks, last: VIP 192.0.2.10:80 not answered" {
+	// The last failed check's error is the status reason; the same error
+	// again changes nothing; coming up clears it.
+	if !obs.noteFailure("web/a", "VIP 192.0.2.10:80 not answered") || obs.noteFailure("web/a", "VIP 192.0.2.10:80 not answered") {
+		t.Error("noteFailure: want a change the first time only")
+	}
+	if _, why = desired(cfg, obs); why["web/a"] != "health check failing: VIP 192.0.2.10:80 not answered" {
 		t.Errorf("reason of a failing check: %q", why["web/a"])
 	}
-	obs.noteCheck("web/a", health.Up, "2 consecutive successful tcp checks")
+	obs.noteCheck("web/a", health.Up)
 	if obs.checkWhy["web/a"] != "" {
 		t.Errorf("reason kept after the backend came up: %q", obs.checkWhy["web/a"])
 	}

@@ -36,17 +36,43 @@ func staticMAC(mac net.HardwareAddr) (out [6]byte) {
 	return out
 }
 
-// noteCheck keeps the reason a backend's checks took it down, for `lbd
-// status`; a backend that came up has none. Called with d.mu held.
-func (o *observed) noteCheck(key string, s health.State, reason string) {
-	if s == health.Up {
-		delete(o.checkWhy, key)
+// onResult sees every check result: metrics, and the error of a failing
+// check, kept as the backend's reason for `lbd status` (a backend that
+// starts down and stays down has no transition to carry it). The data
+// plane is rewritten only when that text changes, which check errors
+// make rare: they name no durations.
+func (d *Daemon) onResult(t health.Target, r health.Result) {
+	d.more.observeCheck(t, r)
+	if r.OK() {
 		return
+	}
+	d.mu.Lock()
+	changed := d.obs.noteFailure(t.Key, r.Err.Error())
+	d.mu.Unlock()
+	if changed {
+		d.markDirty()
+	}
+}
+
+// noteFailure records why key's last check failed and reports whether
+// that changed. Called with d.mu held.
+func (o *observed) noteFailure(key, why string) bool {
+	if o.checkWhy[key] == why {
+		return false
 	}
 	if o.checkWhy == nil {
 		o.checkWhy = map[string]string{}
 	}
-	o.checkWhy[key] = reason
+	o.checkWhy[key] = why
+	return true
+}
+
+// noteCheck follows a transition: a backend that came up has no reason
+// to be out. Called with d.mu held.
+func (o *observed) noteCheck(key string, s health.State) {
+	if s == health.Up {
+		delete(o.checkWhy, key)
+	}
 }
 
 // checkReason is the reason shown for a backend whose checks fail.

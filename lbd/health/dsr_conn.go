@@ -118,7 +118,6 @@ func mssFor(mtu int, src netip.Addr) int {
 // The final ACK is not sent on its own: the first data segment carries
 // it, and a connect-only check answers the SYN-ACK with its RST.
 func (c *dsrConn) handshake(ctx context.Context) error {
-	start := time.Now()
 	retry := synRetry
 	// Give up a little before ctx does, so the caller (http.Client too)
 	// reports why, not just "context deadline exceeded".
@@ -135,8 +134,10 @@ func (c *dsrConn) handshake(ctx context.Context) error {
 		select {
 		case <-ctx.Done():
 			t.Stop()
-			return fmt.Errorf("VIP %s not answered by %s through the DSR path (no SYN-ACK within %s): is hostprep applied (VIP on lo)?",
-				c.remote, c.backend, time.Since(start).Round(time.Millisecond))
+			// No duration in the text: it is the backend's status reason,
+			// which should change only when something else is wrong.
+			return fmt.Errorf("VIP %s not answered by %s through the DSR path (no SYN-ACK within the check timeout): is hostprep applied (VIP on lo)?",
+				c.remote, c.backend)
 		case <-c.wake:
 			t.Stop()
 			c.mu.Lock()

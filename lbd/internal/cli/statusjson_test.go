@@ -63,7 +63,7 @@ func TestStatusReasonFromDaemon(t *testing.T) {
 			{Name: "b1", Addr: netip.MustParseAddr("192.0.2.11"), MAC: mac, State: datapath.Down},
 			{Name: "b2", Addr: netip.MustParseAddr("192.0.2.12"), State: datapath.Down},
 		}}}}
-	why := "health check failing: 3 consecutive failed tcp checks, last: VIP 192.0.2.10:80 not answered by 192.0.2.11 through the DSR path (no SYN-ACK within 950ms): is hostprep applied (VIP on lo)?"
+	why := "health check failing: 3 consecutive failed tcp checks, last: VIP 192.0.2.10:80 not answered by 192.0.2.11 through the DSR path (no SYN-ACK within the check timeout): is hostprep applied (VIP on lo)?"
 	d := daemonJSON{Running: true, Reasons: map[string]string{"web/b1": why, "web/b2": why}}
 	doc := statusDoc(cfg, st, datapath.ConntrackStats{}, nil, d)
 	if r := doc.Services[0].Backends[0].StateReason; r != why {
