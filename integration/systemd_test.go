@@ -313,11 +313,15 @@ func TestSystemdLbdLifecycle(t *testing.T) {
 	}
 
 	// Reload: a good file passes, a rejected one fails systemctl reload.
-	write(sdLBConfig("") + "  - name: dns2\n    vip: 192.0.2.20\n    protocol: udp\n    ports: [53]\n    check: {type: none}\n    servers:\n      - {name: b1, address: 192.0.2.11, mac: \"" + sdBackendMAC + "\"}\n")
+	// The added service has a tcp check, through the DSR path by default:
+	// its backend (a static MAC, no host) never answers, and lbd status
+	// says so, which shows the unit lets lbd open its packet socket.
+	write(sdLBConfig("") + "  - name: web2\n    vip: 192.0.2.20\n    ports: [80]\n    check: {type: tcp, interval: 500ms, timeout: 200ms}\n    servers:\n      - {name: b1, address: 192.0.2.11, mac: \"" + sdBackendMAC + "\"}\n")
 	m.must("systemctl reload lbd.service")
 	if st := m.show("lbd.service", "StatusText"); !strings.Contains(st, "2 services") || !strings.Contains(st, "last reload ok") {
 		t.Errorf("STATUS= after a good reload %q", st)
 	}
+	m.waitFor("lbd status giving the DSR-path reason", `out=$(lbd status 2>&1); echo "$out"; echo "$out" | grep -q 'VIP 192.0.2.20:80 not answered by 192.0.2.11 through the DSR path'`, 20*time.Second)
 	write(sdLBConfig("") + "  - name: far\n    vip: 192.0.2.30\n    protocol: udp\n    ports: [53]\n    check: {type: none}\n    servers:\n      - {name: f1, address: 203.0.113.250, mac: \"" + sdBackendMAC + "\"}\n")
 	if out, err := m.sh("systemctl reload lbd.service"); err == nil {
 		t.Errorf("systemctl reload accepted a file lbd rejects:\n%s", out)

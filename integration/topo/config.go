@@ -71,6 +71,7 @@ type Check struct {
 	// Extra are more check keys, each "key: value" in YAML flow style
 	// (the https, udp, dns and exec keys), written as given.
 	Extra []string
+	Via   string // vip (the schema's default), address
 }
 
 // Server is services[].servers[]; Weight -1 leaves the default.
@@ -199,6 +200,9 @@ func (t *Topology) renderFor(lb *Host, c Config) string {
 		}
 		if s.Check.Path != "" {
 			add("path", s.Check.Path)
+		}
+		if s.Check.Via != "" {
+			add("via", s.Check.Via)
 		}
 		ck = append(ck, s.Check.Extra...)
 		if len(ck) > 0 {

@@ -198,6 +198,30 @@ func FromAddrPort(src netip.Addr, port uint16) func([]byte) bool {
 	}
 }
 
+// ClientReplies matches what FromAddrPort(src, port) does except frames to
+// the balancer lb's own addresses: those answer lbd's health checks
+// through the DSR path (check.via: vip), which go to the VIP from lb.
+func ClientReplies(src netip.Addr, port uint16, lb *Host) func([]byte) bool {
+	from := FromAddrPort(src, port)
+	return func(f []byte) bool {
+		if !from(f) {
+			return false
+		}
+		et, off := binary.BigEndian.Uint16(f[12:]), 14
+		if et == 0x8100 && len(f) >= 18 {
+			et, off = binary.BigEndian.Uint16(f[16:]), 18
+		}
+		ip := f[off:]
+		var dst []byte
+		if et == 0x0800 {
+			dst = ip[16:20]
+		} else {
+			dst = ip[24:40]
+		}
+		return !bytes.Equal(dst, lb.IPv4.AsSlice()) && !bytes.Equal(dst, lb.IPv6.AsSlice())
+	}
+}
+
 // SendFrames sends frames built by frame (i = 0, 1, …; it may reuse buf)
 // out of dev in h's namespace until n are sent or d has passed, whichever
 // comes first (a bounded load), and returns how many were sent.

@@ -48,6 +48,20 @@ func (t *Topology) StartServer(ctx context.Context, b *Host) (*Proc, error) {
 	return p, nil
 }
 
+// StartServerOn starts dsrlb-testsrv on backend b with HTTP listening
+// only on addr (not on the VIPs) and waits until it listens.
+func (t *Topology) StartServerOn(ctx context.Context, b *Host, addr netip.Addr) (*Proc, error) {
+	p, err := t.Start(b, "testsrv "+b.Role+" on "+addr.String(), t.Bins.TestSrv, "-name", b.Role,
+		"-http", fmt.Sprint(HTTPPort), "-bind", addr.String())
+	if err != nil {
+		return nil, err
+	}
+	if err := p.WaitOutput(ctx, "ready", 10*time.Second); err != nil {
+		return nil, err
+	}
+	return p, nil
+}
+
 // Answer is what a test server said: which backend, which client address
 // it saw.
 type Answer struct {

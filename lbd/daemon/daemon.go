@@ -66,6 +66,9 @@ type Options struct {
 	// VIPRecord, when set, is the file where lbd records the VIPs it added
 	// and those it did not take (see VIPRecord).
 	VIPRecord string
+	// ReasonsFile, when set, receives why each backend is out of rotation
+	// (reasons.go), for `lbd status`.
+	ReasonsFile string
 
 	// ControlSocket, when set, is the unix socket `lbd reload` talks to
 	// (see lbd/control and control.go).
@@ -357,7 +360,7 @@ func (d *Daemon) startObservers(ctx context.Context) error {
 			d.mu.Unlock()
 		}
 	}
-	d.checks = d.host().newHealth(ctx, health.Options{Logger: d.log, OnChange: d.onHealth, OnResult: d.more.observeCheck})
+	d.checks = d.host().newHealth(ctx, health.Options{Logger: d.log, OnChange: d.onHealth, OnResult: d.onResult, DSR: d.dsrOptions()})
 	targets := healthTargets(d.cfg, d.initialFrom(d.cfg))
 	if err := d.checks.Update(targets); err != nil {
 		return fmt.Errorf("start health checks: %w", err)
@@ -415,6 +418,7 @@ func resolvable(cfg *config.Config) []netip.Addr {
 func (d *Daemon) onHealth(t health.Target, s health.State, reason string) {
 	d.mu.Lock()
 	d.obs.health[t.Key] = s
+	d.obs.noteCheck(t.Key, s)
 	d.mu.Unlock()
 	d.markDirty()
 }
@@ -468,6 +472,7 @@ func (d *Daemon) apply() error {
 			d.log.Info("backend in rotation", "backend", key)
 		}
 	}
+	d.recordReasons(reasons)
 	d.out = reasons
 	d.noteChanges(svcs, reasons) // admin.go
 	return nil

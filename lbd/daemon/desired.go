@@ -21,6 +21,9 @@ type observed struct {
 	// otherwise): its primaries start down, and fallbacks wait for them
 	// to have had their rise checks (fallbackHeld).
 	fresh time.Time
+	// checkWhy is the error of a down backend's last failed check (e.g.
+	// "VIP ... not answered ...: is hostprep applied (VIP on lo)?"), by key.
+	checkWhy map[string]string
 }
 
 // why tells, for one backend, what kept it out of rotation ("" when nothing).
@@ -76,9 +79,9 @@ func backendOf(s *config.Service, srv *config.Server, obs observed) (datapath.Ba
 	case set.State == adminMaint:
 		b.State, r = datapath.Down, reasonMaint
 	case failing && s.OnFailure == config.FailDrain:
-		b.State, r = datapath.Drain, "health check failing (on_failure: drain: established flows stay, no new ones)"
+		b.State, r = datapath.Drain, checkReason(obs.checkWhy[key])+" (on_failure: drain: established flows stay, no new ones)"
 	case failing:
-		b.State, r = datapath.Down, "health check failing"
+		b.State, r = datapath.Down, checkReason(obs.checkWhy[key])
 	case set.State == adminDrain:
 		b.State, r = datapath.Drain, reasonDrain
 	case b.Weight == 0 && set.Weight != nil:
@@ -199,13 +202,20 @@ func eachTarget(cfg *config.Config, f func(*config.Service, *config.Server, heal
 			srv := &s.Servers[j]
 			chk := s.Check
 			if !srv.Check {
-				chk.Type = config.CheckNone
+				chk.Type, chk.Via = config.CheckNone, ""
+			}
+			if srv.CheckAddress.IsValid() && chk.Via == config.ViaVIP {
+				// A check sent to another address than the server's
+				// (a management address) cannot go the DSR path, which
+				// frames to the server's own MAC.
+				chk.Via = config.ViaAddress
 			}
 			f(s, srv, health.Target{
 				Key:   health.Key(s.Name, srv.Name),
 				Addr:  srv.CheckTarget(&chk), // check_address, check_port
-				VIP:   s.VIP,
 				Check: chk,
+				VIP:   s.VIP,
+				MAC:   staticMAC(srv.MAC),
 			})
 		}
 	}

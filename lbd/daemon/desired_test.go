@@ -67,6 +67,18 @@ func TestDesired(t *testing.T) {
 	if svcs[0].Backends[0].State != datapath.Down || why["web/a"] != "health check failing" {
 		t.Errorf("failing check did not take a down: %+v %v", svcs[0].Backends[0], why)
 	}
+	// The last failed check's error is the status reason; the same error
+	// again changes nothing; coming up clears it.
+	if !obs.noteFailure("web/a", "VIP 192.0.2.10:80 not answered") || obs.noteFailure("web/a", "VIP 192.0.2.10:80 not answered") {
+		t.Error("noteFailure: want a change the first time only")
+	}
+	if _, why = desired(cfg, obs); why["web/a"] != "health check failing: VIP 192.0.2.10:80 not answered" {
+		t.Errorf("reason of a failing check: %q", why["web/a"])
+	}
+	obs.noteCheck("web/a", health.Up)
+	if obs.checkWhy["web/a"] != "" {
+		t.Errorf("reason kept after the backend came up: %q", obs.checkWhy["web/a"])
+	}
 }
 
 // TestHealthTargets: check: false becomes type none; the check port is the
@@ -87,6 +99,19 @@ func TestHealthTargets(t *testing.T) {
 	}
 	if ts[2].Check.Type != config.CheckNone || ts[3].Check.Type != config.CheckTCP {
 		t.Errorf("check types %v %v", ts[2].Check.Type, ts[3].Check.Type)
+	}
+	// Through the DSR path by default: the target names the service's VIP
+	// and carries a static MAC.
+	for _, tg := range ts {
+		if tg.VIP != cfg.Services[0].VIP {
+			t.Errorf("target %s: VIP %s, want the service's %s", tg.Key, tg.VIP, cfg.Services[0].VIP)
+		}
+	}
+	if ts[3].Check.Via != config.ViaVIP {
+		t.Errorf("target %s: via %q, want vip by default", ts[3].Key, ts[3].Check.Via)
+	}
+	if got := net.HardwareAddr(ts[2].MAC[:]).String(); got != "02:00:00:00:00:13" {
+		t.Errorf("target %s: static MAC %s", ts[2].Key, got)
 	}
 }
 

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"slices"
 	"strings"
 
 	"github.com/dsrlb/dsrlb/internal/caps"
@@ -66,9 +67,9 @@ func checkInterface(cfg *config.Config) error {
 // Capabilities lbd needs: loading and pinning BPF (CAP_BPF), reading
 // its maps and attaching to tc (CAP_PERFMON for pointer-carrying maps,
 // CAP_NET_ADMIN for tc, addresses and neighbours), and sending ARP/ND
-// probes and announcements and listening for other hosts' (CAP_NET_RAW:
-// the start-time VIP probe and the ARP guard). CAP_SYS_ADMIN implies the first
-// two.
+// probes and announcements, listening for other hosts' and the health
+// checks through the DSR path (CAP_NET_RAW: the start-time VIP probe, the
+// ARP guard, check.via: vip). CAP_SYS_ADMIN implies the first two.
 var needCaps = []struct {
 	name string
 	bit  uint
@@ -85,6 +86,11 @@ func CheckPrivileges() error {
 	if err != nil {
 		return fmt.Errorf("read own capabilities: %w", err)
 	}
+	return missingCaps(eff)
+}
+
+// missingCaps names the capabilities lbd needs that eff (a CapEff mask) lacks.
+func missingCaps(eff uint64) error {
 	var missing []string
 	for _, c := range needCaps {
 		implied := (c.bit == 39 || c.bit == 38) && eff&(1<<capSysAdmin) != 0
@@ -93,8 +99,12 @@ func CheckPrivileges() error {
 		}
 	}
 	if len(missing) > 0 {
-		return fmt.Errorf("%w: lbd needs CAP_BPF, CAP_NET_ADMIN, CAP_PERFMON and CAP_NET_RAW and lacks %s: run it as root (the lbd unit does) or grant them, e.g. AmbientCapabilities= in a unit",
-			ErrPrivileges, strings.Join(missing, ", "))
+		why := ""
+		if slices.Contains(missing, "CAP_NET_RAW") {
+			why = " (CAP_NET_RAW: ARP/ND probes and the health checks through the DSR path, check.via: vip)"
+		}
+		return fmt.Errorf("%w: lbd needs CAP_BPF, CAP_NET_ADMIN, CAP_PERFMON and CAP_NET_RAW and lacks %s%s: run it as root (the lbd unit does) or grant them, e.g. AmbientCapabilities= in a unit",
+			ErrPrivileges, strings.Join(missing, ", "), why)
 	}
 	return nil
 }

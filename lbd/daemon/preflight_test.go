@@ -35,3 +35,21 @@ services:
 		t.Errorf("want one line without netlink's raw error: %q", msg)
 	}
 }
+
+// TestMissingNetRaw: without CAP_NET_RAW preflight names it and says what
+// needs it (the DSR-path checks among them).
+func TestMissingNetRaw(t *testing.T) {
+	all := uint64(1<<39 | 1<<12 | 1<<38 | 1<<13)
+	if err := missingCaps(all); err != nil {
+		t.Fatalf("all capabilities: %v", err)
+	}
+	err := missingCaps(all &^ (1 << 13))
+	if err == nil {
+		t.Fatal("CAP_NET_RAW missing and accepted")
+	}
+	for _, want := range []string{"lacks CAP_NET_RAW", "check.via: vip", "AmbientCapabilities"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("no %q in %q", want, err)
+		}
+	}
+}

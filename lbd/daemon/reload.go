@@ -186,7 +186,7 @@ func (d *Daemon) updateChecks(prev, next *config.Config) error {
 	var fresh []string
 	ts := targetSet{list: make([]health.Target, 0, next.ServerCount()), index: make(map[string]int, next.ServerCount())}
 	eachTarget(next, func(s *config.Service, srv *config.Server, t health.Target) {
-		if old, ok := d.targets.get(t.Key); ok && old.Addr == t.Addr && old.Check == t.Check {
+		if old, ok := d.targets.get(t.Key); ok && health.SameCheck(old, t) {
 			t.Initial = old.Initial
 		} else {
 			if initial == nil {
@@ -210,6 +210,7 @@ func (d *Daemon) updateChecks(prev, next *config.Config) error {
 	for k := range d.targets.index {
 		if _, ok := ts.index[k]; !ok {
 			delete(d.obs.health, k)
+			delete(d.obs.checkWhy, k)
 		}
 	}
 	for _, k := range fresh {

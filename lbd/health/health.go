@@ -19,9 +19,11 @@
 //     the interval and every later one is jittered by up to a tenth of it,
 //     so hundreds of backends are not probed in lockstep.
 //
-// Checks use a plain net.Dialer: the daemon runs in the balancer's network
-// namespace, and so do its checks. Their traffic also keeps the kernel's
-// neighbour entries for the backends fresh (see package neigh).
+// Checks reach a backend either the way client traffic does (check.via:
+// vip, the default: to the VIP, framed to the backend's MAC on the balancer
+// interface, see dsr.go) or through a plain net.Dialer to the backend's own
+// address (check.via: address). Both run in the balancer's network
+// namespace.
 package health
 
 import (
@@ -59,9 +61,6 @@ type Target struct {
 	// check port (config.Check.Port), or the server's check_address and
 	// check_port when it has them (config.Server.CheckTarget).
 	Addr netip.AddrPort
-	// VIP is the service's VIP, for checks that name it (an exec check's
-	// DSRLB_VIP).
-	VIP netip.Addr
 	// Check is the service's check. Type none (which the daemon also
 	// uses for servers with `check: false`) means always up: no goroutine
 	// runs and no event is sent.
@@ -70,6 +69,16 @@ type Target struct {
 	// that was up in the adopted data plane, Down (the zero value) for a
 	// new one.
 	Initial State
+	// VIP is the service's VIP: with Check.Via vip, tcp, http and https
+	// checks go to it through the DSR path (dsr.go), framed to the
+	// backend's MAC; an exec check gets it as DSRLB_VIP.
+	VIP netip.Addr
+	// MAC is the backend's static MAC (config servers[].mac); all zero
+	// means the one DSROptions.Neighbor resolves.
+	MAC [6]byte
+
+	// dsr is the Manager's DSR path, set when the target is checked.
+	dsr *dsrPath
 }
 
 // Key returns the conventional target key of a server of a service.
@@ -104,6 +113,14 @@ type Status struct {
 type ChangeFunc func(t Target, s State, reason string)
 
 func (t Target) String() string { return fmt.Sprintf("%s (%s)", t.Key, t.Addr) }
+
+// SameCheck reports whether a and b are checked the same way (all but
+// Initial equal): a Manager keeps the checker of such a target on Update.
+func SameCheck(a, b Target) bool {
+	a.Initial, b.Initial = Down, Down
+	a.dsr, b.dsr = nil, nil
+	return a == b
+}
 
 // always reports whether the target needs no checking.
 func (t Target) always() bool { return t.Check.Type == config.CheckNone }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/netip"
 	"sort"
 	"sync"
 	"time"
@@ -30,6 +31,9 @@ type Options struct {
 	// OnResult, when set, receives every check result (for the check
 	// duration histogram). It runs on the checker's goroutine: keep it short.
 	OnResult func(t Target, r Result)
+	// DSR sets up checks through the DSR path (check.via: vip); without an
+	// Interface such checks fail saying so.
+	DSR DSROptions
 }
 
 // Manager runs one checker per target and reconciles them with the
@@ -42,6 +46,7 @@ type Manager struct {
 	onResult func(Target, Result)
 	logEvery time.Duration
 	wg       sync.WaitGroup
+	dsr      *dsrPath // shared by every DSR-path check
 
 	updateMu sync.Mutex // serialises Update and Close
 	cbMu     sync.Mutex // serialises OnChange calls
@@ -79,6 +84,10 @@ func New(ctx context.Context, opts Options) *Manager {
 		logEvery: opts.LogEvery,
 		entries:  map[string]*entry{},
 	}
+	if opts.DSR.Logger == nil {
+		opts.DSR.Logger = opts.Logger
+	}
+	m.dsr = newDSRPath(opts.DSR)
 	if m.log == nil {
 		m.log = slog.New(slog.DiscardHandler)
 	}
@@ -91,8 +100,8 @@ func New(ctx context.Context, opts Options) *Manager {
 // ErrClosed is returned by Update after Close.
 var ErrClosed = errors.New("health manager closed")
 
-// Update makes targets the set being checked. Targets whose Addr and
-// Check are unchanged keep their checker, state and rise/fall counters
+// Update makes targets the set being checked. Targets checked as before
+// (SameCheck: Addr, Check, VIP and MAC unchanged) keep their checker, state and rise/fall counters
 // (their Initial is ignored). A target whose Check changed is restarted in
 // its current state; one whose Addr changed is a new backend and starts in
 // its Initial state. Removed targets stop without an event.
@@ -116,6 +125,7 @@ func (m *Manager) Update(targets []Target) error {
 	}
 	old := m.entries
 	m.mu.Unlock()
+	m.dsr.setVIPs(vipsOf(targets))
 
 	next := make(map[string]*entry, len(targets))
 	type change struct {
@@ -125,7 +135,7 @@ func (m *Manager) Update(targets []Target) error {
 	var changes []change
 	for _, t := range targets {
 		prev, had := old[t.Key]
-		if had && sameBackend(prev.t, t) && prev.t.Check == t.Check {
+		if had && SameCheck(prev.t, t) {
 			next[t.Key] = prev
 			continue
 		}
@@ -171,7 +181,19 @@ func (e *entry) stop() {
 	}
 }
 
+// vipsOf is the set of the targets' VIPs: addresses no check comes from.
+func vipsOf(targets []Target) map[netip.Addr]bool {
+	vips := map[netip.Addr]bool{}
+	for _, t := range targets {
+		if t.VIP.IsValid() {
+			vips[t.VIP.Unmap()] = true
+		}
+	}
+	return vips
+}
+
 func (m *Manager) newEntry(t Target, initial State) *entry {
+	t.dsr = m.dsr
 	e := &entry{t: t, since: time.Now()}
 	if t.always() {
 		return e
@@ -229,6 +251,7 @@ func (m *Manager) Close() {
 	m.mu.Unlock()
 	m.cancel()
 	m.wg.Wait()
+	m.dsr.close()
 }
 
 // validate checks what the Manager relies on; config validation should

@@ -30,7 +30,7 @@ import (
 )
 
 // probeOnce runs one check of c against addr, as a checker would.
-func probeOnce(t *testing.T, addr netip.AddrPort, c config.Check) error {
+func probeCheck(t *testing.T, addr netip.AddrPort, c config.Check) error {
 	t.Helper()
 	if c.Timeout == 0 {
 		c.Timeout = time.Second
@@ -149,19 +149,19 @@ func TestHTTPSCheck(t *testing.T) {
 		{"not TLS", plainAddr, with(func(c *config.Check) { c.InsecureSkipVerify = true }), "does the port speak TLS?"},
 		{"missing ca_file", addr, with(func(c *config.Check) { c.CAFile = "/nonexistent/ca.pem" }), "cannot verify certificates: read CA file"},
 	} {
-		t.Run(tc.name, func(t *testing.T) { wantErr(t, probeOnce(t, tc.addr, tc.check), tc.want) })
+		t.Run(tc.name, func(t *testing.T) { wantErr(t, probeCheck(t, tc.addr, tc.check), tc.want) })
 	}
 
 	// Host header, method and the SNI that goes with them.
 	c := with(func(c *config.Check) {
 		c.CAFile, c.Host, c.SNI, c.Method = pki.caFile, "www.example.com:8443", "www.example.com", "HEAD"
 	})
-	wantErr(t, probeOnce(t, addr, c), "")
+	wantErr(t, probeCheck(t, addr, c), "")
 	if m, h, n := got.get(); m != "HEAD" || h != "www.example.com:8443" || n != "www.example.com" {
 		t.Errorf("server saw method %q Host %q SNI %q; want HEAD, www.example.com:8443, www.example.com", m, h, n)
 	}
 	// Without sni, no SNI is sent (an IP address is never sent as one).
-	wantErr(t, probeOnce(t, addr, with(func(c *config.Check) { c.CAFile = pki.caFile })), "")
+	wantErr(t, probeCheck(t, addr, with(func(c *config.Check) { c.CAFile = pki.caFile })), "")
 	if _, h, n := got.get(); n != "" || h != addr.String() {
 		t.Errorf("server saw SNI %q Host %q; want none and %s", n, h, addr)
 	}
@@ -178,13 +178,13 @@ func TestHTTPMethodHostBody(t *testing.T) {
 	defer srv.Close()
 	addr := netip.MustParseAddrPort(srv.Listener.Addr().String())
 	c := config.Check{Type: config.CheckHTTP, Path: "/", ExpectStatus: 200, Method: "POST", Host: "app.example.com"}
-	wantErr(t, probeOnce(t, addr, c), "")
+	wantErr(t, probeCheck(t, addr, c), "")
 	if m, h, _ := got.get(); m != "POST" || h != "app.example.com" {
 		t.Errorf("server saw %s with Host %q, want POST with app.example.com", m, h)
 	}
 	// The body is read up to maxBody only: text past it is not found.
 	c.ExpectBody = "late"
-	wantErr(t, probeOnce(t, addr, c), fmt.Sprintf("body (first %d bytes read) lacks \"late\"", maxBody))
+	wantErr(t, probeCheck(t, addr, c), fmt.Sprintf("body (first %d bytes read) lacks \"late\"", maxBody))
 }
 
 func TestUDPCheck(t *testing.T) {
@@ -197,14 +197,14 @@ func TestUDPCheck(t *testing.T) {
 	silent := listenUDP(t, func([]byte) []byte { return nil })
 	closed := closedUDPPort(t)
 	c := config.Check{Type: config.CheckUDP, Send: "ping\n", Timeout: 300 * time.Millisecond}
-	wantErr(t, probeOnce(t, echo, c), "")
+	wantErr(t, probeCheck(t, echo, c), "")
 	c.Expect = "pong"
-	wantErr(t, probeOnce(t, echo, c), "")
+	wantErr(t, probeCheck(t, echo, c), "")
 	c.Send = "hello"
-	wantErr(t, probeOnce(t, echo, c), `answered "unknown command", which lacks "pong"`)
-	wantErr(t, probeOnce(t, silent, c), "no answer to the 5-byte datagram within the timeout")
+	wantErr(t, probeCheck(t, echo, c), `answered "unknown command", which lacks "pong"`)
+	wantErr(t, probeCheck(t, silent, c), "no answer to the 5-byte datagram within the timeout")
 	start := time.Now()
-	wantErr(t, probeOnce(t, closed, c), "ICMP port unreachable: nothing listens on that port")
+	wantErr(t, probeCheck(t, closed, c), "ICMP port unreachable: nothing listens on that port")
 	// Refused at once, not by the timeout: the ICMP error ends the wait.
 	if d := time.Since(start); d >= c.Timeout {
 		t.Errorf("port unreachable took %s, the whole timeout", d)
@@ -281,22 +281,22 @@ func TestDNSCheck(t *testing.T) {
 	tcpAddr := netip.MustParseAddrPort(ln.Addr().String())
 
 	c := config.Check{Type: config.CheckDNS, Query: "ok.test.", QueryType: "A", ExpectRcode: "NOERROR", DNSNet: "udp", Timeout: 500 * time.Millisecond}
-	wantErr(t, probeOnce(t, udpAddr, c), "")
+	wantErr(t, probeCheck(t, udpAddr, c), "")
 	c.Query = "broken.test."
-	wantErr(t, probeOnce(t, udpAddr, c), "dns udp "+udpAddr.String()+": answered SERVFAIL, want NOERROR")
+	wantErr(t, probeCheck(t, udpAddr, c), "dns udp "+udpAddr.String()+": answered SERVFAIL, want NOERROR")
 	c.Query, c.ExpectRcode = "gone.test.", "NXDOMAIN"
-	wantErr(t, probeOnce(t, udpAddr, c), "")
-	wantErr(t, probeOnce(t, closedUDPPort(t), c), "ICMP port unreachable: no DNS server listens there")
+	wantErr(t, probeCheck(t, udpAddr, c), "")
+	wantErr(t, probeCheck(t, closedUDPPort(t), c), "ICMP port unreachable: no DNS server listens there")
 	silent := listenUDP(t, func([]byte) []byte { return nil })
-	wantErr(t, probeOnce(t, silent, c), "no answer to A gone.test. within the timeout")
+	wantErr(t, probeCheck(t, silent, c), "no answer to A gone.test. within the timeout")
 
 	c.DNSNet, c.Query, c.ExpectRcode = "tcp", "ok.test.", "NOERROR"
-	wantErr(t, probeOnce(t, tcpAddr, c), "")
+	wantErr(t, probeCheck(t, tcpAddr, c), "")
 	c.Query = "broken.test."
-	wantErr(t, probeOnce(t, tcpAddr, c), "dns tcp "+tcpAddr.String()+": answered SERVFAIL")
+	wantErr(t, probeCheck(t, tcpAddr, c), "dns tcp "+tcpAddr.String()+": answered SERVFAIL")
 	closedTCP := tcpAddr
 	_ = tcpSrv.Shutdown()
-	wantErr(t, probeOnce(t, closedTCP, c), "connection refused")
+	wantErr(t, probeCheck(t, closedTCP, c), "connection refused")
 }
 
 // TestDNSNamesKnown: every query type and rcode the schema accepts is one
@@ -329,23 +329,23 @@ func TestExecCheck(t *testing.T) {
 
 	c.Command = script(t, `[ "$DSRLB_SERVICE/$DSRLB_SERVER $DSRLB_ADDRESS:$DSRLB_PORT $DSRLB_VIP $1|$2" = "web/w1 192.0.2.11:8080 192.0.2.10 --mode|a b" ] || { echo "env: $DSRLB_SERVICE $DSRLB_SERVER $DSRLB_ADDRESS $DSRLB_PORT $DSRLB_VIP args: $*"; exit 1; }`)
 	c.Args = config.ArgsOf([]string{"--mode", "a b"})
-	wantErr(t, probeOnce(t, addr, c), "")
+	wantErr(t, probeCheck(t, addr, c), "")
 
 	c.Args = ""
 	c.Command = script(t, `echo "database unreachable" >&2; exit 3`)
-	wantErr(t, probeOnce(t, addr, c), "check command "+c.Command+" exited with status 3: database unreachable")
+	wantErr(t, probeCheck(t, addr, c), "check command "+c.Command+" exited with status 3: database unreachable")
 
 	// lbd's environment stays out of the command's.
 	t.Setenv("DSRLB_TEST_SECRET", "x")
 	c.Command = script(t, `[ -z "$DSRLB_TEST_SECRET" ] || { echo leaked; exit 1; }`)
-	wantErr(t, probeOnce(t, addr, c), "")
+	wantErr(t, probeCheck(t, addr, c), "")
 
 	// Megabytes of output are cut, not buffered, and do not block it.
 	c.Command = script(t, `head -c 3000000 /dev/zero | tr '\0' y; echo; echo last words; exit 1`)
-	wantErr(t, probeOnce(t, addr, c), "exited with status 1: ...yyy")
+	wantErr(t, probeCheck(t, addr, c), "exited with status 1: ...yyy")
 
 	c.Command = "/nonexistent/check"
-	wantErr(t, probeOnce(t, addr, c), "run check command")
+	wantErr(t, probeCheck(t, addr, c), "run check command")
 }
 
 // TestExecTimeoutKillsGroup: a command still running at the timeout is
@@ -355,7 +355,7 @@ func TestExecTimeoutKillsGroup(t *testing.T) {
 	c := config.Check{Type: config.CheckExec, Timeout: 300 * time.Millisecond,
 		Command: script(t, "sleep 60 & echo $! > "+pidFile+"; echo waiting; wait")}
 	start := time.Now()
-	wantErr(t, probeOnce(t, netip.MustParseAddrPort("192.0.2.11:0"), c), "did not finish within the timeout and was killed with its process group: waiting")
+	wantErr(t, probeCheck(t, netip.MustParseAddrPort("192.0.2.11:0"), c), "did not finish within the timeout and was killed with its process group: waiting")
 	if d := time.Since(start); d > 5*time.Second {
 		t.Errorf("the check returned after %s", d)
 	}
@@ -397,7 +397,7 @@ func TestExecSlotsBounded(t *testing.T) {
 		}
 	}()
 	c := config.Check{Type: config.CheckExec, Timeout: 100 * time.Millisecond, Command: script(t, "exit 0")}
-	wantErr(t, probeOnce(t, netip.MustParseAddrPort("192.0.2.11:0"), c), "other check commands ran for the whole timeout")
+	wantErr(t, probeCheck(t, netip.MustParseAddrPort("192.0.2.11:0"), c), "other check commands ran for the whole timeout")
 }
 
 // TestManagerRunsExecChecks: through the Manager, an exec check (which
@@ -484,5 +484,5 @@ func copyFile(t *testing.T, from, to string) {
 // are closed after execWaitDelay.
 func TestExecLeftoverChildIsNotAFailure(t *testing.T) {
 	c := config.Check{Type: config.CheckExec, Timeout: time.Second, Command: script(t, "sleep 3 & exit 0")}
-	wantErr(t, probeOnce(t, netip.MustParseAddrPort("192.0.2.11:0"), c), "")
+	wantErr(t, probeCheck(t, netip.MustParseAddrPort("192.0.2.11:0"), c), "")
 }

@@ -180,6 +180,20 @@ const (
 // HTTPLike reports whether the check sends an http request (http, https).
 func (t CheckType) HTTPLike() bool { return t == CheckHTTP || t == CheckHTTPS }
 
+// CheckVia says which way a tcp/http check reaches a server.
+type CheckVia string
+
+// Check paths.
+const (
+	// ViaVIP sends the check the way client traffic goes: to the VIP,
+	// framed to the server's MAC on the balancer interface (the DSR path),
+	// so a server without the VIP on lo fails it. The default.
+	ViaVIP CheckVia = "vip"
+	// ViaAddress connects to the server's own address through the kernel's
+	// stack (what keepalived and HAProxy do).
+	ViaAddress CheckVia = "address"
+)
+
 // Service is one VIP/protocol with its ports and servers.
 type Service struct {
 	Name     string
@@ -217,8 +231,9 @@ type Check struct {
 	Rise         int
 	Fall         int
 	Port         uint16
-	Path         string // http, https
-	ExpectStatus int    // http, https
+	Path         string   // http, https
+	ExpectStatus int      // http, https
+	Via          CheckVia // tcp, http, https: "" for the other types
 
 	// The fields below are omitted from JSON when unset, so the
 	// configurations of tcp and http checks print as they always did.

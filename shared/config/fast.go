@@ -447,6 +447,8 @@ func check(n *yaml.Node, w *wireCheck) bool {
 			ok, f = strPtr(v, &w.Path), 6
 		case "expect_status":
 			ok, f = intPtr(v, &w.ExpectStatus), 7
+		case "via":
+			ok, f = str(v, &w.Via), 21
 		default:
 			ok, f = checkTypes(k.Value, v, w)
 		}

@@ -334,6 +334,7 @@ func (p *parser) check(path string, w *wireCheck, ports []uint16, proto Protocol
 	case c.Type != CheckNone && c.Type != CheckExec: // a command needs no port
 		p.errf(path+".port", "the service takes every port, so the check needs one: set check.port (or check.type: none)")
 	}
+	c.Via = p.checkVia(path+".via", c.Type, w.Via)
 	p.onlyFor(path, w, c.Type)
 	switch c.Type {
 	case CheckHTTP, CheckHTTPS:
@@ -592,6 +593,20 @@ func Unescape(s string) (string, error) {
 		}
 	}
 	return b.String(), nil
+}
+
+// checkVia is the path of a tcp, http or https check: vip by default. The
+// other types have none ("" ): udp, dns and exec talk to the server's own
+// address (a dns check over TCP too), none sends nothing.
+func (p *parser) checkVia(path string, t CheckType, text string) CheckVia {
+	switch t {
+	case CheckTCP, CheckHTTP, CheckHTTPS:
+		return CheckVia(p.enum(path, text, string(ViaVIP), string(ViaVIP), string(ViaAddress)))
+	}
+	if text != "" {
+		p.errf(path, "via is only used by tcp, http and https checks (%s checks go to the server's own address); remove it", t)
+	}
+	return ""
 }
 
 func (p *parser) count(path string, v *int, def int) int {

@@ -103,6 +103,7 @@ type wireCheck struct {
 	Command            *string  `yaml:"command" doc:"exec (required): absolute path of the program run for each check, without a shell; exit status 0 means up. It gets the target in DSRLB_SERVICE, DSRLB_SERVER, DSRLB_VIP, DSRLB_ADDRESS and DSRLB_PORT, is killed (with its process group) after timeout, and must not be writable by group or others. See docs/checks.md."`
 	Args               []string `yaml:"args" doc:"exec: the arguments passed to command, each one word (no shell expansion)."`
 	line               int      // of the check: key, for messages about files it names
+	Via                string   `yaml:"via" doc:"tcp, http and https: vip (the check goes the way client traffic does: to the VIP, framed to the server's MAC on balancer.interface, so a server that lost the VIP on lo or listens only on its own address fails it; needs CAP_NET_RAW, see docs/health-dsr.md) or address (to the server's own address through the kernel's stack, as keepalived and HAProxy check). Default vip."`
 }
 
 type wireServer struct {
@@ -113,7 +114,7 @@ type wireServer struct {
 	MAC     *string `yaml:"mac" doc:"Static MAC of the server; when set, no neighbour resolution is done."`
 
 	CheckPort    *int    `yaml:"check_port" doc:"Port this server's check uses instead of check.port (e.g. a health endpoint on its own port)."`
-	CheckAddress *string `yaml:"check_address" doc:"Address this server's check uses instead of address (e.g. a management address); any family. Traffic still goes to address."`
+	CheckAddress *string `yaml:"check_address" doc:"Address this server's check uses instead of address (e.g. a management address); any family. Traffic still goes to address. A check sent there goes through the kernel's stack (as check.via: address), never the DSR path."`
 
 	line int // of the list item, for Server.Line
 }

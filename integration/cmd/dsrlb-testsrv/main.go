@@ -37,6 +37,7 @@ func main() {
 	name := flag.String("name", "", "name reported in every answer (required)")
 	httpPorts := flag.String("http", "80", "comma-separated TCP ports for HTTP; empty for none")
 	udpPorts := flag.String("udp", "", "comma-separated UDP ports for the echo; empty for none")
+	bind := flag.String("bind", "", "HTTP listens on this address only (e.g. the host's own, not the VIP); default every address")
 	flag.Parse()
 	if *name == "" {
 		log.Fatal("dsrlb-testsrv: -name is required")
@@ -65,9 +66,9 @@ func main() {
 	})
 	var servers []*http.Server
 	for _, p := range ports(*httpPorts) {
-		ln, err := net.Listen("tcp", ":"+p) // dual stack, every address: the VIPs on lo too
+		ln, err := net.Listen("tcp", net.JoinHostPort(*bind, p)) // by default dual stack, every address: the VIPs on lo too
 		if err != nil {
-			log.Fatalf("listen tcp :%s: %v", p, err)
+			log.Fatalf("listen tcp %s: %v", net.JoinHostPort(*bind, p), err)
 		}
 		srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 		servers = append(servers, srv)

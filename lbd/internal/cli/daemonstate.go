@@ -19,6 +19,9 @@ type daemonJSON struct {
 	// NotAttached says why the program does not run on the interface; ""
 	// when it does.
 	NotAttached string `json:"not_attached,omitempty"`
+	// Reasons are why the daemon took backends out of rotation, by
+	// service/server key, as it last wrote them (daemon.ReadReasons).
+	Reasons map[string]string `json:"-"`
 }
 
 // daemonState tells whether an lbd holds the pin path's lock; when none
@@ -32,6 +35,7 @@ func daemonState(pin string) daemonJSON {
 	if r, err := daemon.ReadVIPRecord(vipsFile(pin)); err == nil {
 		d.VIPConflicts = r.Conflicts
 	}
+	d.Reasons, _ = daemon.ReadReasons(reasonsFile(pin))
 	return d
 }
 

@@ -132,6 +132,12 @@ func seenFile(pinPath string) string { return runfiles.For(pinPath).Seen }
 // detach` releases exactly those, also on kernels without IFA_PROTO.
 func vipsFile(pinPath string) string { return runfiles.For(pinPath).VIPs }
 
+// reasonsFile is where the daemon records why backends are out of
+// rotation (daemon.ReadReasons), for `lbd status`.
+func reasonsFile(pinPath string) string {
+	return strings.TrimSuffix(pidFile(pinPath), ".pid") + ".reasons"
+}
+
 func ensureRunDir() error {
 	return os.MkdirAll(filepath.Clean(RunDir), 0o755)
 }

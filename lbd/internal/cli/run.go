@@ -118,6 +118,7 @@ func runDaemon(stderr io.Writer, cfgPath, version, logFormat string, replace, cl
 		RunningCopy:         running,
 		BGPStatusFile:       bgpStatus,
 		VIPRecord:           vipsFile(pin),
+		ReasonsFile:         reasonsFile(pin),
 		ControlSocket:       controlSocket(pin),
 		Version:             version,
 		Logger:              log,

@@ -309,7 +309,7 @@ func detach(out io.Writer, cfgPath string, force bool) error {
 	// lbd's files under /run describe the pinned data plane (the running
 	// configuration, the last BGP status; a killed lbd also leaves its PID
 	// file): they go with it.
-	for _, f := range []string{bgpStatusPath(pin), runningConfigPath(pin), pidFile(pin), seenFile(pin), vipsFile(pin), daemon.AdminFile(controlSocket(pin))} {
+	for _, f := range []string{bgpStatusPath(pin), runningConfigPath(pin), pidFile(pin), seenFile(pin), vipsFile(pin), daemon.AdminFile(controlSocket(pin)), reasonsFile(pin)} {
 		if err := os.Remove(f); err != nil && !errors.Is(err, os.ErrNotExist) {
 			errs = append(errs, fmt.Errorf("remove %s: %w", f, err))
 		}

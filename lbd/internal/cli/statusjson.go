@@ -1,10 +1,12 @@
 package cli
 
 import (
+	"strings"
 	"time"
 
 	"github.com/dsrlb/dsrlb/lbd/daemon"
 	"github.com/dsrlb/dsrlb/lbd/datapath"
+	"github.com/dsrlb/dsrlb/lbd/health"
 	"github.com/dsrlb/dsrlb/lbd/statusjson"
 	"github.com/dsrlb/dsrlb/shared/config"
 )
@@ -38,7 +40,7 @@ func statusDoc(cfg *config.Config, st datapath.Stats, ct datapath.ConntrackStats
 	for i := range doc.Services {
 		for j := range doc.Services[i].Backends {
 			b := &doc.Services[i].Backends[j]
-			b.StateReason = stateReason(b, d.Running)
+			b.StateReason = stateReason(b, d.Running, d.Reasons[health.Key(doc.Services[i].Name, b.Name)])
 			if why := drainReason(findService(cfg, doc.Services[i].Name), b); why != "" {
 				b.StateReason = why
 				if !d.Running {
@@ -56,8 +58,10 @@ func statusDoc(cfg *config.Config, st datapath.Stats, ct datapath.ConntrackStats
 
 // stateReason tells why a backend is not up, from what the maps hold: lbd
 // puts a backend down for a missing MAC or a failing check, and drains it
-// for weight 0 (lbd/daemon desired.go).
-func stateReason(b *statusjson.Backend, running bool) string {
+// for weight 0 (lbd/daemon desired.go). recorded is the daemon's own
+// reason (its reasons file): it says which check failed and how, and is
+// used when it agrees with the maps.
+func stateReason(b *statusjson.Backend, running bool, recorded string) string {
 	var why string
 	switch {
 	case b.State == statusjson.StateUp:
@@ -66,6 +70,8 @@ func stateReason(b *statusjson.Backend, running bool) string {
 		why = "weight 0: draining"
 	case b.MAC == "":
 		why = "no MAC: " + b.Address + " does not answer ARP/ND on the balancer interface"
+	case strings.HasPrefix(recorded, "health check failing"):
+		why = recorded
 	default:
 		why = "health check failing"
 	}

@@ -50,3 +50,26 @@ func TestStatusDocSchema(t *testing.T) {
 		t.Errorf("reason with lbd stopped: %q, want it to say the state is as last written", r)
 	}
 }
+
+// TestStatusReasonFromDaemon: a backend down for its checks shows the
+// daemon's recorded reason (which check failed, and how); a recorded
+// reason that disagrees with the maps (the backend has no MAC now) is not
+// shown.
+func TestStatusReasonFromDaemon(t *testing.T) {
+	cfg := &config.Config{Services: []config.Service{{Name: "web"}}}
+	mac, _ := net.ParseMAC("00:00:5e:00:53:0b")
+	st := datapath.Stats{Services: []datapath.ServiceStats{{Name: "web", VIP: netip.MustParseAddr("192.0.2.10"),
+		Backends: []datapath.BackendStats{
+			{Name: "b1", Addr: netip.MustParseAddr("192.0.2.11"), MAC: mac, State: datapath.Down},
+			{Name: "b2", Addr: netip.MustParseAddr("192.0.2.12"), State: datapath.Down},
+		}}}}
+	why := "health check failing: 3 consecutive failed tcp checks, last: VIP 192.0.2.10:80 not answered by 192.0.2.11 through the DSR path (no SYN-ACK within the check timeout): is hostprep applied (VIP on lo)?"
+	d := daemonJSON{Running: true, Reasons: map[string]string{"web/b1": why, "web/b2": why}}
+	doc := statusDoc(cfg, st, datapath.ConntrackStats{}, nil, d)
+	if r := doc.Services[0].Backends[0].StateReason; r != why {
+		t.Errorf("reason of a backend failing its checks: %q, want %q", r, why)
+	}
+	if r := doc.Services[0].Backends[1].StateReason; !strings.HasPrefix(r, "no MAC") {
+		t.Errorf("reason of a backend without a MAC: %q, want no MAC", r)
+	}
+}

@@ -1,0 +1,84 @@
+package daemon
+
+import (
+	"net"
+	"net/netip"
+
+	"github.com/dsrlb/dsrlb/lbd/health"
+)
+
+// dsrOptions set up the health checks that go through the DSR path
+// (check.via: vip): out of balancer.interface, framed to the MAC the
+// neighbour resolver found for the backend (a static mac: is carried by
+// the target itself).
+func (d *Daemon) dsrOptions() health.DSROptions {
+	return health.DSROptions{
+		Interface: d.cfg.Balancer.Interface,
+		Logger:    d.log,
+		Neighbor: func(a netip.Addr) net.HardwareAddr {
+			if d.res == nil {
+				return nil
+			}
+			if n, ok := d.res.Lookup(a); ok {
+				return n.MAC
+			}
+			return nil
+		},
+	}
+}
+
+// staticMAC is a server's configured mac: as a health target carries it
+// (all zero: none, or not an Ethernet MAC).
+func staticMAC(mac net.HardwareAddr) (out [6]byte) {
+	if len(mac) == len(out) {
+		copy(out[:], mac)
+	}
+	return out
+}
+
+// onResult sees every check result: metrics, and the error of a failing
+// check, kept as the backend's reason for `lbd status` (a backend that
+// starts down and stays down has no transition to carry it). The data
+// plane is rewritten only when that text changes, which check errors
+// make rare: they name no durations.
+func (d *Daemon) onResult(t health.Target, r health.Result) {
+	d.more.observeCheck(t, r)
+	if r.OK() {
+		return
+	}
+	d.mu.Lock()
+	changed := d.obs.noteFailure(t.Key, r.Err.Error())
+	d.mu.Unlock()
+	if changed {
+		d.markDirty()
+	}
+}
+
+// noteFailure records why key's last check failed and reports whether
+// that changed. Called with d.mu held.
+func (o *observed) noteFailure(key, why string) bool {
+	if o.checkWhy[key] == why {
+		return false
+	}
+	if o.checkWhy == nil {
+		o.checkWhy = map[string]string{}
+	}
+	o.checkWhy[key] = why
+	return true
+}
+
+// noteCheck follows a transition: a backend that came up has no reason
+// to be out. Called with d.mu held.
+func (o *observed) noteCheck(key string, s health.State) {
+	if s == health.Up {
+		delete(o.checkWhy, key)
+	}
+}
+
+// checkReason is the reason shown for a backend whose checks fail.
+func checkReason(why string) string {
+	if why == "" {
+		return "health check failing"
+	}
+	return "health check failing: " + why
+}
