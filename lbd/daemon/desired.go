@@ -79,7 +79,7 @@ func backendOf(s *config.Service, srv *config.Server, obs observed) (datapath.Ba
 	case set.State == adminMaint:
 		b.State, r = datapath.Down, reasonMaint
 	case failing && s.OnFailure == config.FailDrain:
-		b.State, r = datapath.Drain, checkReason(obs.checkWhy[key])+" (on_failure: drain: established flows stay, no new ones)"
+		b.State, r = datapath.Drain, drainReason(obs.checkWhy[key])
 	case failing:
 		b.State, r = datapath.Down, checkReason(obs.checkWhy[key])
 	case set.State == adminDrain:

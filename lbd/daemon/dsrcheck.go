@@ -75,6 +75,17 @@ func (o *observed) noteCheck(key string, s health.State) {
 	}
 }
 
+// drainReason is the reason shown for a failing backend of a service with
+// on_failure: drain (the prefix is what `lbd status` matches while lbd is
+// down, see cli's drainReason).
+func drainReason(why string) string {
+	const r = "health check failing (on_failure: drain: established flows stay, no new ones)"
+	if why == "" {
+		return r
+	}
+	return r + ": " + why
+}
+
 // checkReason is the reason shown for a backend whose checks fail.
 func checkReason(why string) string {
 	if why == "" {
