@@ -167,7 +167,9 @@ func (d *Datapath) spec() (*ebpf.CollectionSpec, error) {
 	d.inner.Key, d.inner.Value = nil, nil
 	if o.PinPath != "" {
 		for name, m := range spec.Maps {
-			if !strings.HasPrefix(name, ".") { // globals cannot be pinned
+			// Globals cannot be pinned; the flow cache belongs to its
+			// program (a new program starts with an empty one).
+			if !strings.HasPrefix(name, ".") && name != bpfMapLbFlowCache {
 				m.Pinning = ebpf.PinByName
 			}
 		}
@@ -248,6 +250,9 @@ func (d *Datapath) checkConfig() error {
 		TableSize:           d.opts.MaglevTableSize,
 		Abi:                 uint32(bpfLbAbiLB_ABI_VERSION),
 		LastCookie:          d.cookieFloor,
+		// Moves on, never back: a running program's cached copies
+		// made under an older generation stay invalid.
+		CtGen: cur.CtGen + 1,
 	}
 	copy(cfg.IfMac[:], mac)
 	if err := d.objs.LbCfg.Put(uint32(0), &cfg); err != nil {

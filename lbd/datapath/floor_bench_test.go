@@ -162,6 +162,9 @@ func clearConntrack(b *testing.B, d *Datapath) {
 	if err := clearMap[bpfLbFlow, bpfLbCtEntry](d.objs.LbConntrack); err != nil {
 		b.Fatal(err)
 	}
+	if err := d.invalidateFlowCache(); err != nil {
+		b.Fatal(err)
+	}
 }
 
 // clearMap deletes every entry of m (key K, value V).
