@@ -11,7 +11,7 @@ import (
 
 	"github.com/cilium/ebpf"
 
-	"github.com/dsrlb/dsrlb/lbd/datapath/internal/floor"
+	"github.com/dsrlb/dsrlb/lbd/datapath/floor"
 )
 
 // floorRepeat is how often one frame is run per measurement (one
@@ -27,7 +27,9 @@ const (
 // against the floor programs of bpf/bench/floor.c:
 //
 //	conntrack_hit  ACK of a tracked flow        vs floor_redirect, same frame;
-//	               and vs floor_track (LRU hit + redirect), same frame
+//	               vs floor_track (LRU hit + redirect), same frame; and vs
+//	               floor_vip (floor_redirect for frames to the VIP only: the
+//	               reference dsrlb-bench attaches under real load)
 //	new_flow       SYNs of distinct new flows   vs floor_redirect, same frames,
 //	               one test run each (kernel time summed); and vs floor_track
 //	               (LRU lookup + insert + redirect) run the same way
@@ -44,6 +46,11 @@ func BenchmarkFloor(b *testing.B) {
 		b.Fatal(err)
 	}
 	defer fl.Close()
+	vipFloor, err := floor.LoadVIP(benchServices(1, 1, Maglev)[0].VIP, beMAC(1), hostMAC)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer vipFloor.Close()
 	d := mustOpen(b, Options{MaglevTableSize: 1009, ConntrackSize: 1 << 20, MaxServices: 128, MaxBackends: 100*100 + 1, MaxServiceKeys: 128})
 	mustApply(b, d, benchServices(100, 100, Maglev)...)
 	vip := benchServices(1, 1, Maglev)[0].VIP
@@ -56,12 +63,14 @@ func BenchmarkFloor(b *testing.B) {
 
 	cases := []struct{ name, vs, metric string }{
 		{"conntrack_hit", "floor_redirect", "conntrack_hit"}, {"conntrack_hit", "floor_track", "conntrack_hit_vs_track"},
+		{"conntrack_hit", "floor_vip", "conntrack_hit_vs_vip"},
 		{"new_flow", "floor_redirect_flows", "new_flow"},
 		{"new_flow", "floor_track_flows", "new_flow_vs_track"},
 		{"rescheduled", "floor_redirect", "rescheduled"}, {"non_vip", "floor_noop", "non_vip"}, {"not_ip", "floor_noop_arp", "not_ip"},
 	}
 	measure := map[string]func() time.Duration{
 		"floor_redirect":       func() time.Duration { return repeatOnce(b, fl.Redirect, ack) },
+		"floor_vip":            func() time.Duration { return repeatOnce(b, vipFloor, ack) },
 		"floor_redirect_flows": func() time.Duration { return eachOnce(b, fl.Redirect, flows) },
 		"floor_track_flows":    func() time.Duration { return eachOnce(b, fl.Track, flows) },
 		// The first run inserts the flow, the rest find it: LRU hit + redirect.
