@@ -1,6 +1,7 @@
 package datapath
 
 import (
+	"bytes"
 	"encoding/binary"
 	"fmt"
 	"math/rand/v2"
@@ -196,4 +197,40 @@ func clearMap[K, V any](m *ebpf.Map) error {
 		}
 	}
 	return nil
+}
+
+// TestFloorVIP: the reference program dsrlb-bench attaches under real load
+// forwards frames for its VIP as dsrlb would (both MACs, redirect) and lets
+// everything else continue, or the comparison would be with a program
+// that does not forward.
+func TestFloorVIP(t *testing.T) {
+	src := mustMAC("02:00:00:00:00:09")
+	p, err := floor.LoadVIP(ip4("192.0.2.10"), beMAC(1), src)
+	if err != nil {
+		requirePrivileged(t)
+		t.Fatal(err)
+	}
+	defer p.Close()
+	for _, c := range []struct {
+		name    string
+		frame   []byte
+		verdict int
+	}{
+		{"vip", build(t, pkt{src: ap("198.51.100.1:40000"), dst: ap("192.0.2.10:80"), proto: TCP, syn: true}), VerdictRedirect},
+		{"other address", build(t, pkt{src: ap("198.51.100.1:40000"), dst: ap("192.0.2.11:80"), proto: TCP, syn: true}), VerdictContinue},
+		{"arp", arpFrame(), VerdictContinue},
+	} {
+		opts := runOpts(c.frame, make([]byte, len(c.frame)+256))
+		ret, err := p.Run(opts)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := c.frame
+		if c.verdict == VerdictRedirect {
+			want = append(append(append([]byte{}, beMAC(1)...), src...), c.frame[12:]...)
+		}
+		if int(int32(ret)) != c.verdict || !bytes.Equal(opts.DataOut, want) {
+			t.Errorf("%s: verdict %d, frame % x; want %d, % x", c.name, ret, opts.DataOut[:14], c.verdict, want[:14])
+		}
+	}
 }
