@@ -20,7 +20,7 @@
  * Cost: a hit reads the coarse clock from a per-CPU cache (lb_now: no helper
  * call within a jiffy) and writes the entry only when its state changes or
  * its timestamp is a second old. An established IPv4 flow is usually found
- * in this CPU's flow cache (lb_flow_cache: an inlined array read, where the
+ * in this CPU's part of the flow cache (lb_flow_cache: an inlined array read, where the
  * LRU hash lookup was half of a hit's cost); the cache only repeats what
  * the entry would answer, for at most the refresh interval, so the entry
  * is still looked up (recency, timestamp) about once a second per busy
@@ -122,10 +122,15 @@ static __always_inline __u64 lb_fc_gen(const struct lb_config *cfg)
 	return (__u64)((cfg->ct_gen + lb_fc_gen_bpf) & 0xffffff) << 40;
 }
 
-/* lb_fc_slot is the flow's cache entry on this CPU (any flow may be in it). */
+/* lb_fc_slot is the flow's cache entry on this CPU (any flow may be in it).
+ * bpf_get_smp_processor_id is inlined by the verifier; a tc program runs
+ * with migration disabled, so the CPU's entries are its own, as a per-CPU
+ * value would be. */
 static __always_inline struct lb_fc_entry *lb_fc_slot(__u64 k0, __u64 k1)
 {
 	__u32 slot = ((k0 ^ (k1 * 0x9e3779b97f4a7c15ULL)) * 0xff51afd7ed558ccdULL) >> (64 - LB_FC_BITS);
+
+	slot += bpf_get_smp_processor_id() * LB_FC_SLOTS;
 
 	return bpf_map_lookup_elem(&lb_flow_cache, &slot);
 }
@@ -170,10 +175,15 @@ static __always_inline void lb_fc_keep(struct lb_fc_entry *fc, __u64 k0, __u64 k
 			fc->k1 = 0; /* proto 0: matches no flow */
 		return;
 	}
-	fc->k0 = k0;
-	fc->k1 = k1;
+	/* The key last, over a cleared k1: a copy is never read with the
+	 * key of one flow and the backend of another. */
+	fc->k1 = 0;
+	asm volatile("" ::: "memory"); /* keep the stores in this order */
 	fc->last_seen_ns = ct->last_seen_ns;
 	*(__u64 *)&fc->backend_id = *(const __u64 *)&ct->backend_id; /* backend_id, cookie */
+	asm volatile("" ::: "memory");
+	fc->k0 = k0;
+	fc->k1 = k1;
 }
 
 static __always_inline void lb_ct_delete(const struct lb_flow *flow)

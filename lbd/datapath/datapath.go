@@ -155,6 +155,12 @@ func (d *Datapath) spec() (*ebpf.CollectionSpec, error) {
 	for name, n := range sizes {
 		spec.Maps[name].MaxEntries = n
 	}
+	// The flow cache: LB_FC_SLOTS (the C size) entries for each CPU.
+	cpus, err := ebpf.PossibleCPU()
+	if err != nil {
+		return nil, fmt.Errorf("count possible CPUs: %w", err)
+	}
+	spec.Maps[bpfMapLbFlowCache].MaxEntries *= uint32(cpus)
 	// The template's size is the bound; with BPF_F_INNER_MAP (maps.h) the
 	// kernel accepts inner tables of any size.
 	for _, name := range []string{bpfMapLbMaglev, bpfMapLbRr} {

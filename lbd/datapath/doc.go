@@ -39,7 +39,7 @@
 //   - lb_vip_filter (array): one bit per folded destination address (vipBit),
 //     set for every VIP; a clear bit means "no VIP", before any hash lookup.
 //   - lb_clock (per-CPU array): the coarse clock cached per jiffy.
-//   - lb_flow_cache (per-CPU array, not pinned): copies of established IPv4
+//   - lb_flow_cache (array, 8,192 entries per CPU, not pinned): copies of established IPv4
 //     lb_ct4 entries, so a busy flow's packets skip the LRU lookup; a copy is
 //     trusted for at most the 1 s refresh interval and only under the
 //     current generation (lb_config.ct_gen, bumped by invalidateFlowCache
