@@ -14,6 +14,12 @@
  *                   entries), insert it on a miss, then as floor_redirect.
  *                   No parsing beyond fixed offsets, no service, no
  *                   scheduling: the kernel's LRU insert is the cost.
+ *   floor_vip       floor_redirect for real traffic (dsrlb-bench's floor
+ *                   mode, attached with tcx ahead of lbd's program): frames
+ *                   to one IPv4 VIP get the MACs set before load and are
+ *                   redirected, every other frame continues. One compare
+ *                   more than floor_redirect, so that the balancer's ARP
+ *                   and health checks keep working under it.
  */
 #include <linux/types.h>
 #include <linux/bpf.h>
@@ -49,6 +55,29 @@ int floor_redirect(struct __sk_buff *skb)
 	if ((void *)(eth + 1) > data_end)
 		return TC_ACT_UNSPEC;
 	__builtin_memcpy(eth->h_dest, macs, sizeof(macs));
+	return bpf_redirect(skb->ifindex, 0);
+}
+
+/* floor_vip's settings, written before load (floor.LoadVIP). */
+const volatile __be32 floor_vip_addr = 0;
+/* Destination then source MAC, as three words: read through volatile
+ * (a memcpy would cast it away and clang would fold the zeros in). */
+const volatile __u32 floor_vip_macs[3] = {0};
+
+SEC("tc")
+int floor_vip(struct __sk_buff *skb)
+{
+	void *data_end = (void *)(long)skb->data_end;
+	struct ethhdr *eth = (void *)(long)skb->data;
+	__u8 *ip = (void *)(eth + 1);
+
+	if ((void *)(ip + 20) > data_end)
+		return TC_ACT_UNSPEC;
+	if (eth->h_proto != __builtin_bswap16(ETH_P_IP) || *(__be32 *)(ip + 16) != floor_vip_addr)
+		return TC_ACT_UNSPEC;
+	*(__u32 *)eth->h_dest = floor_vip_macs[0];
+	*(__u32 *)(eth->h_dest + 4) = floor_vip_macs[1];
+	*(__u32 *)(eth->h_dest + 8) = floor_vip_macs[2];
 	return bpf_redirect(skb->ifindex, 0);
 }
 

@@ -182,7 +182,10 @@ struct lb_config {
 	__u32 last_cookie;    /* highest lb_backend.cookie ever handed out (Go only):
 	                       * survives restarts so a reused slot never gets a
 	                       * cookie that stale conntrack entries still carry */
-	__u32 pad2;
+	__u32 ct_gen;         /* bumped by Go after it deletes or writes conntrack
+	                       * entries: invalidates every flow cache entry
+	                       * (lb_flow_cache). Was padding (always 0) before
+	                       * ABI 4 had it: 0 is a valid generation. */
 };
 
 /* Value of lb_clock (per CPU): CLOCK_MONOTONIC_COARSE as of the last jiffy
@@ -201,6 +204,23 @@ struct lb_ct_counters {
 	__u64 inserted; /* new entries (bpf_map_update_elem) */
 	__u64 renewed;  /* stale entries reused in place by a new flow */
 	__u64 dropped;  /* stale entries deleted by the program */
+};
+
+/* The per-CPU flow cache in front of lb_ct4 (lb_flow_cache): 2^LB_FC_BITS
+ * direct-mapped slots per CPU. */
+#define LB_FC_BITS 13
+#define LB_FC_SLOTS (1 << LB_FC_BITS)
+
+/* Value of lb_flow_cache: a copy of a valid, established lb_ct4 entry,
+ * 32 bytes (half a cache line). k0 and k1 are the lb_ct4_key read as two
+ * u64 words; bits 40-63 of k1 (the key's zero padding) hold the cache
+ * generation the copy was made under. */
+struct lb_fc_entry {
+	__u64 k0;           /* saddr, daddr */
+	__u64 k1;           /* sport, dport, proto; bits 40-63: generation */
+	__u64 last_seen_ns; /* the lb_ct4 entry's last_seen_ns when copied */
+	__u32 backend_id;
+	__u32 cookie;
 };
 
 /* Per-CPU counters, for services, backends and reasons alike. */

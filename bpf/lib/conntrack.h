@@ -19,7 +19,21 @@
  *
  * Cost: a hit reads the coarse clock from a per-CPU cache (lb_now: no helper
  * call within a jiffy) and writes the entry only when its state changes or
- * its timestamp is a second old.
+ * its timestamp is a second old. An established IPv4 flow is usually found
+ * in this CPU's part of the flow cache (lb_flow_cache: an inlined array read, where the
+ * LRU hash lookup was half of a hit's cost); the cache only repeats what
+ * the entry would answer, for at most the refresh interval, so the entry
+ * is still looked up (recency, timestamp) about once a second per busy
+ * flow and CPU, and keeps what the LRU does for flows in use.
+ *
+ * Cache coherence: a copy is valid under one generation, the sum of Go's
+ * lb_config.ct_gen (bumped after Go deletes or writes entries) and the
+ * program's lb_fc_gen_bpf (bumped when it deletes an IPv4 entry or renews
+ * one onto another backend). The backend's cookie and state are checked on
+ * every cached hit as on every LRU hit; a FIN or RST, a SYN, and IPv6
+ * flows always take the LRU path. A FIN seen on another CPU leaves this
+ * CPU's copy (established) answering for up to a second: the same backend
+ * the closing entry names.
  */
 #ifndef LB_CONNTRACK_H
 #define LB_CONNTRACK_H
@@ -90,19 +104,86 @@ static __always_inline void lb_ct4_key(const struct lb_flow *f, struct lb_ct4_ke
 	k->proto = f->proto;
 }
 
-static __always_inline struct lb_ct_entry *lb_ct_find(const struct lb_flow *flow)
+/* The program's half of the flow cache generation (the other is Go's
+ * lb_config.ct_gen): bumped when the program deletes an IPv4 entry or
+ * renews one onto another backend, so that no CPU's cached copy outlives
+ * the change. A global (.bss), so reading it is one load; each loaded
+ * program has its own, as it has its own cache. */
+__u32 lb_fc_gen_bpf;
+
+static __always_inline void lb_fc_invalidate(void)
 {
-	if (lb_flow_is4(flow)) {
-		struct lb_ct4_key k = {};
+	__sync_fetch_and_add(&lb_fc_gen_bpf, 1);
+}
 
-		struct lb_ct_entry *ct;
+/* lb_fc_gen is the current generation, in k1's padding bits (40-63). */
+static __always_inline __u64 lb_fc_gen(const struct lb_config *cfg)
+{
+	return (__u64)((cfg->ct_gen + lb_fc_gen_bpf) & 0xffffff) << 40;
+}
 
-		lb_ct4_key(flow, &k);
-		ct = bpf_map_lookup_elem(&lb_ct4, &k);
-		lb_keep(ct);
-		return ct;
+/* lb_fc_slot is the flow's cache entry on this CPU (any flow may be in it).
+ * bpf_get_smp_processor_id is inlined by the verifier; a tc program runs
+ * with migration disabled, so the CPU's entries are its own, as a per-CPU
+ * value would be. */
+static __always_inline struct lb_fc_entry *lb_fc_slot(__u64 k0, __u64 k1)
+{
+	__u32 slot = ((k0 ^ (k1 * 0x9e3779b97f4a7c15ULL)) * 0xff51afd7ed558ccdULL) >> (64 - LB_FC_BITS);
+
+	slot += bpf_get_smp_processor_id() * LB_FC_SLOTS;
+
+	return bpf_map_lookup_elem(&lb_flow_cache, &slot);
+}
+
+/* lb_fc_hit returns the backend of a cached copy of the flow's entry, or
+ * NULL when the LRU path must decide: another flow in the slot, another
+ * generation, a FIN or RST (the entry's state changes), the copy older than
+ * LB_CT_REFRESH_NS (the entry's timestamp is due: the LRU path refreshes it
+ * and its recency), or the backend no longer the same one up or draining.
+ * What a hit returns is what the LRU path would return, which writes
+ * nothing in that case either. */
+static __always_inline struct lb_backend *lb_fc_hit(const struct lb_fc_entry *fc, __u64 k0, __u64 k1,
+						    const struct lb_pkt *pkt, const struct lb_config *cfg, __u64 now,
+						    __u32 *id)
+{
+	struct lb_backend *be;
+	__s64 age;
+
+	if (fc->k0 != k0 || fc->k1 != k1)
+		return NULL;
+	if (pkt->flow.proto == IPPROTO_TCP && (pkt->tcp_flags & (LB_TCP_FIN | LB_TCP_RST)))
+		return NULL;
+	age = (__s64)(now - fc->last_seen_ns);
+	if (age > (__s64)LB_CT_REFRESH_NS ||
+	    age >= (__s64)lb_ct_timeout(cfg, pkt->flow.proto, LB_CT_ESTABLISHED))
+		return NULL;
+	be = bpf_map_lookup_elem(&lb_backends, &fc->backend_id);
+	if (!be || be->cookie != fc->cookie ||
+	    (be->state != LB_BACKEND_UP && be->state != LB_BACKEND_DRAIN))
+		return NULL;
+	*id = fc->backend_id;
+	return be;
+}
+
+/* lb_fc_keep records a valid entry after the LRU path: an established one
+ * is copied into the slot, any other state clears the slot if it holds the
+ * flow (its next packets take the LRU path). */
+static __always_inline void lb_fc_keep(struct lb_fc_entry *fc, __u64 k0, __u64 k1, const struct lb_ct_entry *ct)
+{
+	if (ct->state != LB_CT_ESTABLISHED) {
+		if (fc->k0 == k0 && fc->k1 == k1)
+			fc->k1 = 0; /* proto 0: matches no flow */
+		return;
 	}
-	return bpf_map_lookup_elem(&lb_conntrack, flow);
+	/* The key last, over a cleared k1: a copy is never read with the
+	 * key of one flow and the backend of another. */
+	fc->k1 = 0;
+	asm volatile("" ::: "memory"); /* keep the stores in this order */
+	fc->last_seen_ns = ct->last_seen_ns;
+	*(__u64 *)&fc->backend_id = *(const __u64 *)&ct->backend_id; /* backend_id, cookie */
+	asm volatile("" ::: "memory");
+	fc->k0 = k0;
+	fc->k1 = k1;
 }
 
 static __always_inline void lb_ct_delete(const struct lb_flow *flow)
@@ -115,6 +196,7 @@ static __always_inline void lb_ct_delete(const struct lb_flow *flow)
 		lb_ct4_key(flow, &k);
 		err = bpf_map_delete_elem(&lb_ct4, &k);
 		lb_keep(err);
+		lb_fc_invalidate();
 		return;
 	}
 	bpf_map_delete_elem(&lb_conntrack, flow);
@@ -138,17 +220,41 @@ static __always_inline long lb_ct_add(const struct lb_flow *flow, const struct l
 /* lb_ct_lookup returns the flow's backend and its id, or NULL. new_syn: the
  * packet is a SYN without ACK (a closing entry then yields). An entry found
  * but no longer valid is returned in *stale: the caller renews it in place
- * for a new flow (lb_ct_insert) or deletes it (lb_ct_drop). */
+ * for a new flow (lb_ct_insert) or deletes it (lb_ct_drop). An IPv4 packet
+ * that is not a new SYN tries this CPU's flow cache first. */
 static __always_inline struct lb_backend *lb_ct_lookup(const struct lb_pkt *pkt, const struct lb_config *cfg,
 						       __u64 now, int new_syn, __u32 *id,
 						       struct lb_ct_entry **stale)
 {
 	const struct lb_flow *flow = &pkt->flow;
-	struct lb_ct_entry *ct = lb_ct_find(flow);
+	struct lb_fc_entry *fc = NULL;
+	struct lb_ct_entry *ct;
 	struct lb_backend *be;
+	__u64 k0 = 0, k1 = 0;
 	__s64 age;
 	__u8 state;
 
+	if (lb_flow_is4(flow)) {
+		struct lb_ct4_key k = {};
+
+		lb_ct4_key(flow, &k);
+		if (!new_syn) {
+			/* The generation is read before the LRU lookup: a copy
+			 * made from an entry deleted meanwhile is born stale. */
+			k0 = (__u64)k.saddr | (__u64)k.daddr << 32;
+			k1 = (__u64)k.sport | (__u64)k.dport << 16 | (__u64)k.proto << 32 | lb_fc_gen(cfg);
+			fc = lb_fc_slot(k0, k1);
+			if (fc) {
+				be = lb_fc_hit(fc, k0, k1, pkt, cfg, now, id);
+				if (be)
+					return be;
+			}
+		}
+		ct = bpf_map_lookup_elem(&lb_ct4, &k);
+		lb_keep(ct);
+	} else {
+		ct = bpf_map_lookup_elem(&lb_conntrack, flow);
+	}
 	if (!ct)
 		return NULL;
 	state = ct->state;
@@ -174,6 +280,8 @@ static __always_inline struct lb_backend *lb_ct_lookup(const struct lb_pkt *pkt,
 	}
 	if (age > (__s64)LB_CT_REFRESH_NS)
 		ct->last_seen_ns = now;
+	if (fc)
+		lb_fc_keep(fc, k0, k1, ct);
 	*id = ct->backend_id;
 	return be;
 invalid:
@@ -219,6 +327,10 @@ static __always_inline void lb_ct_insert(const struct lb_flow *flow, __u32 id, c
 	struct lb_ct_counters *c = lb_ct_counters();
 
 	if (stale) {
+		/* Renewed onto another backend: copies of the old entry in
+		 * other CPUs' caches must go. */
+		if (*(__u64 *)&stale->backend_id != *(__u64 *)&ct.backend_id && lb_flow_is4(flow))
+			lb_fc_invalidate();
 		*(__u64 *)&stale->backend_id = *(__u64 *)&ct.backend_id;
 		stale->state = ct.state;
 		stale->last_seen_ns = now;

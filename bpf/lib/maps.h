@@ -87,6 +87,25 @@ struct {
 	__uint(max_entries, 1048576);
 } lb_conntrack SEC(".maps");
 
+/* CPU * LB_FC_SLOTS + slot (hash of the lb_ct4 key) -> a copy of an
+ * established IPv4 flow's entry (struct lb_fc_entry), so that most packets
+ * of a busy flow skip the LRU hash lookup: one array read instead. Each CPU
+ * owns its LB_FC_SLOTS entries (lbd sets max_entries to LB_FC_SLOTS times
+ * the possible CPUs). A plain array, not a per-CPU one: a per-CPU array
+ * reads a per-slot pointer table before the value, two cold cache lines
+ * per packet under load instead of one. Filled only from a valid lb_ct4
+ * hit (never by a SYN: a flood does not displace flows in use), trusted
+ * for at most LB_CT_REFRESH_NS after the entry's last refresh, so the LRU
+ * entry is still looked up (and its recency and timestamp refreshed) about
+ * once a second per busy flow and CPU. Not pinned: a cache, each loaded
+ * program has its own. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__type(key, __u32);
+	__type(value, struct lb_fc_entry);
+	__uint(max_entries, LB_FC_SLOTS);
+} lb_flow_cache SEC(".maps");
+
 /* (client, VIP, proto, IP id) -> ports of the datagram, written by its
  * first fragment so that later fragments (which carry no ports) follow it
  * to the same service and flow, hence backend. LRU: a datagram's fragments

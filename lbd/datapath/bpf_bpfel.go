@@ -57,7 +57,7 @@ type bpfLbConfig struct {
 	IfMac               [6]uint8
 	Pad                 [2]uint8
 	LastCookie          uint32
-	Pad2                uint32
+	CtGen               uint32
 }
 
 type bpfLbCounters struct {
@@ -102,6 +102,15 @@ const (
 	bpfLbCtStateLB_CT_CLOSING     bpfLbCtState = 2
 	bpfLbCtStateLB_CT_CLOSED      bpfLbCtState = 3
 )
+
+type bpfLbFcEntry struct {
+	_          structs.HostLayout
+	K0         uint64
+	K1         uint64
+	LastSeenNs uint64
+	BackendId  uint32
+	Cookie     uint32
+}
 
 type bpfLbFlow struct {
 	_     structs.HostLayout
@@ -194,6 +203,7 @@ const (
 	bpfMapLbConntrack     = "lb_conntrack"
 	bpfMapLbCt4           = "lb_ct4"
 	bpfMapLbCtStats       = "lb_ct_stats"
+	bpfMapLbFlowCache     = "lb_flow_cache"
 	bpfMapLbFrags         = "lb_frags"
 	bpfMapLbGlobalStats   = "lb_global_stats"
 	bpfMapLbMaglev        = "lb_maglev"
@@ -203,6 +213,7 @@ const (
 	bpfMapLbSvcStats      = "lb_svc_stats"
 	bpfMapLbVipFilter     = "lb_vip_filter"
 	bpfProgDsrlbIngress   = "dsrlb_ingress"
+	bpfVarLbFcGenBpf      = "lb_fc_gen_bpf"
 	bpfVarLbUnusedAbi     = "lb_unused_abi"
 	bpfVarLbUnusedCtState = "lb_unused_ct_state"
 	bpfVarLbUnusedReason  = "lb_unused_reason"
@@ -266,6 +277,7 @@ type bpfMapSpecs struct {
 	LbConntrack   *ebpf.MapSpec `ebpf:"lb_conntrack"`
 	LbCt4         *ebpf.MapSpec `ebpf:"lb_ct4"`
 	LbCtStats     *ebpf.MapSpec `ebpf:"lb_ct_stats"`
+	LbFlowCache   *ebpf.MapSpec `ebpf:"lb_flow_cache"`
 	LbFrags       *ebpf.MapSpec `ebpf:"lb_frags"`
 	LbGlobalStats *ebpf.MapSpec `ebpf:"lb_global_stats"`
 	LbMaglev      *ebpf.MapSpec `ebpf:"lb_maglev"`
@@ -280,6 +292,7 @@ type bpfMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type bpfVariableSpecs struct {
+	LbFcGenBpf      *ebpf.VariableSpec `ebpf:"lb_fc_gen_bpf"`
 	LbUnusedAbi     *ebpf.VariableSpec `ebpf:"lb_unused_abi"`
 	LbUnusedCtState *ebpf.VariableSpec `ebpf:"lb_unused_ct_state"`
 	LbUnusedReason  *ebpf.VariableSpec `ebpf:"lb_unused_reason"`
@@ -314,6 +327,7 @@ type bpfMaps struct {
 	LbConntrack   *ebpf.Map `ebpf:"lb_conntrack"`
 	LbCt4         *ebpf.Map `ebpf:"lb_ct4"`
 	LbCtStats     *ebpf.Map `ebpf:"lb_ct_stats"`
+	LbFlowCache   *ebpf.Map `ebpf:"lb_flow_cache"`
 	LbFrags       *ebpf.Map `ebpf:"lb_frags"`
 	LbGlobalStats *ebpf.Map `ebpf:"lb_global_stats"`
 	LbMaglev      *ebpf.Map `ebpf:"lb_maglev"`
@@ -333,6 +347,7 @@ func (m *bpfMaps) Close() error {
 		m.LbConntrack,
 		m.LbCt4,
 		m.LbCtStats,
+		m.LbFlowCache,
 		m.LbFrags,
 		m.LbGlobalStats,
 		m.LbMaglev,
@@ -348,6 +363,7 @@ func (m *bpfMaps) Close() error {
 //
 // It can be passed to loadBpfObjects or ebpf.CollectionSpec.LoadAndAssign.
 type bpfVariables struct {
+	LbFcGenBpf      *ebpf.Variable `ebpf:"lb_fc_gen_bpf"`
 	LbUnusedAbi     *ebpf.Variable `ebpf:"lb_unused_abi"`
 	LbUnusedCtState *ebpf.Variable `ebpf:"lb_unused_ct_state"`
 	LbUnusedReason  *ebpf.Variable `ebpf:"lb_unused_reason"`

@@ -51,7 +51,9 @@ func (d *Datapath) ctLookup(k bpfLbFlow, ct *bpfLbCtEntry) error {
 	return d.objs.LbConntrack.Lookup(&k, ct)
 }
 
-// ctDelete deletes the entry of flow k.
+// ctDelete deletes the entry of flow k. The caller then calls
+// invalidateFlowCache (once for many deletes): the programs' per-CPU flow
+// caches may hold copies of the entry.
 func (d *Datapath) ctDelete(k bpfLbFlow) error {
 	if k4, ok := ct4Key(k); ok {
 		return d.objs.LbCt4.Delete(&k4)
@@ -59,12 +61,37 @@ func (d *Datapath) ctDelete(k bpfLbFlow) error {
 	return d.objs.LbConntrack.Delete(&k)
 }
 
-// ctPut writes the entry of flow k (tests: as the program would).
+// ctPut writes the entry of flow k (tests: as the program would), and
+// invalidates the flow caches' copies.
 func (d *Datapath) ctPut(k bpfLbFlow, ct *bpfLbCtEntry) error {
+	var err error
 	if k4, ok := ct4Key(k); ok {
-		return d.objs.LbCt4.Put(&k4, ct)
+		err = d.objs.LbCt4.Put(&k4, ct)
+	} else {
+		err = d.objs.LbConntrack.Put(&k, ct)
 	}
-	return d.objs.LbConntrack.Put(&k, ct)
+	if err != nil {
+		return err
+	}
+	return d.invalidateFlowCache()
+}
+
+// invalidateFlowCache bumps lb_config.ct_gen: every copy of a conntrack
+// entry in the programs' per-CPU flow caches (lb_flow_cache) was made
+// under an older generation and is no longer used. Called after Go deleted
+// or wrote conntrack entries, never before (a copy made in between would
+// survive). The fields the program reads are rewritten with their current
+// values, as persistCookie does.
+func (d *Datapath) invalidateFlowCache() error {
+	var cfg bpfLbConfig
+	if err := d.objs.LbCfg.Lookup(uint32(0), &cfg); err != nil {
+		return fmt.Errorf("read data plane config: %w", err)
+	}
+	cfg.CtGen++
+	if err := d.objs.LbCfg.Put(uint32(0), &cfg); err != nil {
+		return fmt.Errorf("invalidate flow cache: %w", err)
+	}
+	return nil
 }
 
 // eachFlow calls fn for every conntrack entry, IPv4 ones first. An entry

@@ -155,6 +155,12 @@ func (d *Datapath) spec() (*ebpf.CollectionSpec, error) {
 	for name, n := range sizes {
 		spec.Maps[name].MaxEntries = n
 	}
+	// The flow cache: LB_FC_SLOTS (the C size) entries for each CPU.
+	cpus, err := ebpf.PossibleCPU()
+	if err != nil {
+		return nil, fmt.Errorf("count possible CPUs: %w", err)
+	}
+	spec.Maps[bpfMapLbFlowCache].MaxEntries *= uint32(cpus)
 	// The template's size is the bound; with BPF_F_INNER_MAP (maps.h) the
 	// kernel accepts inner tables of any size.
 	for _, name := range []string{bpfMapLbMaglev, bpfMapLbRr} {
@@ -167,7 +173,9 @@ func (d *Datapath) spec() (*ebpf.CollectionSpec, error) {
 	d.inner.Key, d.inner.Value = nil, nil
 	if o.PinPath != "" {
 		for name, m := range spec.Maps {
-			if !strings.HasPrefix(name, ".") { // globals cannot be pinned
+			// Globals cannot be pinned; the flow cache belongs to its
+			// program (a new program starts with an empty one).
+			if !strings.HasPrefix(name, ".") && name != bpfMapLbFlowCache {
 				m.Pinning = ebpf.PinByName
 			}
 		}
@@ -248,6 +256,9 @@ func (d *Datapath) checkConfig() error {
 		TableSize:           d.opts.MaglevTableSize,
 		Abi:                 uint32(bpfLbAbiLB_ABI_VERSION),
 		LastCookie:          d.cookieFloor,
+		// Moves on, never back: a running program's cached copies
+		// made under an older generation stay invalid.
+		CtGen: cur.CtGen + 1,
 	}
 	copy(cfg.IfMac[:], mac)
 	if err := d.objs.LbCfg.Put(uint32(0), &cfg); err != nil {

@@ -39,6 +39,11 @@
 //   - lb_vip_filter (array): one bit per folded destination address (vipBit),
 //     set for every VIP; a clear bit means "no VIP", before any hash lookup.
 //   - lb_clock (per-CPU array): the coarse clock cached per jiffy.
+//   - lb_flow_cache (array, 8,192 entries per CPU, not pinned): copies of established IPv4
+//     lb_ct4 entries, so a busy flow's packets skip the LRU lookup; a copy is
+//     trusted for at most the 1 s refresh interval and only under the
+//     current generation (lb_config.ct_gen, bumped by invalidateFlowCache
+//     after Go deletes or writes entries, plus the program's own counter).
 //   - lb_cfg (array, one entry): timeouts, table size, interface MAC, ABI.
 //     Settings live in a map, not in .rodata, because globals are not pinned.
 //   - lb_svc_stats, lb_be_stats, lb_global_stats (per-CPU arrays): counters

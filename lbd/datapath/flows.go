@@ -165,7 +165,10 @@ func (d *Datapath) purgeUnserved(before map[bpfLbServiceKey]uint32) error {
 			d.purged++
 		}
 	}
-	return nil
+	if len(dead) == 0 {
+		return nil
+	}
+	return d.invalidateFlowCache()
 }
 
 // ConntrackStats is the flow table's churn since its map was created.

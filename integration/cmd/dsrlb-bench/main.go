@@ -10,6 +10,12 @@
 //   - haproxy: Debian's HAProxy in TCP mode in the balancer's namespace on
 //     192.0.2.20:80, roundrobin over the same backends (full proxy: both
 //     directions cross the balancer).
+//   - floor:   (not in the default modes) the client reaches the VIP through
+//     the balancer as for dsrlb, but bpf/bench/floor.c's floor_vip, attached
+//     with tcx ahead of lbd's program for the cell only, rewrites the MACs of
+//     every frame to the VIP and redirects it to backend b1: the reference
+//     the in-kernel cost of dsrlb's program is compared with under the same
+//     load (use -backends 1 so that both send everything to b1).
 //
 // wrk, in the client's namespace, opens a new connection for every request
 // (Connection: close) for a fixed duration per cell; each cell (mode x
@@ -47,6 +53,7 @@ import (
 	"github.com/cilium/ebpf/link"
 
 	"github.com/dsrlb/dsrlb/integration/topo"
+	"github.com/dsrlb/dsrlb/lbd/datapath/floor"
 )
 
 // haproxyAddr is where HAProxy listens: the balancer's second address, so
@@ -77,7 +84,7 @@ func main() {
 	flag.IntVar(&o.conns, "conns", 32, "concurrent connections of wrk")
 	flag.IntVar(&o.threads, "threads", 2, "wrk threads")
 	flag.StringVar(&sizes, "sizes", "64,1048576", "response body sizes in bytes, comma-separated")
-	flag.StringVar(&modes, "modes", "direct,dsrlb,haproxy", "paths to measure, comma-separated (direct first: ratios are to it)")
+	flag.StringVar(&modes, "modes", "direct,dsrlb,haproxy", "paths to measure, comma-separated (direct first: ratios are to it); floor: the reference program instead of lbd's")
 	flag.IntVar(&o.backends, "backends", 3, "backends (1..9)")
 	flag.IntVar(&o.rssServices, "rss-services", 1000, "services in the configuration lbd is reloaded with to read its RSS (0 skips)")
 	flag.Parse()
@@ -121,8 +128,8 @@ func (o *options) parse(sizes, modes string) error {
 	}
 	for _, m := range strings.Split(modes, ",") {
 		m = strings.TrimSpace(m)
-		if m != "direct" && m != "dsrlb" && m != "haproxy" {
-			return fmt.Errorf("-modes: unknown mode %q (direct, dsrlb, haproxy)", m)
+		if m != "direct" && m != "dsrlb" && m != "haproxy" && m != "floor" {
+			return fmt.Errorf("-modes: unknown mode %q (direct, dsrlb, haproxy, floor)", m)
 		}
 		o.modes = append(o.modes, m)
 	}
@@ -154,6 +161,10 @@ type bench struct {
 	lbd    *topo.Proc
 	stats  bpfStats
 	counts map[int]*bpfRun // in-kernel cost per size, summed over dsrlb cells
+	// floor mode: floor_vip, its statistics, the balancer's interface.
+	floor      *ebpf.Program
+	floorStats bpfStats
+	lbIfindex  int
 }
 
 func run(ctx context.Context, o options) error {
@@ -167,6 +178,11 @@ func run(ctx context.Context, o options) error {
 		return err
 	}
 	b := &bench{o: o, tp: tp, counts: map[int]*bpfRun{}}
+	defer func() {
+		if b.floor != nil {
+			b.floor.Close()
+		}
+	}()
 	if err := b.setup(ctx); err != nil {
 		return err
 	}
@@ -244,6 +260,11 @@ func (b *bench) setup(ctx context.Context) error {
 			return fmt.Errorf("lbd not serving: %w\n%s", err, b.lbd.Output())
 		}
 		if b.stats, err = findProgram(tp.PinPath); err != nil {
+			return err
+		}
+	}
+	if slices.Contains(b.o.modes, "floor") {
+		if err := b.loadFloor(); err != nil {
 			return err
 		}
 	}
@@ -395,6 +416,35 @@ func (b *bench) cell(ctx context.Context, mode string, size int, d time.Duration
 		defer func() {
 			after, rerr := b.stats.read()
 			restoreBPFStats(prev)
+			if rerr == nil {
+				c.bpf = after.sub(before)
+			} else if err == nil {
+				err = rerr
+			}
+		}()
+	case "floor":
+		if err := tp.PointVIPAt(tp.Client, topo.VIP4, tp.Balancer); err != nil {
+			return c, err
+		}
+		detach, err := b.attachFloor()
+		if err != nil {
+			return c, err
+		}
+		prev, err := enableBPFStats()
+		if err != nil {
+			detach()
+			return c, err
+		}
+		before, err := b.floorStats.read()
+		if err != nil {
+			restoreBPFStats(prev)
+			detach()
+			return c, err
+		}
+		defer func() {
+			after, rerr := b.floorStats.read()
+			restoreBPFStats(prev)
+			detach()
 			if rerr == nil {
 				c.bpf = after.sub(before)
 			} else if err == nil {
@@ -564,6 +614,48 @@ func findProgram(pinPath string) (bpfStats, error) {
 	return s, nil
 }
 
+// loadFloor loads floor_vip for the VIP, backend b1 and the balancer's
+// MAC (it is attached per floor cell, attachFloor).
+func (b *bench) loadFloor() error {
+	tp := b.tp
+	l, err := tp.Balancer.NS.Netlink().LinkByName(tp.Balancer.Link)
+	if err != nil {
+		return fmt.Errorf("find %s in %s: %w", tp.Balancer.Link, tp.Balancer.NS.Name, err)
+	}
+	b.lbIfindex = l.Attrs().Index
+	if b.floor, err = floor.LoadVIP(topo.VIP4, tp.Backends[0].MAC, tp.Balancer.MAC); err != nil {
+		return err
+	}
+	info, err := b.floor.Info()
+	if err != nil {
+		return fmt.Errorf("read floor_vip info: %w", err)
+	}
+	id, _ := info.ID()
+	b.floorStats = bpfStats{id: id, name: info.Name}
+	return nil
+}
+
+// attachFloor attaches floor_vip with tcx at the head of the balancer
+// interface's ingress (ahead of lbd's program, which then sees only what
+// floor_vip lets continue: ARP, health-check replies) and returns its
+// detach.
+func (b *bench) attachFloor() (func(), error) {
+	var l link.Link
+	err := b.tp.Balancer.NS.Do(func() error {
+		var err error
+		l, err = link.AttachTCX(link.TCXOptions{Interface: b.lbIfindex, Program: b.floor, Attach: ebpf.AttachTCXIngress, Anchor: link.Head()})
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("attach floor_vip to %s: %w", b.tp.Balancer.Link, err)
+	}
+	return func() {
+		if err := l.Close(); err != nil {
+			logf("detach floor_vip: %v", err)
+		}
+	}, nil
+}
+
 func (s bpfStats) read() (bpfRun, error) {
 	p, err := ebpf.NewProgramFromID(s.id)
 	if err != nil {
@@ -681,19 +773,32 @@ func table(o options, cells []cell) string {
 }
 
 func (b *bench) kernelTable(cells []cell) string {
-	if !slices.Contains(b.o.modes, "dsrlb") {
+	if !slices.Contains(b.o.modes, "dsrlb") && !slices.Contains(b.o.modes, "floor") {
 		return ""
 	}
 	var s strings.Builder
-	fmt.Fprintf(&s, "\nIn-kernel cost of %s (prog id %d) during the dsrlb cells, kernel.bpf_stats_enabled=1, all runs summed\n\n", b.stats.name, b.stats.id)
-	s.WriteString("| response | run_cnt | run_time_ns | ns/run | runs/request |\n|---|--:|--:|--:|--:|\n")
+	fmt.Fprintf(&s, "\nIn-kernel cost during the dsrlb cells (%s, prog id %d) and the floor cells (%s, prog id %d), kernel.bpf_stats_enabled=1, all runs summed\n\n",
+		b.stats.name, b.stats.id, b.floorStats.name, b.floorStats.id)
+	s.WriteString("| response | program | run_cnt | run_time_ns | ns/run | runs/request | × floor |\n|---|---|--:|--:|--:|--:|--:|\n")
 	for _, sz := range b.o.sizes {
-		sum, ok := summarize(cells, "dsrlb", sz)
-		if !ok {
-			continue
+		fl, _ := summarize(cells, "floor", sz)
+		for _, mode := range []string{"dsrlb", "floor"} {
+			sum, ok := summarize(cells, mode, sz)
+			if !ok {
+				continue
+			}
+			fmt.Fprintf(&s, "| %s | %s | %d | %d | %.1f | %.2f | %s |\n", size(sz), mode, sum.bpf.runs, sum.bpf.ns, sum.bpf.perRun(),
+				float64(sum.bpf.runs)/float64(max(sum.requests, 1)), ratio(sum.bpf.perRun(), fl.bpf.perRun()))
 		}
-		fmt.Fprintf(&s, "| %s | %d | %d | %.1f | %.2f |\n", size(sz), sum.bpf.runs, sum.bpf.ns, sum.bpf.perRun(),
-			float64(sum.bpf.runs)/float64(max(sum.requests, 1)))
+	}
+	if len(b.o.sizes) > 0 && b.o.runs > 1 {
+		s.WriteString("\nPer run (ns/run): ")
+		for _, c := range cells {
+			if c.bpf.runs > 0 {
+				fmt.Fprintf(&s, "%s/%s %.0f; ", c.mode, size(c.size), c.bpf.perRun())
+			}
+		}
+		s.WriteString("\n")
 	}
 	return s.String()
 }

@@ -38,6 +38,9 @@ const (
 	floorProgFloorNoop     = "floor_noop"
 	floorProgFloorRedirect = "floor_redirect"
 	floorProgFloorTrack    = "floor_track"
+	floorProgFloorVip      = "floor_vip"
+	floorVarFloorVipAddr   = "floor_vip_addr"
+	floorVarFloorVipMacs   = "floor_vip_macs"
 )
 
 // loadFloor returns the embedded CollectionSpec for floor.
@@ -85,6 +88,7 @@ type floorProgramSpecs struct {
 	FloorNoop     *ebpf.ProgramSpec `ebpf:"floor_noop"`
 	FloorRedirect *ebpf.ProgramSpec `ebpf:"floor_redirect"`
 	FloorTrack    *ebpf.ProgramSpec `ebpf:"floor_track"`
+	FloorVip      *ebpf.ProgramSpec `ebpf:"floor_vip"`
 }
 
 // floorMapSpecs contains maps before they are loaded into the kernel.
@@ -98,6 +102,8 @@ type floorMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type floorVariableSpecs struct {
+	FloorVipAddr *ebpf.VariableSpec `ebpf:"floor_vip_addr"`
+	FloorVipMacs *ebpf.VariableSpec `ebpf:"floor_vip_macs"`
 }
 
 // floorObjects contains all objects after they have been loaded into the kernel.
@@ -133,6 +139,8 @@ func (m *floorMaps) Close() error {
 //
 // It can be passed to loadFloorObjects or ebpf.CollectionSpec.LoadAndAssign.
 type floorVariables struct {
+	FloorVipAddr *ebpf.Variable `ebpf:"floor_vip_addr"`
+	FloorVipMacs *ebpf.Variable `ebpf:"floor_vip_macs"`
 }
 
 // floorPrograms contains all programs after they have been loaded into the kernel.
@@ -142,6 +150,7 @@ type floorPrograms struct {
 	FloorNoop     *ebpf.Program `ebpf:"floor_noop"`
 	FloorRedirect *ebpf.Program `ebpf:"floor_redirect"`
 	FloorTrack    *ebpf.Program `ebpf:"floor_track"`
+	FloorVip      *ebpf.Program `ebpf:"floor_vip"`
 }
 
 func (p *floorPrograms) Close() error {
@@ -149,6 +158,7 @@ func (p *floorPrograms) Close() error {
 		p.FloorNoop,
 		p.FloorRedirect,
 		p.FloorTrack,
+		p.FloorVip,
 	)
 }
 
