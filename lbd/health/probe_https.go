@@ -10,6 +10,7 @@ import (
 	"net"
 	"os"
 	"sync"
+	"time"
 )
 
 // tlsDialer returns the DialTLSContext of an https check: the connection
@@ -34,15 +35,29 @@ func tlsDialer(t Target) dialFunc {
 			cfg = base.Clone()
 			cfg.RootCAs = pool
 		}
+		// http.Transport dials with a context that has no deadline and is
+		// never cancelled (a dial may outlive its request): bound the dial
+		// and the handshake by the check's timeout, or a backend that
+		// accepts and never answers keeps a goroutine (and, through the
+		// DSR path, a source port) per check forever.
+		if _, ok := ctx.Deadline(); !ok && t.Check.Timeout > 0 {
+			var cancel context.CancelFunc
+			ctx, cancel = context.WithTimeout(ctx, t.Check.Timeout)
+			defer cancel()
+		}
 		raw, err := dial(ctx, network, address)
 		if err != nil {
 			return nil, err
+		}
+		if dl, ok := ctx.Deadline(); ok {
+			_ = raw.SetDeadline(dl)
 		}
 		c := tls.Client(raw, cfg)
 		if err := c.HandshakeContext(ctx); err != nil {
 			_ = raw.Close()
 			return nil, newTLSError(t, err)
 		}
+		_ = raw.SetDeadline(time.Time{}) // the request's context bounds the rest
 		return c, nil
 	}
 }

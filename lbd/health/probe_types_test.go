@@ -17,6 +17,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -29,7 +30,7 @@ import (
 	"github.com/dsrlb/dsrlb/shared/config"
 )
 
-// probeOnce runs one check of c against addr, as a checker would.
+// probeCheck runs one check of c against addr, as a checker would.
 func probeCheck(t *testing.T, addr netip.AddrPort, c config.Check) error {
 	t.Helper()
 	if c.Timeout == 0 {
@@ -485,4 +486,55 @@ func copyFile(t *testing.T, from, to string) {
 func TestExecLeftoverChildIsNotAFailure(t *testing.T) {
 	c := config.Check{Type: config.CheckExec, Timeout: time.Second, Command: script(t, "sleep 3 & exit 0")}
 	wantErr(t, probeCheck(t, netip.MustParseAddrPort("192.0.2.11:0"), c), "")
+}
+
+// TestHTTPSHungBackendLeaksNothing: a backend whose kernel accepts but
+// whose TLS server never answers fails each check, and the handshakes of
+// those checks end with them (http.Transport dials with a context that is
+// never cancelled: without the check's own bound every check would leave a
+// goroutine stuck in the handshake, and through the DSR path a source port).
+func TestHTTPSHungBackendLeaksNothing(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	var held []net.Conn
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			held = append(held, c) // never read: the handshake hangs
+			mu.Unlock()
+		}
+	}()
+	t.Cleanup(func() {
+		ln.Close()
+		mu.Lock()
+		defer mu.Unlock()
+		for _, c := range held {
+			c.Close()
+		}
+	})
+	addr := netip.MustParseAddrPort(ln.Addr().String())
+	c := config.Check{Type: config.CheckHTTPS, Timeout: 200 * time.Millisecond, Path: "/", ExpectStatus: 200,
+		Method: "GET", InsecureSkipVerify: true}
+	before := runtime.NumGoroutine()
+	const checks = 5
+	for range checks {
+		if err := probeCheck(t, addr, c); err == nil {
+			t.Fatal("the check of a TLS server that never answers passed")
+		}
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for runtime.NumGoroutine() > before+2 {
+		if time.Now().After(deadline) {
+			buf := make([]byte, 1<<16)
+			t.Fatalf("%d goroutines after %d failed checks, %d before:\n%s", runtime.NumGoroutine(), checks, before, buf[:runtime.Stack(buf, true)])
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }
