@@ -19,6 +19,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -328,15 +329,25 @@ func (d *Daemon) seedFromDataplane() (observed, error) {
 		return obs, fmt.Errorf("read adopted data plane: %w", err)
 	}
 	id := IdentityOf(d.cfg)
+	// Drain is also what a failing backend of an on_failure: drain service
+	// is pinned as: the reasons the last lbd recorded tell it from a
+	// drained healthy one, so a restart does not put it back in rotation.
+	recorded, _ := ReadReasons(d.opts.ReasonsFile)
 	for _, s := range st.Services {
 		cs := id.Service(s.VIP, s.Proto, s.Ports)
 		for _, b := range s.Backends {
 			if b.MAC != nil {
 				obs.macs[b.Addr] = b.MAC
 			}
-			if srv := Server(cs, b.Addr); srv != nil && b.State != datapath.Down {
-				obs.health[health.Key(cs.Name, srv.Name)] = health.Up
+			srv := Server(cs, b.Addr)
+			if srv == nil || b.State == datapath.Down {
+				continue
 			}
+			key := health.Key(cs.Name, srv.Name)
+			if b.State == datapath.Drain && strings.HasPrefix(recorded[key], "health check failing") {
+				continue
+			}
+			obs.health[key] = health.Up
 		}
 	}
 	return obs, nil

@@ -512,3 +512,42 @@ func TestLifecycleRepairsDetached(t *testing.T) {
 		t.Errorf("re-attached %d more times once attached", got-n)
 	}
 }
+
+// TestLifecycleRestartKeepsFailingDrainOut: a backend of an on_failure:
+// drain service is pinned as Drain while its checks fail; a restart must
+// start it down (as the reasons file the last lbd wrote says), not seed it
+// up as a drained healthy backend and send it new flows until it fails fall
+// more checks.
+func TestLifecycleRestartKeepsFailingDrainOut(t *testing.T) {
+	h := newFakeHost()
+	h.dp.adopted = true
+	h.dp.pinned = []datapath.ServiceStats{{VIP: vipWeb, Proto: datapath.TCP, Ports: []uint16{80}, Backends: []datapath.BackendStats{
+		{Addr: addrA, MAC: macA, State: datapath.Up},
+		{Addr: addrB, MAC: macB, State: datapath.Drain},
+	}}}
+	r := newRun(t, h, strings.Replace(lifeConfig, "    ports: [80]\n", "    ports: [80]\n    on_failure: drain\n", 1))
+	opts := r.options(nil)
+	opts.ReasonsFile = filepath.Join(r.dir, "lbd.reasons")
+	if err := os.WriteFile(opts.ReasonsFile, []byte(`{"web/b": "health check failing (on_failure: drain: established flows stay, no new ones)"}`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	ready := make(chan struct{})
+	opts.Ready = ready
+	done := make(chan error, 1)
+	go func() { done <- Run(ctx, opts) }()
+	t.Cleanup(func() { cancel(); <-done })
+	select {
+	case <-ready:
+	case err := <-done:
+		t.Fatalf("Run returned before ready: %v", err)
+	case <-time.After(5 * time.Second):
+		t.Fatal("lbd not ready after 5s")
+	}
+	if got := h.health.initial(); got["web/a"] != health.Up || got["web/b"] != health.Down {
+		t.Errorf("health targets start %v: want a up, b down (pinned Drain while failing)", got)
+	}
+	if got := h.dp.last()["web"]; got["b"] == datapath.Up {
+		t.Errorf("first apply after adopting %v: b is failing and must not take new flows", got)
+	}
+}
