@@ -12,7 +12,8 @@ import (
 // owner may change (lbd runs it as root with lbd's capabilities, so whoever
 // can write it could run code as lbd). It is lbd's check, not the schema's:
 // hostprep reads the same file on backends, which lack these files. The
-// errors point at the service's check: line.
+// errors point at the service's check: line. balancer.notify's command is
+// held to the rules of an exec check's.
 func (c *Config) CheckFiles() error {
 	var errs Errors
 	for i := range c.Services {
@@ -33,6 +34,12 @@ func (c *Config) CheckFiles() error {
 			if err := checkCommand(s.Check.Command); err != nil {
 				add("command", "%v", err)
 			}
+		}
+	}
+	if n := c.Balancer.Notify; n != nil && n.Command != "" {
+		// The hook runs as root like an exec check: the same rules.
+		if err := checkCommand(n.Command); err != nil {
+			errs = append(errs, &Error{File: c.File, Line: c.balancerLine, Path: "balancer.notify.command", Msg: err.Error()})
 		}
 	}
 	if len(errs) > 0 {

@@ -134,3 +134,35 @@ func TestCheckFilesLineThroughLoader(t *testing.T) {
 		}
 	}
 }
+
+// TestCheckFilesNotify: balancer.notify's command is held to an exec
+// check's rules (it runs as root too), the error at the balancer: line.
+func TestCheckFilesNotify(t *testing.T) {
+	dir := t.TempDir()
+	hook := filepath.Join(dir, "hook.sh")
+	write(t, hook, "#!/bin/sh\n", 0o755)
+	for cmd, want := range map[string]string{
+		hook:               "",
+		dir + "/none":      "f.yaml:1: balancer.notify.command: the check command cannot be run: stat " + dir + "/none: no such file or directory",
+		dir + "/shared.sh": "chmod go-w it",
+	} {
+		if cmd == dir+"/shared.sh" {
+			write(t, cmd, "#!/bin/sh\n", 0o755)
+			if err := os.Chmod(cmd, 0o777); err != nil {
+				t.Fatal(err)
+			}
+		}
+		data := "balancer:\n  interface: eth0\n  notify: {command: " + cmd + "}\nservices:\n  - name: a\n    vip: 192.0.2.10\n    ports: [80]\n    servers: [{name: s1, address: 192.0.2.11}]\n"
+		cfg, err := Parse("f.yaml", []byte(data))
+		if err != nil {
+			t.Fatal(err)
+		}
+		err = cfg.CheckFiles()
+		switch {
+		case want == "" && err != nil:
+			t.Errorf("%s: CheckFiles = %v, want nil", cmd, err)
+		case want != "" && (err == nil || !strings.Contains(err.Error(), want)):
+			t.Errorf("%s: CheckFiles = %v, want %q", cmd, err, want)
+		}
+	}
+}
