@@ -182,6 +182,12 @@ func (g *Guard) judge(s vip.Sighting, now time.Time) {
 	g.mu.Lock()
 	pol := g.policy
 	report, bs := pol.Judge(g.seg.Ifi.HardwareAddr, s.MAC)
+	if probe(s.Kind) && len(bs) == 0 {
+		// A probe claims nothing: switches' IP device tracking and any
+		// host checking before it takes an address send these. From a
+		// backend it is a VIP on an interface other than lo: reported.
+		report = false
+	}
 	var c Conflict
 	var ev event
 	if report {
@@ -201,6 +207,9 @@ func (g *Guard) judge(s vip.Sighting, now time.Time) {
 		g.log.Error("still: "+conflictText(c, pol.Mode), append(conflictAttrs(c), "since", c.Since.UTC().Format(time.RFC3339), "frames", c.Seen)...)
 	}
 }
+
+// probe reports whether k only asks about the VIP (RFC 5227 probe, DAD).
+func probe(k vip.ClaimKind) bool { return k == vip.ARPProbe || k == vip.DADProbe }
 
 // conflictText is the one line an operator reads: which VIP, which MAC,
 // whose, and what to do.

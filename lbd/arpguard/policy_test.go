@@ -1,6 +1,7 @@
 package arpguard
 
 import (
+	"log/slog"
 	"net"
 	"net/netip"
 	"strings"
@@ -132,5 +133,31 @@ func TestTrackerBounded(t *testing.T) {
 	}
 	if n := len(tr.list()); n != 2 {
 		t.Errorf("%d conflicts tracked, want the limit 2", n)
+	}
+}
+
+// TestProbesAreNotClaims: an RFC 5227 probe or a DAD solicitation for a VIP
+// asks, it claims nothing (switches' IP device tracking send them): not a
+// conflict from an unknown host; from a backend it means the VIP is on an
+// interface other than lo there, and is reported.
+func TestProbesAreNotClaims(t *testing.T) {
+	for _, tc := range []struct {
+		kind   vip.ClaimKind
+		mac    net.HardwareAddr
+		report bool
+	}{
+		{vip.ARPProbe, peerMAC, false},
+		{vip.DADProbe, peerMAC, false},
+		{vip.ARPProbe, beMAC, true},
+		{vip.DADProbe, beMAC, true},
+		{vip.ARPReply, peerMAC, true},
+		{vip.GratuitousARP, peerMAC, true},
+	} {
+		g := &Guard{log: slog.New(slog.DiscardHandler), seg: &vip.Segment{Ifi: &net.Interface{HardwareAddr: own}},
+			policy: Policy{Mode: OwnerLBD, Backends: map[string][]Backend{beMAC.String(): {web1}}}, track: newTracker(time.Minute)}
+		g.judge(vip.Sighting{VIP: vip4, MAC: tc.mac, Kind: tc.kind}, time.Unix(1000, 0))
+		if got := len(g.track.list()) > 0; got != tc.report {
+			t.Errorf("%s from %s: reported %v, want %v", tc.kind, tc.mac, got, tc.report)
+		}
 	}
 }
