@@ -3,6 +3,7 @@ package daemon
 import (
 	"net"
 	"net/netip"
+	"strings"
 
 	"github.com/dsrlb/dsrlb/lbd/health"
 )
@@ -39,8 +40,8 @@ func staticMAC(mac net.HardwareAddr) (out [6]byte) {
 // onResult sees every check result: metrics, and the error of a failing
 // check, kept as the backend's reason for `lbd status` (a backend that
 // starts down and stays down has no transition to carry it). The data
-// plane is rewritten only when that text changes, which check errors
-// make rare: they name no durations.
+// plane is rewritten only when that text changes other than in its
+// numbers (sameShape).
 func (d *Daemon) onResult(t health.Target, r health.Result) {
 	d.more.observeCheck(t, r)
 	if r.OK() {
@@ -57,7 +58,10 @@ func (d *Daemon) onResult(t health.Target, r health.Result) {
 // noteFailure records why key's last check failed and reports whether
 // that changed. Called with d.mu held.
 func (o *observed) noteFailure(key, why string) bool {
-	if o.checkWhy[key] == why {
+	if old, ok := o.checkWhy[key]; ok && sameShape(old, why) {
+		// "timed out after 1001 ms", an ephemeral port in a Go error: the
+		// same failure. Keeping the first text spares an apply, a log line
+		// and a reset LAST CHANGE per check of every down backend.
 		return false
 	}
 	if o.checkWhy == nil {
@@ -65,6 +69,25 @@ func (o *observed) noteFailure(key, why string) bool {
 	}
 	o.checkWhy[key] = why
 	return true
+}
+
+// sameShape reports whether a and b differ in their numbers only.
+func sameShape(a, b string) bool { return digitsOut(a) == digitsOut(b) }
+
+// digitsOut replaces every run of digits with one '#'.
+func digitsOut(s string) string {
+	var b strings.Builder
+	digit := false
+	for _, r := range s {
+		d := r >= '0' && r <= '9'
+		if !d {
+			b.WriteRune(r)
+		} else if !digit {
+			b.WriteByte('#')
+		}
+		digit = d
+	}
+	return b.String()
 }
 
 // noteCheck follows a transition: a backend that came up has no reason
