@@ -184,21 +184,25 @@ func (d *Daemon) syncAdmin() {
 
 // holdFallbacks keeps, after a start that found no pinned data plane,
 // the fallbacks standing by while the primaries' first checks rise
-// (fallbackHeld); the data plane is reprogrammed when the longest grace
-// ends. A restart adopts the primaries' states and needs no hold.
+// (fallbackHeld); the data plane is reprogrammed when each service's
+// grace ends (one timer per distinct grace: a service with a short one
+// must not wait for the longest). A restart adopts the primaries' states
+// and needs no hold.
 func (d *Daemon) holdFallbacks() {
 	if d.dp == nil || d.dp.Adopted() {
 		return
 	}
-	var longest time.Duration
+	graces := map[time.Duration]bool{}
 	for i := range d.cfg.Services {
 		if s := &d.cfg.Services[i]; s.Primaries() < len(s.Servers) {
-			longest = max(longest, fallbackGrace(s))
+			graces[fallbackGrace(s)] = true
 		}
 	}
-	if longest > 0 {
+	if len(graces) > 0 {
 		d.obs.fresh = time.Now()
-		time.AfterFunc(longest, d.markDirty)
+	}
+	for g := range graces {
+		time.AfterFunc(g, d.markDirty)
 	}
 }
 

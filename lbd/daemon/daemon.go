@@ -114,6 +114,9 @@ type Daemon struct {
 	cfg *config.Config
 	obs observed
 	out why // last reasons backends were out of rotation, to log changes once
+	// reasonsUnwritten: the last reasons file write failed; retried on
+	// the next apply even when the reasons did not change.
+	reasonsUnwritten bool
 	// conflicts are the VIPs not taken because another host answers for them.
 	conflicts []vip.Conflict
 	// detached is why the program was last found not attached; "" when it is.

@@ -31,7 +31,7 @@ func ReadReasons(path string) (map[string]string, error) {
 // ones (d.out), atomically (temp + rename). Loop only.
 func (d *Daemon) recordReasons(reasons why) {
 	path := d.opts.ReasonsFile
-	if path == "" || (d.out != nil && maps.Equal(d.out, reasons)) {
+	if path == "" || (d.out != nil && maps.Equal(d.out, reasons) && !d.reasonsUnwritten) {
 		return
 	}
 	b, _ := json.MarshalIndent(reasons, "", "  ")
@@ -40,7 +40,8 @@ func (d *Daemon) recordReasons(reasons why) {
 	if err == nil {
 		err = os.Rename(tmp, path)
 	}
-	if err != nil {
-		d.log.Warn("cannot record why backends are out of rotation; lbd status shows less", "file", path, "err", err)
+	if err != nil && !d.reasonsUnwritten {
+		d.log.Warn("cannot record why backends are out of rotation; lbd status shows less until it can (retried at every change of the data plane)", "file", path, "err", err)
 	}
+	d.reasonsUnwritten = err != nil
 }
