@@ -394,16 +394,7 @@ func TestDrainByReload(t *testing.T) {
 	url := topo.URL(topo.VIP4, "/")
 	// An established connection to b3 (Maglev spreads connections, so open
 	// until one lands there; bounded).
-	var onB3 *keepAlive
-	for i := 0; i < 60 && onB3 == nil; i++ {
-		k := openKeepAlives(t, e.tp.Client, url, 1)[0]
-		if k.backend == "b3" {
-			onB3 = &k
-		}
-	}
-	if onB3 == nil {
-		t.Fatal("no connection landed on b3 in 60 tries")
-	}
+	onB3 := onBackend(t, e, url, "b3")
 	e.cfg.Services[0].Servers[2].Weight = 0
 	if _, err := e.tp.WriteConfig(e.cfg); err != nil {
 		t.Fatal(err)
@@ -413,28 +404,9 @@ func TestDrainByReload(t *testing.T) {
 	}
 	// The reload is asynchronous: wait (bounded) for a run of new
 	// connections that avoid b3, then measure.
-	deadline := time.Now().Add(10 * time.Second)
-	for run := 0; run < 30; {
-		if time.Now().After(deadline) {
-			t.Fatal("new connections still reach b3 10s after the reload")
-		}
-		if a := topo.Get(context.Background(), e.client, url); a.Err == nil && a.Backend != "b3" {
-			run++
-		} else {
-			run = 0
-		}
-	}
-	as := e.newConns(e.client, url, 300, 4, 60*time.Second)
-	mustNoFailures(t, "new connections after the drain", as)
-	if n := topo.Tally(as)["b3"]; n != 0 {
-		t.Fatalf("%d of 300 new connections went to drained b3: %s", n, topo.FormatTally(topo.Tally(as)))
-	}
-	for i := 0; i < 20; i++ {
-		a := topo.Get(context.Background(), onB3.c, topo.URL(topo.VIP4, "/slow?ms=50"))
-		if a.Err != nil || a.Backend != "b3" {
-			t.Fatalf("established connection to drained b3, request %d: %+v", i, a)
-		}
-	}
+	e.waitRun(url, 30, 10*time.Second, "new connections avoiding b3 after the reload", func(a topo.Answer) bool { return a.Backend != "b3" })
+	e.mustAvoid(url, 300, "new connections after the drain", "b3")
+	mustStay(t, onB3, topo.URL(topo.VIP4, "/slow?ms=50"), 20, "drained b3")
 }
 
 func TestRestartAndReloadUnderLoad(t *testing.T) {
