@@ -331,16 +331,24 @@ func openKeepAlives(t *testing.T, h *topo.Host, url string, n int) []keepAlive {
 	return ks
 }
 
+// checkBound is how long n checks of chk take at most (n = fall: a failing
+// backend is out of rotation; n = rise: a repaired one is back), plus one
+// timeout and slack for scheduling on a shared machine: a functional
+// bound, not a performance figure.
+func checkBound(chk topo.Check, n int, slack time.Duration) time.Duration {
+	return chk.Interval*time.Duration(n) + chk.Timeout + slack
+}
+
+// checkSlack is checkBound's usual slack.
+const checkSlack = 1500 * time.Millisecond
+
 func TestBackendKilledUnderLoad(t *testing.T) {
 	s := begin(t, "backend-killed-under-load")
 	e := startLB(t, s, topo.Options{}, func(tp *topo.Topology) topo.Config { return web(tp, "") })
 	chk := e.cfg.Services[0].Check
 	url := topo.URL(topo.VIP4, "/")
-	// Out of rotation within interval x fall, plus one timeout and slack
-	// for scheduling on a shared machine: a functional bound, not a
-	// performance figure.
-	leaveBy := chk.Interval*time.Duration(chk.Fall) + chk.Timeout + 1500*time.Millisecond
-	returnBy := chk.Interval*time.Duration(chk.Rise) + chk.Timeout + 1500*time.Millisecond
+	leaveBy := checkBound(chk, chk.Fall, checkSlack)
+	returnBy := checkBound(chk, chk.Rise, checkSlack)
 
 	ks := openKeepAlives(t, e.tp.Client, url, 12)
 	bg := startBackground(e.client, url, 4, 20000, 60*time.Second)
@@ -441,14 +449,7 @@ func TestRestartAndReloadUnderLoad(t *testing.T) {
 		t.Errorf("lbd status while lbd is down (reads the pinned maps): %v\n%s", err, out)
 	}
 	bg.waitAnswers(t, "while lbd is down", 50, 20*time.Second)
-	if e.lbd, err = e.tp.StartLbd(); err != nil {
-		t.Fatal(err)
-	}
-	logOnFailure(t, e.lbd)
-	if err := e.lbd.WaitOutput(ctx, "lbd ready", 20*time.Second); err != nil {
-		t.Fatal(err)
-	}
-	mustRestarted(t, e.tp, old, e.lbd)
+	e.restartLbd(ctx, old)
 	poke()
 
 	// Reload by the control socket: the daemon's verdict comes back.
@@ -481,6 +482,21 @@ func TestRestartAndReloadUnderLoad(t *testing.T) {
 	if ok, err := e.lbd.Exited(); ok {
 		t.Fatalf("lbd exited after reload: %v", err)
 	}
+}
+
+// restartLbd starts lbd again after old stopped, waits until it is ready
+// and checks that it is a new process that adopted the data plane.
+func (e *lbEnv) restartLbd(ctx context.Context, old *topo.Proc) {
+	e.t.Helper()
+	var err error
+	if e.lbd, err = e.tp.StartLbd(); err != nil {
+		e.t.Fatal(err)
+	}
+	logOnFailure(e.t, e.lbd)
+	if err := e.lbd.WaitOutput(ctx, "lbd ready", 20*time.Second); err != nil {
+		e.t.Fatal(err)
+	}
+	mustRestarted(e.t, e.tp, old, e.lbd)
 }
 
 // mustRestarted checks that next is another process than old, that it
