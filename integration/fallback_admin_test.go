@@ -112,7 +112,7 @@ func TestFallbackTakesOverAndHandsBack(t *testing.T) {
 	ctx := ctxFor(t, 3*time.Minute)
 	url := topo.URL(topo.VIP4, "/")
 	chk := e.cfg.Services[0].Check
-	leaveBy := chk.Interval*time.Duration(chk.Fall) + chk.Timeout + 5*time.Second
+	leaveBy := checkBound(chk, chk.Fall, 5*time.Second)
 
 	e.mustAvoid(url, 100, "new connections while the primaries are up", "b3")
 	out := e.status(ctx)
@@ -313,15 +313,7 @@ func TestSetSurvivesRestartDroppedByReload(t *testing.T) {
 	if out, err := e.tp.Lbd(ctx, "set", "web/b3", "ready"); err == nil || !strings.Contains(out, "lbd is not running: ") {
 		t.Errorf("lbd set while lbd is down: %v\n%s", err, out)
 	}
-	var err error
-	if e.lbd, err = e.tp.StartLbd(); err != nil {
-		t.Fatal(err)
-	}
-	logOnFailure(t, e.lbd)
-	if err := e.lbd.WaitOutput(ctx, "lbd ready", 20*time.Second); err != nil {
-		t.Fatal(err)
-	}
-	mustRestarted(t, e.tp, old, e.lbd)
+	e.restartLbd(ctx, old)
 	if !strings.Contains(e.lbd.Output(), "lbd set settings restored") {
 		t.Errorf("the restarted lbd did not restore the setting:\n%s", e.lbd.Output())
 	}

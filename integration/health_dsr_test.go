@@ -34,9 +34,7 @@ func vipLeftLo(t *testing.T, vip netip.Addr, name string) {
 	})
 	chk := e.cfg.Services[0].Check
 	url := topo.URL(vip, "/")
-	// Out of rotation within interval x fall, plus one timeout and slack
-	// for scheduling on a shared machine (as TestBackendKilledUnderLoad).
-	leaveBy := chk.Interval*time.Duration(chk.Fall) + chk.Timeout + 1500*time.Millisecond
+	leaveBy := checkBound(chk, chk.Fall, checkSlack)
 	b2 := e.tp.Backend("b2")
 	own := b2.IPv4
 	bits := 32
@@ -88,7 +86,7 @@ func TestHealthDSRServiceOnOwnAddress(t *testing.T) {
 	e := startLB(t, s, topo.Options{}, func(tp *topo.Topology) topo.Config { return web(tp, "") })
 	chk := e.cfg.Services[0].Check
 	url := topo.URL(topo.VIP4, "/")
-	leaveBy := chk.Interval*time.Duration(chk.Fall) + chk.Timeout + 1500*time.Millisecond
+	leaveBy := checkBound(chk, chk.Fall, checkSlack)
 	b2 := e.tp.Backend("b2")
 	ctx := ctxFor(t, 60*time.Second)
 

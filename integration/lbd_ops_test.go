@@ -28,19 +28,10 @@ func TestKilledLbdKeepsConnections(t *testing.T) {
 			}
 		}
 	}
-	e.lbd.Kill()
+	old := e.lbd
+	old.Kill()
 	poke("lbd killed")
-	var err error
-	if e.lbd, err = e.tp.StartLbd(); err != nil {
-		t.Fatal(err)
-	}
-	logOnFailure(t, e.lbd)
-	if err := e.lbd.WaitOutput(context.Background(), "lbd ready", 20*time.Second); err != nil {
-		t.Fatalf("restarted lbd not ready: %v", err)
-	}
-	if !strings.Contains(e.lbd.Output(), "adopted") {
-		t.Errorf("the new lbd did not adopt the pinned data plane:\n%s", e.lbd.Output())
-	}
+	e.restartLbd(context.Background(), old)
 	poke("after restart")
 	mustNoFailures(t, "new connections after restart", e.newConns(e.client, url, 60, 4, 30*time.Second))
 }

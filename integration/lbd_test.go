@@ -331,16 +331,24 @@ func openKeepAlives(t *testing.T, h *topo.Host, url string, n int) []keepAlive {
 	return ks
 }
 
+// checkBound is how long n checks of chk take at most (n = fall: a failing
+// backend is out of rotation; n = rise: a repaired one is back), plus one
+// timeout and slack for scheduling on a shared machine: a functional
+// bound, not a performance figure.
+func checkBound(chk topo.Check, n int, slack time.Duration) time.Duration {
+	return chk.Interval*time.Duration(n) + chk.Timeout + slack
+}
+
+// checkSlack is checkBound's usual slack.
+const checkSlack = 1500 * time.Millisecond
+
 func TestBackendKilledUnderLoad(t *testing.T) {
 	s := begin(t, "backend-killed-under-load")
 	e := startLB(t, s, topo.Options{}, func(tp *topo.Topology) topo.Config { return web(tp, "") })
 	chk := e.cfg.Services[0].Check
 	url := topo.URL(topo.VIP4, "/")
-	// Out of rotation within interval x fall, plus one timeout and slack
-	// for scheduling on a shared machine: a functional bound, not a
-	// performance figure.
-	leaveBy := chk.Interval*time.Duration(chk.Fall) + chk.Timeout + 1500*time.Millisecond
-	returnBy := chk.Interval*time.Duration(chk.Rise) + chk.Timeout + 1500*time.Millisecond
+	leaveBy := checkBound(chk, chk.Fall, checkSlack)
+	returnBy := checkBound(chk, chk.Rise, checkSlack)
 
 	ks := openKeepAlives(t, e.tp.Client, url, 12)
 	bg := startBackground(e.client, url, 4, 20000, 60*time.Second)
@@ -394,16 +402,7 @@ func TestDrainByReload(t *testing.T) {
 	url := topo.URL(topo.VIP4, "/")
 	// An established connection to b3 (Maglev spreads connections, so open
 	// until one lands there; bounded).
-	var onB3 *keepAlive
-	for i := 0; i < 60 && onB3 == nil; i++ {
-		k := openKeepAlives(t, e.tp.Client, url, 1)[0]
-		if k.backend == "b3" {
-			onB3 = &k
-		}
-	}
-	if onB3 == nil {
-		t.Fatal("no connection landed on b3 in 60 tries")
-	}
+	onB3 := onBackend(t, e, url, "b3")
 	e.cfg.Services[0].Servers[2].Weight = 0
 	if _, err := e.tp.WriteConfig(e.cfg); err != nil {
 		t.Fatal(err)
@@ -413,28 +412,9 @@ func TestDrainByReload(t *testing.T) {
 	}
 	// The reload is asynchronous: wait (bounded) for a run of new
 	// connections that avoid b3, then measure.
-	deadline := time.Now().Add(10 * time.Second)
-	for run := 0; run < 30; {
-		if time.Now().After(deadline) {
-			t.Fatal("new connections still reach b3 10s after the reload")
-		}
-		if a := topo.Get(context.Background(), e.client, url); a.Err == nil && a.Backend != "b3" {
-			run++
-		} else {
-			run = 0
-		}
-	}
-	as := e.newConns(e.client, url, 300, 4, 60*time.Second)
-	mustNoFailures(t, "new connections after the drain", as)
-	if n := topo.Tally(as)["b3"]; n != 0 {
-		t.Fatalf("%d of 300 new connections went to drained b3: %s", n, topo.FormatTally(topo.Tally(as)))
-	}
-	for i := 0; i < 20; i++ {
-		a := topo.Get(context.Background(), onB3.c, topo.URL(topo.VIP4, "/slow?ms=50"))
-		if a.Err != nil || a.Backend != "b3" {
-			t.Fatalf("established connection to drained b3, request %d: %+v", i, a)
-		}
-	}
+	e.waitRun(url, 30, 10*time.Second, "new connections avoiding b3 after the reload", func(a topo.Answer) bool { return a.Backend != "b3" })
+	e.mustAvoid(url, 300, "new connections after the drain", "b3")
+	mustStay(t, onB3, topo.URL(topo.VIP4, "/slow?ms=50"), 20, "drained b3")
 }
 
 func TestRestartAndReloadUnderLoad(t *testing.T) {
@@ -469,14 +449,7 @@ func TestRestartAndReloadUnderLoad(t *testing.T) {
 		t.Errorf("lbd status while lbd is down (reads the pinned maps): %v\n%s", err, out)
 	}
 	bg.waitAnswers(t, "while lbd is down", 50, 20*time.Second)
-	if e.lbd, err = e.tp.StartLbd(); err != nil {
-		t.Fatal(err)
-	}
-	logOnFailure(t, e.lbd)
-	if err := e.lbd.WaitOutput(ctx, "lbd ready", 20*time.Second); err != nil {
-		t.Fatal(err)
-	}
-	mustRestarted(t, e.tp, old, e.lbd)
+	e.restartLbd(ctx, old)
 	poke()
 
 	// Reload by the control socket: the daemon's verdict comes back.
@@ -509,6 +482,21 @@ func TestRestartAndReloadUnderLoad(t *testing.T) {
 	if ok, err := e.lbd.Exited(); ok {
 		t.Fatalf("lbd exited after reload: %v", err)
 	}
+}
+
+// restartLbd starts lbd again after old stopped, waits until it is ready
+// and checks that it is a new process that adopted the data plane.
+func (e *lbEnv) restartLbd(ctx context.Context, old *topo.Proc) {
+	e.t.Helper()
+	var err error
+	if e.lbd, err = e.tp.StartLbd(); err != nil {
+		e.t.Fatal(err)
+	}
+	logOnFailure(e.t, e.lbd)
+	if err := e.lbd.WaitOutput(ctx, "lbd ready", 20*time.Second); err != nil {
+		e.t.Fatal(err)
+	}
+	mustRestarted(e.t, e.tp, old, e.lbd)
 }
 
 // mustRestarted checks that next is another process than old, that it

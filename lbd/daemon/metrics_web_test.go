@@ -2,15 +2,9 @@ package daemon
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"log/slog"
-	"math/big"
 	"net"
 	"net/http"
 	"os"
@@ -28,27 +22,16 @@ import (
 // inNS runs f on a locked thread in ns (nettest.Do).
 func inNS(ns netns.NsHandle, f func() error) error { return nettest.Do(ns, f) }
 
-// writeWebConfig writes a self-signed certificate for 127.0.0.1 and an
+// writeWebConfig writes a certificate for 127.0.0.1, signed by a test CA
+// (the pool returned holds it), and an
 // exporter-toolkit web configuration with one basic auth user.
 func writeWebConfig(t *testing.T, dir, user, password string) (path string, pool *x509.CertPool) {
 	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "lbd test"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-		IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)}, KeyUsage: x509.KeyUsageDigitalSignature,
-		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	kb, _ := x509.MarshalECPrivateKey(key)
+	pki := nettest.NewPKI(t, "localhost", net.IPv4(127, 0, 0, 1))
 	hash, _ := bcrypt.GenerateFromPassword([]byte(password), bcrypt.MinCost)
 	files := map[string]string{
-		"cert.pem": string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})),
-		"key.pem":  string(pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kb})),
+		"cert.pem": string(pki.LeafPEM()),
+		"key.pem":  string(pki.KeyPEM(t)),
 		"web-config.yml": "tls_server_config:\n  cert_file: cert.pem\n  key_file: key.pem\n" +
 			"basic_auth_users:\n  " + user + ": " + string(hash) + "\n",
 	}
@@ -57,9 +40,12 @@ func writeWebConfig(t *testing.T, dir, user, password string) (path string, pool
 			t.Fatal(err)
 		}
 	}
-	cert, _ := x509.ParseCertificate(der)
+	ca, err := x509.ParseCertificate(pki.CA)
+	if err != nil {
+		t.Fatal(err)
+	}
 	pool = x509.NewCertPool()
-	pool.AddCert(cert)
+	pool.AddCert(ca)
 	return filepath.Join(dir, "web-config.yml"), pool
 }
 

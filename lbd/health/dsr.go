@@ -6,7 +6,6 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
-	"runtime"
 	"slices"
 	"sync"
 	"time"
@@ -15,6 +14,8 @@ import (
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
+
+	"github.com/dsrlb/dsrlb/internal/netnsdo"
 )
 
 // DSR-path checks (check.via: vip).
@@ -255,30 +256,7 @@ func (p *dsrPath) inNetns(fn func() error) error {
 	if p.opts.Netns == nil || !p.opts.Netns.IsOpen() {
 		return fn()
 	}
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		orig, err := netns.Get()
-		if err != nil {
-			runtime.UnlockOSThread()
-			errc <- fmt.Errorf("read current netns: %w", err)
-			return
-		}
-		defer orig.Close()
-		if err := netns.Set(*p.opts.Netns); err != nil {
-			runtime.UnlockOSThread()
-			errc <- fmt.Errorf("enter netns: %w", err)
-			return
-		}
-		ferr := fn()
-		if err := netns.Set(orig); err != nil {
-			errc <- errors.Join(ferr, fmt.Errorf("restore netns: %w", err))
-			return // still locked: the thread ends with the goroutine
-		}
-		runtime.UnlockOSThread()
-		errc <- ferr
-	}()
-	return <-errc
+	return netnsdo.Do(*p.opts.Netns, fn)
 }
 
 // register gives c a free local port.

@@ -6,7 +6,6 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
-	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -58,29 +57,17 @@ func newDSRLab(t testing.TB) *dsrLab {
 // listenIn opens a TCP listener inside ns and serves h on it.
 func listenIn(t testing.TB, ns netns.NsHandle, addr string, h http.Handler) {
 	t.Helper()
-	lnc := make(chan net.Listener, 1)
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread() // never unlocked: the thread ends with the goroutine
-		if err := netns.Set(ns); err != nil {
-			errc <- err
-			return
-		}
-		ln, err := net.Listen("tcp", addr)
-		if err != nil {
-			errc <- err
-			return
-		}
-		lnc <- ln
-	}()
-	select {
-	case err := <-errc:
+	var ln net.Listener
+	err := nettest.Do(ns, func() (err error) {
+		ln, err = net.Listen("tcp", addr)
+		return err
+	})
+	if err != nil {
 		t.Fatalf("listen on %s in the backend namespace: %v", addr, err)
-	case ln := <-lnc:
-		srv := &http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second}
-		go func() { _ = srv.Serve(ln) }()
-		t.Cleanup(func() { _ = srv.Close() })
 	}
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second}
+	go func() { _ = srv.Serve(ln) }()
+	t.Cleanup(func() { _ = srv.Close() })
 }
 
 // target is a DSR-path check of backend through vip on the lab's path.

@@ -1,16 +1,16 @@
 package health
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"os/exec"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"time"
+
+	"github.com/dsrlb/dsrlb/internal/procrun"
 )
 
 // Bounds of exec checks, so a check command can never hold up the daemon:
@@ -58,25 +58,16 @@ func (p execProber) probe(ctx context.Context) error {
 	case <-ctx.Done():
 		return fmt.Errorf("check command %s not started: %d other check commands ran for the whole timeout; are they hanging?", p.command, maxExecs)
 	}
-	var out capped
-	cmd := exec.CommandContext(ctx, p.command, p.args...)
-	cmd.Env = p.env
-	cmd.Dir = "/"
-	cmd.Stdout, cmd.Stderr = &out, &out
-	// Its own process group, so a timeout kills what the command started
-	// too (a shell script's children), not only the command.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
-	cmd.WaitDelay = execWaitDelay
-	err := cmd.Run()
+	out, err := procrun.Run(ctx, procrun.Cmd{Path: p.command, Args: p.args, Env: p.env,
+		MaxOutput: maxExecOutput, WaitDelay: execWaitDelay})
 	var exit *exec.ExitError
 	switch {
 	case err == nil:
 		return nil
 	case ctx.Err() != nil:
-		return fmt.Errorf("check command %s did not finish within the timeout and was killed with its process group%s", p.command, out.tail())
+		return fmt.Errorf("check command %s did not finish within the timeout and was killed with its process group%s", p.command, tail(out))
 	case errors.As(err, &exit):
-		return fmt.Errorf("check command %s %s%s", p.command, exitText(exit), out.tail())
+		return fmt.Errorf("check command %s %s%s", p.command, exitText(exit), tail(out))
 	case errors.Is(err, exec.ErrWaitDelay):
 		return nil // it exited 0; something it left behind kept the output open
 	}
@@ -90,28 +81,10 @@ func exitText(e *exec.ExitError) string {
 	return "exited with status " + strconv.Itoa(e.ExitCode())
 }
 
-// capped keeps the first maxExecOutput bytes written to it and drops the
-// rest, never failing a write (that would make the command see EPIPE).
-type capped struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (c *capped) Write(b []byte) (int, error) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if room := maxExecOutput - c.buf.Len(); room > 0 {
-		c.buf.Write(b[:min(len(b), room)])
-	}
-	return len(b), nil
-}
-
 // tail is the output for a down reason: ": " and its last lines, on one
 // line, or "" when there was none.
-func (c *capped) tail() string {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	s := strings.Join(strings.Fields(c.buf.String()), " ")
+func tail(out string) string {
+	s := strings.Join(strings.Fields(out), " ")
 	if s == "" {
 		return ""
 	}

@@ -13,7 +13,6 @@
 package notify
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"log/slog"
@@ -21,8 +20,9 @@ import (
 	"strconv"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
+
+	"github.com/dsrlb/dsrlb/internal/procrun"
 )
 
 // QueueSize is how many events may wait for the command.
@@ -186,46 +186,17 @@ func (n *Notifier) run(ctx context.Context, c Command, e Event) {
 func Run(ctx context.Context, c Command, env []string) (string, error) {
 	ctx, cancel := context.WithTimeout(ctx, c.Timeout)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, c.Path)
-	cmd.Env = env
-	cmd.Dir = "/"
-	var out limited
-	cmd.Stdout, cmd.Stderr = &out, &out
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
 	// A child that left the group but kept the output open must not hold
 	// the worker: give up reading a second after the kill.
-	cmd.WaitDelay = time.Second
-	err := cmd.Run()
+	out, err := procrun.Run(ctx, procrun.Cmd{Path: c.Path, Env: env, MaxOutput: maxOutput, WaitDelay: time.Second})
 	switch {
 	case err == nil:
-		return out.String(), nil
+		return out, nil
 	case ctx.Err() == context.DeadlineExceeded:
-		return out.String(), fmt.Errorf("run %s: killed (with its process group) after the timeout of %s", c.Path, c.Timeout)
+		return out, fmt.Errorf("run %s: killed (with its process group) after the timeout of %s", c.Path, c.Timeout)
 	}
 	if ee, ok := err.(*exec.ExitError); ok {
-		return out.String(), fmt.Errorf("run %s: exit status %s", c.Path, strconv.Itoa(ee.ExitCode()))
+		return out, fmt.Errorf("run %s: exit status %s", c.Path, strconv.Itoa(ee.ExitCode()))
 	}
-	return out.String(), fmt.Errorf("run %s: %w", c.Path, err)
-}
-
-// limited keeps the first maxOutput bytes written to it.
-type limited struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *limited) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if room := maxOutput - l.b.Len(); room > 0 {
-		l.b.Write(p[:min(room, len(p))])
-	}
-	return len(p), nil
-}
-
-func (l *limited) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
+	return out, fmt.Errorf("run %s: %w", c.Path, err)
 }

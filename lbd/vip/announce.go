@@ -6,12 +6,11 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
-	"runtime"
 	"time"
 
-	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 
+	"github.com/dsrlb/dsrlb/internal/netnsdo"
 	"github.com/dsrlb/dsrlb/internal/netorder"
 )
 
@@ -152,38 +151,12 @@ func checksum6(src, dst [16]byte, msg []byte) uint16 {
 	return ^uint16(sum)
 }
 
-// do runs fn on a thread in the namespace, for what netlink handles
-// cannot do: sockets belong to the namespace of the thread that opens
-// them. fn runs on its own locked goroutine; the thread is switched back
-// before it is unlocked, and if that fails the goroutine ends still
-// locked, so the runtime kills the thread instead of reusing it in the
-// wrong namespace.
+// do runs fn on a thread in the namespace (netnsdo.Do), for what netlink
+// handles cannot do: sockets belong to the namespace of the thread that
+// opens them.
 func (n Namespace) do(fn func() error) error {
 	if !n.ns.IsOpen() {
 		return fn()
 	}
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		orig, err := netns.Get()
-		if err != nil {
-			runtime.UnlockOSThread()
-			errc <- fmt.Errorf("read current netns: %w", err)
-			return
-		}
-		defer orig.Close()
-		if err := netns.Set(n.ns); err != nil {
-			runtime.UnlockOSThread()
-			errc <- fmt.Errorf("enter netns: %w", err)
-			return
-		}
-		ferr := fn()
-		if err := netns.Set(orig); err != nil {
-			errc <- errors.Join(ferr, fmt.Errorf("restore netns: %w", err))
-			return // still locked: the thread ends with the goroutine
-		}
-		runtime.UnlockOSThread()
-		errc <- ferr
-	}()
-	return <-errc
+	return netnsdo.Do(n.ns, fn)
 }
