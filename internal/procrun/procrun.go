@@ -9,6 +9,7 @@ package procrun
 import (
 	"bytes"
 	"context"
+	"errors"
 	"os/exec"
 	"sync"
 	"syscall"
@@ -26,9 +27,10 @@ type Cmd struct {
 
 // Run runs c until it exits or ctx ends, when its process group is killed
 // with SIGKILL. It returns the first c.MaxOutput bytes of its output and
-// the error of exec.Cmd.Run (an *exec.ExitError, exec.ErrWaitDelay when
-// something it left behind held the output open past c.WaitDelay, ...);
-// the caller tells a timeout by ctx.Err().
+// the error of exec.Cmd.Run (an *exec.ExitError, ...; nil when it exited 0
+// even if something it left behind held the output open past c.WaitDelay);
+// the caller tells a timeout by ctx.Err(). The process group is killed
+// when Run returns, in every case.
 func Run(ctx context.Context, c Cmd) (string, error) {
 	out := &capped{max: c.MaxOutput}
 	cmd := exec.CommandContext(ctx, c.Path, c.Args...)
@@ -39,6 +41,16 @@ func Run(ctx context.Context, c Cmd) (string, error) {
 	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
 	cmd.WaitDelay = c.WaitDelay
 	err := cmd.Run()
+	if cmd.Process != nil {
+		// What the command left behind (`sleep 30 &`) goes with it: the
+		// group is killed whether it exited or timed out, so a check or
+		// hook run every few seconds cannot pile up orphans.
+		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+	}
+	if errors.Is(err, exec.ErrWaitDelay) && cmd.ProcessState != nil && cmd.ProcessState.Success() {
+		// It exited 0; only a leftover child held the output open.
+		err = nil
+	}
 	return out.String(), err
 }
 

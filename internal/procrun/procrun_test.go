@@ -68,3 +68,27 @@ func alive(pid int) bool {
 	i := strings.LastIndexByte(s, ')')
 	return i < 0 || !strings.HasPrefix(s[i+1:], " Z")
 }
+
+// TestRunKillsLeftovers: a command that exits 0 and leaves a child behind
+// (`sleep 30 &`) succeeds, and the child goes with its group: a check or
+// hook run every few seconds cannot pile up orphans.
+func TestRunKillsLeftovers(t *testing.T) {
+	for _, detach := range []string{"", " >/dev/null 2>&1"} { // holding the output open, or not
+		out, err := Run(context.Background(), Cmd{Path: "/bin/sh", Args: []string{"-c", "sleep 30" + detach + " & echo $!; exit 0"},
+			MaxOutput: 100, WaitDelay: 100 * time.Millisecond})
+		if err != nil {
+			t.Fatalf("exit 0 with a leftover child%s: %v, want success", detach, err)
+		}
+		pid, perr := strconv.Atoi(strings.TrimSpace(out))
+		if perr != nil {
+			t.Fatalf("background pid from output %q: %v", out, perr)
+		}
+		deadline := time.Now().Add(5 * time.Second)
+		for alive(pid) {
+			if time.Now().After(deadline) {
+				t.Fatalf("leftover child %d%s still running after Run returned", pid, detach)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+}
