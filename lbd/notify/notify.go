@@ -8,8 +8,9 @@
 //
 // The command runs without a shell and without arguments, with a small
 // environment: PATH and the DSRLB_* variables of Event.Env. It runs in a
-// process group of its own, and the whole group is killed when it runs
-// past the timeout: a script that starts `sleep 600 &` cannot pile up.
+// process group of its own, and the whole group is killed when it exits
+// or runs past the timeout (internal/procrun): a script that starts
+// `sleep 600 &` cannot pile up.
 package notify
 
 import (
