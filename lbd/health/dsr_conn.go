@@ -355,7 +355,11 @@ func (c *dsrConn) Close() error {
 		default:
 		}
 	}
-	wasOpen := c.state == established && c.err == nil
+	// Established also after our own errors (an answer past maxReceive):
+	// the backend still holds the connection and must get the RST, or a
+	// later check reusing the 4-tuple meets challenge ACKs. A RST from the
+	// backend already set state closed.
+	wasOpen := c.state == established
 	c.state = closed
 	select {
 	case <-c.done:
