@@ -56,7 +56,7 @@ func (p execProber) probe(ctx context.Context) error {
 	case execSlots <- struct{}{}:
 		defer func() { <-execSlots }()
 	case <-ctx.Done():
-		return fmt.Errorf("check command %s not started: %d other check commands ran for the whole timeout; are they hanging?", p.command, maxExecs)
+		return fmt.Errorf("check command %s not started within the timeout: lbd runs at most %d check commands at once and they were all busy; make the commands faster, or lengthen check.interval so fewer run together", p.command, maxExecs)
 	}
 	out, err := procrun.Run(ctx, procrun.Cmd{Path: p.command, Args: p.args, Env: p.env,
 		MaxOutput: maxExecOutput, WaitDelay: execWaitDelay})
