@@ -375,7 +375,7 @@ func TestExecSlotsBounded(t *testing.T) {
 		}
 	}()
 	c := config.Check{Type: config.CheckExec, Timeout: 100 * time.Millisecond, Command: script(t, "exit 0")}
-	wantErr(t, probeCheck(t, netip.MustParseAddrPort("192.0.2.11:0"), c), "other check commands ran for the whole timeout")
+	wantErr(t, probeCheck(t, netip.MustParseAddrPort("192.0.2.11:0"), c), "lbd runs at most 16 check commands at once and they were all busy")
 }
 
 // TestManagerRunsExecChecks: through the Manager, an exec check (which
