@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/cilium/ebpf"
@@ -151,5 +152,21 @@ func pinOldGlobalStats(t *testing.T, pin string, n uint32) {
 	}
 	if err := m.Pin(path); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestEveryReasonNamed: a reason added in C without a name here would show
+// as reason(N) in lbd status and the metrics.
+func TestEveryReasonNamed(t *testing.T) {
+	seen := map[string]bool{}
+	for _, r := range Reasons() {
+		name := r.String()
+		if strings.HasPrefix(name, "reason(") || seen[name] {
+			t.Errorf("reason %d has no name of its own: %q", uint32(r), name)
+		}
+		seen[name] = true
+	}
+	if ReasonDropCheckReply.String() != "drop_check_reply" {
+		t.Errorf("ReasonDropCheckReply = %q", ReasonDropCheckReply)
 	}
 }
