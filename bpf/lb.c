@@ -21,6 +21,7 @@ const volatile enum lb_backend_state lb_unused_state __attribute__((unused));
 const volatile enum lb_reason lb_unused_reason __attribute__((unused));
 const volatile enum lb_abi lb_unused_abi __attribute__((unused));
 const volatile enum lb_ct_state lb_unused_ct_state __attribute__((unused));
+const volatile enum lb_check_port lb_unused_check_port __attribute__((unused));
 
 static __always_inline int lb_pass(struct __sk_buff *skb, __u32 reason)
 {
@@ -44,6 +45,18 @@ static __always_inline __u32 lb_no_service_reason(const struct lb_pkt *pkt)
 	if (pkt->kind == LB_PKT_FRAGMENT)
 		return LB_REASON_PASS_FRAGMENT;
 	return LB_REASON_PASS_NO_SERVICE;
+}
+
+/* lb_not_for_vip is the verdict of a packet for no service: it continues
+ * to the stack, unless it answers a DSR-path check (dropped: lbd's packet
+ * socket saw it before tc ingress, and the stack would reset it). */
+static __always_inline int lb_not_for_vip(struct __sk_buff *skb, const struct lb_pkt *pkt)
+{
+	if (lb_check_reply(pkt)) {
+		lb_count_reason(skb, LB_REASON_DROP_CHECK_REPLY);
+		return LB_ACT_DROP;
+	}
+	return lb_pass(skb, lb_no_service_reason(pkt));
 }
 
 /* PACKET_OTHERHOST of linux/if_packet.h, which the vendored headers lack. */
@@ -109,7 +122,7 @@ int dsrlb_ingress(struct __sk_buff *skb)
 	if (reason != LB_CANDIDATE)
 		return lb_pass(skb, reason);
 	if (!lb_vip_maybe(&pkt.flow.daddr))
-		return lb_pass(skb, lb_no_service_reason(&pkt));
+		return lb_not_for_vip(skb, &pkt);
 	/* A later fragment learns its datagram's ports from the first. */
 	if (pkt.kind == LB_PKT_FRAGMENT && !pkt.frag_first && !lb_frag_ports(&pkt))
 		return lb_pass(skb, LB_REASON_PASS_FRAGMENT);
@@ -118,6 +131,8 @@ int dsrlb_ingress(struct __sk_buff *skb)
 		return lb_pass(skb, lb_no_service_reason(&pkt));
 
 	be = lb_forward(skb, &pkt, cfg, &id, &svc_id, &is_new, &reason);
+	if (!be && reason == LB_REASON_PASS_NO_SERVICE)
+		return lb_not_for_vip(skb, &pkt); /* the VIP filter's false positive */
 	if (!be)
 		return lb_pass(skb, reason);
 	if (pkt.kind == LB_PKT_FRAGMENT && pkt.frag_first)

@@ -39,6 +39,19 @@ enum lb_abi {
  * then the stack see it untouched. Debian's 6.1 headers lack TCX_*. */
 #define LB_ACT_CONTINUE TC_ACT_UNSPEC
 #define LB_ACT_REDIRECT TC_ACT_REDIRECT
+#define LB_ACT_DROP TC_ACT_SHOT
+
+/* Source ports of lbd's DSR-path health checks (lbd/health reads them
+ * through bpf2go): above Linux's default ephemeral range (32768-60999), so
+ * no kernel socket of the balancer uses them. A TCP segment from a
+ * service's VIP:port to one of these ports is a backend's answer to a
+ * check; lbd's packet socket has it already (taps run before tc ingress),
+ * and the stack must not see it: with a VIP not local on the balancer it
+ * would answer with a RST that can reach the backend. */
+enum lb_check_port {
+	LB_CHECK_PORT_MIN = 61000,
+	LB_CHECK_PORT_MAX = 65535,
+};
 
 /* Conntrack timestamps are refreshed at most this often, so a busy flow
  * does not write its entry's cache line on every packet. */
@@ -76,7 +89,8 @@ enum lb_reason {
 	LB_REASON_PASS_MALFORMED = 8,    /* truncated or inconsistent headers */
 	LB_REASON_PASS_UNSUPPORTED = 9,  /* valid but not handled: other L4, 2nd VLAN tag, long IPv6 header chain */
 	LB_REASON_PASS_OTHER_HOST = 10,  /* frame for another MAC (promiscuous NIC, flooded unicast): not ours */
-	LB_REASON_MAX = 11,
+	LB_REASON_DROP_CHECK_REPLY = 11, /* a backend's answer to a DSR-path check (VIP:port -> check port), taken by lbd's socket */
+	LB_REASON_MAX = 12,
 };
 
 /* State of a conntrack entry (lb_ct_entry.state), from the client's half

@@ -30,12 +30,14 @@ static __always_inline int lb_vip_maybe(const union lb_addr *addr)
 	return w && (*w >> (bit % 64)) & 1;
 }
 
-static __always_inline struct lb_service *lb_service_lookup(const struct lb_pkt *pkt)
+/* lb_service_find is the service of (vip, proto, port), else of the
+ * VIP's all-ports service. */
+static __always_inline struct lb_service *lb_service_find(const union lb_addr *vip, __u8 proto, __be16 port)
 {
 	struct lb_service_key key = {
-		.vip = pkt->flow.daddr,
-		.port = pkt->flow.dport,
-		.proto = pkt->flow.proto,
+		.vip = *vip,
+		.port = port,
+		.proto = proto,
 	};
 	struct lb_service *svc;
 
@@ -44,6 +46,28 @@ static __always_inline struct lb_service *lb_service_lookup(const struct lb_pkt 
 		return svc;
 	key.port = 0;
 	return bpf_map_lookup_elem(&lb_services, &key);
+}
+
+static __always_inline struct lb_service *lb_service_lookup(const struct lb_pkt *pkt)
+{
+	return lb_service_find(&pkt->flow.daddr, pkt->flow.proto, pkt->flow.dport);
+}
+
+/* lb_check_reply reports whether a packet for no VIP is a backend's answer
+ * to one of lbd's DSR-path checks: TCP from a service's VIP:port to a check
+ * port (LB_CHECK_PORT_*). The parser's "client -> VIP" orientation is the
+ * other way round here: saddr/sport are the VIP's. The cheap tests come
+ * first: every other packet for no VIP costs one compare, no lookup. */
+static __always_inline int lb_check_reply(const struct lb_pkt *pkt)
+{
+	__u16 dport = bpf_ntohs(pkt->flow.dport);
+
+	/* The port first: it alone sends nearly every packet on its way. */
+	if (dport < LB_CHECK_PORT_MIN || (LB_CHECK_PORT_MAX < 65535 && dport > LB_CHECK_PORT_MAX))
+		return 0;
+	if (pkt->flow.proto != IPPROTO_TCP || pkt->kind != LB_PKT_FLOW)
+		return 0;
+	return lb_vip_maybe(&pkt->flow.saddr) && lb_service_find(&pkt->flow.saddr, IPPROTO_TCP, pkt->flow.sport);
 }
 
 #endif /* LB_SERVICE_H */

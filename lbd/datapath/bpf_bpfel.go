@@ -41,6 +41,13 @@ const (
 	bpfLbBackendStateLB_BACKEND_DOWN   bpfLbBackendState = 3
 )
 
+type bpfLbCheckPort uint32
+
+const (
+	bpfLbCheckPortLB_CHECK_PORT_MIN bpfLbCheckPort = 61000
+	bpfLbCheckPortLB_CHECK_PORT_MAX bpfLbCheckPort = 65535
+)
+
 type bpfLbClock struct {
 	_        structs.HostLayout
 	Jiffies  uint64
@@ -163,7 +170,8 @@ const (
 	bpfLbReasonLB_REASON_PASS_MALFORMED    bpfLbReason = 8
 	bpfLbReasonLB_REASON_PASS_UNSUPPORTED  bpfLbReason = 9
 	bpfLbReasonLB_REASON_PASS_OTHER_HOST   bpfLbReason = 10
-	bpfLbReasonLB_REASON_MAX               bpfLbReason = 11
+	bpfLbReasonLB_REASON_DROP_CHECK_REPLY  bpfLbReason = 11
+	bpfLbReasonLB_REASON_MAX               bpfLbReason = 12
 )
 
 type bpfLbSched uint32
@@ -196,29 +204,30 @@ type bpfLbServiceKey struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	bpfMapLbBackends      = "lb_backends"
-	bpfMapLbBeStats       = "lb_be_stats"
-	bpfMapLbCfg           = "lb_cfg"
-	bpfMapLbClock         = "lb_clock"
-	bpfMapLbConntrack     = "lb_conntrack"
-	bpfMapLbCt4           = "lb_ct4"
-	bpfMapLbCtStats       = "lb_ct_stats"
-	bpfMapLbFlowCache     = "lb_flow_cache"
-	bpfMapLbFrags         = "lb_frags"
-	bpfMapLbGlobalStats   = "lb_global_stats"
-	bpfMapLbMaglev        = "lb_maglev"
-	bpfMapLbRr            = "lb_rr"
-	bpfMapLbRrNext        = "lb_rr_next"
-	bpfMapLbServices      = "lb_services"
-	bpfMapLbSvcStats      = "lb_svc_stats"
-	bpfMapLbVipFilter     = "lb_vip_filter"
-	bpfProgDsrlbIngress   = "dsrlb_ingress"
-	bpfVarLbFcGenBpf      = "lb_fc_gen_bpf"
-	bpfVarLbUnusedAbi     = "lb_unused_abi"
-	bpfVarLbUnusedCtState = "lb_unused_ct_state"
-	bpfVarLbUnusedReason  = "lb_unused_reason"
-	bpfVarLbUnusedSched   = "lb_unused_sched"
-	bpfVarLbUnusedState   = "lb_unused_state"
+	bpfMapLbBackends        = "lb_backends"
+	bpfMapLbBeStats         = "lb_be_stats"
+	bpfMapLbCfg             = "lb_cfg"
+	bpfMapLbClock           = "lb_clock"
+	bpfMapLbConntrack       = "lb_conntrack"
+	bpfMapLbCt4             = "lb_ct4"
+	bpfMapLbCtStats         = "lb_ct_stats"
+	bpfMapLbFlowCache       = "lb_flow_cache"
+	bpfMapLbFrags           = "lb_frags"
+	bpfMapLbGlobalStats     = "lb_global_stats"
+	bpfMapLbMaglev          = "lb_maglev"
+	bpfMapLbRr              = "lb_rr"
+	bpfMapLbRrNext          = "lb_rr_next"
+	bpfMapLbServices        = "lb_services"
+	bpfMapLbSvcStats        = "lb_svc_stats"
+	bpfMapLbVipFilter       = "lb_vip_filter"
+	bpfProgDsrlbIngress     = "dsrlb_ingress"
+	bpfVarLbFcGenBpf        = "lb_fc_gen_bpf"
+	bpfVarLbUnusedAbi       = "lb_unused_abi"
+	bpfVarLbUnusedCheckPort = "lb_unused_check_port"
+	bpfVarLbUnusedCtState   = "lb_unused_ct_state"
+	bpfVarLbUnusedReason    = "lb_unused_reason"
+	bpfVarLbUnusedSched     = "lb_unused_sched"
+	bpfVarLbUnusedState     = "lb_unused_state"
 )
 
 // loadBpf returns the embedded CollectionSpec for bpf.
@@ -292,12 +301,13 @@ type bpfMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type bpfVariableSpecs struct {
-	LbFcGenBpf      *ebpf.VariableSpec `ebpf:"lb_fc_gen_bpf"`
-	LbUnusedAbi     *ebpf.VariableSpec `ebpf:"lb_unused_abi"`
-	LbUnusedCtState *ebpf.VariableSpec `ebpf:"lb_unused_ct_state"`
-	LbUnusedReason  *ebpf.VariableSpec `ebpf:"lb_unused_reason"`
-	LbUnusedSched   *ebpf.VariableSpec `ebpf:"lb_unused_sched"`
-	LbUnusedState   *ebpf.VariableSpec `ebpf:"lb_unused_state"`
+	LbFcGenBpf        *ebpf.VariableSpec `ebpf:"lb_fc_gen_bpf"`
+	LbUnusedAbi       *ebpf.VariableSpec `ebpf:"lb_unused_abi"`
+	LbUnusedCheckPort *ebpf.VariableSpec `ebpf:"lb_unused_check_port"`
+	LbUnusedCtState   *ebpf.VariableSpec `ebpf:"lb_unused_ct_state"`
+	LbUnusedReason    *ebpf.VariableSpec `ebpf:"lb_unused_reason"`
+	LbUnusedSched     *ebpf.VariableSpec `ebpf:"lb_unused_sched"`
+	LbUnusedState     *ebpf.VariableSpec `ebpf:"lb_unused_state"`
 }
 
 // bpfObjects contains all objects after they have been loaded into the kernel.
@@ -363,12 +373,13 @@ func (m *bpfMaps) Close() error {
 //
 // It can be passed to loadBpfObjects or ebpf.CollectionSpec.LoadAndAssign.
 type bpfVariables struct {
-	LbFcGenBpf      *ebpf.Variable `ebpf:"lb_fc_gen_bpf"`
-	LbUnusedAbi     *ebpf.Variable `ebpf:"lb_unused_abi"`
-	LbUnusedCtState *ebpf.Variable `ebpf:"lb_unused_ct_state"`
-	LbUnusedReason  *ebpf.Variable `ebpf:"lb_unused_reason"`
-	LbUnusedSched   *ebpf.Variable `ebpf:"lb_unused_sched"`
-	LbUnusedState   *ebpf.Variable `ebpf:"lb_unused_state"`
+	LbFcGenBpf        *ebpf.Variable `ebpf:"lb_fc_gen_bpf"`
+	LbUnusedAbi       *ebpf.Variable `ebpf:"lb_unused_abi"`
+	LbUnusedCheckPort *ebpf.Variable `ebpf:"lb_unused_check_port"`
+	LbUnusedCtState   *ebpf.Variable `ebpf:"lb_unused_ct_state"`
+	LbUnusedReason    *ebpf.Variable `ebpf:"lb_unused_reason"`
+	LbUnusedSched     *ebpf.Variable `ebpf:"lb_unused_sched"`
+	LbUnusedState     *ebpf.Variable `ebpf:"lb_unused_state"`
 }
 
 // bpfPrograms contains all programs after they have been loaded into the kernel.

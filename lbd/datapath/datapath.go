@@ -206,6 +206,9 @@ func (d *Datapath) loadOnce() error {
 	if err != nil {
 		return err
 	}
+	if err := d.migrateGlobalStats(spec); err != nil {
+		return err
+	}
 	var objs bpfObjects
 	err = spec.LoadAndAssign(&objs, &ebpf.CollectionOptions{Maps: ebpf.MapOptions{PinPath: d.opts.PinPath}})
 	if errors.Is(err, ebpf.ErrMapIncompatible) {
@@ -329,6 +332,35 @@ func (d *Datapath) Remove() error {
 // unpinMaps removes the map pins under dir, leaving the link pin: a
 // running program keeps its maps (the kernel holds references) until the
 // link is updated to a program using new ones.
+// migrateGlobalStats unpins a lb_global_stats with fewer entries than
+// this build has reasons (written before a reason was added, e.g.
+// drop_check_reply): it holds only counters, so a new one starting at zero
+// is the whole migration, while conntrack and every other map are adopted.
+func (d *Datapath) migrateGlobalStats(spec *ebpf.CollectionSpec) error {
+	if d.opts.PinPath == "" {
+		return nil
+	}
+	path := filepath.Join(d.opts.PinPath, bpfMapLbGlobalStats)
+	m, err := ebpf.LoadPinnedMap(path, &ebpf.LoadPinOptions{ReadOnly: true})
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("open pinned map %s: %w", path, err)
+	}
+	old, want := m.MaxEntries(), spec.Maps[bpfMapLbGlobalStats].MaxEntries
+	m.Close()
+	if old >= want {
+		return nil
+	}
+	d.log.Info("pinned verdict counters have fewer reasons than this lbd: replacing them (they restart at zero)",
+		"map", path, "reasons", old, "want", want)
+	if err := os.Remove(path); err != nil {
+		return fmt.Errorf("unpin map %s: %w", path, err)
+	}
+	return nil
+}
+
 func unpinMaps(dir string) error {
 	spec, err := loadBpf()
 	if err != nil {

@@ -76,6 +76,16 @@
 //     created for such a flow afterwards: creating one needs the service.
 //   - The VIP filter has no false negatives: Apply sets new VIPs' bits before
 //     writing their keys and clears bits only after deleting keys.
+//   - The program drops one kind of packet only: on the path of packets for
+//     no VIP, TCP to a check port (CheckPortMin..CheckPortMax, the C enum
+//     lb_check_port, shared with lbd/health) whose source address and port
+//     are a service's (drop_check_reply). Those answer lbd's DSR-path checks;
+//     lbd's packet socket got them before tc ingress, and the stack, with
+//     no socket for them, would send a RST toward the VIP (docs/health-dsr.md).
+//     Everything else not redirected continues.
+//   - A pinned lb_global_stats with fewer entries than there are reasons (an
+//     older lbd's) is replaced on adoption (counters restart, nothing else
+//     does); readers of it see the reasons it lacks as zero.
 //   - Conntrack entries are created only by a TCP SYN (without ACK) or the
 //     first UDP packet of a flow. A TCP packet without an entry uses the
 //     Maglev table and creates nothing; for a maglev service that is the

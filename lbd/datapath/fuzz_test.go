@@ -19,6 +19,8 @@ func FuzzProgram(f *testing.F) {
 	for _, c := range progCases(&testing.T{}) {
 		f.Add(c.frame)
 	}
+	// A check reply, so the fuzzer starts from the one dropped kind.
+	f.Add(build(&testing.T{}, pkt{src: ap("192.0.2.10:80"), dst: ap("198.51.100.1:61000"), proto: TCP, syn: true, ack: true}))
 	keys := map[bpfLbServiceKey]bool{}
 	vips := map[netip.Addr]bool{}
 	for i := range svcs {
@@ -46,6 +48,10 @@ func FuzzProgram(f *testing.F) {
 			}
 			if why := configuredFlow(frame, keys, vips); why != "" {
 				t.Fatalf("redirected a frame that is not a configured flow: %s\n%x", why, frame)
+			}
+		case VerdictDrop:
+			if why := checkReply(frame, keys); why != "" {
+				t.Fatalf("dropped a frame that is no answer to a DSR-path check: %s\n%x", why, frame)
 			}
 		default:
 			t.Fatalf("unexpected verdict %d", verdict)
@@ -93,6 +99,42 @@ func configuredFlow(frame []byte, keys map[bpfLbServiceKey]bool, vips map[netip.
 		return ""
 	}
 	return "no service for the port"
+}
+
+// checkReply returns "" when frame decodes as what the program may drop:
+// TCP, not a fragment, from a service's VIP:port to a check port.
+func checkReply(frame []byte, keys map[bpfLbServiceKey]bool) string {
+	p := gopacket.NewPacket(stripIPv4Options(frame), layers.LayerTypeEthernet, gopacket.DecodeOptions{Lazy: true, NoCopy: true})
+	var src netip.Addr
+	switch ip := p.NetworkLayer().(type) {
+	case *layers.IPv4:
+		if ip.Flags&layers.IPv4MoreFragments != 0 || ip.FragOffset != 0 {
+			return "a fragment"
+		}
+		src, _ = netip.AddrFromSlice(ip.SrcIP.To4())
+	case *layers.IPv6:
+		if _, frag := walkV6(frame); frag {
+			return "a fragment"
+		}
+		src, _ = netip.AddrFromSlice(ip.SrcIP)
+	default:
+		return "no IP layer"
+	}
+	tl := p.TransportLayer()
+	if tl == nil {
+		tl, _ = walkV6(frame)
+	}
+	tcp, ok := tl.(*layers.TCP)
+	if !ok {
+		return "not TCP"
+	}
+	if uint16(tcp.DstPort) < CheckPortMin || uint16(tcp.DstPort) > CheckPortMax {
+		return "destination port not a check port"
+	}
+	if !keys[serviceKey(src, TCP, uint16(tcp.SrcPort))] && !keys[serviceKey(src, TCP, 0)] {
+		return "source is no service's VIP:port"
+	}
+	return ""
 }
 
 // stripIPv4Options removes IPv4 options: the program skips them by length

@@ -56,6 +56,9 @@ func (d *Datapath) Stats() (Stats, error) {
 	defer d.mu.Unlock()
 	st := Stats{Reasons: map[Reason]Counters{}}
 	for _, r := range Reasons() {
+		if uint32(r) >= d.objs.LbGlobalStats.MaxEntries() {
+			continue // pinned by an lbd that had fewer reasons: none counted
+		}
 		c, err := sumCounters(d.objs.LbGlobalStats, uint32(r))
 		if err != nil {
 			return Stats{}, err

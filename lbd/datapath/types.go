@@ -122,6 +122,7 @@ const (
 	ReasonPassMalformed    = Reason(bpfLbReasonLB_REASON_PASS_MALFORMED)
 	ReasonPassUnsupported  = Reason(bpfLbReasonLB_REASON_PASS_UNSUPPORTED)
 	ReasonPassOtherHost    = Reason(bpfLbReasonLB_REASON_PASS_OTHER_HOST)
+	ReasonDropCheckReply   = Reason(bpfLbReasonLB_REASON_DROP_CHECK_REPLY)
 	numReasons             = int(bpfLbReasonLB_REASON_MAX)
 )
 
@@ -137,7 +138,17 @@ var reasonNames = [...]string{
 	ReasonPassMalformed:    "pass_malformed",
 	ReasonPassUnsupported:  "pass_unsupported",
 	ReasonPassOtherHost:    "pass_other_host",
+	ReasonDropCheckReply:   "drop_check_reply",
 }
+
+// Source ports of lbd's DSR-path health checks (the C enum lb_check_port):
+// the program drops TCP from a service's VIP:port to these ports on the
+// path of packets for no VIP, after lbd's packet socket got them, so the
+// balancer's stack never answers a check's reply with a RST.
+const (
+	CheckPortMin = uint16(bpfLbCheckPortLB_CHECK_PORT_MIN)
+	CheckPortMax = uint16(bpfLbCheckPortLB_CHECK_PORT_MAX)
+)
 
 func (r Reason) String() string {
 	if int(r) < len(reasonNames) {
@@ -159,4 +170,5 @@ func Reasons() []Reason {
 const (
 	VerdictContinue = -1 // TC_ACT_UNSPEC, i.e. TCX_NEXT: not ours, untouched
 	VerdictRedirect = 7  // TC_ACT_REDIRECT
+	VerdictDrop     = 2  // TC_ACT_SHOT, i.e. TCX_DROP: only replies to lbd's DSR-path checks
 )

@@ -6,15 +6,19 @@ import (
 	"net/netip"
 
 	"golang.org/x/net/bpf"
+
+	"github.com/dsrlb/dsrlb/lbd/datapath"
 )
 
 // Source ports of DSR-path checks: above Linux's default ephemeral range
 // (32768-60999), so a check never shares a 4-tuple with a kernel socket of
 // the balancer, and narrow enough for the socket filter to pass only
-// replies to checks.
+// replies to checks. The data plane drops replies to these ports after
+// this socket got them (so the stack never resets a check): one range,
+// defined in bpf/lib/common.h.
 const (
-	dsrPortLo = 61000
-	dsrPortHi = 65535
+	dsrPortLo = datapath.CheckPortMin
+	dsrPortHi = datapath.CheckPortMax
 )
 
 // maxFilterAddrs bounds the balancer addresses a filter matches (per
@@ -68,8 +72,8 @@ func dsrFilter(own []netip.Addr) ([]bpf.RawInstruction, error) {
 		})
 	}
 	portRange := func() {
-		jumpTo(&drop, bpf.JumpLessThan, dsrPortLo, true)
-		jumpTo(&drop, bpf.JumpGreaterThan, dsrPortHi, true)
+		jumpTo(&drop, bpf.JumpLessThan, uint32(dsrPortLo), true)
+		jumpTo(&drop, bpf.JumpGreaterThan, uint32(dsrPortHi), true)
 		p = append(p, bpf.Jump{}) // to accept, patched below
 		i := len(p) - 1
 		fix = append(fix, func() { p[i] = bpf.Jump{Skip: uint32(accept - i - 1)} })
