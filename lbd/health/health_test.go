@@ -284,7 +284,22 @@ func TestHTTPRedirectIsNotFollowed(t *testing.T) {
 }
 
 func TestTimeoutIsFailure(t *testing.T) {
-	// Accepts connections and never answers.
+	ln := silentListener(t)
+	rec := newRecorder()
+	m := mustManager(t, Options{OnChange: rec.onChange})
+	c := check(config.CheckHTTP, 1, 2)
+	c.Timeout = 50 * time.Millisecond
+	mustUpdate(t, m, Target{Key: "web/a", Addr: ln.Addr().(*net.TCPAddr).AddrPort(), Check: c, Initial: Up})
+	e := rec.wait(t, "web/a", Down)
+	if !strings.Contains(e.reason, "deadline exceeded") && !strings.Contains(e.reason, "Timeout") {
+		t.Errorf("reason %q, want a timeout", e.reason)
+	}
+}
+
+// silentListener accepts connections and never reads or answers them
+// (a hung application whose kernel still accepts); all closed at the end.
+func silentListener(t *testing.T) net.Listener {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -310,15 +325,7 @@ func TestTimeoutIsFailure(t *testing.T) {
 			_ = c.Close()
 		}
 	})
-	rec := newRecorder()
-	m := mustManager(t, Options{OnChange: rec.onChange})
-	c := check(config.CheckHTTP, 1, 2)
-	c.Timeout = 50 * time.Millisecond
-	mustUpdate(t, m, Target{Key: "web/a", Addr: ln.Addr().(*net.TCPAddr).AddrPort(), Check: c, Initial: Up})
-	e := rec.wait(t, "web/a", Down)
-	if !strings.Contains(e.reason, "deadline exceeded") && !strings.Contains(e.reason, "Timeout") {
-		t.Errorf("reason %q, want a timeout", e.reason)
-	}
+	return ln
 }
 
 func TestCheckNoneIsAlwaysUp(t *testing.T) {

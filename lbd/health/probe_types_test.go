@@ -471,31 +471,7 @@ func TestExecLeftoverChildIsNotAFailure(t *testing.T) {
 // never cancelled: without the check's own bound every check would leave a
 // goroutine stuck in the handshake, and through the DSR path a source port).
 func TestHTTPSHungBackendLeaksNothing(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var mu sync.Mutex
-	var held []net.Conn
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			mu.Lock()
-			held = append(held, c) // never read: the handshake hangs
-			mu.Unlock()
-		}
-	}()
-	t.Cleanup(func() {
-		ln.Close()
-		mu.Lock()
-		defer mu.Unlock()
-		for _, c := range held {
-			c.Close()
-		}
-	})
+	ln := silentListener(t)
 	addr := netip.MustParseAddrPort(ln.Addr().String())
 	c := config.Check{Type: config.CheckHTTPS, Timeout: 200 * time.Millisecond, Path: "/", ExpectStatus: 200,
 		Method: "GET", InsecureSkipVerify: true}
