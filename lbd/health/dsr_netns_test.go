@@ -282,7 +282,7 @@ func TestDSRPathIPv6LinkLocal(t *testing.T) {
 	l.path.mu.Lock()
 	own := l.path.own
 	l.path.mu.Unlock()
-	if len(own) != 2 || !own[1].IsLinkLocalUnicast() {
+	if len(own) != 2 || !own[1].Addr().IsLinkLocalUnicast() {
 		t.Errorf("own addresses %v, want 192.0.2.1 and the link-local one", own)
 	}
 }
