@@ -111,7 +111,7 @@ func (c *dsrConn) offLinkHint() string {
 	if c.onLink {
 		return ""
 	}
-	return fmt.Sprintf(" (or its answer to %s goes by its routes: no address of the balancer on %s is on a subnet of %s's; add one there, or set check.via: address)",
+	return fmt.Sprintf(" Or its answer to %s goes by its routes: no address of the balancer on %s is on %s's subnet; add one there, or set check.via: address",
 		c.local.Addr(), c.path.opts.Interface, c.backend)
 }
 
