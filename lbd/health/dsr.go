@@ -106,7 +106,7 @@ func (p *dsrPath) mac(t Target) net.HardwareAddr {
 // source is where a check to a backend comes from.
 type source struct {
 	addr   netip.Addr
-	onLink bool // addr's prefix contains the backend
+	onLink bool // the backend answers addr on the segment: its prefix contains the backend, or it is link-local
 }
 
 // ready opens the socket if needed and refreshes the own addresses; it

@@ -28,7 +28,7 @@ type dsrConn struct {
 	sock           *packet.Conn
 	local, remote  netip.AddrPort // remote is the VIP
 	backend        netip.Addr     // whose MAC the frames go to
-	onLink         bool           // local is on a subnet of backend's on the interface
+	onLink         bool           // the backend answers local on the segment (see source)
 	srcMAC, dstMAC net.HardwareAddr
 	mss            int // largest payload we send
 
