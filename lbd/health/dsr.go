@@ -66,7 +66,7 @@ type dsrPath struct {
 	mu      sync.Mutex
 	ifi     *net.Interface
 	sock    *packet.Conn
-	own     []netip.Addr // the balancer's addresses on the interface, VIPs excluded
+	own     []netip.Prefix // the balancer's addresses on the interface with their prefix lengths, VIPs excluded
 	ownAt   time.Time
 	vips    map[netip.Addr]bool
 	flows   map[uint16]*dsrConn // by local port
@@ -103,31 +103,37 @@ func (p *dsrPath) mac(t Target) net.HardwareAddr {
 	return p.opts.Neighbor(t.Addr.Addr())
 }
 
+// source is where a check to a backend comes from.
+type source struct {
+	addr   netip.Addr
+	onLink bool // the backend answers addr on the segment: its prefix contains the backend, or it is link-local
+}
+
 // ready opens the socket if needed and refreshes the own addresses; it
-// returns the socket, the interface and the source address for backend.
-func (p *dsrPath) ready(backend netip.Addr) (*packet.Conn, *net.Interface, netip.Addr, error) {
+// returns the socket, the interface and the source for backend.
+func (p *dsrPath) ready(backend netip.Addr) (*packet.Conn, *net.Interface, source, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.closed {
-		return nil, nil, netip.Addr{}, net.ErrClosed
+		return nil, nil, source{}, net.ErrClosed
 	}
 	if p.sock == nil {
 		if err := p.open(); err != nil {
-			return nil, nil, netip.Addr{}, err
+			return nil, nil, source{}, err
 		}
 	}
 	if time.Since(p.ownAt) > addrRefresh {
 		if err := p.refreshOwn(); err != nil {
-			return nil, nil, netip.Addr{}, err
+			return nil, nil, source{}, err
 		}
 	}
 	src := pickSource(p.own, backend)
-	if !src.IsValid() {
+	if !src.addr.IsValid() {
 		fam := "IPv4"
 		if !backend.Unmap().Is4() {
 			fam = "IPv6"
 		}
-		return nil, nil, netip.Addr{}, fmt.Errorf("balancer has no %s address of its own on %s to send DSR-path checks from: add one, or set check.via: address", fam, p.opts.Interface)
+		return nil, nil, source{}, fmt.Errorf("balancer has no %s address of its own on %s to send DSR-path checks from: add one, or set check.via: address", fam, p.opts.Interface)
 	}
 	return p.sock, p.ifi, src, nil
 }
@@ -172,7 +178,7 @@ func (p *dsrPath) open() error {
 // refreshOwn re-reads the interface's addresses and narrows the filter
 // to them.
 func (p *dsrPath) refreshOwn() error {
-	var own []netip.Addr
+	var own []netip.Prefix
 	err := p.inNetns(func() error {
 		link, err := netlink.LinkByName(p.opts.Interface)
 		if err != nil {
@@ -189,7 +195,7 @@ func (p *dsrPath) refreshOwn() error {
 		return err
 	}
 	if !slices.Equal(own, p.own) || p.ownAt.IsZero() {
-		f, err := dsrFilter(own)
+		f, err := dsrFilter(prefixAddrs(own))
 		if err != nil {
 			return err
 		}
@@ -201,17 +207,21 @@ func (p *dsrPath) refreshOwn() error {
 	return nil
 }
 
-// ownAddrs keeps the addresses a check may come from: global unicast
-// ones that are not VIPs and not tentative or deprecated, at most
-// maxFilterAddrs of each family, in the kernel's order. An IPv6 segment
-// where the balancer has only its link-local address uses that: the
-// backend is on-link, so it answers a link-local address on the interface
-// the SYN came in by.
-func ownAddrs(addrs []netlink.Addr, vips map[netip.Addr]bool) []netip.Addr {
-	var out []netip.Addr
-	var linkLocal netip.Addr
+// ownAddrs keeps the addresses a check may come from, each with the
+// prefix length it has on the interface (host bits kept: 192.0.2.1/24):
+// global unicast ones that are not VIPs and not tentative or deprecated,
+// at most maxFilterAddrs of each family, in the kernel's order. An IPv6
+// segment where the balancer has only its link-local address uses that:
+// the backend is on-link, so it answers a link-local address on the
+// interface the SYN came in by.
+func ownAddrs(addrs []netlink.Addr, vips map[netip.Addr]bool) []netip.Prefix {
+	var out []netip.Prefix
+	var linkLocal netip.Prefix
 	n4, n6 := 0, 0
 	for _, a := range addrs {
+		if a.IPNet == nil {
+			continue
+		}
 		ip, ok := netip.AddrFromSlice(a.IP)
 		if !ok {
 			continue
@@ -220,16 +230,17 @@ func ownAddrs(addrs []netlink.Addr, vips map[netip.Addr]bool) []netip.Addr {
 		if vips[ip] || a.Flags&(unix.IFA_F_TENTATIVE|unix.IFA_F_DEPRECATED|unix.IFA_F_DADFAILED) != 0 {
 			continue
 		}
+		pfx := addrPrefix(ip, a.Mask)
 		switch {
 		case ip.Is6() && ip.IsLinkLocalUnicast() && !linkLocal.IsValid():
-			linkLocal = ip
+			linkLocal = pfx
 		case !ip.IsGlobalUnicast():
 		case ip.Is4() && n4 < maxFilterAddrs:
 			n4++
-			out = append(out, ip)
+			out = append(out, pfx)
 		case ip.Is6() && n6 < maxFilterAddrs:
 			n6++
-			out = append(out, ip)
+			out = append(out, pfx)
 		}
 	}
 	if n6 == 0 && linkLocal.IsValid() {
@@ -238,16 +249,54 @@ func ownAddrs(addrs []netlink.Addr, vips map[netip.Addr]bool) []netip.Addr {
 	return out
 }
 
-// pickSource is the own address a check to backend comes from: the first
-// of backend's family (the kernel lists the primary first).
-func pickSource(own []netip.Addr, backend netip.Addr) netip.Addr {
+// addrPrefix is ip with the length of mask. A mask that does not fit ip
+// gives a host prefix: the address is still a source, only no backend is
+// on-link through it.
+func addrPrefix(ip netip.Addr, mask net.IPMask) netip.Prefix {
+	if ones, bits := mask.Size(); bits == ip.BitLen() {
+		return netip.PrefixFrom(ip, ones)
+	}
+	return netip.PrefixFrom(ip, ip.BitLen())
+}
+
+// prefixAddrs is the addresses of own, for the socket filter.
+func prefixAddrs(own []netip.Prefix) []netip.Addr {
+	out := make([]netip.Addr, len(own))
+	for i, p := range own {
+		out[i] = p.Addr()
+	}
+	return out
+}
+
+// pickSource is the own address a check to backend comes from. On an
+// interface with several subnets it must be one on the backend's: from
+// another, the backend's reply to it goes by its routes (its gateway,
+// often) instead of straight back on the segment, and the check fails
+// while client traffic, answered to the client by those same routes,
+// works. So: the address whose prefix contains backend (the longest such
+// prefix, then the kernel's order); else an IPv6 link-local one (answered
+// on the link the SYN came by); else, off-link, the first of backend's
+// family (the kernel lists the primary first).
+func pickSource(own []netip.Prefix, backend netip.Addr) source {
 	backend = backend.Unmap()
-	for _, a := range own {
-		if a.Is4() == backend.Is4() {
-			return a
+	var src source
+	best := -2
+	for _, p := range own {
+		if p.Addr().Is4() != backend.Is4() {
+			continue
+		}
+		rank := -1 // off-link
+		switch {
+		case p.Contains(backend):
+			rank = 1 + p.Bits()
+		case p.Addr().IsLinkLocalUnicast():
+			rank = 0
+		}
+		if rank > best {
+			src, best = source{addr: p.Addr(), onLink: rank >= 0}, rank
 		}
 	}
-	return netip.Addr{}
+	return src
 }
 
 // inNetns runs fn in the path's namespace (sockets and netlink calls belong

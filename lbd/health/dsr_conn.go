@@ -28,6 +28,7 @@ type dsrConn struct {
 	sock           *packet.Conn
 	local, remote  netip.AddrPort // remote is the VIP
 	backend        netip.Addr     // whose MAC the frames go to
+	onLink         bool           // the backend answers local on the segment (see source)
 	srcMAC, dstMAC net.HardwareAddr
 	mss            int // largest payload we send
 
@@ -81,10 +82,10 @@ func (p *dsrPath) dial(ctx context.Context, t Target, port uint16) (net.Conn, er
 		return nil, err
 	}
 	c := &dsrConn{
-		path: p, sock: sock, backend: backend, srcMAC: ifi.HardwareAddr, dstMAC: dstMAC,
-		local:  netip.AddrPortFrom(src, 0),
+		path: p, sock: sock, backend: backend, onLink: src.onLink, srcMAC: ifi.HardwareAddr, dstMAC: dstMAC,
+		local:  netip.AddrPortFrom(src.addr, 0),
 		remote: netip.AddrPortFrom(t.VIP.Unmap(), port),
-		mss:    mssFor(ifi.MTU, src),
+		mss:    mssFor(ifi.MTU, src.addr),
 		iss:    rand.Uint32(),
 		wake:   make(chan struct{}, 1),
 		done:   make(chan struct{}),
@@ -101,6 +102,17 @@ func (p *dsrPath) dial(ctx context.Context, t Target, port uint16) (net.Conn, er
 		return nil, err
 	}
 	return c, nil
+}
+
+// offLinkHint adds to a check's timeout reason, when the check came from
+// an address on no subnet of the backend's, the other likely cause: the
+// backend answers such an address through its routes, not on the segment.
+func (c *dsrConn) offLinkHint() string {
+	if c.onLink {
+		return ""
+	}
+	return fmt.Sprintf(" Or its answer to %s goes by its routes: no address of the balancer on %s is on %s's subnet; add one there, or set check.via: address",
+		c.local.Addr(), c.path.opts.Interface, c.backend)
 }
 
 // mssFor is the MSS of a link MTU for src's family.
@@ -136,8 +148,8 @@ func (c *dsrConn) handshake(ctx context.Context) error {
 			t.Stop()
 			// No duration in the text: it is the backend's status reason,
 			// which should change only when something else is wrong.
-			return fmt.Errorf("VIP %s not answered by %s through the DSR path (no SYN-ACK within the check timeout): is hostprep applied (VIP on lo)?",
-				c.remote, c.backend)
+			return fmt.Errorf("VIP %s not answered by %s through the DSR path (no SYN-ACK within the check timeout): is hostprep applied (VIP on lo)?%s",
+				c.remote, c.backend, c.offLinkHint())
 		case <-c.wake:
 			t.Stop()
 			c.mu.Lock()

@@ -282,7 +282,86 @@ func TestDSRPathIPv6LinkLocal(t *testing.T) {
 	l.path.mu.Lock()
 	own := l.path.own
 	l.path.mu.Unlock()
-	if len(own) != 2 || !own[1].IsLinkLocalUnicast() {
+	if len(own) != 2 || !own[1].Addr().IsLinkLocalUnicast() {
 		t.Errorf("own addresses %v, want 192.0.2.1 and the link-local one", own)
+	}
+}
+
+// TestDSRPathSecondSubnet: the balancer's interface holds two subnets per
+// family and the backend is only on the second, with a default route
+// through a gateway that does not answer. The check must come from the
+// balancer's address on the backend's subnet, which the backend answers
+// on the segment; from the first address (the one the kernel lists
+// first) its answer would go to the gateway and be lost, which the test
+// shows by taking the on-link address away.
+func TestDSRPathSecondSubnet(t *testing.T) {
+	l := newDSRLab(t)
+	// IPv6 lists the newest global address first: re-adding 2001:db8::1
+	// after 2001:db8:2::1 keeps the off-link one first in both families.
+	l.p.LB.Sh(t,
+		"ip addr add 203.0.113.1/24 dev lb0",
+		"ip addr add 2001:db8:2::1/64 dev lb0 nodad",
+		"ip addr del 2001:db8::1/64 dev lb0",
+		"ip addr add 2001:db8::1/64 dev lb0 nodad")
+	l.p.Peer.Sh(t,
+		"ip addr del 192.0.2.2/24 dev peer0",
+		"ip addr del 2001:db8::2/64 dev peer0",
+		"ip addr add 203.0.113.2/24 dev peer0",
+		"ip addr add 2001:db8:2::2/64 dev peer0 nodad",
+		"ip route add default via 203.0.113.254 dev peer0",
+		"ip -6 route add default via 2001:db8:2::fe dev peer0")
+	for _, a := range []string{"198.51.100.10:80", "[2001:db8:1::10]:80"} {
+		listenIn(t, l.p.Peer.Handle, a, http.NotFoundHandler())
+	}
+	fams := []struct {
+		backend, vip, onLink, first netip.Addr
+		onLinkPfx                   string
+	}{
+		{netip.MustParseAddr("203.0.113.2"), l.vip4, netip.MustParseAddr("203.0.113.1"), netip.MustParseAddr("192.0.2.1"), "203.0.113.1/24"},
+		{netip.MustParseAddr("2001:db8:2::2"), l.vip6, netip.MustParseAddr("2001:db8:2::1"), netip.MustParseAddr("2001:db8::1"), "2001:db8:2::1/64"},
+	}
+	target := func(typ config.CheckType, backend, vip netip.Addr) Target {
+		tg := l.target(typ, backend, vip, 80)
+		tg.MAC = [6]byte(l.backendMAC)
+		tg.Check.ExpectStatus = http.StatusNotFound
+		return tg
+	}
+	for _, f := range fams {
+		for _, typ := range []config.CheckType{config.CheckTCP, config.CheckHTTP} {
+			if err := probeOnce(t, target(typ, f.backend, f.vip)); err != nil {
+				t.Errorf("%s check of %s on the second subnet: %v", typ, f.backend, err)
+			}
+		}
+	}
+	// The test means something only if the first address of each family
+	// (what the checks came from before) is the off-link one.
+	l.path.mu.Lock()
+	own := l.path.own
+	l.path.mu.Unlock()
+	for _, f := range fams {
+		for _, p := range own {
+			if p.Addr().Is4() == f.backend.Is4() {
+				if p.Addr() != f.first {
+					t.Fatalf("own addresses %v: the first of %s's family is %s, want %s", own, f.backend, p.Addr(), f.first)
+				}
+				break
+			}
+		}
+	}
+
+	// Without its address on the backend's subnet the balancer checks from
+	// the first one, off-link: the answer is lost and the reason says why.
+	for _, f := range fams {
+		l.p.LB.Run(t, "ip", "addr", "del", f.onLinkPfx, "dev", "lb0")
+	}
+	l.path.mu.Lock()
+	l.path.ownAt = time.Time{} // re-read the addresses now, not in addrRefresh
+	l.path.mu.Unlock()
+	for _, f := range fams {
+		err := probeOnce(t, target(config.CheckTCP, f.backend, f.vip))
+		want := "? Or its answer to " + f.first.String() + " goes by its routes: no address of the balancer on lb0 is on " + f.backend.String() + "'s subnet; add one there"
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("check of %s from an off-link address: %v, want %q", f.backend, err, want)
+		}
 	}
 }

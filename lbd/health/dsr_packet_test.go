@@ -185,31 +185,103 @@ func TestDSRFilter(t *testing.T) {
 	}
 }
 
-// TestOwnAddrs: a check's source is one of the balancer's own addresses:
-// never a VIP (lbd puts them on the same interface), never a tentative
-// one; IPv6 falls back to the link-local address when there is no other.
+// nlAddr is a netlink address as AddrList returns it: "192.0.2.1/24".
+func nlAddr(s string, flags int) netlink.Addr {
+	p := netip.MustParsePrefix(s)
+	return netlink.Addr{IPNet: &net.IPNet{IP: p.Addr().AsSlice(), Mask: net.CIDRMask(p.Bits(), p.Addr().BitLen())}, Flags: flags}
+}
+
+// TestOwnAddrs: a check's source is one of the balancer's own addresses,
+// kept with its prefix length: never a VIP (lbd puts them on the same
+// interface), never a tentative one; IPv6 falls back to the link-local
+// address when there is no other.
 func TestOwnAddrs(t *testing.T) {
-	addr := func(s string, flags int) netlink.Addr {
-		p := netip.MustParsePrefix(s)
-		return netlink.Addr{IPNet: &net.IPNet{IP: p.Addr().AsSlice(), Mask: net.CIDRMask(p.Bits(), p.Addr().BitLen())}, Flags: flags}
-	}
 	vips := map[netip.Addr]bool{netip.MustParseAddr("192.0.2.10"): true, netip.MustParseAddr("2001:db8::10"): true}
-	got := ownAddrs([]netlink.Addr{
-		addr("192.0.2.10/32", 0), addr("192.0.2.1/24", 0), addr("127.0.0.1/8", 0),
-		addr("2001:db8::10/128", 0), addr("2001:db8::9/64", unix.IFA_F_TENTATIVE), addr("fe80::1/64", 0),
+	pfx := func(ss ...string) []netip.Prefix {
+		out := make([]netip.Prefix, len(ss))
+		for i, s := range ss {
+			out[i] = netip.MustParsePrefix(s)
+		}
+		return out
+	}
+	for _, tc := range []struct {
+		name  string
+		addrs []netlink.Addr
+		want  []netip.Prefix
+	}{
+		{"VIPs, loopback and tentative ones left out; link-local when no global IPv6",
+			[]netlink.Addr{nlAddr("192.0.2.10/32", 0), nlAddr("192.0.2.1/24", 0), nlAddr("127.0.0.1/8", 0),
+				nlAddr("2001:db8::10/128", 0), nlAddr("2001:db8::9/64", unix.IFA_F_TENTATIVE), nlAddr("fe80::1/64", 0)},
+			pfx("192.0.2.1/24", "fe80::1/64")},
+		{"the global IPv6 address only",
+			[]netlink.Addr{nlAddr("fe80::1/64", 0), nlAddr("2001:db8::1/64", 0)},
+			pfx("2001:db8::1/64")},
+		{"several subnets keep their prefixes, in the kernel's order",
+			[]netlink.Addr{nlAddr("192.0.2.1/25", 0), nlAddr("203.0.113.129/26", 0), nlAddr("192.0.2.10/24", 0),
+				nlAddr("2001:db8:1::1/64", 0), nlAddr("2001:db8:2::1/48", unix.IFA_F_DEPRECATED), nlAddr("2001:db8:3::1/56", 0)},
+			pfx("192.0.2.1/25", "203.0.113.129/26", "2001:db8:1::1/64", "2001:db8:3::1/56")},
+		{"an address without a mask is a host prefix",
+			[]netlink.Addr{{IPNet: &net.IPNet{IP: net.ParseIP("198.51.100.1").To4()}}},
+			pfx("198.51.100.1/32")},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := ownAddrs(tc.addrs, vips); !slices.Equal(got, tc.want) {
+				t.Fatalf("own addresses %v, want %v", got, tc.want)
+			}
+		})
+	}
+}
+
+// TestPickSource: a check comes from the own address on the backend's
+// subnet (the backend answers it on the segment), the most specific one
+// when prefixes nest; from the link-local one when that is the only IPv6
+// address; else off-link from the first of the family; never from a VIP,
+// whatever its prefix.
+func TestPickSource(t *testing.T) {
+	vips := map[netip.Addr]bool{netip.MustParseAddr("198.51.100.10"): true, netip.MustParseAddr("2001:db8:2::10"): true}
+	multi := ownAddrs([]netlink.Addr{
+		nlAddr("192.0.2.1/24", 0),
+		nlAddr("198.51.100.10/24", 0), // a VIP put on the interface with a prefix
+		nlAddr("203.0.113.1/24", 0),
+		nlAddr("203.0.113.129/25", 0),
+		nlAddr("2001:db8:1::1/64", 0),
+		nlAddr("2001:db8:2::10/64", 0), // a VIP again
+		nlAddr("2001:db8:3::1/64", 0),
+		nlAddr("fe80::1/64", 0),
 	}, vips)
-	want := []netip.Addr{netip.MustParseAddr("192.0.2.1"), netip.MustParseAddr("fe80::1")}
-	if !slices.Equal(got, want) {
-		t.Fatalf("own addresses %v, want %v", got, want)
-	}
-	got = ownAddrs([]netlink.Addr{addr("fe80::1/64", 0), addr("2001:db8::1/64", 0)}, vips)
-	if !slices.Equal(got, []netip.Addr{netip.MustParseAddr("2001:db8::1")}) {
-		t.Fatalf("own addresses %v, want the global one only", got)
-	}
-	if src := pickSource(want, netip.MustParseAddr("2001:db8::12")); src != netip.MustParseAddr("fe80::1") {
-		t.Fatalf("source for an IPv6 backend: %s", src)
-	}
-	if src := pickSource(got, netip.MustParseAddr("192.0.2.12")); src.IsValid() {
-		t.Fatalf("source for an IPv4 backend without an own IPv4 address: %s", src)
+	linkLocal := ownAddrs([]netlink.Addr{nlAddr("192.0.2.1/24", 0), nlAddr("fe80::1/64", 0)}, vips)
+	v6only := ownAddrs([]netlink.Addr{nlAddr("2001:db8:1::1/64", 0)}, vips)
+	for _, tc := range []struct {
+		name    string
+		own     []netip.Prefix
+		backend string
+		want    string // "" for none
+		onLink  bool
+	}{
+		{"IPv4 backend in the first subnet", multi, "192.0.2.12", "192.0.2.1", true},
+		{"IPv4 backend in the second subnet", multi, "203.0.113.12", "203.0.113.1", true},
+		{"IPv4 nested prefixes: the longest", multi, "203.0.113.200", "203.0.113.129", true},
+		{"IPv4-mapped backend", multi, "::ffff:203.0.113.12", "203.0.113.1", true},
+		{"IPv4 backend on the VIP's subnet: off-link, the first", multi, "198.51.100.12", "192.0.2.1", false},
+		{"IPv4 backend outside the nested prefix: the wider one", multi, "203.0.113.100", "203.0.113.1", true},
+		{"IPv4 backend on no subnet: the first", multi, "203.0.112.5", "192.0.2.1", false},
+		{"IPv6 backend in the first subnet", multi, "2001:db8:1::12", "2001:db8:1::1", true},
+		{"IPv6 backend in the third subnet", multi, "2001:db8:3::12", "2001:db8:3::1", true},
+		{"IPv6 backend on the VIP's subnet: off-link, the first", multi, "2001:db8:2::12", "2001:db8:1::1", false},
+		{"IPv6 backend, only a link-local address", linkLocal, "2001:db8:1::12", "fe80::1", true},
+		{"IPv6 link-local backend", linkLocal, "fe80::12", "fe80::1", true},
+		{"IPv4 backend, no IPv4 address", v6only, "192.0.2.12", "", false},
+		{"IPv6 backend, no IPv6 address", ownAddrs([]netlink.Addr{nlAddr("192.0.2.1/24", 0)}, vips), "2001:db8:1::12", "", false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got := pickSource(tc.own, netip.MustParseAddr(tc.backend))
+			var want netip.Addr
+			if tc.want != "" {
+				want = netip.MustParseAddr(tc.want)
+			}
+			if got.addr != want || got.onLink != tc.onLink {
+				t.Fatalf("source for %s among %v: %s on-link=%v, want %s on-link=%v", tc.backend, tc.own, got.addr, got.onLink, tc.want, tc.onLink)
+			}
+		})
 	}
 }
