@@ -476,6 +476,7 @@ type fakeBGP struct {
 	started, announces    int
 	routes                map[netip.Addr]bgp.Route
 	events                []string
+	dups                  []netip.Addr // VIPs given twice in one Announce
 	stopped               int
 	stopWait              time.Duration
 	closedAtStop          bool // the data plane's descriptors were closed before Stop
@@ -498,6 +499,9 @@ func (b *fakeBGP) Announce(routes []bgp.Route) error {
 	b.announces++
 	want := map[netip.Addr]bgp.Route{}
 	for _, r := range routes {
+		if _, dup := want[r.VIP]; dup {
+			b.dups = append(b.dups, r.VIP)
+		}
 		want[r.VIP] = r
 	}
 	for _, vip := range slices.SortedFunc(maps.Keys(b.routes), netip.Addr.Compare) {

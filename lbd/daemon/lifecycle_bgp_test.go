@@ -280,3 +280,36 @@ func TestLifecycleBGPFailedStart(t *testing.T) {
 		})
 	}
 }
+
+// TestLifecycleBGPSharedVIP: a VIP shared by two services (the config
+// makes them carry the same attributes) is announced once, while either
+// qualifies, and withdrawn only when neither does.
+func TestLifecycleBGPSharedVIP(t *testing.T) {
+	yaml := bgpWebOnly + `  - name: tls
+    vip: 192.0.2.10
+    ports: [443]
+    announce: {communities: ["64496:100"], med: 10}
+    servers:
+      - {name: a, address: 192.0.2.11, weight: 1}
+`
+	h, r := startBGPResolved(t, yaml)
+	h.health.set("tls/a", health.Up)
+	waitAnnounced(t, h, vipWeb) // tls qualifies alone (min_healthy 1)
+	afterAnnounce(t, h, "web/a up", func() { h.health.set("web/a", health.Up) })
+	afterAnnounce(t, h, "web/b up", func() { h.health.set("web/b", health.Up) })
+	afterAnnounce(t, h, "tls/a down", func() { h.health.set("tls/a", health.Down) })
+	if got := h.bgp.announced(); !slices.Equal(got, []netip.Addr{vipWeb}) {
+		t.Errorf("announced %v with web qualifying and tls not, want the shared VIP", got)
+	}
+	h.health.set("web/b", health.Down)
+	waitAnnounced(t, h)
+	r.waitState("web", "b", datapath.Down)
+	h.bgp.mu.Lock()
+	defer h.bgp.mu.Unlock()
+	if len(h.bgp.dups) != 0 {
+		t.Errorf("VIPs given twice in one announcement: %v", h.bgp.dups)
+	}
+	if want := []string{"announce 192.0.2.10", "withdraw 192.0.2.10"}; !slices.Equal(h.bgp.events, want) {
+		t.Errorf("announcements %q, want %q: one route, kept while either service qualifies", h.bgp.events, want)
+	}
+}

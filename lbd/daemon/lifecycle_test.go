@@ -103,6 +103,7 @@ func (r *lbdRun) start() {
 	select {
 	case <-ready:
 	case err := <-r.done:
+		r.done <- err // for the cleanup, which would wait forever
 		r.t.Fatalf("Run returned before ready: %v", err)
 	case <-time.After(5 * time.Second):
 		r.t.Fatal("lbd not ready after 5s")
