@@ -19,7 +19,7 @@ import (
 func (d *Daemon) startBGP(ctx context.Context) error {
 	var err error
 	// The speaker outlives ctx: stop() withdraws through it after ctx ends.
-	d.bgp, err = bgp.Start(context.WithoutCancel(ctx), *d.cfg.Balancer.BGP, d.cfg.Balancer.Interface, d.log)
+	d.bgp, err = d.host().startBGP(context.WithoutCancel(ctx), *d.cfg.Balancer.BGP, d.cfg.Balancer.Interface, d.log)
 	if err != nil {
 		return err
 	}

@@ -24,7 +24,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/dsrlb/dsrlb/lbd/bgp"
 	"github.com/dsrlb/dsrlb/lbd/datapath"
 	"github.com/dsrlb/dsrlb/lbd/health"
 	"github.com/dsrlb/dsrlb/lbd/neigh"
@@ -93,10 +92,10 @@ type Daemon struct {
 	checks  healthChecks
 	res     neighbours
 	metrics *metrics
-	more    moreMetrics  // check durations and reload results, ready before metrics start
-	bgp     *bgp.Speaker // nil in ARP mode
-	guard   guardState   // the ARP/ND guard (arpguard.go)
-	marks   stateMarks   // since when each backend is in its state (live.go)
+	more    moreMetrics // check durations and reload results, ready before metrics start
+	bgp     bgpSpeaker  // nil in ARP mode
+	guard   guardState  // the ARP/ND guard (arpguard.go)
+	marks   stateMarks  // since when each backend is in its state (live.go)
 	// metricsLn is bound before the first kernel change, so a taken port
 	// fails the start before anything changed.
 	metricsLn net.Listener

@@ -5,14 +5,17 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net"
 	"net/netip"
+	"reflect"
 	"slices"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/dsrlb/dsrlb/lbd/bgp"
 	"github.com/dsrlb/dsrlb/lbd/datapath"
 	"github.com/dsrlb/dsrlb/lbd/health"
 	"github.com/dsrlb/dsrlb/lbd/neigh"
@@ -31,6 +34,7 @@ type fakeHost struct {
 	neigh  *fakeNeigh
 	health *fakeHealth
 	vips   *fakeVIPs
+	bgp    *fakeBGP // started in BGP mode only
 	// offLink are addresses the route lookup says are not on-link.
 	offLink map[netip.Addr]bool
 	// privileges, when set, is what the privilege check says.
@@ -40,9 +44,11 @@ type fakeHost struct {
 
 func newFakeHost() *fakeHost {
 	ev := &steps{}
+	dp := &fakeDataplane{steps: ev}
 	return &fakeHost{
 		steps:   ev,
-		dp:      &fakeDataplane{steps: ev},
+		dp:      dp,
+		bgp:     &fakeBGP{steps: ev, dp: dp, routes: map[netip.Addr]bgp.Route{}},
 		neigh:   &fakeNeigh{macs: map[netip.Addr]net.HardwareAddr{}},
 		health:  &fakeHealth{states: map[string]health.State{}},
 		vips:    &fakeVIPs{owned: map[netip.Addr]bool{}, steps: ev},
@@ -99,6 +105,17 @@ func (h *fakeHost) system() *system {
 			defer h.health.mu.Unlock()
 			h.health.onChange = o.OnChange
 			return h.health
+		},
+		startBGP: func(_ context.Context, cfg config.BGP, iface string, _ *slog.Logger) (bgpSpeaker, error) {
+			h.bgp.mu.Lock()
+			defer h.bgp.mu.Unlock()
+			h.bgp.started++
+			h.bgp.cfg, h.bgp.iface = cfg, iface
+			h.steps.add("bgp start")
+			if h.bgp.startErr != nil {
+				return nil, h.bgp.startErr
+			}
+			return h.bgp, nil
 		},
 		vips:        h.vips,
 		now:         func() time.Time { return h.now },
@@ -444,6 +461,105 @@ func (v *fakeVIPs) Owned(string) ([]netip.Addr, error) {
 }
 
 func (v *fakeVIPs) calls() []string { v.mu.Lock(); defer v.mu.Unlock(); return slices.Clone(v.history) }
+
+// fakeBGP is the speaker: it keeps the announced routes and, as
+// bgp.Speaker sends only differences to the peers, records each VIP
+// announced or withdrawn (also as a step), and how it was stopped.
+type fakeBGP struct {
+	steps *steps
+	dp    *fakeDataplane // to tell whether Stop came while it still forwarded
+	mu    sync.Mutex
+	cfg   config.BGP
+	iface string
+	// startErr fails the start; announceErr, while set, Announce.
+	startErr, announceErr error
+	started, announces    int
+	routes                map[netip.Addr]bgp.Route
+	events                []string
+	dups                  []netip.Addr // VIPs given twice in one Announce
+	stopped               int
+	stopWait              time.Duration
+	closedAtStop          bool // the data plane's descriptors were closed before Stop
+}
+
+func (b *fakeBGP) event(verb string, vip netip.Addr) {
+	e := verb + " " + vip.String()
+	b.events = append(b.events, e)
+	b.steps.add(e)
+}
+
+// Announce withdraws what is gone or changed, then announces what is new,
+// in address order, as bgp.Speaker does.
+func (b *fakeBGP) Announce(routes []bgp.Route) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.announceErr != nil {
+		return b.announceErr
+	}
+	b.announces++
+	want := map[netip.Addr]bgp.Route{}
+	for _, r := range routes {
+		if _, dup := want[r.VIP]; dup {
+			b.dups = append(b.dups, r.VIP)
+		}
+		want[r.VIP] = r
+	}
+	for _, vip := range slices.SortedFunc(maps.Keys(b.routes), netip.Addr.Compare) {
+		if r, ok := want[vip]; !ok || !reflect.DeepEqual(r, b.routes[vip]) {
+			delete(b.routes, vip)
+			b.event("withdraw", vip)
+		}
+	}
+	for _, vip := range slices.SortedFunc(maps.Keys(want), netip.Addr.Compare) {
+		if _, ok := b.routes[vip]; !ok {
+			b.routes[vip] = want[vip]
+			b.event("announce", vip)
+		}
+	}
+	return nil
+}
+
+func (b *fakeBGP) Status(context.Context) bgp.Status {
+	b.mu.Lock()
+	asn := b.cfg.ASN
+	b.mu.Unlock()
+	return bgp.Status{ASN: asn, Announced: b.announced()}
+}
+
+// Stop withdraws everything, as bgp.Speaker.Stop does before its wait.
+func (b *fakeBGP) Stop(wait time.Duration) {
+	b.dp.mu.Lock()
+	closed := b.dp.closed
+	b.dp.mu.Unlock()
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for _, vip := range slices.SortedFunc(maps.Keys(b.routes), netip.Addr.Compare) {
+		delete(b.routes, vip)
+		b.event("withdraw", vip)
+	}
+	b.stopped++
+	b.stopWait, b.closedAtStop = wait, closed
+	b.steps.add("bgp stop")
+}
+
+// announced is the VIPs announced now, sorted.
+func (b *fakeBGP) announced() []netip.Addr {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return slices.SortedFunc(maps.Keys(b.routes), netip.Addr.Compare)
+}
+
+func (b *fakeBGP) route(vip netip.Addr) (bgp.Route, bool) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	r, ok := b.routes[vip]
+	return r, ok
+}
+
+// calls is how many Announce calls succeeded (one per apply).
+func (b *fakeBGP) calls() int { b.mu.Lock(); defer b.mu.Unlock(); return b.announces }
+
+func (b *fakeBGP) history() []string { b.mu.Lock(); defer b.mu.Unlock(); return slices.Clone(b.events) }
 
 // notes records systemd notifications (the watchdog sends from its own
 // goroutine).

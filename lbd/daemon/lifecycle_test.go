@@ -59,7 +59,7 @@ type lbdRun struct {
 	h                             *fakeHost
 	n                             *notes
 	dir, cfgPath, sock, vipRecord string
-	runningCopy                   string
+	runningCopy, bgpStatus        string
 	reload                        chan struct{}
 	cancel                        context.CancelFunc
 	done                          chan error
@@ -71,7 +71,8 @@ func newRun(t *testing.T, h *fakeHost, yaml string) *lbdRun {
 	dir := t.TempDir()
 	r := &lbdRun{t: t, h: h, n: &notes{steps: h.steps}, dir: dir, cfgPath: filepath.Join(dir, "lbd.yaml"),
 		sock: filepath.Join(dir, "lbd.sock"), vipRecord: filepath.Join(dir, "lbd.vips"),
-		runningCopy: filepath.Join(dir, "lbd.running.yaml"), reload: make(chan struct{}, 1)}
+		runningCopy: filepath.Join(dir, "lbd.running.yaml"), bgpStatus: filepath.Join(dir, "lbd.bgp.json"),
+		reload: make(chan struct{}, 1)}
 	r.write(yaml)
 	return r
 }
@@ -86,7 +87,7 @@ func (r *lbdRun) write(yaml string) {
 func (r *lbdRun) options(ready chan<- struct{}) Options {
 	return Options{
 		ConfigPath: r.cfgPath, Notify: r.n.notify, Reload: r.reload, Ready: ready,
-		RunningCopy: r.runningCopy, VIPRecord: r.vipRecord, ControlSocket: r.sock,
+		RunningCopy: r.runningCopy, VIPRecord: r.vipRecord, ControlSocket: r.sock, BGPStatusFile: r.bgpStatus,
 		Version: "test", Watchdog: 20 * time.Millisecond, sys: r.h.system(),
 	}
 }
@@ -102,6 +103,7 @@ func (r *lbdRun) start() {
 	select {
 	case <-ready:
 	case err := <-r.done:
+		r.done <- err // for the cleanup, which would wait forever
 		r.t.Fatalf("Run returned before ready: %v", err)
 	case <-time.After(5 * time.Second):
 		r.t.Fatal("lbd not ready after 5s")

@@ -7,6 +7,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/dsrlb/dsrlb/lbd/bgp"
 	"github.com/dsrlb/dsrlb/lbd/datapath"
 	"github.com/dsrlb/dsrlb/lbd/health"
 	"github.com/dsrlb/dsrlb/lbd/neigh"
@@ -64,6 +65,16 @@ type vipManager interface {
 	Owned(ifname string) ([]netip.Addr, error)
 }
 
+// bgpSpeaker announces the VIPs to the routers (*bgp.Speaker), in BGP
+// mode only.
+type bgpSpeaker interface {
+	// Announce makes the announced set equal to routes.
+	Announce(routes []bgp.Route) error
+	Status(ctx context.Context) bgp.Status
+	// Stop withdraws every VIP, waits wait, then closes the sessions.
+	Stop(wait time.Duration)
+}
+
 // system is the outside world of one Run: the host checks of preflight,
 // the constructors of the data plane and the observers, the VIPs and the
 // clock. Options.sys nil is the real host (hostSystem).
@@ -77,6 +88,7 @@ type system struct {
 	openDataplane func(opts datapath.Options, log *slog.Logger) (dataPlane, error)
 	newNeighbours func(ctx context.Context, opts neigh.Options) (neighbours, error)
 	newHealth     func(ctx context.Context, opts health.Options) healthChecks
+	startBGP      func(ctx context.Context, cfg config.BGP, iface string, log *slog.Logger) (bgpSpeaker, error)
 	vips          vipManager
 	now           func() time.Time
 	// attachEvery is how often the loop checks the program is attached.
@@ -104,7 +116,14 @@ func hostSystem() *system {
 			}
 			return r, nil
 		},
-		newHealth:   func(ctx context.Context, opts health.Options) healthChecks { return health.New(ctx, opts) },
+		newHealth: func(ctx context.Context, opts health.Options) healthChecks { return health.New(ctx, opts) },
+		startBGP: func(ctx context.Context, cfg config.BGP, iface string, log *slog.Logger) (bgpSpeaker, error) {
+			s, err := bgp.Start(ctx, cfg, iface, log)
+			if err != nil {
+				return nil, err // a nil interface, not a nil *Speaker in one
+			}
+			return s, nil
+		},
 		vips:        vip.Current(),
 		now:         time.Now,
 		attachEvery: AttachCheckInterval,
