@@ -603,7 +603,11 @@ func (p *parser) checkVia(path string, t CheckType, text string) CheckVia {
 	case CheckTCP, CheckHTTP, CheckHTTPS:
 		return CheckVia(p.enum(path, text, string(ViaVIP), string(ViaVIP), string(ViaAddress)))
 	}
-	if text != "" {
+	switch {
+	case text == "":
+	case t == CheckNone:
+		p.errf(path, "via is only used by tcp, http and https checks (a none check sends nothing); remove it")
+	default:
 		p.errf(path, "via is only used by tcp, http and https checks (%s checks go to the server's own address); remove it", t)
 	}
 	return ""
