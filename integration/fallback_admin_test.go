@@ -115,8 +115,19 @@ func TestFallbackTakesOverAndHandsBack(t *testing.T) {
 	leaveBy := checkBound(chk, chk.Fall, 5*time.Second)
 
 	e.mustAvoid(url, 100, "new connections while the primaries are up", "b3")
-	out := e.status(ctx)
-	if l := statusLine(out, "sorry (fallback)"); !strings.Contains(l, "drain") || !strings.Contains(l, "fallback standing by") {
+	// The fallback's own checks may still be rising (down, "health check
+	// failing"): wait for it to stand by, within its rise.
+	standingBy := func(l string) bool {
+		return strings.Contains(l, "drain") && strings.Contains(l, "fallback standing by")
+	}
+	var out string
+	for end := time.Now().Add(checkBound(chk, chk.Rise, 5*time.Second)); ; time.Sleep(100 * time.Millisecond) {
+		out = e.status(ctx)
+		if standingBy(statusLine(out, "sorry (fallback)")) || time.Now().After(end) {
+			break
+		}
+	}
+	if l := statusLine(out, "sorry (fallback)"); !standingBy(l) {
 		t.Errorf("lbd status shows the standing-by fallback as %q:\n%s", l, out)
 	}
 
