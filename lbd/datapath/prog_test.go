@@ -118,27 +118,32 @@ func progCases(t *testing.T) []progCase {
 	return cases
 }
 
+// check runs the case's frame through d's program and checks its verdict,
+// its output frame and that its reason's counter went up by one.
+func (c progCase) check(t *testing.T, d *Datapath) {
+	t.Helper()
+	before := reasonCount(t, d, c.reason)
+	verdict, out := run(t, d, c.frame)
+	want := c.out
+	if want == nil {
+		want = c.frame
+	}
+	if verdict != c.verdict {
+		t.Errorf("verdict = %d, want %d", verdict, c.verdict)
+	}
+	if !bytes.Equal(out, want) {
+		t.Errorf("output differs\n got %s\nwant %s", hex.EncodeToString(out), hex.EncodeToString(want))
+	}
+	if after := reasonCount(t, d, c.reason); after != before+1 {
+		t.Errorf("counter %s went %d -> %d, want +1", c.reason, before, after)
+	}
+}
+
 func TestProgramTable(t *testing.T) {
 	d := mustOpen(t, Options{})
 	mustApply(t, d, tableServices()...)
 	for _, c := range progCases(t) {
-		t.Run(c.name, func(t *testing.T) {
-			before := reasonCount(t, d, c.reason)
-			verdict, out := run(t, d, c.frame)
-			want := c.out
-			if want == nil {
-				want = c.frame
-			}
-			if verdict != c.verdict {
-				t.Errorf("verdict = %d, want %d", verdict, c.verdict)
-			}
-			if !bytes.Equal(out, want) {
-				t.Errorf("output differs\n got %s\nwant %s", hex.EncodeToString(out), hex.EncodeToString(want))
-			}
-			if after := reasonCount(t, d, c.reason); after != before+1 {
-				t.Errorf("counter %s went %d -> %d, want +1", c.reason, before, after)
-			}
-		})
+		t.Run(c.name, func(t *testing.T) { c.check(t, d) })
 	}
 }
 
