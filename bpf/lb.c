@@ -65,7 +65,9 @@ static __always_inline int lb_not_for_vip(struct __sk_buff *skb, const struct lb
 /* lb_forward finds the backend: a valid conntrack entry first (the
  * common case: one hash lookup; the backend names its service), else the
  * service and its scheduler. Go deletes the entries of a (vip, proto,
- * port) it stops serving, so an entry implies its service. */
+ * port) it stops serving, so an entry implies its service. An IPv4 SYN
+ * finds its service first: if its flow is tracked late (sched.h), the
+ * consistent choice is all it needs. */
 static __always_inline struct lb_backend *lb_forward(struct __sk_buff *skb, const struct lb_pkt *pkt,
 						     const struct lb_config *cfg, __u32 *id, __u32 *svc_id,
 						     int *is_new, __u32 *reason)
@@ -78,12 +80,35 @@ static __always_inline struct lb_backend *lb_forward(struct __sk_buff *skb, cons
 	struct lb_service *svc;
 	struct lb_backend *be;
 
-	be = lb_ct_lookup(pkt, cfg, now, starts && pkt->flow.proto == IPPROTO_TCP, id, &stale);
+	int new_syn = starts && pkt->flow.proto == IPPROTO_TCP;
+
+	svc = NULL;
+	if (new_syn && lb_flow_is4(&pkt->flow)) {
+		/* The service first: a SYN tracked late needs no lookup. */
+		svc = lb_service_lookup(pkt);
+		if (!svc) {
+			*reason = lb_no_service_reason(pkt);
+			return NULL;
+		}
+		*svc_id = svc->id;
+		if (lb_tracks_late(pkt, svc)) {
+			be = lb_syn_late(pkt, svc, cfg, now, id);
+			if (!be) {
+				lb_count_no_backend(svc->id, skb);
+				*reason = LB_REASON_PASS_NO_BACKEND;
+				return NULL;
+			}
+			*is_new = 1;
+			return be;
+		}
+	}
+	be = lb_ct_lookup(pkt, cfg, now, new_syn, id, &stale);
 	if (be) {
 		*svc_id = be->service_id;
 		return be;
 	}
-	svc = lb_service_lookup(pkt);
+	if (!svc)
+		svc = lb_service_lookup(pkt);
 	if (!svc) {
 		lb_ct_drop(&pkt->flow, stale);
 		*reason = lb_no_service_reason(pkt);

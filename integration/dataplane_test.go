@@ -162,12 +162,15 @@ func TestFragmentedUDPToPortService(t *testing.T) {
 }
 
 // TestEstablishedSurviveSYNFlood: 12 keep-alive connections, idle between
-// requests, stay on their backends while spoofed SYNs from 203.0.113.0/24
-// (bounded: 300,000 frames paced over about 15 s, 40 s at most) fill a
-// 4,096-entry flow table many times over and a backend joins the service
-// (b3's weight goes from 0 to 1: the Maglev table changes); the
-// kernel LRU keeps the entries in use. Inserted and evicted flow counts
-// come from lbd status.
+// requests, stay on their backends through a flood from spoofed sources in
+// 203.0.113.0/24 (bounded: 300,000 frames paced over about 15 s, 40 s at
+// most) while a backend joins the service (b3's weight goes from 0 to 1:
+// the Maglev table changes). The first half are SYNs: lbd tracks a maglev
+// flow from its handshake's ACK, so they must insert nothing. The second
+// half are ACKs of unknown flows, which are tracked (their consistent
+// choice) and fill the 4,096-entry table many times over: the kernel LRU
+// must keep the entries in use. Inserted and evicted counts come from lbd
+// status.
 func TestEstablishedSurviveSYNFlood(t *testing.T) {
 	s := begin(t, "established-survive-syn-flood")
 	e := startLB(t, s, topo.Options{}, func(tp *topo.Topology) topo.Config {
@@ -189,25 +192,40 @@ func TestEstablishedSurviveSYNFlood(t *testing.T) {
 	st0 := readStatus(t, e)
 
 	const frames = 300_000
-	done := make(chan struct{})
-	var sent int
-	var sendErr error
+	// synsDone: the SYNs are sent; acks: their counts are read, send the ACKs.
+	synsDone, acks, done := make(chan struct{}), make(chan struct{}), make(chan struct{})
+	defer func() { // a failure before the ACKs must not leave the sender blocked
+		select {
+		case <-acks:
+		default:
+			close(acks)
+		}
+	}()
+	var sent [2]int
+	var sendErr [2]error
 	go func() {
 		defer close(done)
 		rng := rand.New(rand.NewPCG(16, 16))
 		dst := netip.AddrPortFrom(topo.VIP4, topo.HTTPPort)
 		start := time.Now()
-		sent, sendErr = topo.SendFrames(e.tp.Client, e.tp.Client.Link, frames, 40*time.Second, func(i int, buf []byte) []byte {
-			if i%1000 == 0 { // pace at 20,000 frames/s, so the flood spans the change
-				time.Sleep(time.Until(start.Add(time.Duration(i) * time.Second / 20000)))
+		for half, flags := range []byte{topo.FlagSYN, topo.FlagACK} {
+			sent[half], sendErr[half] = topo.SendFrames(e.tp.Client, e.tp.Client.Link, frames/2, 20*time.Second, func(i int, buf []byte) []byte {
+				if i%1000 == 0 { // pace at 20,000 frames/s, so the flood spans the change
+					time.Sleep(time.Until(start.Add(time.Duration(half*frames/2+i) * time.Second / 20000)))
+				}
+				src := netip.AddrPortFrom(netip.AddrFrom4([4]byte{203, 0, 113, byte(rng.IntN(256))}), uint16(1024+rng.IntN(64000)))
+				return topo.TCP4(buf, e.tp.Client.MAC, e.tp.Balancer.MAC, src, dst, flags)
+			})
+			if half == 0 {
+				close(synsDone)
+				<-acks
+				start = time.Now().Add(-frames / 2 * time.Second / 20000)
 			}
-			src := netip.AddrPortFrom(netip.AddrFrom4([4]byte{203, 0, 113, byte(rng.IntN(256))}), uint16(1024+rng.IntN(64000)))
-			return topo.SYN4(buf, e.tp.Client.MAC, e.tp.Balancer.MAC, src, dst)
-		})
+		}
 	}()
 	// During the flood: idle pauses, then requests; a backend joins.
 	time.Sleep(2 * time.Second)
-	poke("2s into the flood")
+	poke("2s into the SYN flood")
 	e.cfg.Services[0].Servers[2].Weight = 1
 	if _, err := e.tp.WriteConfig(e.cfg); err != nil {
 		t.Fatal(err)
@@ -215,20 +233,31 @@ func TestEstablishedSurviveSYNFlood(t *testing.T) {
 	if out, err := e.tp.Lbd(context.Background(), "reload"); err != nil {
 		t.Fatalf("lbd reload: %v\n%s", err, out)
 	}
-	for i := 0; i < 3; i++ {
+	<-synsDone
+	poke("after the SYN flood, b3 joined")
+	st1 := readStatus(t, e)
+	close(acks)
+	for i := 0; i < 2; i++ {
 		time.Sleep(3 * time.Second)
-		poke(fmt.Sprintf("%ds into the flood, after b3 joined", 5+3*i))
+		poke(fmt.Sprintf("%ds into the ACK flood", 3+3*i))
 	}
 	<-done
-	if sendErr != nil {
-		t.Fatal(sendErr)
+	for _, err := range sendErr {
+		if err != nil {
+			t.Fatal(err)
+		}
 	}
 	poke("after the flood")
 	st := readStatus(t, e)
-	ins, ev := st.Conntrack.Inserted-st0.Conntrack.Inserted, st.Conntrack.Evicted-st0.Conntrack.Evicted
-	t.Logf("spoofed SYNs sent: %d; flows inserted %d, evicted %d (LRU), table entries %d of 4096", sent, ins, ev, st.Conntrack.Entries)
-	s.note = fmt.Sprintf("%d SYNs, %d inserted, %d evicted, 12/12 connections intact", sent, ins, ev)
+	synIns, synEv := st1.Conntrack.Inserted-st0.Conntrack.Inserted, st1.Conntrack.Evicted-st0.Conntrack.Evicted
+	ins, ev := st.Conntrack.Inserted-st1.Conntrack.Inserted, st.Conntrack.Evicted-st1.Conntrack.Evicted
+	t.Logf("spoofed SYNs sent: %d (inserted %d, evicted %d); spoofed ACKs sent: %d (inserted %d, evicted %d); table entries %d of 4096",
+		sent[0], synIns, synEv, sent[1], ins, ev, st.Conntrack.Entries)
+	s.note = fmt.Sprintf("%d SYNs: %d inserted; %d ACKs: %d inserted, %d evicted; 12/12 connections intact", sent[0], synIns, sent[1], ins, ev)
+	if synIns > 100 || synEv > 100 {
+		t.Fatalf("%d spoofed SYNs inserted %d entries and evicted %d: a maglev SYN must leave no entry", sent[0], synIns, synEv)
+	}
 	if ev < 4096 {
-		t.Fatalf("the flood evicted only %d entries: the table was never under pressure, the test proves nothing", ev)
+		t.Fatalf("the ACK flood evicted only %d entries: the table was never under pressure, the test proves nothing", ev)
 	}
 }

@@ -225,10 +225,16 @@ struct lb_ct_counters {
 #define LB_FC_BITS 13
 #define LB_FC_SLOTS (1 << LB_FC_BITS)
 
+/* In k1 of a flow cache entry: the top bit of the protocol byte (no
+ * protocol dsrlb serves has it), marking a pending entry, which no
+ * packet's key matches as an established copy. */
+#define LB_FC_PENDING (1ULL << 39)
+
 /* Value of lb_flow_cache: a copy of a valid, established lb_ct4 entry,
- * 32 bytes (half a cache line). k0 and k1 are the lb_ct4_key read as two
- * u64 words; bits 40-63 of k1 (the key's zero padding) hold the cache
- * generation the copy was made under. */
+ * or the choice made for a flow's first packet that is not tracked yet
+ * (pending: LB_FC_PENDING set in k1), 32 bytes (half a cache line). k0 and
+ * k1 are the lb_ct4_key read as two u64 words; bits 40-63 of k1 (the key's
+ * zero padding) hold the cache generation the copy was made under. */
 struct lb_fc_entry {
 	__u64 k0;           /* saddr, daddr */
 	__u64 k1;           /* sport, dport, proto; bits 40-63: generation */

@@ -31,7 +31,9 @@
  * program's lb_fc_gen_bpf (bumped when it deletes an IPv4 entry or renews
  * one onto another backend). The backend's cookie and state are checked on
  * every cached hit as on every LRU hit; a FIN or RST, a SYN, and IPv6
- * flows always take the LRU path. A FIN seen on another CPU leaves this
+ * flows always take the LRU path (a SYN tracked late takes neither: it
+ * writes its choice into the slot as pending, lb_fc_pend, and the flow's
+ * next packet makes the entry from it, lb_fc_commit). A FIN seen on another CPU leaves this
  * CPU's copy (established) answering for up to a second: the same backend
  * the closing entry names.
  */
@@ -79,6 +81,16 @@ static __always_inline __u8 lb_ct_next(__u8 state, __u8 f)
 	return state;
 }
 
+/* lb_first_state is the state of a flow's new entry made on a packet with
+ * TCP flags f: a SYN's is syn seen, a later packet's what the SYN's entry
+ * would have become (an ACK: established); UDP is always established. */
+static __always_inline __u8 lb_first_state(__u8 proto, __u8 f)
+{
+	if (proto != IPPROTO_TCP)
+		return LB_CT_ESTABLISHED;
+	return lb_ct_next(LB_CT_SYN_SEEN, f);
+}
+
 /* lb_flow_is4: both addresses IPv4-mapped, so the flow's entry is in lb_ct4.
  * (An IPv6 packet carrying IPv4-mapped addresses shares the IPv4 flow's
  * entry, as it always shared its lb_flow key.) */
@@ -120,6 +132,14 @@ static __always_inline void lb_fc_invalidate(void)
 static __always_inline __u64 lb_fc_gen(const struct lb_config *cfg)
 {
 	return (__u64)((cfg->ct_gen + lb_fc_gen_bpf) & 0xffffff) << 40;
+}
+
+/* lb_fc_key is the flow cache key of an IPv4 flow's lb_ct4 key: the key's
+ * two words, the generation in k1's padding bits. */
+static __always_inline void lb_fc_key(const struct lb_ct4_key *k, const struct lb_config *cfg, __u64 *k0, __u64 *k1)
+{
+	*k0 = (__u64)k->saddr | (__u64)k->daddr << 32;
+	*k1 = (__u64)k->sport | (__u64)k->dport << 16 | (__u64)k->proto << 32 | lb_fc_gen(cfg);
 }
 
 /* lb_fc_slot is the flow's cache entry on this CPU (any flow may be in it).
@@ -165,13 +185,14 @@ static __always_inline struct lb_backend *lb_fc_hit(const struct lb_fc_entry *fc
 	return be;
 }
 
-/* lb_fc_keep records a valid entry after the LRU path: an established one
- * is copied into the slot, any other state clears the slot if it holds the
- * flow (its next packets take the LRU path). */
+/* lb_fc_keep records a valid entry after the LRU path or a commit: an
+ * established one is copied into the slot, any other state clears the slot
+ * if it holds the flow, copy or pending (its next packets take the LRU
+ * path). */
 static __always_inline void lb_fc_keep(struct lb_fc_entry *fc, __u64 k0, __u64 k1, const struct lb_ct_entry *ct)
 {
 	if (ct->state != LB_CT_ESTABLISHED) {
-		if (fc->k0 == k0 && fc->k1 == k1)
+		if (fc->k0 == k0 && (fc->k1 & ~LB_FC_PENDING) == k1)
 			fc->k1 = 0; /* proto 0: matches no flow */
 		return;
 	}
@@ -184,6 +205,72 @@ static __always_inline void lb_fc_keep(struct lb_fc_entry *fc, __u64 k0, __u64 k
 	asm volatile("" ::: "memory");
 	fc->k0 = k0;
 	fc->k1 = k1;
+}
+
+/* lb_fc_pend records, in the flow's slot on this CPU, the backend chosen for
+ * the first packet of an IPv4 flow that gets no entry yet (lb_sched.h: a
+ * consistent choice is tracked from the flow's second packet). Written
+ * like a copy, key last. */
+static __always_inline void lb_fc_pend(const struct lb_ct4_key *k, const struct lb_config *cfg, __u64 now, __u32 id,
+				       __u32 cookie)
+{
+	struct lb_fc_entry *fc;
+	__u64 k0, k1;
+
+	lb_fc_key(k, cfg, &k0, &k1);
+	fc = lb_fc_slot(k0, k1);
+	if (!fc)
+		return;
+	fc->k1 = 0;
+	asm volatile("" ::: "memory");
+	fc->last_seen_ns = now;
+	fc->backend_id = id;
+	fc->cookie = cookie;
+	asm volatile("" ::: "memory");
+	fc->k0 = k0;
+	fc->k1 = k1 | LB_FC_PENDING;
+}
+
+static __always_inline struct lb_ct_counters *lb_ct_counters(void);
+
+/* lb_fc_commit tracks a flow whose first packet left its choice pending in
+ * this CPU's slot: the flow's second packet inserts the entry (backend of
+ * the first packet, state as if the first had made one) and makes the slot
+ * its copy. NULL: nothing pending for the flow, pending longer than a new
+ * entry would have lived, or the backend no longer the same one up or
+ * draining; the LRU path then decides. Any entry the flow had (ports
+ * reused) is replaced: the pending choice is the newer. */
+static __always_inline struct lb_backend *lb_fc_commit(struct lb_fc_entry *fc, __u64 k0, __u64 k1,
+						       const struct lb_ct4_key *k, const struct lb_pkt *pkt,
+						       const struct lb_config *cfg, __u64 now, __u32 *id)
+{
+	__u8 first = pkt->flow.proto == IPPROTO_TCP ? LB_CT_SYN_SEEN : LB_CT_ESTABLISHED;
+	struct lb_ct_counters *c;
+	struct lb_ct_entry ct = {};
+	struct lb_backend *be;
+	__s64 age;
+
+	if (fc->k0 != k0 || fc->k1 != (k1 | LB_FC_PENDING))
+		return NULL;
+	age = (__s64)(now - fc->last_seen_ns);
+	if (age >= (__s64)lb_ct_timeout(cfg, pkt->flow.proto, first))
+		return NULL;
+	be = bpf_map_lookup_elem(&lb_backends, &fc->backend_id);
+	if (!be || be->cookie != fc->cookie ||
+	    (be->state != LB_BACKEND_UP && be->state != LB_BACKEND_DRAIN))
+		return NULL;
+	ct.last_seen_ns = now;
+	ct.backend_id = fc->backend_id;
+	ct.cookie = fc->cookie;
+	ct.state = lb_first_state(pkt->flow.proto, pkt->tcp_flags);
+	*id = ct.backend_id;
+	if (bpf_map_update_elem(&lb_ct4, k, &ct, BPF_ANY) == 0) {
+		c = lb_ct_counters();
+		if (c)
+			c->inserted++;
+	}
+	lb_fc_keep(fc, k0, k1, &ct);
+	return be;
 }
 
 static __always_inline void lb_ct_delete(const struct lb_flow *flow)
@@ -241,11 +328,12 @@ static __always_inline struct lb_backend *lb_ct_lookup(const struct lb_pkt *pkt,
 		if (!new_syn) {
 			/* The generation is read before the LRU lookup: a copy
 			 * made from an entry deleted meanwhile is born stale. */
-			k0 = (__u64)k.saddr | (__u64)k.daddr << 32;
-			k1 = (__u64)k.sport | (__u64)k.dport << 16 | (__u64)k.proto << 32 | lb_fc_gen(cfg);
+			lb_fc_key(&k, cfg, &k0, &k1);
 			fc = lb_fc_slot(k0, k1);
 			if (fc) {
 				be = lb_fc_hit(fc, k0, k1, pkt, cfg, now, id);
+				if (!be)
+					be = lb_fc_commit(fc, k0, k1, &k, pkt, cfg, now, id);
 				if (be)
 					return be;
 			}
@@ -315,13 +403,13 @@ static __always_inline void lb_ct_drop(const struct lb_flow *flow, struct lb_ct_
  * else as a new entry. In place, backend and cookie are one 8-byte store,
  * so a reader on another CPU sees the old pair or the new one. */
 static __always_inline void lb_ct_insert(const struct lb_flow *flow, __u32 id, const struct lb_backend *be, __u64 now,
-					 struct lb_ct_entry *stale)
+					 __u8 state, struct lb_ct_entry *stale)
 {
 	struct lb_ct_entry ct = {
 		.last_seen_ns = now,
 		.backend_id = id,
 		.cookie = be->cookie,
-		.state = flow->proto == IPPROTO_TCP ? LB_CT_SYN_SEEN : LB_CT_ESTABLISHED,
+		.state = state,
 	};
 
 	struct lb_ct_counters *c = lb_ct_counters();

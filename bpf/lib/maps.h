@@ -93,11 +93,13 @@ struct {
  * owns its LB_FC_SLOTS entries (lbd sets max_entries to LB_FC_SLOTS times
  * the possible CPUs). A plain array, not a per-CPU one: a per-CPU array
  * reads a per-slot pointer table before the value, two cold cache lines
- * per packet under load instead of one. Filled only from a valid lb_ct4
- * hit (never by a SYN: a flood does not displace flows in use), trusted
- * for at most LB_CT_REFRESH_NS after the entry's last refresh, so the LRU
- * entry is still looked up (and its recency and timestamp refreshed) about
- * once a second per busy flow and CPU. Not pinned: a cache, each loaded
+ * per packet under load instead of one. Filled from a valid lb_ct4
+ * hit, trusted for at most LB_CT_REFRESH_NS after the entry's last
+ * refresh, so the LRU entry is still looked up (and its recency and
+ * timestamp refreshed) about once a second per busy flow and CPU. Also
+ * holds the pending choice of a SYN tracked late (sched.h): a SYN flood
+ * displaces cached copies (their flows take the LRU path: slower, same
+ * answer), never an entry. Not pinned: a cache, each loaded
  * program has its own. */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);

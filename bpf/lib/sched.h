@@ -74,9 +74,41 @@ static __always_inline int lb_starts_flow(const struct lb_pkt *pkt)
 	return 1; /* UDP: any packet without an entry starts a flow */
 }
 
+/* lb_tracks_late: the flow is IPv4 and its service's choice the consistent
+ * one (maglev, source), so a TCP flow gets its entry from its second packet
+ * instead of its SYN (lb_syn_late): the SYN's choice waits in the flow
+ * cache, and a later packet that finds neither it nor an entry recomputes
+ * the same choice (unless the table changed meanwhile) and tracks it. A
+ * SYN flood then writes nothing to the shared table, and the handshake's
+ * ACK pays for the insert. Round robin cannot recompute its choice: its
+ * SYNs are tracked, and its other packets never create an entry. */
+static __always_inline int lb_tracks_late(const struct lb_pkt *pkt, const struct lb_service *svc)
+{
+	return svc->sched != LB_SCHED_ROUNDROBIN && pkt->flow.proto == IPPROTO_TCP && lb_flow_is4(&pkt->flow);
+}
+
+/* lb_syn_late schedules the SYN of a flow that is tracked late: the
+ * consistent choice, recorded as pending in this CPU's flow cache slot;
+ * no conntrack lookup (a SYN is a new connection whatever entry its ports
+ * had: the entry is replaced when the connection is tracked). */
+static __always_inline struct lb_backend *lb_syn_late(const struct lb_pkt *pkt, const struct lb_service *svc,
+						      const struct lb_config *cfg, __u64 now, __u32 *id)
+{
+	struct lb_backend *be = lb_pick_consistent(svc, &pkt->flow, cfg, id);
+	struct lb_ct4_key k = {};
+
+	if (!be)
+		return NULL;
+	lb_ct4_key(&pkt->flow, &k);
+	lb_fc_pend(&k, cfg, now, *id, be->cookie);
+	return be;
+}
+
 /* lb_schedule picks the backend of a packet that has no valid conntrack
  * entry (NULL: none usable). starts: the packet may start a flow; it then
- * gets an entry (its stale one renewed), and *is_new is set. */
+ * gets an entry (its stale one renewed), and *is_new is set. A packet that
+ * does not start one gets the consistent choice, and an entry if its flow
+ * is tracked late (not for a RST: nothing left to track). */
 static __always_inline struct lb_backend *lb_schedule(const struct lb_pkt *pkt, const struct lb_service *svc,
 						      const struct lb_config *cfg, __u64 now, int starts,
 						      struct lb_ct_entry *stale, __u32 *id, int *is_new)
@@ -84,8 +116,14 @@ static __always_inline struct lb_backend *lb_schedule(const struct lb_pkt *pkt, 
 	struct lb_backend *be;
 
 	if (!starts) {
+		be = lb_pick_consistent(svc, &pkt->flow, cfg, id);
+		if (be && pkt->kind != LB_PKT_ICMP_ERROR && lb_tracks_late(pkt, svc) &&
+		    !(pkt->tcp_flags & LB_TCP_RST)) {
+			lb_ct_insert(&pkt->flow, *id, be, now, lb_first_state(IPPROTO_TCP, pkt->tcp_flags), stale);
+			return be;
+		}
 		lb_ct_drop(&pkt->flow, stale);
-		return lb_pick_consistent(svc, &pkt->flow, cfg, id);
+		return be;
 	}
 	if (svc->sched == LB_SCHED_ROUNDROBIN)
 		be = lb_pick_rr(svc, cfg, id);
@@ -95,7 +133,7 @@ static __always_inline struct lb_backend *lb_schedule(const struct lb_pkt *pkt, 
 		lb_ct_drop(&pkt->flow, stale);
 		return NULL;
 	}
-	lb_ct_insert(&pkt->flow, *id, be, now, stale);
+	lb_ct_insert(&pkt->flow, *id, be, now, lb_first_state(pkt->flow.proto, pkt->tcp_flags), stale);
 	*is_new = 1;
 	return be;
 }

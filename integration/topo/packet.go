@@ -255,9 +255,20 @@ func SendFrames(h *Host, dev string, n int, d time.Duration, frame func(i int, b
 	return sent, err
 }
 
+// TCP flags of the segments TCP4 builds.
+const (
+	FlagSYN = 0x02
+	FlagACK = 0x10
+)
+
 // SYN4 appends to buf an Ethernet frame from srcMAC to dstMAC carrying a
 // TCP SYN src -> dst (IPv4, checksums computed).
 func SYN4(buf []byte, srcMAC, dstMAC net.HardwareAddr, src, dst netip.AddrPort) []byte {
+	return TCP4(buf, srcMAC, dstMAC, src, dst, FlagSYN)
+}
+
+// TCP4 is SYN4 with other TCP flags (a segment without payload).
+func TCP4(buf []byte, srcMAC, dstMAC net.HardwareAddr, src, dst netip.AddrPort, flags byte) []byte {
 	buf = append(buf, dstMAC...)
 	buf = append(buf, srcMAC...)
 	buf = append(buf, 0x08, 0x00)
@@ -270,7 +281,7 @@ func SYN4(buf []byte, srcMAC, dstMAC net.HardwareAddr, src, dst netip.AddrPort) 
 	tcp := len(buf)
 	buf = binary.BigEndian.AppendUint16(buf, src.Port())
 	buf = binary.BigEndian.AppendUint16(buf, dst.Port())
-	buf = append(buf, 0, 0, 0, 1, 0, 0, 0, 0, 0x50, 0x02, 0xff, 0xff, 0, 0, 0, 0)
+	buf = append(buf, 0, 0, 0, 1, 0, 0, 0, 0, 0x50, flags, 0xff, 0xff, 0, 0, 0, 0)
 	pseudo := uint32(6) + 20
 	for i := 0; i < 4; i += 2 {
 		pseudo += uint32(binary.BigEndian.Uint16(s4[i:])) + uint32(binary.BigEndian.Uint16(d4[i:]))

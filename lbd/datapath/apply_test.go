@@ -21,7 +21,7 @@ func TestApplyLifecycle(t *testing.T) {
 	mustApply(t, d, a, b)
 	r := flowRun{d, t}
 	src := "198.51.100.1:999"
-	to := func(dst string) int { return r.send(Flow{Src: ap(src), Dst: ap(dst), Proto: TCP}, true) }
+	to := func(dst string) int { return r.open(Flow{Src: ap(src), Dst: ap(dst), Proto: TCP}) }
 	if to("192.0.2.10:443") != 1 || to("192.0.2.20:80") != 2 {
 		t.Fatal("initial services not forwarding")
 	}
@@ -32,7 +32,7 @@ func TestApplyLifecycle(t *testing.T) {
 	mustApply(t, d, a, c)
 	// A tracked flow stays on its backend while that backend exists, even
 	// when its port moved to another service: established connections drain.
-	if got := to("192.0.2.10:443"); got != 1 {
+	if got := r.send(Flow{Src: ap(src), Dst: ap("192.0.2.10:443"), Proto: TCP}, false); got != 1 {
 		t.Fatalf("tracked flow to 443 moved to backend %d, want to stay on 1", got)
 	}
 	src = "198.51.100.1:1000"

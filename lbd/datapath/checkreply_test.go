@@ -72,8 +72,11 @@ func TestAdoptCountersOfFewerReasons(t *testing.T) {
 	d1 := mustOpen(t, opts)
 	mustApply(t, d1, tableServices()...)
 	syn := build(t, pkt{src: ap("198.51.100.1:40000"), dst: ap("192.0.2.10:80"), proto: TCP, syn: true})
-	if v, _ := run(t, d1, syn); v != VerdictRedirect {
-		t.Fatalf("syn verdict = %d, want redirect", v)
+	ack := build(t, pkt{src: ap("198.51.100.1:40000"), dst: ap("192.0.2.10:80"), proto: TCP, ack: true})
+	for _, f := range [][]byte{syn, ack} { // tracked from the handshake's ACK
+		if v, _ := run(t, d1, f); v != VerdictRedirect {
+			t.Fatalf("handshake verdict = %d, want redirect", v)
+		}
 	}
 	if err := d1.Close(); err != nil {
 		t.Fatal(err)

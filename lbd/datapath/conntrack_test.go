@@ -23,6 +23,17 @@ func (r flowRun) send(f Flow, syn bool) int {
 	return macIndex(r.t, out)
 }
 
+// open sends f's SYN and the handshake's ACK, as a client connecting does
+// (a Maglev flow is tracked from the ACK), and returns the ACK's backend
+// (-1 if the two went to different ones).
+func (r flowRun) open(f Flow) int {
+	r.t.Helper()
+	if b, b2 := r.send(f, true), r.send(f, false); b == b2 {
+		return b
+	}
+	return -1
+}
+
 func TestConntrackAcrossTableChanges(t *testing.T) {
 	rng := rand.New(rand.NewPCG(3, 4))
 	d := mustOpen(t, Options{MaglevTableSize: 1009, ConntrackSize: 65536})
@@ -34,7 +45,7 @@ func TestConntrackAcrossTableChanges(t *testing.T) {
 	first := make([]int, len(flows))
 	for i := range flows {
 		flows[i] = randomFlow(rng, svc.VIP, TCP)
-		first[i] = r.send(flows[i], true)
+		first[i] = r.open(flows[i])
 	}
 
 	// Add backends: the Maglev table changes, tracked flows stay.
@@ -88,16 +99,48 @@ func TestConntrackInsertRules(t *testing.T) {
 	bes := manyBackends("192.0.2.%d", 3, rand.New(rand.NewPCG(5, 6)))
 	mustApply(t, d,
 		Service{Name: "tcp", VIP: ip4("192.0.2.10"), Proto: TCP, Ports: []uint16{80}, Scheduler: Maglev, Backends: bes},
-		Service{Name: "udp", VIP: ip4("192.0.2.10"), Proto: UDP, Ports: []uint16{80}, Scheduler: RoundRobin, Backends: bes})
+		Service{Name: "udp", VIP: ip4("192.0.2.10"), Proto: UDP, Ports: []uint16{80}, Scheduler: RoundRobin, Backends: bes},
+		Service{Name: "rr", VIP: ip4("192.0.2.11"), Proto: TCP, Ports: []uint16{80}, Scheduler: RoundRobin, Backends: bes})
 
-	ack := Flow{Src: ap("198.51.100.7:1234"), Dst: ap("192.0.2.10:80"), Proto: TCP}
+	tracked := func(f Flow) bool {
+		t.Helper()
+		info, err := d.LookupFlow(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return info.Tracked
+	}
+	// Maglev (IPv4): a SYN leaves no entry, its handshake ACK makes one.
+	syn := Flow{Src: ap("198.51.100.7:1234"), Dst: ap("192.0.2.10:80"), Proto: TCP}
+	b := r.send(syn, true)
+	if tracked(syn) {
+		t.Fatal("a Maglev SYN created a conntrack entry")
+	}
+	if r.send(syn, false) != b || !tracked(syn) {
+		t.Fatal("the handshake ACK did not create the entry of its SYN's backend")
+	}
+	// A packet without SYN of an untracked flow (its entry evicted, or its
+	// SYN's choice pending on another CPU) gets the consistent choice and
+	// an entry; a RST gets the choice and no entry.
+	mid := Flow{Src: ap("198.51.100.7:1235"), Dst: ap("192.0.2.10:80"), Proto: TCP}
+	r.send(mid, false)
+	if !tracked(mid) {
+		t.Fatal("an untracked Maglev flow's ACK created no entry")
+	}
+	rst := Flow{Src: ap("198.51.100.7:1236"), Dst: ap("192.0.2.10:80"), Proto: TCP}
+	if run(t, d, build(t, pkt{src: rst.Src, dst: rst.Dst, proto: TCP, rst: true})); tracked(rst) {
+		t.Fatal("a RST created a conntrack entry")
+	}
+	// Round robin cannot recompute its choice: the SYN is tracked, a packet
+	// without SYN never creates an entry.
+	ack := Flow{Src: ap("198.51.100.7:1234"), Dst: ap("192.0.2.11:80"), Proto: TCP}
 	r.send(ack, false)
-	if info, _ := d.LookupFlow(ack); info.Tracked {
-		t.Fatal("a TCP packet without SYN created a conntrack entry")
+	if tracked(ack) {
+		t.Fatal("a round-robin TCP packet without SYN created a conntrack entry")
 	}
 	r.send(ack, true)
-	if info, _ := d.LookupFlow(ack); !info.Tracked {
-		t.Fatal("a TCP SYN did not create a conntrack entry")
+	if !tracked(ack) {
+		t.Fatal("a round-robin TCP SYN did not create a conntrack entry")
 	}
 
 	udp := Flow{Src: ap("198.51.100.7:1234"), Dst: ap("192.0.2.10:80"), Proto: UDP}
@@ -169,5 +212,83 @@ func TestNoBackendCounted(t *testing.T) {
 	st, _ := d.Stats()
 	if st.Services[0].Counters.NoBackend != 1 || st.Reasons[ReasonPassNoBackend].Packets != 1 {
 		t.Fatalf("no-backend counters: service %+v, global %+v", st.Services[0].Counters, st.Reasons[ReasonPassNoBackend])
+	}
+}
+
+// TestSynTrackedLate: a Maglev SYN leaves its choice pending in this CPU's
+// flow cache instead of an entry. The handshake's ACK tracks the SYN's
+// backend even when the table changed in between; when the choice is gone
+// (a Go write to conntrack: new generation; another CPU) or its backend is
+// no longer usable, the ACK gets the consistent choice of the table it
+// finds, and the entry of that.
+func TestSynTrackedLate(t *testing.T) {
+	onOneCPU(t)
+	const size = 1009
+	rng := rand.New(rand.NewPCG(21, 22))
+	d := mustOpen(t, Options{MaglevTableSize: size, ConntrackSize: 65536})
+	r := flowRun{d, t}
+	svc := Service{Name: "web", VIP: ip4("192.0.2.10"), Proto: TCP, Ports: []uint16{80}, Backends: manyBackends("192.0.2.%d", 10, rng)}
+	grown := svc
+	grown.Backends = append(append([]Backend{}, svc.Backends...), manyBackends("192.0.2.%d", 20, rng)[10:]...)
+	mustApply(t, d, svc)
+	var moving []Flow // flows whose choice the grown table changes
+	for len(moving) < 30 {
+		if f := randomFlow(rng, svc.VIP, TCP); predict(t, svc, f, size) != predict(t, grown, f, size) {
+			moving = append(moving, f)
+		}
+	}
+	tracked := func(f Flow) (int, bool) { // the entry's backend in grown
+		t.Helper()
+		info, err := d.LookupFlow(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i, b := range grown.Backends {
+			if info.Tracked && b.Addr == info.Addr {
+				return i, true
+			}
+		}
+		return -1, info.Tracked
+	}
+	syn := make([]int, len(moving))
+	for i, f := range moving {
+		if syn[i] = r.send(f, true); syn[i] != predict(t, svc, f, size) {
+			t.Fatalf("SYN %d went to %d, want its Maglev backend %d", i, syn[i], predict(t, svc, f, size))
+		}
+		if _, ok := tracked(f); ok {
+			t.Fatalf("SYN %d created an entry", i)
+		}
+	}
+	mustApply(t, d, grown)
+	for i, f := range moving[:10] {
+		if got := r.send(f, false); got != syn[i] {
+			t.Fatalf("ACK %d went to %d after the table changed, its SYN to %d", i, got, syn[i])
+		}
+		if b, ok := tracked(f); !ok || b != syn[i] {
+			t.Fatalf("ACK %d: entry of backend %d (tracked %v), want %d", i, b, ok, syn[i])
+		}
+	}
+	// A Go write to conntrack starts a new generation: pending choices go.
+	if err := d.invalidateFlowCache(); err != nil {
+		t.Fatal(err)
+	}
+	for i, f := range moving[10:20] {
+		want := predict(t, grown, f, size)
+		if got := r.send(f, false); got != want {
+			t.Fatalf("ACK %d without its pending choice went to %d, want the grown table's %d", i, got, want)
+		}
+		if b, ok := tracked(f); !ok || b != want {
+			t.Fatalf("ACK %d: entry of backend %d (tracked %v), want %d", i, b, ok, want)
+		}
+	}
+	// A pending choice whose backend went down gives way.
+	f := moving[20]
+	b := r.send(f, true) // on the grown table
+	down := grown
+	down.Backends = append([]Backend{}, grown.Backends...)
+	down.Backends[b].State = Down
+	mustApply(t, d, down)
+	if got, want := r.send(f, false), predict(t, down, f, size); got != want || got == b {
+		t.Fatalf("ACK of a SYN to a backend now down went to %d, want %d (not %d)", got, want, b)
 	}
 }

@@ -86,10 +86,25 @@
 //   - A pinned lb_global_stats with fewer entries than there are reasons (an
 //     older lbd's) is replaced on adoption (counters restart, nothing else
 //     does); readers of it see the reasons it lacks as zero.
-//   - Conntrack entries are created only by a TCP SYN (without ACK) or the
-//     first UDP packet of a flow. A TCP packet without an entry uses the
-//     Maglev table and creates nothing; for a maglev service that is the
-//     backend the SYN got, as long as the backend set is unchanged.
+//   - When entries are created. An IPv4 TCP flow of a maglev or source
+//     service is tracked from its second packet, not its SYN: the SYN gets
+//     the consistent choice (no conntrack lookup) and leaves it pending in
+//     this CPU's slot of lb_flow_cache; the handshake's ACK on that CPU
+//     inserts the entry with the SYN's backend (even if the table changed
+//     meanwhile, as long as that backend is up or draining). A later packet
+//     that finds neither a pending choice nor an entry (another CPU, a slot
+//     taken by another flow, a Go write to conntrack: a new cache
+//     generation, an evicted entry) gets the consistent choice of the
+//     current table and an entry of it (a RST: the choice, no entry). So a
+//     SYN flood writes nothing to the shared LRU, and a TCP flow still gets
+//     an entry from its first packet after the SYN. The cost: a table change
+//     between a SYN and its ACK moves the ACK of a flow whose pending choice
+//     is gone, when the change moved that flow (1/N of them). Round-robin
+//     services (the choice cannot be recomputed), IPv6 flows (no flow
+//     cache) and UDP are tracked from the first packet (a SYN without ACK,
+//     any UDP packet), and their TCP packets without an entry use the
+//     Maglev table and create nothing. Every SYN of a late-tracked flow
+//     counts as a new flow (a retransmitted SYN too).
 //   - Hashing is jhash2 with a fixed seed over the 16-byte (IPv4-mapped)
 //     addresses, ports and protocol (HashFlow, HashSource; Slot is the Go
 //     model): two balancers with the same configuration agree.
@@ -172,7 +187,8 @@
 //     active; the others live for Options.TCPClosingTimeout and count as
 //     inactive (ActiveFlows). A SYN finding a closing or closed entry is a
 //     new connection reusing the ports: it is scheduled afresh (so a
-//     drained backend gets none), its entry renewed in place.
+//     drained backend gets none), its entry renewed in place (a late-tracked
+//     SYN does not look: its ACK replaces the entry).
 //   - Time: entries carry CLOCK_MONOTONIC_COARSE, read once per jiffy and
 //     CPU (lb_clock); ages are signed, since one CPU's cached clock may be a
 //     tick ahead of another's. A stale entry is renewed in place by a new

@@ -31,16 +31,24 @@ const (
 //	               vs floor_track (LRU hit + redirect), same frame; and vs
 //	               floor_vip (floor_redirect for frames to the VIP only: the
 //	               reference dsrlb-bench attaches under real load)
-//	new_flow       SYNs of distinct new flows   vs floor_redirect, same frames,
+//	new_flow       one SYN repeated: each run is a new flow (a maglev SYN
+//	               looks up no entry and leaves only its pending choice)
+//	               vs floor_redirect, same frame
+//	new_flow_cold  SYNs of distinct new flows   vs floor_redirect, same frames,
 //	               one test run each (kernel time summed); and vs floor_track
 //	               (LRU lookup + insert + redirect) run the same way
-//	rescheduled    one SYN whose entry has expired (TCP timeouts 0): delete,
-//	               schedule, insert, every repeat  vs floor_redirect
+//	handshake_ack  the ACK after each of those SYNs (the SYN run untimed
+//	               before it): the insert the SYN left to it, one test run
+//	               each  vs floor_track run the same way
+//	rescheduled    one ACK whose entry has expired (TCP timeouts 0):
+//	               schedule (Maglev), renew in place, every repeat
+//	               vs floor_redirect
 //	non_vip        SYN to an address that is no VIP  vs floor_noop
 //	not_ip         an ARP request                   vs floor_noop, same frame
 //
 // 100 services of 100 backends (table 1009), conntrack of 1M entries.
 func BenchmarkFloor(b *testing.B) {
+	onOneCPU(b) // a SYN's pending choice is in the flow cache of its CPU
 	fl, err := floor.Load()
 	if err != nil {
 		requirePrivileged(b)
@@ -60,13 +68,20 @@ func BenchmarkFloor(b *testing.B) {
 	nonVIP := build(b, pkt{src: ap("198.51.100.1:40000"), dst: ap("192.0.2.255:80"), proto: TCP, syn: true})
 	arp := arpFrame()
 	flows := newFlowFrames(syn, floorFlows)
+	acks := make([][]byte, len(flows))
+	for i, f := range flows {
+		acks[i] = slices.Clone(f)
+		acks[i][14+20+13] = 0x10 // TCP flags: ACK
+	}
 	timeout := uint64(d.opts.TCPTimeout)
 
 	cases := []struct{ name, vs, metric string }{
 		{"conntrack_hit", "floor_redirect", "conntrack_hit"}, {"conntrack_hit", "floor_track", "conntrack_hit_vs_track"},
 		{"conntrack_hit", "floor_vip", "conntrack_hit_vs_vip"},
-		{"new_flow", "floor_redirect_flows", "new_flow"},
-		{"new_flow", "floor_track_flows", "new_flow_vs_track"},
+		{"new_flow", "floor_redirect", "new_flow"},
+		{"new_flow_cold", "floor_redirect_flows", "new_flow_cold"},
+		{"new_flow_cold", "floor_track_flows", "new_flow_cold_vs_track"},
+		{"handshake_ack", "floor_track_flows", "handshake_ack_vs_track"},
 		{"rescheduled", "floor_redirect", "rescheduled"}, {"non_vip", "floor_noop", "non_vip"}, {"not_ip", "floor_noop_arp", "not_ip"},
 	}
 	measure := map[string]func() time.Duration{
@@ -78,11 +93,16 @@ func BenchmarkFloor(b *testing.B) {
 		"floor_track":   func() time.Duration { return repeatOnce(b, fl.Track, ack) },
 		"floor_noop":    func() time.Duration { return repeatOnce(b, fl.Noop, nonVIP) },
 		"conntrack_hit": func() time.Duration { return repeatOnce(b, d.Program(), ack) },
-		"new_flow":      func() time.Duration { return eachOnce(b, d.Program(), flows) },
+		"new_flow":      func() time.Duration { return repeatOnce(b, d.Program(), syn) },
+		"new_flow_cold": func() time.Duration { return eachOnce(b, d.Program(), flows) },
+		"handshake_ack": func() time.Duration {
+			clearConntrack(b, d) // new_flow_cold ran the same SYNs: their choices must be pending, not tracked
+			return eachAfter(b, d.Program(), flows, acks)
+		},
 		"rescheduled": func() time.Duration {
-			setTCPTimeout(b, d, 0) // the SYN's entry (syn seen) always expired
+			setTCPTimeout(b, d, 0) // the ACK's entry always expired
 			defer setTCPTimeout(b, d, timeout)
-			return repeatOnce(b, d.Program(), syn)
+			return repeatOnce(b, d.Program(), ack)
 		},
 		"non_vip":        func() time.Duration { return repeatOnce(b, d.Program(), nonVIP) },
 		"floor_noop_arp": func() time.Duration { return repeatOnce(b, fl.Noop, arp) },
@@ -148,6 +168,24 @@ func eachOnce(b *testing.B, p *ebpf.Program, frames [][]byte) time.Duration {
 		total += per
 	}
 	return total / time.Duration(len(frames))
+}
+
+// eachAfter runs each of first (untimed) then of second, and returns the
+// mean kernel-measured time of the second. (BenchmarkFloor runs on one
+// CPU: the first leaves state in that CPU's flow cache.)
+func eachAfter(b *testing.B, p *ebpf.Program, first, second [][]byte) time.Duration {
+	var total time.Duration
+	for i := range second {
+		if _, _, err := p.Benchmark(first[i], 1, nil); err != nil {
+			b.Fatal(err)
+		}
+		_, per, err := p.Benchmark(second[i], 1, nil)
+		if err != nil {
+			b.Fatal(err)
+		}
+		total += per
+	}
+	return total / time.Duration(len(second))
 }
 
 // newFlowFrames returns n copies of a TCP SYN frame with random IPv4

@@ -182,7 +182,7 @@ func TestConntrackStats(t *testing.T) {
 	mustApply(t, d, svc)
 	const n = 3000
 	for range n {
-		r.send(randomFlow(rng, svc.VIP, TCP), true)
+		r.open(randomFlow(rng, svc.VIP, TCP))
 	}
 	st, err := d.ConntrackStats()
 	if err != nil {
@@ -191,8 +191,18 @@ func TestConntrackStats(t *testing.T) {
 	if st.Inserted != n || st.Entries > 1024 || st.Evicted != n-st.Entries || st.Evicted < n-1024 {
 		t.Fatalf("after %d new flows into 1024 entries: %+v", n, st)
 	}
-	// A SYN reusing the ports of a closed flow renews its entry in place.
-	f := Flow{Src: ap("198.51.100.1:999"), Dst: ap("192.0.2.10:80"), Proto: TCP}
+	// A Maglev SYN inserts nothing: a flood of them leaves the table as it was.
+	for range 100 {
+		r.send(randomFlow(rng, svc.VIP, TCP), true)
+	}
+	if st2, err := d.ConntrackStats(); err != nil || st2.Inserted != n || st2.Evicted != st.Evicted {
+		t.Fatalf("after 100 SYNs: %+v, %v; want %d inserted, %d evicted as before", st2, err, n, st.Evicted)
+	}
+	// A round-robin SYN reusing the ports of a closed flow renews its entry
+	// in place.
+	rr := Service{Name: "rr", VIP: ip4("192.0.2.11"), Proto: TCP, Ports: []uint16{80}, Scheduler: RoundRobin, Backends: svc.Backends}
+	mustApply(t, d, svc, rr)
+	f := Flow{Src: ap("198.51.100.1:999"), Dst: ap("192.0.2.11:80"), Proto: TCP}
 	r.send(f, true)
 	run(t, d, build(t, pkt{src: f.Src, dst: f.Dst, proto: TCP, rst: true}))
 	r.send(f, true)

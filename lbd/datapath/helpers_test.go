@@ -4,11 +4,13 @@ import (
 	"bytes"
 	"net"
 	"net/netip"
+	"runtime"
 	"testing"
 
 	"github.com/cilium/ebpf"
 	"github.com/google/gopacket"
 	"github.com/google/gopacket/layers"
+	"golang.org/x/sys/unix"
 
 	"github.com/dsrlb/dsrlb/internal/nettest"
 )
@@ -195,4 +197,32 @@ var _ = testLog
 
 func runOpts(frame, out []byte) *ebpf.RunOptions {
 	return &ebpf.RunOptions{Data: frame, DataOut: out}
+}
+
+// onOneCPU keeps the test's goroutine on one thread bound to one CPU (the
+// first it may use), until the test ends: BPF_PROG_TEST_RUN runs the program on the
+// calling CPU, and the flow cache is per CPU, so a test of what one CPU's
+// cache holds must not migrate between runs.
+func onOneCPU(t testing.TB) {
+	t.Helper()
+	runtime.LockOSThread()
+	var old unix.CPUSet
+	if err := unix.SchedGetaffinity(0, &old); err != nil {
+		t.Fatal(err)
+	}
+	cpu := 0
+	for !old.IsSet(cpu) {
+		cpu++
+	}
+	var one unix.CPUSet
+	one.Set(cpu)
+	if err := unix.SchedSetaffinity(0, &one); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := unix.SchedSetaffinity(0, &old); err != nil {
+			t.Error(err)
+		}
+		runtime.UnlockOSThread()
+	})
 }

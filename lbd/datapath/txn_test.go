@@ -39,10 +39,12 @@ func txnStates() (before, after []Service) {
 
 // snapshot sends an untracked ACK of each flow (the Maglev fallback; no
 // conntrack entry is created) and returns the backend each reached.
+// snapshot is where each flow's packets go, probed with a RST: it gets the
+// consistent choice and, unlike an ACK, leaves no entry behind.
 func snapshot(r flowRun, flows []Flow) []int {
 	out := make([]int, len(flows))
 	for i, f := range flows {
-		out[i] = r.send(f, false)
+		out[i] = r.sendFlags(f, pkt{rst: true})
 	}
 	return out
 }
