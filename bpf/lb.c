@@ -92,13 +92,12 @@ static __always_inline struct lb_backend *lb_forward(struct __sk_buff *skb, cons
 		}
 		*svc_id = svc->id;
 		if (lb_tracks_late(pkt, svc)) {
-			be = lb_syn_late(pkt, svc, cfg, now, id);
+			be = lb_syn_late(pkt, svc, cfg, now, id, is_new);
 			if (!be) {
 				lb_count_no_backend(svc->id, skb);
 				*reason = LB_REASON_PASS_NO_BACKEND;
 				return NULL;
 			}
-			*is_new = 1;
 			return be;
 		}
 	}

@@ -210,9 +210,10 @@ static __always_inline void lb_fc_keep(struct lb_fc_entry *fc, __u64 k0, __u64 k
 /* lb_fc_pend records, in the flow's slot on this CPU, the backend chosen for
  * the first packet of an IPv4 flow that gets no entry yet (lb_sched.h: a
  * consistent choice is tracked from the flow's second packet). Written
- * like a copy, key last. */
-static __always_inline void lb_fc_pend(const struct lb_ct4_key *k, const struct lb_config *cfg, __u64 now, __u32 id,
-				       __u32 cookie)
+ * like a copy, key last. Returns 0 when the slot already held that choice
+ * for the flow (a retransmitted SYN: not a new flow), else 1. */
+static __always_inline int lb_fc_pend(const struct lb_ct4_key *k, const struct lb_config *cfg, __u64 now, __u32 id,
+				      __u32 cookie)
 {
 	struct lb_fc_entry *fc;
 	__u64 k0, k1;
@@ -220,7 +221,11 @@ static __always_inline void lb_fc_pend(const struct lb_ct4_key *k, const struct 
 	lb_fc_key(k, cfg, &k0, &k1);
 	fc = lb_fc_slot(k0, k1);
 	if (!fc)
-		return;
+		return 1;
+	if (fc->k0 == k0 && fc->k1 == (k1 | LB_FC_PENDING) && fc->backend_id == id && fc->cookie == cookie) {
+		fc->last_seen_ns = now;
+		return 0;
+	}
 	fc->k1 = 0;
 	asm volatile("" ::: "memory");
 	fc->last_seen_ns = now;
@@ -229,6 +234,7 @@ static __always_inline void lb_fc_pend(const struct lb_ct4_key *k, const struct 
 	asm volatile("" ::: "memory");
 	fc->k0 = k0;
 	fc->k1 = k1 | LB_FC_PENDING;
+	return 1;
 }
 
 static __always_inline struct lb_ct_counters *lb_ct_counters(void);

@@ -90,9 +90,10 @@ static __always_inline int lb_tracks_late(const struct lb_pkt *pkt, const struct
 /* lb_syn_late schedules the SYN of a flow that is tracked late: the
  * consistent choice, recorded as pending in this CPU's flow cache slot;
  * no conntrack lookup (a SYN is a new connection whatever entry its ports
- * had: the entry is replaced when the connection is tracked). */
+ * had: the entry is replaced when the connection is tracked). *is_new
+ * unless the SYN repeats a pending one. */
 static __always_inline struct lb_backend *lb_syn_late(const struct lb_pkt *pkt, const struct lb_service *svc,
-						      const struct lb_config *cfg, __u64 now, __u32 *id)
+						      const struct lb_config *cfg, __u64 now, __u32 *id, int *is_new)
 {
 	struct lb_backend *be = lb_pick_consistent(svc, &pkt->flow, cfg, id);
 	struct lb_ct4_key k = {};
@@ -100,7 +101,7 @@ static __always_inline struct lb_backend *lb_syn_late(const struct lb_pkt *pkt, 
 	if (!be)
 		return NULL;
 	lb_ct4_key(&pkt->flow, &k);
-	lb_fc_pend(&k, cfg, now, *id, be->cookie);
+	*is_new = lb_fc_pend(&k, cfg, now, *id, be->cookie);
 	return be;
 }
 

@@ -259,6 +259,17 @@ func TestSynTrackedLate(t *testing.T) {
 			t.Fatalf("SYN %d created an entry", i)
 		}
 	}
+	newFlows := func() uint64 {
+		t.Helper()
+		st, err := d.Stats()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return st.Services[0].Counters.NewFlows
+	}
+	if r.send(moving[0], true) != syn[0] || newFlows() != uint64(len(moving)) {
+		t.Fatalf("after %d SYNs and one retransmitted: %d new flows, want %d", len(moving), newFlows(), len(moving))
+	}
 	mustApply(t, d, grown)
 	for i, f := range moving[:10] {
 		if got := r.send(f, false); got != syn[i] {

@@ -103,8 +103,9 @@
 //     services (the choice cannot be recomputed), IPv6 flows (no flow
 //     cache) and UDP are tracked from the first packet (a SYN without ACK,
 //     any UDP packet), and their TCP packets without an entry use the
-//     Maglev table and create nothing. Every SYN of a late-tracked flow
-//     counts as a new flow (a retransmitted SYN too).
+//     Maglev table and create nothing. A SYN of a late-tracked flow counts
+//     as a new flow unless it repeats the pending choice on its CPU (a
+//     retransmission); one retransmitted on another CPU counts again.
 //   - Hashing is jhash2 with a fixed seed over the 16-byte (IPv4-mapped)
 //     addresses, ports and protocol (HashFlow, HashSource; Slot is the Go
 //     model): two balancers with the same configuration agree.
