@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
-/* floor.c — the two programs dsrlb's data plane is measured against
- * (lbd/datapath BenchmarkFloor, BENCHMARKS.md), never attached anywhere:
+/* floor.c — the programs dsrlb's data plane is measured against
+ * (lbd/datapath BenchmarkFloor, BENCHMARKS.md), never attached by lbd:
  *
  *   floor_redirect  the least a DSR balancer does to a packet of a tracked
  *                   flow with nothing looked up: write the destination and
@@ -20,11 +20,20 @@
  *                   redirected, every other frame continues. One compare
  *                   more than floor_redirect, so that the balancer's ARP
  *                   and health checks keep working under it.
+ *   floor_vip_track floor_vip plus floor_track's state for real traffic
+ *                   (dsrlb-bench's track mode, attached the same way): a
+ *                   TCP/UDP frame to the VIP (IPv4 without options) has its
+ *                   5-tuple looked up in floor_vip_ct (the same layout,
+ *                   65536 entries) and inserted on a miss before the
+ *                   redirect; other frames to the VIP are redirected
+ *                   untracked, frames not for the VIP continue. The least a
+ *                   balancer that remembers flows costs under real load.
  */
 #include <linux/types.h>
 #include <linux/bpf.h>
 #include <linux/pkt_cls.h>
 #include <linux/if_ether.h>
+#include <linux/in.h>
 #include <bpf/bpf_helpers.h>
 
 struct floor_key {
@@ -45,6 +54,13 @@ struct {
 	__uint(max_entries, 1048576);
 } floor_ct SEC(".maps");
 
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__type(key, struct floor_key);
+	__type(value, struct floor_val);
+	__uint(max_entries, 65536);
+} floor_vip_ct SEC(".maps");
+
 SEC("tc")
 int floor_redirect(struct __sk_buff *skb)
 {
@@ -64,6 +80,15 @@ const volatile __be32 floor_vip_addr = 0;
  * (a memcpy would cast it away and clang would fold the zeros in). */
 const volatile __u32 floor_vip_macs[3] = {0};
 
+/* floor_vip_redirect writes floor_vip_macs into eth and redirects it. */
+static __always_inline int floor_vip_redirect(struct __sk_buff *skb, struct ethhdr *eth)
+{
+	*(__u32 *)eth->h_dest = floor_vip_macs[0];
+	*(__u32 *)(eth->h_dest + 4) = floor_vip_macs[1];
+	*(__u32 *)(eth->h_dest + 8) = floor_vip_macs[2];
+	return bpf_redirect(skb->ifindex, 0);
+}
+
 SEC("tc")
 int floor_vip(struct __sk_buff *skb)
 {
@@ -75,10 +100,33 @@ int floor_vip(struct __sk_buff *skb)
 		return TC_ACT_UNSPEC;
 	if (eth->h_proto != __builtin_bswap16(ETH_P_IP) || *(__be32 *)(ip + 16) != floor_vip_addr)
 		return TC_ACT_UNSPEC;
-	*(__u32 *)eth->h_dest = floor_vip_macs[0];
-	*(__u32 *)(eth->h_dest + 4) = floor_vip_macs[1];
-	*(__u32 *)(eth->h_dest + 8) = floor_vip_macs[2];
-	return bpf_redirect(skb->ifindex, 0);
+	return floor_vip_redirect(skb, eth);
+}
+
+SEC("tc")
+int floor_vip_track(struct __sk_buff *skb)
+{
+	void *data_end = (void *)(long)skb->data_end;
+	struct ethhdr *eth = (void *)(long)skb->data;
+	__u8 *ip = (void *)(eth + 1);
+	struct floor_key k = {};
+	struct floor_val v = {.backend_id = 1, .cookie = 1};
+
+	if ((void *)(ip + 20) > data_end)
+		return TC_ACT_UNSPEC;
+	if (eth->h_proto != __builtin_bswap16(ETH_P_IP) || *(__be32 *)(ip + 16) != floor_vip_addr)
+		return TC_ACT_UNSPEC;
+	/* Ports right after a 20-byte header: the bench's frames. */
+	if ((ip[9] == IPPROTO_TCP || ip[9] == IPPROTO_UDP) && ip[0] == 0x45 && (void *)(ip + 24) <= data_end) {
+		__builtin_memcpy(&k.saddr, ip + 12, 8);
+		__builtin_memcpy(&k.sport, ip + 20, 4);
+		k.proto = ip[9];
+		if (!bpf_map_lookup_elem(&floor_vip_ct, &k)) {
+			v.last_seen_ns = bpf_jiffies64();
+			bpf_map_update_elem(&floor_vip_ct, &k, &v, BPF_ANY);
+		}
+	}
+	return floor_vip_redirect(skb, eth);
 }
 
 SEC("tc")

@@ -250,13 +250,66 @@ func TestFloorVIP(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer p.Close()
+	checkFloorVIP(t, p, src)
+}
+
+// TestFloorVIPTrack: floor_vip_track (dsrlb-bench's track mode) forwards
+// exactly as floor_vip and remembers each TCP/UDP flow to the VIP once, and
+// nothing else, or it would not cost what remembering flows costs.
+func TestFloorVIPTrack(t *testing.T) {
+	src := mustMAC("02:00:00:00:00:09")
+	tr, err := floor.LoadVIPTrack(ip4("192.0.2.10"), beMAC(1), src)
+	if err != nil {
+		requirePrivileged(t)
+		t.Fatal(err)
+	}
+	defer tr.Close()
+	checkFloorVIP(t, tr.Prog, src) // runs the VIP's TCP flow twice
+	var (
+		k, v [16]byte
+		keys [][16]byte
+	)
+	it := tr.Flows.Iterate()
+	for it.Next(&k, &v) {
+		keys = append(keys, k)
+	}
+	if err := it.Err(); err != nil {
+		t.Fatal(err)
+	}
+	// 198.51.100.1:40000 -> 192.0.2.10:80 TCP: addresses and ports as on the wire.
+	want := [16]byte{198, 51, 100, 1, 192, 0, 2, 10, 40000 >> 8, 40000 & 0xff, 0, 80, 6}
+	if len(keys) != 1 || keys[0] != want {
+		t.Errorf("flows % x; want one, % x", keys, want)
+	}
+	// A UDP flow to the VIP is a second entry.
+	udp := build(t, pkt{src: ap("198.51.100.1:40000"), dst: ap("192.0.2.10:53"), proto: UDP})
+	if ret, err := tr.Prog.Run(runOpts(udp, make([]byte, len(udp)+256))); err != nil || int(int32(ret)) != VerdictRedirect {
+		t.Fatalf("udp to the vip: verdict %d, %v; want %d", ret, err, VerdictRedirect)
+	}
+	var n int
+	for it = tr.Flows.Iterate(); it.Next(&k, &v); {
+		n++
+	}
+	if n != 2 {
+		t.Errorf("after a UDP flow: %d flows, want 2", n)
+	}
+}
+
+// checkFloorVIP runs frames for and not for 192.0.2.10 through p (a program
+// for real traffic loaded for that VIP, backend 1 and src): the VIP's
+// frame, twice, redirected with both MACs, the others continue untouched.
+func checkFloorVIP(t *testing.T, p *ebpf.Program, src []byte) {
+	t.Helper()
+	vip := build(t, pkt{src: ap("198.51.100.1:40000"), dst: ap("192.0.2.10:80"), proto: TCP, syn: true})
 	for _, c := range []struct {
 		name    string
 		frame   []byte
 		verdict int
 	}{
-		{"vip", build(t, pkt{src: ap("198.51.100.1:40000"), dst: ap("192.0.2.10:80"), proto: TCP, syn: true}), VerdictRedirect},
+		{"vip", vip, VerdictRedirect},
+		{"vip again", vip, VerdictRedirect},
 		{"other address", build(t, pkt{src: ap("198.51.100.1:40000"), dst: ap("192.0.2.11:80"), proto: TCP, syn: true}), VerdictContinue},
+		{"other address, udp", build(t, pkt{src: ap("198.51.100.1:40000"), dst: ap("192.0.2.11:53"), proto: UDP}), VerdictContinue},
 		{"arp", arpFrame(), VerdictContinue},
 	} {
 		opts := runOpts(c.frame, make([]byte, len(c.frame)+256))

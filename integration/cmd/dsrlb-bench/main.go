@@ -16,14 +16,18 @@
 //     every frame to the VIP and redirects it to backend b1: the reference
 //     the in-kernel cost of dsrlb's program is compared with under the same
 //     load (use -backends 1 so that both send everything to b1).
+//   - track:   (not in the default modes) as floor, with floor_vip_track:
+//     floor_vip plus an LRU lookup of each TCP/UDP flow to the VIP, inserted
+//     on a miss: the least a balancer that remembers flows costs under the
+//     same load.
 //
 // wrk, in the client's namespace, opens a new connection for every request
 // (Connection: close) for a fixed duration per cell; each cell (mode x
 // response size) runs -runs times, modes interleaved, and the table gives
-// medians with each figure's ratio to direct. During dsrlb cells the
-// kernel's BPF run-time statistics are on (kernel.bpf_stats_enabled=1, the
-// previous value restored after each cell) and the program's run_time_ns /
-// run_cnt is reported. Last, lbd is reloaded with -rss-services services
+// medians with each figure's ratio to direct. During dsrlb, floor and
+// track cells the kernel's BPF run-time statistics are on
+// (kernel.bpf_stats_enabled=1, the previous value restored after each cell)
+// and the program's run_time_ns / run_cnt is reported. Last, lbd is reloaded with -rss-services services
 // and its resident memory read from /proc.
 //
 // Everything it creates (namespaces, processes, pins) is removed at the
@@ -38,6 +42,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"net"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -84,7 +89,7 @@ func main() {
 	flag.IntVar(&o.conns, "conns", 32, "concurrent connections of wrk")
 	flag.IntVar(&o.threads, "threads", 2, "wrk threads")
 	flag.StringVar(&sizes, "sizes", "64,1048576", "response body sizes in bytes, comma-separated")
-	flag.StringVar(&modes, "modes", "direct,dsrlb,haproxy", "paths to measure, comma-separated (direct first: ratios are to it); floor: the reference program instead of lbd's")
+	flag.StringVar(&modes, "modes", "direct,dsrlb,haproxy", "paths to measure, comma-separated (direct first: ratios are to it); floor, track: the reference programs floor_vip, floor_vip_track instead of lbd's")
 	flag.IntVar(&o.backends, "backends", 3, "backends (1..9)")
 	flag.IntVar(&o.rssServices, "rss-services", 1000, "services in the configuration lbd is reloaded with to read its RSS (0 skips)")
 	flag.Parse()
@@ -118,6 +123,9 @@ func main() {
 	}
 }
 
+// allModes are the paths -modes may name.
+var allModes = []string{"direct", "dsrlb", "haproxy", "floor", "track"}
+
 func (o *options) parse(sizes, modes string) error {
 	for _, s := range strings.Split(sizes, ",") {
 		n, err := strconv.Atoi(strings.TrimSpace(s))
@@ -128,8 +136,8 @@ func (o *options) parse(sizes, modes string) error {
 	}
 	for _, m := range strings.Split(modes, ",") {
 		m = strings.TrimSpace(m)
-		if m != "direct" && m != "dsrlb" && m != "haproxy" && m != "floor" {
-			return fmt.Errorf("-modes: unknown mode %q (direct, dsrlb, haproxy, floor)", m)
+		if !slices.Contains(allModes, m) {
+			return fmt.Errorf("-modes: unknown mode %q (%s)", m, strings.Join(allModes, ", "))
 		}
 		o.modes = append(o.modes, m)
 	}
@@ -161,10 +169,16 @@ type bench struct {
 	lbd    *topo.Proc
 	stats  bpfStats
 	counts map[int]*bpfRun // in-kernel cost per size, summed over dsrlb cells
-	// floor mode: floor_vip, its statistics, the balancer's interface.
-	floor      *ebpf.Program
-	floorStats bpfStats
-	lbIfindex  int
+	// floor and track modes: their reference program, the balancer's interface.
+	refs      map[string]*refProg
+	lbIfindex int
+}
+
+// refProg is a reference program of bpf/bench/floor.c loaded for a mode.
+type refProg struct {
+	prog  *ebpf.Program
+	close func()
+	stats bpfStats
 }
 
 func run(ctx context.Context, o options) error {
@@ -177,10 +191,10 @@ func run(ctx context.Context, o options) error {
 	if err != nil {
 		return err
 	}
-	b := &bench{o: o, tp: tp, counts: map[int]*bpfRun{}}
+	b := &bench{o: o, tp: tp, counts: map[int]*bpfRun{}, refs: map[string]*refProg{}}
 	defer func() {
-		if b.floor != nil {
-			b.floor.Close()
+		for _, r := range b.refs {
+			r.close()
 		}
 	}()
 	if err := b.setup(ctx); err != nil {
@@ -263,10 +277,8 @@ func (b *bench) setup(ctx context.Context) error {
 			return err
 		}
 	}
-	if slices.Contains(b.o.modes, "floor") {
-		if err := b.loadFloor(); err != nil {
-			return err
-		}
+	if err := b.loadRefs(); err != nil {
+		return err
 	}
 	if slices.Contains(b.o.modes, "haproxy") {
 		cfg := filepath.Join(tp.Dir, "haproxy.cfg")
@@ -422,11 +434,12 @@ func (b *bench) cell(ctx context.Context, mode string, size int, d time.Duration
 				err = rerr
 			}
 		}()
-	case "floor":
+	case "floor", "track":
 		if err := tp.PointVIPAt(tp.Client, topo.VIP4, tp.Balancer); err != nil {
 			return c, err
 		}
-		detach, err := b.attachFloor()
+		ref := b.refs[mode]
+		detach, err := b.attachRef(ref)
 		if err != nil {
 			return c, err
 		}
@@ -435,14 +448,14 @@ func (b *bench) cell(ctx context.Context, mode string, size int, d time.Duration
 			detach()
 			return c, err
 		}
-		before, err := b.floorStats.read()
+		before, err := ref.stats.read()
 		if err != nil {
 			restoreBPFStats(prev)
 			detach()
 			return c, err
 		}
 		defer func() {
-			after, rerr := b.floorStats.read()
+			after, rerr := ref.stats.read()
 			restoreBPFStats(prev)
 			detach()
 			if rerr == nil {
@@ -614,44 +627,68 @@ func findProgram(pinPath string) (bpfStats, error) {
 	return s, nil
 }
 
-// loadFloor loads floor_vip for the VIP, backend b1 and the balancer's
-// MAC (it is attached per floor cell, attachFloor).
-func (b *bench) loadFloor() error {
+// loadRefs loads the reference program of each of the floor and track
+// modes asked for, for the VIP, backend b1 and the balancer's MAC (each is
+// attached per cell, attachRef).
+func (b *bench) loadRefs() error {
 	tp := b.tp
 	l, err := tp.Balancer.NS.Netlink().LinkByName(tp.Balancer.Link)
 	if err != nil {
 		return fmt.Errorf("find %s in %s: %w", tp.Balancer.Link, tp.Balancer.NS.Name, err)
 	}
 	b.lbIfindex = l.Attrs().Index
-	if b.floor, err = floor.LoadVIP(topo.VIP4, tp.Backends[0].MAC, tp.Balancer.MAC); err != nil {
-		return err
+	for _, mode := range []string{"floor", "track"} {
+		if !slices.Contains(b.o.modes, mode) {
+			continue
+		}
+		ref, err := loadRef(mode, tp.Backends[0].MAC, tp.Balancer.MAC)
+		if err != nil {
+			return err
+		}
+		b.refs[mode] = ref
+		info, err := ref.prog.Info()
+		if err != nil {
+			return fmt.Errorf("read %s mode's program info: %w", mode, err)
+		}
+		id, _ := info.ID()
+		ref.stats = bpfStats{id: id, name: info.Name}
 	}
-	info, err := b.floor.Info()
-	if err != nil {
-		return fmt.Errorf("read floor_vip info: %w", err)
-	}
-	id, _ := info.ID()
-	b.floorStats = bpfStats{id: id, name: info.Name}
 	return nil
 }
 
-// attachFloor attaches floor_vip with tcx at the head of the balancer
+// loadRef loads mode's program for the VIP: floor_vip for floor,
+// floor_vip_track for track.
+func loadRef(mode string, dst, src net.HardwareAddr) (*refProg, error) {
+	if mode == "track" {
+		t, err := floor.LoadVIPTrack(topo.VIP4, dst, src)
+		if err != nil {
+			return nil, err
+		}
+		return &refProg{prog: t.Prog, close: func() { t.Close() }}, nil
+	}
+	p, err := floor.LoadVIP(topo.VIP4, dst, src)
+	if err != nil {
+		return nil, err
+	}
+	return &refProg{prog: p, close: func() { p.Close() }}, nil
+}
+
+// attachRef attaches ref's program with tcx at the head of the balancer
 // interface's ingress (ahead of lbd's program, which then sees only what
-// floor_vip lets continue: ARP, health-check replies) and returns its
-// detach.
-func (b *bench) attachFloor() (func(), error) {
+// it lets continue: ARP, health-check replies) and returns its detach.
+func (b *bench) attachRef(ref *refProg) (func(), error) {
 	var l link.Link
 	err := b.tp.Balancer.NS.Do(func() error {
 		var err error
-		l, err = link.AttachTCX(link.TCXOptions{Interface: b.lbIfindex, Program: b.floor, Attach: ebpf.AttachTCXIngress, Anchor: link.Head()})
+		l, err = link.AttachTCX(link.TCXOptions{Interface: b.lbIfindex, Program: ref.prog, Attach: ebpf.AttachTCXIngress, Anchor: link.Head()})
 		return err
 	})
 	if err != nil {
-		return nil, fmt.Errorf("attach floor_vip to %s: %w", b.tp.Balancer.Link, err)
+		return nil, fmt.Errorf("attach %s to %s: %w", ref.stats.name, b.tp.Balancer.Link, err)
 	}
 	return func() {
 		if err := l.Close(); err != nil {
-			logf("detach floor_vip: %v", err)
+			logf("detach %s: %v", ref.stats.name, err)
 		}
 	}, nil
 }
@@ -773,16 +810,29 @@ func table(o options, cells []cell) string {
 }
 
 func (b *bench) kernelTable(cells []cell) string {
-	if !slices.Contains(b.o.modes, "dsrlb") && !slices.Contains(b.o.modes, "floor") {
+	progs := map[string]bpfStats{"dsrlb": b.stats}
+	var modes, during []string
+	for _, mode := range []string{"dsrlb", "floor", "track"} {
+		if !slices.Contains(b.o.modes, mode) {
+			continue
+		}
+		st := progs[mode]
+		if r := b.refs[mode]; r != nil {
+			st = r.stats
+		}
+		modes = append(modes, mode)
+		during = append(during, fmt.Sprintf("the %s cells (%s, prog id %d)", mode, st.name, st.id))
+	}
+	if len(modes) == 0 {
 		return ""
 	}
 	var s strings.Builder
-	fmt.Fprintf(&s, "\nIn-kernel cost during the dsrlb cells (%s, prog id %d) and the floor cells (%s, prog id %d), kernel.bpf_stats_enabled=1, all runs summed\n\n",
-		b.stats.name, b.stats.id, b.floorStats.name, b.floorStats.id)
+	fmt.Fprintf(&s, "\nIn-kernel cost during %s, kernel.bpf_stats_enabled=1, all runs summed (× floor: ns/run / floor_vip's)\n\n",
+		strings.Join(during, ", "))
 	s.WriteString("| response | program | run_cnt | run_time_ns | ns/run | runs/request | × floor |\n|---|---|--:|--:|--:|--:|--:|\n")
 	for _, sz := range b.o.sizes {
 		fl, _ := summarize(cells, "floor", sz)
-		for _, mode := range []string{"dsrlb", "floor"} {
+		for _, mode := range modes {
 			sum, ok := summarize(cells, mode, sz)
 			if !ok {
 				continue

@@ -1,8 +1,10 @@
 // Package floor holds the reference programs of bpf/bench/floor.c that
-// lbd/datapath's BenchmarkFloor compares dsrlb's program with: a bare MAC
-// rewrite + redirect, a program that does nothing, and one that remembers
-// each new flow in an LRU hash before redirecting. They are only ever run
-// with BPF_PROG_TEST_RUN.
+// dsrlb's program is compared with: for lbd/datapath's BenchmarkFloor
+// (BPF_PROG_TEST_RUN only) a bare MAC rewrite + redirect, a program that
+// does nothing, and one that remembers each new flow in an LRU hash before
+// redirecting; for dsrlb-bench under real load (attached with tcx)
+// floor_vip, the MAC rewrite + redirect of frames to one VIP, and
+// floor_vip_track, the same with each flow remembered.
 package floor
 
 //go:generate go tool bpf2go -cc clang -strip llvm-strip -target bpfel -cflags "-O2 -g -Wall -Werror -mcpu=v3 -nostdinc -isystem ../../../bpf/include" floor ../../../bpf/bench/floor.c
@@ -25,40 +27,82 @@ type Programs struct {
 
 // Load loads the test-run programs; Close releases them.
 func Load() (*Programs, error) {
-	var objs floorObjects
+	// Only these: the programs for real traffic are loaded by LoadVIP and
+	// LoadVIPTrack with their settings.
+	var objs struct {
+		Redirect *ebpf.Program `ebpf:"floor_redirect"`
+		Noop     *ebpf.Program `ebpf:"floor_noop"`
+		Track    *ebpf.Program `ebpf:"floor_track"`
+		Flows    *ebpf.Map     `ebpf:"floor_ct"`
+	}
 	if err := loadFloorObjects(&objs, nil); err != nil {
 		return nil, fmt.Errorf("load floor programs: %w", err)
 	}
-	return &Programs{Redirect: objs.FloorRedirect, Noop: objs.FloorNoop, Track: objs.FloorTrack, Flows: objs.FloorCt}, nil
+	return &Programs{Redirect: objs.Redirect, Noop: objs.Noop, Track: objs.Track, Flows: objs.Flows}, nil
 }
 
 // LoadVIP loads floor_vip for vip (IPv4), writing dst (the backend's MAC)
 // and src (the balancer interface's) into frames for vip: the reference
 // program for real traffic. The caller closes it.
 func LoadVIP(vip netip.Addr, dst, src net.HardwareAddr) (*ebpf.Program, error) {
+	var objs struct {
+		Prog *ebpf.Program `ebpf:"floor_vip"`
+	}
+	if err := loadVIP("floor_vip", vip, dst, src, &objs); err != nil {
+		return nil, err
+	}
+	return objs.Prog, nil
+}
+
+// VIPTrack is floor_vip_track and the LRU hash it remembers flows in.
+type VIPTrack struct {
+	Prog  *ebpf.Program
+	Flows *ebpf.Map // floor_vip_ct: key 16 B, value 16 B, 65536 entries
+}
+
+// LoadVIPTrack loads floor_vip_track, floor_vip plus an LRU lookup (and
+// insert on a miss) of each TCP/UDP flow to vip: the reference for real
+// traffic of a balancer that remembers flows. The caller closes it.
+func LoadVIPTrack(vip netip.Addr, dst, src net.HardwareAddr) (*VIPTrack, error) {
+	var objs struct {
+		Prog  *ebpf.Program `ebpf:"floor_vip_track"`
+		Flows *ebpf.Map     `ebpf:"floor_vip_ct"`
+	}
+	if err := loadVIP("floor_vip_track", vip, dst, src, &objs); err != nil {
+		return nil, err
+	}
+	return &VIPTrack{Prog: objs.Prog, Flows: objs.Flows}, nil
+}
+
+// Close releases the program and its map.
+func (t *VIPTrack) Close() error {
+	t.Prog.Close()
+	return t.Flows.Close()
+}
+
+// loadVIP sets floor_vip's settings (shared by the programs for real
+// traffic) and loads into objs what it names; name is for errors.
+func loadVIP(name string, vip netip.Addr, dst, src net.HardwareAddr, objs any) error {
 	if !vip.Is4() || len(dst) != 6 || len(src) != 6 {
-		return nil, fmt.Errorf("load floor_vip: want an IPv4 VIP and two Ethernet addresses, got %s %s %s", vip, dst, src)
+		return fmt.Errorf("load %s: want an IPv4 VIP and two Ethernet addresses, got %s %s %s", name, vip, dst, src)
 	}
 	spec, err := loadFloor()
 	if err != nil {
-		return nil, err
+		return err
 	}
 	var macs [12]byte
 	copy(macs[:6], dst)
 	copy(macs[6:], src)
 	if err := spec.Variables[floorVarFloorVipAddr].Set(vip.As4()); err != nil {
-		return nil, fmt.Errorf("set floor_vip address: %w", err)
+		return fmt.Errorf("set %s address: %w", name, err)
 	}
 	if err := spec.Variables[floorVarFloorVipMacs].Set(macs); err != nil {
-		return nil, fmt.Errorf("set floor_vip MACs: %w", err)
+		return fmt.Errorf("set %s MACs: %w", name, err)
 	}
-	var objs struct {
-		Prog *ebpf.Program `ebpf:"floor_vip"`
+	if err := spec.LoadAndAssign(objs, nil); err != nil {
+		return fmt.Errorf("load %s: %w", name, err)
 	}
-	if err := spec.LoadAndAssign(&objs, nil); err != nil {
-		return nil, fmt.Errorf("load floor_vip: %w", err)
-	}
-	return objs.Prog, nil
+	return nil
 }
 
 // Close releases the programs.

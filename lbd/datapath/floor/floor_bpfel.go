@@ -35,10 +35,12 @@ type floorFloorVal struct {
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
 	floorMapFloorCt        = "floor_ct"
+	floorMapFloorVipCt     = "floor_vip_ct"
 	floorProgFloorNoop     = "floor_noop"
 	floorProgFloorRedirect = "floor_redirect"
 	floorProgFloorTrack    = "floor_track"
 	floorProgFloorVip      = "floor_vip"
+	floorProgFloorVipTrack = "floor_vip_track"
 	floorVarFloorVipAddr   = "floor_vip_addr"
 	floorVarFloorVipMacs   = "floor_vip_macs"
 )
@@ -89,13 +91,15 @@ type floorProgramSpecs struct {
 	FloorRedirect *ebpf.ProgramSpec `ebpf:"floor_redirect"`
 	FloorTrack    *ebpf.ProgramSpec `ebpf:"floor_track"`
 	FloorVip      *ebpf.ProgramSpec `ebpf:"floor_vip"`
+	FloorVipTrack *ebpf.ProgramSpec `ebpf:"floor_vip_track"`
 }
 
 // floorMapSpecs contains maps before they are loaded into the kernel.
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type floorMapSpecs struct {
-	FloorCt *ebpf.MapSpec `ebpf:"floor_ct"`
+	FloorCt    *ebpf.MapSpec `ebpf:"floor_ct"`
+	FloorVipCt *ebpf.MapSpec `ebpf:"floor_vip_ct"`
 }
 
 // floorVariableSpecs contains global variables before they are loaded into the kernel.
@@ -126,12 +130,14 @@ func (o *floorObjects) Close() error {
 //
 // It can be passed to loadFloorObjects or ebpf.CollectionSpec.LoadAndAssign.
 type floorMaps struct {
-	FloorCt *ebpf.Map `ebpf:"floor_ct"`
+	FloorCt    *ebpf.Map `ebpf:"floor_ct"`
+	FloorVipCt *ebpf.Map `ebpf:"floor_vip_ct"`
 }
 
 func (m *floorMaps) Close() error {
 	return _FloorClose(
 		m.FloorCt,
+		m.FloorVipCt,
 	)
 }
 
@@ -151,6 +157,7 @@ type floorPrograms struct {
 	FloorRedirect *ebpf.Program `ebpf:"floor_redirect"`
 	FloorTrack    *ebpf.Program `ebpf:"floor_track"`
 	FloorVip      *ebpf.Program `ebpf:"floor_vip"`
+	FloorVipTrack *ebpf.Program `ebpf:"floor_vip_track"`
 }
 
 func (p *floorPrograms) Close() error {
@@ -159,6 +166,7 @@ func (p *floorPrograms) Close() error {
 		p.FloorRedirect,
 		p.FloorTrack,
 		p.FloorVip,
+		p.FloorVipTrack,
 	)
 }
 
