@@ -192,14 +192,12 @@ func TestEstablishedSurviveSYNFlood(t *testing.T) {
 	st0 := readStatus(t, e)
 
 	const frames = 300_000
-	// synsDone: the SYNs are sent; acks: their counts are read, send the ACKs.
-	synsDone, acks, done := make(chan struct{}), make(chan struct{}), make(chan struct{})
-	defer func() { // a failure before the ACKs must not leave the sender blocked
-		select {
-		case <-acks:
-		default:
-			close(acks)
-		}
+	// synsDone: the SYNs are sent; acks: their counts are read, true: send
+	// the ACKs (false: the test failed, stop).
+	synsDone, acks, done := make(chan struct{}), make(chan bool, 1), make(chan struct{})
+	defer func() {
+		acks <- false // buffered: never blocks, read only if the sender still waits
+		<-done
 	}()
 	var sent [2]int
 	var sendErr [2]error
@@ -218,7 +216,9 @@ func TestEstablishedSurviveSYNFlood(t *testing.T) {
 			})
 			if half == 0 {
 				close(synsDone)
-				<-acks
+				if !<-acks {
+					return
+				}
 				start = time.Now().Add(-frames / 2 * time.Second / 20000)
 			}
 		}
@@ -236,7 +236,7 @@ func TestEstablishedSurviveSYNFlood(t *testing.T) {
 	<-synsDone
 	poke("after the SYN flood, b3 joined")
 	st1 := readStatus(t, e)
-	close(acks)
+	acks <- true
 	for i := 0; i < 2; i++ {
 		time.Sleep(3 * time.Second)
 		poke(fmt.Sprintf("%ds into the ACK flood", 3+3*i))

@@ -207,25 +207,32 @@ static __always_inline void lb_fc_keep(struct lb_fc_entry *fc, __u64 k0, __u64 k
 	fc->k1 = k1;
 }
 
-/* lb_fc_pend records, in the flow's slot on this CPU, the backend chosen for
- * the first packet of an IPv4 flow that gets no entry yet (lb_sched.h: a
- * consistent choice is tracked from the flow's second packet). Written
- * like a copy, key last. Returns 0 when the slot already held that choice
- * for the flow (a retransmitted SYN: not a new flow), else 1. */
-static __always_inline int lb_fc_pend(const struct lb_ct4_key *k, const struct lb_config *cfg, __u64 now, __u32 id,
-				      __u32 cookie)
+/* lb_fc_pending returns the backend of the choice a SYN left pending for
+ * the flow in this CPU's slot, or NULL: nothing pending for it, pending
+ * longer than a SYN's entry would have lived (the closing timeout), or the
+ * backend no longer the same one up or draining. */
+static __always_inline struct lb_backend *lb_fc_pending(const struct lb_fc_entry *fc, __u64 k0, __u64 k1,
+							const struct lb_config *cfg, __u64 now)
 {
-	struct lb_fc_entry *fc;
-	__u64 k0, k1;
+	struct lb_backend *be;
 
-	lb_fc_key(k, cfg, &k0, &k1);
-	fc = lb_fc_slot(k0, k1);
-	if (!fc)
-		return 1;
-	if (fc->k0 == k0 && fc->k1 == (k1 | LB_FC_PENDING) && fc->backend_id == id && fc->cookie == cookie) {
-		fc->last_seen_ns = now;
-		return 0;
-	}
+	if (fc->k0 != k0 || fc->k1 != (k1 | LB_FC_PENDING))
+		return NULL;
+	if ((__s64)(now - fc->last_seen_ns) >= (__s64)lb_ct_timeout(cfg, IPPROTO_TCP, LB_CT_SYN_SEEN))
+		return NULL;
+	be = bpf_map_lookup_elem(&lb_backends, &fc->backend_id);
+	if (!be || be->cookie != fc->cookie ||
+	    (be->state != LB_BACKEND_UP && be->state != LB_BACKEND_DRAIN))
+		return NULL;
+	return be;
+}
+
+/* lb_fc_pend records, in the flow's slot fc on this CPU, the backend chosen
+ * for the SYN of an IPv4 flow that gets no entry yet (sched.h: the flow is
+ * tracked from its second packet). Written like a copy, key last. */
+static __always_inline void lb_fc_pend(struct lb_fc_entry *fc, __u64 k0, __u64 k1, __u64 now, __u32 id,
+				       __u32 cookie)
+{
 	fc->k1 = 0;
 	asm volatile("" ::: "memory");
 	fc->last_seen_ns = now;
@@ -234,46 +241,73 @@ static __always_inline int lb_fc_pend(const struct lb_ct4_key *k, const struct l
 	asm volatile("" ::: "memory");
 	fc->k0 = k0;
 	fc->k1 = k1 | LB_FC_PENDING;
-	return 1;
 }
 
 static __always_inline struct lb_ct_counters *lb_ct_counters(void);
 
-/* lb_fc_commit tracks a flow whose first packet left its choice pending in
- * this CPU's slot: the flow's second packet inserts the entry (backend of
- * the first packet, state as if the first had made one) and makes the slot
- * its copy. NULL: nothing pending for the flow, pending longer than a new
- * entry would have lived, or the backend no longer the same one up or
- * draining; the LRU path then decides. Any entry the flow had (ports
- * reused) is replaced: the pending choice is the newer. */
+/* lb_ct_stands: the entry is valid and not closing, so it keeps its flow
+ * (a SYN spoofed with an established flow's ports must not move it). */
+static __always_inline int lb_ct_stands(const struct lb_ct_entry *ct, const struct lb_config *cfg, __u64 now)
+{
+	struct lb_backend *be;
+
+	if (ct->state >= LB_CT_CLOSING ||
+	    (__s64)(now - ct->last_seen_ns) >= (__s64)lb_ct_timeout(cfg, IPPROTO_TCP, ct->state))
+		return 0;
+	be = bpf_map_lookup_elem(&lb_backends, &ct->backend_id);
+	return be && be->cookie == ct->cookie && (be->state == LB_BACKEND_UP || be->state == LB_BACKEND_DRAIN);
+}
+
+/* lb_fc_commit tracks a TCP flow whose SYN left its choice pending in this
+ * CPU's slot: the flow's next packet inserts the entry (the SYN's backend,
+ * the state the SYN's entry would now have) and makes the slot its copy.
+ * NULL: nothing pending (lb_fc_pending), or the flow already has an entry
+ * that stands (lb_ct_stands): the LRU path then decides. An entry that
+ * does not stand (closing, closed, expired: the ports reused) is renewed
+ * in place with the pending choice. A RST, an ICMP error and a later
+ * fragment follow the pending choice without tracking it (a RST clears it:
+ * nothing left to track). */
 static __always_inline struct lb_backend *lb_fc_commit(struct lb_fc_entry *fc, __u64 k0, __u64 k1,
 						       const struct lb_ct4_key *k, const struct lb_pkt *pkt,
 						       const struct lb_config *cfg, __u64 now, __u32 *id)
 {
-	__u8 first = pkt->flow.proto == IPPROTO_TCP ? LB_CT_SYN_SEEN : LB_CT_ESTABLISHED;
+	struct lb_backend *be = lb_fc_pending(fc, k0, k1, cfg, now);
+	struct lb_ct_entry ct = {}, *old;
 	struct lb_ct_counters *c;
-	struct lb_ct_entry ct = {};
-	struct lb_backend *be;
-	__s64 age;
 
-	if (fc->k0 != k0 || fc->k1 != (k1 | LB_FC_PENDING))
+	if (!be)
 		return NULL;
-	age = (__s64)(now - fc->last_seen_ns);
-	if (age >= (__s64)lb_ct_timeout(cfg, pkt->flow.proto, first))
-		return NULL;
-	be = bpf_map_lookup_elem(&lb_backends, &fc->backend_id);
-	if (!be || be->cookie != fc->cookie ||
-	    (be->state != LB_BACKEND_UP && be->state != LB_BACKEND_DRAIN))
-		return NULL;
+	*id = fc->backend_id;
+	if (pkt->kind != LB_PKT_FLOW || pkt->flow.proto != IPPROTO_TCP)
+		return be;
+	if (pkt->tcp_flags & LB_TCP_RST) {
+		fc->k1 = 0;
+		return be;
+	}
 	ct.last_seen_ns = now;
 	ct.backend_id = fc->backend_id;
 	ct.cookie = fc->cookie;
-	ct.state = lb_first_state(pkt->flow.proto, pkt->tcp_flags);
-	*id = ct.backend_id;
-	if (bpf_map_update_elem(&lb_ct4, k, &ct, BPF_ANY) == 0) {
-		c = lb_ct_counters();
+	ct.state = lb_first_state(IPPROTO_TCP, pkt->tcp_flags);
+	c = lb_ct_counters();
+	if (bpf_map_update_elem(&lb_ct4, k, &ct, BPF_NOEXIST) == 0) {
 		if (c)
 			c->inserted++;
+	} else {
+		old = bpf_map_lookup_elem(&lb_ct4, k);
+		lb_keep(old);
+		if (!old || lb_ct_stands(old, cfg, now)) {
+			fc->k1 = 0;
+			return NULL;
+		}
+		/* As lb_ct_insert renews: backend and cookie in one store, and
+		 * other CPUs' copies of the old entry go. */
+		if (*(__u64 *)&old->backend_id != *(__u64 *)&ct.backend_id)
+			lb_fc_invalidate();
+		*(__u64 *)&old->backend_id = *(__u64 *)&ct.backend_id;
+		old->state = ct.state;
+		old->last_seen_ns = now;
+		if (c)
+			c->renewed++;
 	}
 	lb_fc_keep(fc, k0, k1, &ct);
 	return be;

@@ -1,7 +1,9 @@
 /* sched.h — picks a backend for a packet without a valid conntrack entry:
  * the service's scheduler for new flows, or the consistent (Maglev) table
- * for packets that must not create state: TCP without SYN, ICMP errors.
- * Fragments carry their datagram's ports and are scheduled as its packets.
+ * for the others (TCP without SYN, ICMP errors), which create an entry only
+ * for a flow tracked late (lb_tracks_late; never for an ICMP error or a
+ * RST). Fragments carry their datagram's ports and are scheduled as its
+ * packets.
  */
 #ifndef LB_SCHED_H
 #define LB_SCHED_H
@@ -88,20 +90,36 @@ static __always_inline int lb_tracks_late(const struct lb_pkt *pkt, const struct
 }
 
 /* lb_syn_late schedules the SYN of a flow that is tracked late: the
- * consistent choice, recorded as pending in this CPU's flow cache slot;
- * no conntrack lookup (a SYN is a new connection whatever entry its ports
- * had: the entry is replaced when the connection is tracked). *is_new
- * unless the SYN repeats a pending one. */
+ * consistent choice, recorded as pending in this CPU's flow cache slot; no
+ * conntrack lookup (the commit, lb_fc_commit, minds an entry the ports
+ * have). A SYN that finds its flow's choice pending (a retransmission)
+ * keeps it, so a table change between the two does not split the
+ * handshake, and is no new flow. */
 static __always_inline struct lb_backend *lb_syn_late(const struct lb_pkt *pkt, const struct lb_service *svc,
 						      const struct lb_config *cfg, __u64 now, __u32 *id, int *is_new)
 {
-	struct lb_backend *be = lb_pick_consistent(svc, &pkt->flow, cfg, id);
 	struct lb_ct4_key k = {};
+	struct lb_fc_entry *fc;
+	struct lb_backend *be;
+	__u64 k0, k1;
 
+	lb_ct4_key(&pkt->flow, &k);
+	lb_fc_key(&k, cfg, &k0, &k1);
+	fc = lb_fc_slot(k0, k1);
+	if (fc) {
+		be = lb_fc_pending(fc, k0, k1, cfg, now);
+		if (be) {
+			*id = fc->backend_id;
+			fc->last_seen_ns = now;
+			return be;
+		}
+	}
+	be = lb_pick_consistent(svc, &pkt->flow, cfg, id);
 	if (!be)
 		return NULL;
-	lb_ct4_key(&pkt->flow, &k);
-	*is_new = lb_fc_pend(&k, cfg, now, *id, be->cookie);
+	if (fc)
+		lb_fc_pend(fc, k0, k1, now, *id, be->cookie);
+	*is_new = 1;
 	return be;
 }
 
@@ -109,7 +127,9 @@ static __always_inline struct lb_backend *lb_syn_late(const struct lb_pkt *pkt, 
  * entry (NULL: none usable). starts: the packet may start a flow; it then
  * gets an entry (its stale one renewed), and *is_new is set. A packet that
  * does not start one gets the consistent choice, and an entry if its flow
- * is tracked late (not for a RST: nothing left to track). */
+ * is tracked late (not for a RST: nothing left to track), unconfirmed: syn
+ * seen (a FIN: closing), so a stray or spoofed packet is not counted active
+ * and lives the closing timeout; the flow's next ACK makes it established. */
 static __always_inline struct lb_backend *lb_schedule(const struct lb_pkt *pkt, const struct lb_service *svc,
 						      const struct lb_config *cfg, __u64 now, int starts,
 						      struct lb_ct_entry *stale, __u32 *id, int *is_new)
@@ -120,7 +140,8 @@ static __always_inline struct lb_backend *lb_schedule(const struct lb_pkt *pkt, 
 		be = lb_pick_consistent(svc, &pkt->flow, cfg, id);
 		if (be && pkt->kind != LB_PKT_ICMP_ERROR && lb_tracks_late(pkt, svc) &&
 		    !(pkt->tcp_flags & LB_TCP_RST)) {
-			lb_ct_insert(&pkt->flow, *id, be, now, lb_first_state(IPPROTO_TCP, pkt->tcp_flags), stale);
+			lb_ct_insert(&pkt->flow, *id, be, now, pkt->tcp_flags & LB_TCP_FIN ? LB_CT_CLOSING : LB_CT_SYN_SEEN,
+				     stale);
 			return be;
 		}
 		lb_ct_drop(&pkt->flow, stale);

@@ -261,13 +261,9 @@ const (
 	FlagACK = 0x10
 )
 
-// SYN4 appends to buf an Ethernet frame from srcMAC to dstMAC carrying a
-// TCP SYN src -> dst (IPv4, checksums computed).
-func SYN4(buf []byte, srcMAC, dstMAC net.HardwareAddr, src, dst netip.AddrPort) []byte {
-	return TCP4(buf, srcMAC, dstMAC, src, dst, FlagSYN)
-}
-
-// TCP4 is SYN4 with other TCP flags (a segment without payload).
+// TCP4 appends to buf an Ethernet frame from srcMAC to dstMAC carrying a
+// TCP segment without payload src -> dst with the given flags (IPv4,
+// checksums computed).
 func TCP4(buf []byte, srcMAC, dstMAC net.HardwareAddr, src, dst netip.AddrPort, flags byte) []byte {
 	buf = append(buf, dstMAC...)
 	buf = append(buf, srcMAC...)

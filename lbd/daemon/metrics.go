@@ -44,7 +44,7 @@ var (
 	descRepairs     = prometheus.NewDesc("dsrlb_datapath_reattach_total", "Times lbd re-attached its program after finding it detached or replaced.", nil, nil)
 	descBeActive    = prometheus.NewDesc("dsrlb_backend_active_flows", "Established tracked flows of the backend (client ACK seen, no FIN or RST yet; UDP flows); conntrack walked at most every 10s.", []string{"service", "backend"}, nil)
 	descBeInactive  = prometheus.NewDesc("dsrlb_backend_inactive_flows", "Tracked flows of the backend not established: TCP SYN seen, closing after a client FIN, closed after a RST.", []string{"service", "backend"}, nil)
-	descCtInserted  = prometheus.NewDesc("dsrlb_conntrack_inserted_total", "Conntrack entries created for new flows.", nil, nil)
+	descCtInserted  = prometheus.NewDesc("dsrlb_conntrack_inserted_total", "Conntrack entries created by the data plane (a flow it starts tracking: an IPv4 maglev or source TCP flow from its second packet, others from the first).", nil, nil)
 	descCtEvicted   = prometheus.NewDesc("dsrlb_conntrack_evicted_total", "Conntrack entries the LRU evicted to make room (inserted - deleted - present; an estimate).", nil, nil)
 	descScrapeError = prometheus.NewDesc("dsrlb_datapath_read_errors", "1 when reading the data plane's maps failed during this scrape.", nil, nil)
 )

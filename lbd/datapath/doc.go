@@ -89,23 +89,30 @@
 //   - When entries are created. An IPv4 TCP flow of a maglev or source
 //     service is tracked from its second packet, not its SYN: the SYN gets
 //     the consistent choice (no conntrack lookup) and leaves it pending in
-//     this CPU's slot of lb_flow_cache; the handshake's ACK on that CPU
+//     this CPU's slot of lb_flow_cache (a retransmitted SYN finding it
+//     keeps it, and is no new flow); the handshake's ACK on that CPU
 //     inserts the entry with the SYN's backend (even if the table changed
-//     meanwhile, as long as that backend is up or draining). A later packet
-//     that finds neither a pending choice nor an entry (another CPU, a slot
-//     taken by another flow, a Go write to conntrack: a new cache
+//     meanwhile, as long as that backend is up or draining). If the flow
+//     already has an entry that stands (valid, not closing: a SYN spoofed
+//     with an established flow's ports), that entry keeps the flow; a
+//     closing, closed or expired one (ports reused) is renewed in place. A
+//     RST, an ICMP error or a later fragment after the SYN follows the
+//     pending choice and tracks nothing. A later packet that finds neither
+//     a pending choice nor an entry (another CPU, a slot taken by another
+//     flow, a Go write to conntrack or a removed service key: a new cache
 //     generation, an evicted entry) gets the consistent choice of the
-//     current table and an entry of it (a RST: the choice, no entry). So a
-//     SYN flood writes nothing to the shared LRU, and a TCP flow still gets
-//     an entry from its first packet after the SYN. The cost: a table change
+//     current table and an unconfirmed entry of it (syn seen, or closing
+//     for a FIN; a RST: none): stray or spoofed ACKs count as inactive and
+//     live the closing timeout, and the flow's next ACK makes it
+//     established. So a SYN flood writes nothing to the shared LRU (an ACK
+//     flood does, as a SYN flood did before), and a TCP flow still gets an
+//     entry from its first packet after the SYN. The cost: a table change
 //     between a SYN and its ACK moves the ACK of a flow whose pending choice
 //     is gone, when the change moved that flow (1/N of them). Round-robin
 //     services (the choice cannot be recomputed), IPv6 flows (no flow
 //     cache) and UDP are tracked from the first packet (a SYN without ACK,
 //     any UDP packet), and their TCP packets without an entry use the
-//     Maglev table and create nothing. A SYN of a late-tracked flow counts
-//     as a new flow unless it repeats the pending choice on its CPU (a
-//     retransmission); one retransmitted on another CPU counts again.
+//     Maglev table and create nothing.
 //   - Hashing is jhash2 with a fixed seed over the 16-byte (IPv4-mapped)
 //     addresses, ports and protocol (HashFlow, HashSource; Slot is the Go
 //     model): two balancers with the same configuration agree.

@@ -46,6 +46,7 @@ func (r flowRun) sendFlags(f Flow, p pkt) int {
 // entry's state), a backend going down; and it lets the entry's
 // timestamp be refreshed while the flow is busy.
 func TestFlowCache(t *testing.T) {
+	onOneCPU(t) // the cache answers on the CPU that filled it
 	d := mustOpen(t, Options{MaglevTableSize: 251, ConntrackSize: 4096})
 	r := flowRun{d, t}
 	svc := Service{Name: "web", VIP: ip4("192.0.2.10"), Proto: TCP, Ports: []uint16{80},

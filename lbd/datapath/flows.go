@@ -130,7 +130,10 @@ func (d *Datapath) ActiveFlows(st *Stats) error {
 // per packet instead of two), so without this a port removed from a
 // service that keeps its backends would still be forwarded until idle.
 // No entry for such a flow is created after its key is gone (creating one
-// needs the service), so one walk suffices. Called with d.mu held.
+// needs the service), except from a SYN's choice pending in the flow cache
+// (a late-tracked flow, bpf/lib/sched.h): the cache generation is bumped
+// before the walk, so that no such choice is committed after it. Called
+// with d.mu held.
 func (d *Datapath) purgeUnserved(before map[bpfLbServiceKey]uint32) error {
 	removed := false
 	for k := range before {
@@ -141,6 +144,9 @@ func (d *Datapath) purgeUnserved(before map[bpfLbServiceKey]uint32) error {
 	}
 	if !removed {
 		return nil
+	}
+	if err := d.invalidateFlowCache(); err != nil {
+		return err
 	}
 	var dead []bpfLbFlow
 	err := d.eachFlow(func(key bpfLbFlow, _ *bpfLbCtEntry) {

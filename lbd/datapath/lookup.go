@@ -34,7 +34,10 @@ type FlowInfo struct {
 
 // LookupFlow explains which backend the next non-SYN packet of f reaches
 // and why: its conntrack entry if valid, else the service's Maglev slot.
-// (A new flow of a roundrobin service takes the next round-robin slot.)
+// (A new flow of a roundrobin service takes the next round-robin slot.) A
+// SYN's choice pending in a CPU's flow cache is not read: after a table
+// change between a SYN and its ACK, the ACK on that CPU follows the SYN's
+// backend, not the slot this reports.
 func (d *Datapath) LookupFlow(f Flow) (FlowInfo, error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()

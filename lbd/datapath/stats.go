@@ -14,7 +14,7 @@ import (
 type Counters struct {
 	Packets   uint64
 	Bytes     uint64
-	NewFlows  uint64 // flows scheduled (and tracked)
+	NewFlows  uint64 // flows scheduled: a SYN without ACK, a UDP packet without an entry
 	NoBackend uint64 // service packets passed for lack of a usable backend
 }
 

@@ -37,8 +37,6 @@ func txnStates() (before, after []Service) {
 	return before, after
 }
 
-// snapshot sends an untracked ACK of each flow (the Maglev fallback; no
-// conntrack entry is created) and returns the backend each reached.
 // snapshot is where each flow's packets go, probed with a RST: it gets the
 // consistent choice and, unlike an ACK, leaves no entry behind.
 func snapshot(r flowRun, flows []Flow) []int {

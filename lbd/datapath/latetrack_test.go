@@ -1,0 +1,239 @@
+package datapath
+
+import (
+	"math/rand/v2"
+	"runtime"
+	"testing"
+
+	"golang.org/x/sys/unix"
+)
+
+// The cases of a late-tracked flow (a maglev SYN leaves its choice pending
+// in the flow cache; bpf/lib/sched.h) that an independent review found
+// mishandled by its first version: each test failed on 6a51d31.
+
+// lateSetup: one maglev service of 10 backends, the grown table (20), and
+// flows whose choice the growth changes.
+func lateSetup(t *testing.T) (*Datapath, flowRun, Service, []Flow) {
+	t.Helper()
+	const size = 1009
+	rng := rand.New(rand.NewPCG(31, 32))
+	d := mustOpen(t, Options{MaglevTableSize: size, ConntrackSize: 65536})
+	svc := Service{Name: "web", VIP: ip4("192.0.2.10"), Proto: TCP, Ports: []uint16{80}, Backends: manyBackends("192.0.2.%d", 10, rng)}
+	grown := svc
+	grown.Backends = append(append([]Backend{}, svc.Backends...), manyBackends("192.0.2.%d", 20, rng)[10:]...)
+	mustApply(t, d, svc)
+	var moving []Flow
+	for len(moving) < 10 {
+		if f := randomFlow(rng, svc.VIP, TCP); predict(t, svc, f, size) != predict(t, grown, f, size) {
+			moving = append(moving, f)
+		}
+	}
+	return d, flowRun{d, t}, grown, moving
+}
+
+func lateEntry(t *testing.T, d *Datapath, f Flow) FlowInfo {
+	t.Helper()
+	info, err := d.LookupFlow(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return info
+}
+
+// TestLateSYNKeepsEstablished: a SYN with an established flow's ports (a
+// spoof, or a client reusing ports without closing) does not move the flow
+// when its next packet commits: the entry stands.
+func TestLateSYNKeepsEstablished(t *testing.T) {
+	onOneCPU(t)
+	d, r, grown, moving := lateSetup(t)
+	f := moving[0]
+	b := r.open(f)
+	mustApply(t, d, grown)
+	r.send(f, true)
+	for i := range 3 {
+		if got := r.send(f, false); got != b {
+			t.Fatalf("ACK %d after a SYN on the established flow went to %d, the flow is on %d", i, got, b)
+		}
+	}
+	if info := lateEntry(t, d, f); !info.Tracked || info.State != Established || info.Addr != grown.Backends[b].Addr {
+		t.Fatalf("entry after the SYN: %+v; want established on %s", info, grown.Backends[b].Addr)
+	}
+}
+
+// TestLatePortReuseRenews: a connection reusing a closed one's ports is
+// committed over the closing entry in place: counted renewed, not inserted
+// (the eviction estimate must not grow), and on the new choice.
+func TestLatePortReuseRenews(t *testing.T) {
+	onOneCPU(t)
+	d, r, grown, moving := lateSetup(t)
+	f := moving[1]
+	r.open(f)
+	r.sendFlags(f, pkt{fin: true, ack: true})
+	mustApply(t, d, grown)
+	want := predict(t, grown, f, 1009)
+	if got := r.open(f); got != want {
+		t.Fatalf("new connection on reused ports went to %d, want the grown table's %d", got, want)
+	}
+	st, err := d.ConntrackStats()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Inserted != 1 || st.Renewed != 1 || st.Evicted != 0 || st.Entries != 1 {
+		t.Fatalf("after open, FIN, open on the same ports: %+v; want 1 inserted, 1 renewed, 0 evicted, 1 entry", st)
+	}
+}
+
+// TestLateCommitInvalidatesOtherCPUs: a commit that renews an entry onto
+// another backend retires the other CPUs' cached copies of it.
+func TestLateCommitInvalidatesOtherCPUs(t *testing.T) {
+	if runtime.NumCPU() < 2 {
+		t.Skip("needs 2 CPUs: the cached copy must be on another one")
+	}
+	cpus := twoCPUs(t)
+	onOneCPU(t)
+	d, r, grown, moving := lateSetup(t)
+	f := moving[2]
+	onCPU(t, cpus[0])
+	b := r.open(f)
+	onCPU(t, cpus[1])
+	r.send(f, false) // a copy in the second CPU's cache
+	onCPU(t, cpus[0])
+	r.sendFlags(f, pkt{fin: true, ack: true}) // closing; the other CPU's copy stays
+	mustApply(t, d, grown)
+	onCPU(t, cpus[0])
+	a0 := r.open(f) // reused ports: renewed onto the grown table's choice
+	onCPU(t, cpus[1])
+	if a1 := r.send(f, false); a1 != a0 || a0 == b {
+		t.Fatalf("one flow on two backends: %d on one CPU, %d on the other (was %d)", a0, a1, b)
+	}
+}
+
+// TestLateSecondPacketNotTracked: a RST, an ICMP error about the flow and a
+// later fragment after a SYN follow its pending choice and create no entry.
+func TestLateSecondPacketNotTracked(t *testing.T) {
+	onOneCPU(t)
+	d, r, _, moving := lateSetup(t)
+	f := moving[3]
+	b := r.send(f, true)
+	v, out := run(t, d, icmp4(t, 3, 4, replyOf(t, pkt{src: f.Src, dst: f.Dst, proto: TCP})))
+	if v != VerdictRedirect || macIndex(t, out) != b {
+		t.Fatalf("ICMP error after the SYN: verdict %d; want redirected to the SYN's %d", v, b)
+	}
+	if info := lateEntry(t, d, f); info.Tracked {
+		t.Fatalf("an ICMP error tracked the flow: %+v", info)
+	}
+	if got := r.sendFlags(f, pkt{rst: true, ack: true}); got != b {
+		t.Fatalf("RST after the SYN went to %d, want the SYN's %d", got, b)
+	}
+	if info := lateEntry(t, d, f); info.Tracked {
+		t.Fatalf("a RST tracked the flow: %+v", info)
+	}
+	if st, err := d.ConntrackStats(); err != nil || st.Inserted != 0 {
+		t.Fatalf("conntrack after SYN, ICMP error, RST: %+v, %v; want nothing inserted", st, err)
+	}
+}
+
+// TestLateSYNRetransmitKeepsChoice: a SYN retransmitted after the table
+// changed keeps the pending choice (the first SYN's backend may have
+// answered), and its ACK tracks that.
+func TestLateSYNRetransmitKeepsChoice(t *testing.T) {
+	onOneCPU(t)
+	d, r, grown, moving := lateSetup(t)
+	f := moving[4]
+	s1 := r.send(f, true)
+	mustApply(t, d, grown)
+	if s2, a := r.send(f, true), r.send(f, false); s2 != s1 || a != s1 {
+		t.Fatalf("SYN to %d, table change, retransmitted SYN to %d, ACK to %d; want all on %d", s1, s2, a, s1)
+	}
+}
+
+// TestLateStrayACKNotActive: ACKs of flows never seen (stray, spoofed) are
+// tracked on their consistent choice but unconfirmed (syn seen: inactive,
+// closing timeout); the flow's next packet confirms it.
+func TestLateStrayACKNotActive(t *testing.T) {
+	d, r, grown, _ := lateSetup(t)
+	rng := rand.New(rand.NewPCG(9, 9))
+	var flows []Flow
+	for range 50 {
+		f := randomFlow(rng, grown.VIP, TCP)
+		flows = append(flows, f)
+		r.send(f, false)
+	}
+	active := func() (a, i uint64) {
+		t.Helper()
+		st, err := d.Stats()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := d.ActiveFlows(&st); err != nil {
+			t.Fatal(err)
+		}
+		for _, b := range st.Services[0].Backends {
+			a, i = a+b.ActiveFlows, i+b.InactiveFlows
+		}
+		return a, i
+	}
+	if a, i := active(); a != 0 || i != 50 {
+		t.Fatalf("50 stray ACKs: %d active, %d inactive; want 0 and 50", a, i)
+	}
+	r.send(flows[0], false)
+	if a, i := active(); a != 1 || i != 49 {
+		t.Fatalf("a stray flow's second ACK: %d active, %d inactive; want 1 and 49", a, i)
+	}
+}
+
+// TestLatePortRemovedBetween: a port removed from its service between a
+// SYN and its ACK is not served by the pending choice, and leaves no entry
+// (which no purge would find).
+func TestLatePortRemovedBetween(t *testing.T) {
+	onOneCPU(t)
+	rng := rand.New(rand.NewPCG(41, 42))
+	d := mustOpen(t, Options{MaglevTableSize: 251, ConntrackSize: 4096})
+	r := flowRun{d, t}
+	svc := Service{Name: "web", VIP: ip4("192.0.2.10"), Proto: TCP, Ports: []uint16{80, 443}, Backends: manyBackends("192.0.2.%d", 3, rng)}
+	mustApply(t, d, svc)
+	f := Flow{Src: ap("198.51.100.3:5555"), Dst: ap("192.0.2.10:443"), Proto: TCP}
+	if r.send(f, true) < 0 {
+		t.Fatal("SYN to 443 not forwarded")
+	}
+	svc.Ports = []uint16{80}
+	mustApply(t, d, svc)
+	if got := r.send(f, false); got != -1 {
+		t.Fatalf("ACK to the removed port 443 forwarded to %d", got)
+	}
+	if n, err := d.ConntrackEntries(); err != nil || n != 0 {
+		t.Fatalf("%d entries, %v; want none", n, err)
+	}
+}
+
+// twoCPUs returns two CPUs the test may run on.
+func twoCPUs(t *testing.T) [2]int {
+	t.Helper()
+	var set unix.CPUSet
+	if err := unix.SchedGetaffinity(0, &set); err != nil {
+		t.Fatal(err)
+	}
+	var out [2]int
+	n := 0
+	for cpu := 0; n < 2 && cpu < 1024; cpu++ {
+		if set.IsSet(cpu) {
+			out[n] = cpu
+			n++
+		}
+	}
+	if n < 2 {
+		t.Skip("needs 2 CPUs it may run on")
+	}
+	return out
+}
+
+// onCPU moves the test's thread (locked by onOneCPU) to cpu.
+func onCPU(t *testing.T, cpu int) {
+	t.Helper()
+	var one unix.CPUSet
+	one.Set(cpu)
+	if err := unix.SchedSetaffinity(0, &one); err != nil {
+		t.Fatal(err)
+	}
+}
