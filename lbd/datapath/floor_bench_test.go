@@ -31,9 +31,10 @@ const (
 //	               vs floor_track (LRU hit + redirect), same frame; and vs
 //	               floor_vip (floor_redirect for frames to the VIP only: the
 //	               reference dsrlb-bench attaches under real load)
-//	new_flow       one SYN repeated: each run is a new flow (a maglev SYN
-//	               looks up no entry and leaves only its pending choice)
-//	               vs floor_redirect, same frame
+//	new_flow       one SYN repeated with the TCP timeouts at 0: each run is
+//	               a new flow (a maglev SYN looks up no entry, its pending
+//	               choice from the run before has expired: it picks and
+//	               leaves a new one)  vs floor_redirect, same frame
 //	new_flow_cold  SYNs of distinct new flows   vs floor_redirect, same frames,
 //	               one test run each (kernel time summed); and vs floor_track
 //	               (LRU lookup + insert + redirect) run the same way
@@ -93,7 +94,11 @@ func BenchmarkFloor(b *testing.B) {
 		"floor_track":   func() time.Duration { return repeatOnce(b, fl.Track, ack) },
 		"floor_noop":    func() time.Duration { return repeatOnce(b, fl.Noop, nonVIP) },
 		"conntrack_hit": func() time.Duration { return repeatOnce(b, d.Program(), ack) },
-		"new_flow":      func() time.Duration { return repeatOnce(b, d.Program(), syn) },
+		"new_flow": func() time.Duration {
+			setTCPTimeout(b, d, 0) // the SYN's pending choice always expired: every run picks anew
+			defer setTCPTimeout(b, d, timeout)
+			return repeatOnce(b, d.Program(), syn)
+		},
 		"new_flow_cold": func() time.Duration { return eachOnce(b, d.Program(), flows) },
 		"handshake_ack": func() time.Duration {
 			clearConntrack(b, d) // new_flow_cold ran the same SYNs: their choices must be pending, not tracked
