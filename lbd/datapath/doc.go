@@ -104,7 +104,8 @@
 //     current table and an unconfirmed entry of it (syn seen, or closing
 //     for a FIN; a RST: none): stray or spoofed ACKs count as inactive and
 //     live the closing timeout, and the flow's next ACK makes it
-//     established. So a SYN flood writes nothing to the shared LRU (an ACK
+//     established (so does a real connection's first data when its
+//     handshake ACK reached another CPU than its SYN). So a SYN flood writes nothing to the shared LRU (an ACK
 //     flood does, as a SYN flood did before), and a TCP flow still gets an
 //     entry from its first packet after the SYN. The cost: a table change
 //     between a SYN and its ACK moves the ACK of a flow whose pending choice
