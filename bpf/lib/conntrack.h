@@ -155,6 +155,18 @@ static __always_inline struct lb_fc_entry *lb_fc_slot(__u64 k0, __u64 k1)
 	return bpf_map_lookup_elem(&lb_flow_cache, &slot);
 }
 
+/* lb_backend_holds returns the backend in slot *id if it is still the one
+ * an entry or a cached choice named (cookie: the slot was not reassigned)
+ * and up or draining, else NULL: the flow can no longer go there. */
+static __always_inline struct lb_backend *lb_backend_holds(const __u32 *id, __u32 cookie)
+{
+	struct lb_backend *be = bpf_map_lookup_elem(&lb_backends, id);
+
+	if (!be || be->cookie != cookie || (be->state != LB_BACKEND_UP && be->state != LB_BACKEND_DRAIN))
+		return NULL;
+	return be;
+}
+
 /* lb_fc_hit returns the backend of a cached copy of the flow's entry, or
  * NULL when the LRU path must decide: another flow in the slot, another
  * generation, a FIN or RST (the entry's state changes), the copy older than
@@ -177,9 +189,8 @@ static __always_inline struct lb_backend *lb_fc_hit(const struct lb_fc_entry *fc
 	if (age > (__s64)LB_CT_REFRESH_NS ||
 	    age >= (__s64)lb_ct_timeout(cfg, pkt->flow.proto, LB_CT_ESTABLISHED))
 		return NULL;
-	be = bpf_map_lookup_elem(&lb_backends, &fc->backend_id);
-	if (!be || be->cookie != fc->cookie ||
-	    (be->state != LB_BACKEND_UP && be->state != LB_BACKEND_DRAIN))
+	be = lb_backend_holds(&fc->backend_id, fc->cookie);
+	if (!be)
 		return NULL;
 	*id = fc->backend_id;
 	return be;
@@ -220,9 +231,8 @@ static __always_inline struct lb_backend *lb_fc_pending(const struct lb_fc_entry
 		return NULL;
 	if ((__s64)(now - fc->last_seen_ns) >= (__s64)lb_ct_timeout(cfg, IPPROTO_TCP, LB_CT_SYN_SEEN))
 		return NULL;
-	be = bpf_map_lookup_elem(&lb_backends, &fc->backend_id);
-	if (!be || be->cookie != fc->cookie ||
-	    (be->state != LB_BACKEND_UP && be->state != LB_BACKEND_DRAIN))
+	be = lb_backend_holds(&fc->backend_id, fc->cookie);
+	if (!be)
 		return NULL;
 	return be;
 }
@@ -249,13 +259,10 @@ static __always_inline struct lb_ct_counters *lb_ct_counters(void);
  * (a SYN spoofed with an established flow's ports must not move it). */
 static __always_inline int lb_ct_stands(const struct lb_ct_entry *ct, const struct lb_config *cfg, __u64 now)
 {
-	struct lb_backend *be;
-
 	if (ct->state >= LB_CT_CLOSING ||
 	    (__s64)(now - ct->last_seen_ns) >= (__s64)lb_ct_timeout(cfg, IPPROTO_TCP, ct->state))
 		return 0;
-	be = bpf_map_lookup_elem(&lb_backends, &ct->backend_id);
-	return be && be->cookie == ct->cookie && (be->state == LB_BACKEND_UP || be->state == LB_BACKEND_DRAIN);
+	return lb_backend_holds(&ct->backend_id, ct->cookie) != NULL;
 }
 
 /* lb_fc_commit tracks a TCP flow whose SYN left its choice pending in this
@@ -394,9 +401,8 @@ static __always_inline struct lb_backend *lb_ct_lookup(const struct lb_pkt *pkt,
 		goto invalid;
 	if (new_syn && state >= LB_CT_CLOSING)
 		goto invalid;
-	be = bpf_map_lookup_elem(&lb_backends, &ct->backend_id);
-	if (!be || be->cookie != ct->cookie ||
-	    (be->state != LB_BACKEND_UP && be->state != LB_BACKEND_DRAIN))
+	be = lb_backend_holds(&ct->backend_id, ct->cookie);
+	if (!be)
 		goto invalid;
 	if (flow->proto == IPPROTO_TCP) {
 		__u8 next = lb_ct_next(state, pkt->tcp_flags);

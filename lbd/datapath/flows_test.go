@@ -82,20 +82,7 @@ func TestTCPStateFromClient(t *testing.T) {
 		}
 		return macIndex(t, out)
 	}
-	counts := func() (active, inactive [2]uint64) {
-		t.Helper()
-		st, err := d.Stats()
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := d.ActiveFlows(&st); err != nil {
-			t.Fatal(err)
-		}
-		for i, b := range st.Services[0].Backends {
-			active[i], inactive[i] = b.ActiveFlows, b.InactiveFlows
-		}
-		return
-	}
+	counts := func() (active, inactive []uint64) { t.Helper(); return flowsOn(t, d) }
 	state := func(f Flow) CTState {
 		t.Helper()
 		info, err := d.LookupFlow(f)

@@ -226,3 +226,20 @@ func onOneCPU(t testing.TB) {
 		runtime.UnlockOSThread()
 	})
 }
+
+// flowsOn returns the active and inactive flows of each backend of the
+// first service, in the order Stats lists them.
+func flowsOn(t *testing.T, d *Datapath) (active, inactive []uint64) {
+	t.Helper()
+	st, err := d.Stats()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := d.ActiveFlows(&st); err != nil {
+		t.Fatal(err)
+	}
+	for _, b := range st.Services[0].Backends {
+		active, inactive = append(active, b.ActiveFlows), append(inactive, b.InactiveFlows)
+	}
+	return active, inactive
+}

@@ -162,15 +162,9 @@ func TestLateStrayACKNotActive(t *testing.T) {
 	}
 	active := func() (a, i uint64) {
 		t.Helper()
-		st, err := d.Stats()
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := d.ActiveFlows(&st); err != nil {
-			t.Fatal(err)
-		}
-		for _, b := range st.Services[0].Backends {
-			a, i = a+b.ActiveFlows, i+b.InactiveFlows
+		act, inact := flowsOn(t, d)
+		for k := range act {
+			a, i = a+act[k], i+inact[k]
 		}
 		return a, i
 	}
