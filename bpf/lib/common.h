@@ -230,6 +230,11 @@ struct lb_ct_counters {
  * packet's key matches as an established copy. */
 #define LB_FC_PENDING (1ULL << 39)
 
+/* The bits of k1 that name the flow (ports, protocol): not the generation,
+ * not LB_FC_PENDING. The slot index hashes only these, so that a flow's
+ * copy and its pending choice share its slot in every generation. */
+#define LB_FC_FLOW_BITS (LB_FC_PENDING - 1)
+
 /* Value of lb_flow_cache: a copy of a valid, established lb_ct4 entry,
  * or the choice made for a flow's first packet that is not tracked yet
  * (pending: LB_FC_PENDING set in k1), 32 bytes (half a cache line). k0 and

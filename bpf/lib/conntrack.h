@@ -134,6 +134,16 @@ static __always_inline __u64 lb_fc_gen(const struct lb_config *cfg)
 	return (__u64)((cfg->ct_gen + lb_fc_gen_bpf) & 0xffffff) << 40;
 }
 
+/* lb_fc_pkey is k1 of the flow's pending choice: under Go's generation
+ * only. The program's own bumps retire copies of entries it deleted or
+ * moved; a pending choice is no copy (its backend is checked when it is
+ * used), and a backend going down, whose flows the program then renews
+ * elsewhere, must not cancel every handshake in flight. */
+static __always_inline __u64 lb_fc_pkey(__u64 k1, const struct lb_config *cfg)
+{
+	return (k1 & LB_FC_FLOW_BITS) | (__u64)(cfg->ct_gen & 0xffffff) << 40 | LB_FC_PENDING;
+}
+
 /* lb_fc_key is the flow cache key of an IPv4 flow's lb_ct4 key: the key's
  * two words, the generation in k1's padding bits. */
 static __always_inline void lb_fc_key(const struct lb_ct4_key *k, const struct lb_config *cfg, __u64 *k0, __u64 *k1)
@@ -148,7 +158,7 @@ static __always_inline void lb_fc_key(const struct lb_ct4_key *k, const struct l
  * value would be. */
 static __always_inline struct lb_fc_entry *lb_fc_slot(__u64 k0, __u64 k1)
 {
-	__u32 slot = ((k0 ^ (k1 * 0x9e3779b97f4a7c15ULL)) * 0xff51afd7ed558ccdULL) >> (64 - LB_FC_BITS);
+	__u32 slot = ((k0 ^ ((k1 & LB_FC_FLOW_BITS) * 0x9e3779b97f4a7c15ULL)) * 0xff51afd7ed558ccdULL) >> (64 - LB_FC_BITS);
 
 	slot += bpf_get_smp_processor_id() * LB_FC_SLOTS;
 
@@ -203,7 +213,7 @@ static __always_inline struct lb_backend *lb_fc_hit(const struct lb_fc_entry *fc
 static __always_inline void lb_fc_keep(struct lb_fc_entry *fc, __u64 k0, __u64 k1, const struct lb_ct_entry *ct)
 {
 	if (ct->state != LB_CT_ESTABLISHED) {
-		if (fc->k0 == k0 && (fc->k1 & ~LB_FC_PENDING) == k1)
+		if (fc->k0 == k0 && (fc->k1 & LB_FC_FLOW_BITS) == (k1 & LB_FC_FLOW_BITS))
 			fc->k1 = 0; /* proto 0: matches no flow */
 		return;
 	}
@@ -227,7 +237,7 @@ static __always_inline struct lb_backend *lb_fc_pending(const struct lb_fc_entry
 {
 	struct lb_backend *be;
 
-	if (fc->k0 != k0 || fc->k1 != (k1 | LB_FC_PENDING))
+	if (fc->k0 != k0 || fc->k1 != lb_fc_pkey(k1, cfg))
 		return NULL;
 	if ((__s64)(now - fc->last_seen_ns) >= (__s64)lb_ct_timeout(cfg, IPPROTO_TCP, LB_CT_SYN_SEEN))
 		return NULL;
@@ -239,7 +249,8 @@ static __always_inline struct lb_backend *lb_fc_pending(const struct lb_fc_entry
 
 /* lb_fc_pend records, in the flow's slot fc on this CPU, the backend chosen
  * for the SYN of an IPv4 flow that gets no entry yet (sched.h: the flow is
- * tracked from its second packet). Written like a copy, key last. */
+ * tracked from its second packet), under k1 = lb_fc_pkey. Written like a
+ * copy, key last. */
 static __always_inline void lb_fc_pend(struct lb_fc_entry *fc, __u64 k0, __u64 k1, __u64 now, __u32 id,
 				       __u32 cookie)
 {
@@ -250,26 +261,30 @@ static __always_inline void lb_fc_pend(struct lb_fc_entry *fc, __u64 k0, __u64 k
 	fc->cookie = cookie;
 	asm volatile("" ::: "memory");
 	fc->k0 = k0;
-	fc->k1 = k1 | LB_FC_PENDING;
+	fc->k1 = k1;
 }
 
 static __always_inline struct lb_ct_counters *lb_ct_counters(void);
 
-/* lb_ct_stands: the entry is valid and not closing, so it keeps its flow
- * (a SYN spoofed with an established flow's ports must not move it). */
-static __always_inline int lb_ct_stands(const struct lb_ct_entry *ct, const struct lb_config *cfg, __u64 now)
+/* lb_ct_standing returns the backend of a TCP entry that stands: valid and
+ * not closing, so it keeps its flow against a SYN on its ports (a spoof
+ * must not move it; a client reusing ports the balancer never saw closed
+ * gets its whole handshake on that backend). NULL: it does not stand. */
+static __always_inline struct lb_backend *lb_ct_standing(const struct lb_ct_entry *ct, const struct lb_config *cfg,
+							 __u64 now)
 {
 	if (ct->state >= LB_CT_CLOSING ||
 	    (__s64)(now - ct->last_seen_ns) >= (__s64)lb_ct_timeout(cfg, IPPROTO_TCP, ct->state))
-		return 0;
-	return lb_backend_holds(&ct->backend_id, ct->cookie) != NULL;
+		return NULL;
+	return lb_backend_holds(&ct->backend_id, ct->cookie);
 }
 
 /* lb_fc_commit tracks a TCP flow whose SYN left its choice pending in this
  * CPU's slot: the flow's next packet inserts the entry (the SYN's backend,
  * the state the SYN's entry would now have) and makes the slot its copy.
  * NULL: nothing pending (lb_fc_pending), or the flow already has an entry
- * that stands (lb_ct_stands): the LRU path then decides. An entry that
+ * that stands (lb_ct_standing: made meanwhile on another CPU): the LRU
+ * path then decides. An entry that
  * does not stand (closing, closed, expired: the ports reused) is renewed
  * in place with the pending choice. A RST, an ICMP error and a later
  * fragment follow the pending choice without tracking it (a RST clears it:
@@ -302,7 +317,7 @@ static __always_inline struct lb_backend *lb_fc_commit(struct lb_fc_entry *fc, _
 	} else {
 		old = bpf_map_lookup_elem(&lb_ct4, k);
 		lb_keep(old);
-		if (!old || lb_ct_stands(old, cfg, now)) {
+		if (!old || lb_ct_standing(old, cfg, now)) {
 			fc->k1 = 0;
 			return NULL;
 		}

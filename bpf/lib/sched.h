@@ -89,17 +89,19 @@ static __always_inline int lb_tracks_late(const struct lb_pkt *pkt, const struct
 	return svc->sched != LB_SCHED_ROUNDROBIN && pkt->flow.proto == IPPROTO_TCP && lb_flow_is4(&pkt->flow);
 }
 
-/* lb_syn_late schedules the SYN of a flow that is tracked late: the
- * consistent choice, recorded as pending in this CPU's flow cache slot; no
- * conntrack lookup (the commit, lb_fc_commit, minds an entry the ports
- * have). A SYN that finds its flow's choice pending (a retransmission)
- * keeps it, so a table change between the two does not split the
- * handshake, and is no new flow. */
+/* lb_syn_late schedules the SYN of a flow that is tracked late. A SYN that
+ * finds its flow's choice pending (a retransmission) keeps it, so that a
+ * table change between the two does not split the handshake; one on the
+ * ports of an entry that stands follows that entry, as every SYN did
+ * before late tracking (lb_ct_standing; one read-only lookup). Neither is
+ * a new flow. Otherwise: the consistent choice, recorded as pending in this
+ * CPU's flow cache slot; the flow's next packet tracks it (lb_fc_commit). */
 static __always_inline struct lb_backend *lb_syn_late(const struct lb_pkt *pkt, const struct lb_service *svc,
 						      const struct lb_config *cfg, __u64 now, __u32 *id, int *is_new)
 {
 	struct lb_ct4_key k = {};
 	struct lb_fc_entry *fc;
+	struct lb_ct_entry *ct;
 	struct lb_backend *be;
 	__u64 k0, k1;
 
@@ -114,11 +116,20 @@ static __always_inline struct lb_backend *lb_syn_late(const struct lb_pkt *pkt, 
 			return be;
 		}
 	}
+	ct = bpf_map_lookup_elem(&lb_ct4, &k);
+	lb_keep(ct);
+	if (ct) {
+		be = lb_ct_standing(ct, cfg, now);
+		if (be) {
+			*id = ct->backend_id;
+			return be;
+		}
+	}
 	be = lb_pick_consistent(svc, &pkt->flow, cfg, id);
 	if (!be)
 		return NULL;
 	if (fc)
-		lb_fc_pend(fc, k0, k1, now, *id, be->cookie);
+		lb_fc_pend(fc, k0, lb_fc_pkey(k1, cfg), now, *id, be->cookie);
 	*is_new = 1;
 	return be;
 }

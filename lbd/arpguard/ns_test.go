@@ -85,6 +85,8 @@ func TestGuardFindsBackendAnswering(t *testing.T) {
 	if c := g.Conflicts()[0]; c.Kind != vip.ARPReply {
 		t.Errorf("IPv4 seen as %s, want an ARP reply", c.Kind)
 	}
+	// A conflict is recorded before it is logged: wait for both lines.
+	waitFor(t, "both conflicts logged", 5*time.Second, func() bool { return strings.Count(logs.String(), "level=ERROR") >= 2 })
 	for _, want := range []string{"level=ERROR", "VIP 192.0.2.10 answered by " + peer.String() + " = backend web/web1 (192.0.2.2)", "VIP 2001:db8::10 answered by"} {
 		if !strings.Contains(logs.String(), want) {
 			t.Errorf("log lacks %q:\n%s", want, logs.String())

@@ -87,17 +87,19 @@
 //     older lbd's) is replaced on adoption (counters restart, nothing else
 //     does); readers of it see the reasons it lacks as zero.
 //   - When entries are created. An IPv4 TCP flow of a maglev or source
-//     service is tracked from its second packet, not its SYN: the SYN gets
-//     the consistent choice (no conntrack lookup) and leaves it pending in
-//     this CPU's slot of lb_flow_cache (a retransmitted SYN finding it
-//     keeps it, and is no new flow); the handshake's ACK on that CPU
-//     inserts the entry with the SYN's backend (even if the table changed
-//     meanwhile, as long as that backend is up or draining). If the flow
-//     already has an entry that stands (valid, not closing: a SYN spoofed
-//     with an established flow's ports), that entry keeps the flow; a
-//     closing, closed or expired one (ports reused) is renewed in place. A
-//     RST, an ICMP error or a later fragment after the SYN follows the
-//     pending choice and tracks nothing. A later packet that finds neither
+//     service is tracked from its second packet, not its SYN. The SYN
+//     looks its entry up read-only: one that stands (valid, not closing: a
+//     spoofed SYN, or a client reusing ports the balancer never saw
+//     closed) keeps the flow, SYN included, as before. Otherwise the SYN
+//     gets the consistent choice and leaves it pending in this CPU's slot
+//     of lb_flow_cache (under Go's generation only: the program's own
+//     bumps retire copies, not pending choices; a retransmitted SYN
+//     finding it keeps it, and is no new flow); the handshake's ACK on that
+//     CPU inserts the entry with the SYN's backend (even if the table
+//     changed meanwhile, as long as that backend is up or draining), over
+//     a closing, closed or expired entry in place (ports reused: counted
+//     renewed). A RST, an ICMP error or a fragment after the SYN follows
+//     the pending choice and tracks nothing. A later packet that finds neither
 //     a pending choice nor an entry (another CPU, a slot taken by another
 //     flow, a Go write to conntrack or a removed service key: a new cache
 //     generation, an evicted entry) gets the consistent choice of the

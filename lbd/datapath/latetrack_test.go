@@ -42,15 +42,17 @@ func lateEntry(t *testing.T, d *Datapath, f Flow) FlowInfo {
 }
 
 // TestLateSYNKeepsEstablished: a SYN with an established flow's ports (a
-// spoof, or a client reusing ports without closing) does not move the flow
-// when its next packet commits: the entry stands.
+// spoof, or a client reusing ports the balancer never saw closed) follows
+// the entry, which stands, and so do the packets after it, a RST too.
 func TestLateSYNKeepsEstablished(t *testing.T) {
 	onOneCPU(t)
 	d, r, grown, moving := lateSetup(t)
 	f := moving[0]
 	b := r.open(f)
 	mustApply(t, d, grown)
-	r.send(f, true)
+	if s := r.send(f, true); s != b {
+		t.Fatalf("SYN on the established flow's ports went to %d, the flow is on %d", s, b)
+	}
 	for i := range 3 {
 		if got := r.send(f, false); got != b {
 			t.Fatalf("ACK %d after a SYN on the established flow went to %d, the flow is on %d", i, got, b)
@@ -58,6 +60,61 @@ func TestLateSYNKeepsEstablished(t *testing.T) {
 	}
 	if info := lateEntry(t, d, f); !info.Tracked || info.State != Established || info.Addr != grown.Backends[b].Addr {
 		t.Fatalf("entry after the SYN: %+v; want established on %s", info, grown.Backends[b].Addr)
+	}
+	r.send(f, true)
+	if got := r.sendFlags(f, pkt{rst: true, ack: true}); got != b || lateEntry(t, d, f).State != Closed {
+		t.Fatalf("RST after a SYN on the established flow went to %d (flow on %d), entry %+v", got, b, lateEntry(t, d, f))
+	}
+}
+
+// TestLateReuseOnDrainingBackend: a client reusing the ports of a flow
+// whose backend now drains (out of the table), its old connection never
+// seen closed, gets SYN and ACK on that backend: one handshake, one host.
+func TestLateReuseOnDrainingBackend(t *testing.T) {
+	onOneCPU(t)
+	d, r, grown, moving := lateSetup(t)
+	f := moving[6]
+	svc := grown
+	svc.Backends = grown.Backends[:10]
+	b := r.open(f)
+	dr := svc
+	dr.Backends = append([]Backend{}, svc.Backends...)
+	dr.Backends[b].State = Drain
+	mustApply(t, d, dr)
+	if s, a := r.send(f, true), r.send(f, false); s != b || a != b {
+		t.Fatalf("reused ports of a flow on draining %d: SYN to %d, ACK to %d", b, s, a)
+	}
+}
+
+// TestLatePendingSurvivesProgramBump: the program retiring copies (a flow
+// renewed onto another backend when its own went down) does not cancel a
+// pending handshake: its ACK still follows its SYN across the table change.
+func TestLatePendingSurvivesProgramBump(t *testing.T) {
+	onOneCPU(t)
+	d, r, grown, moving := lateSetup(t)
+	f := moving[7]
+	x := r.send(f, true)
+	mustApply(t, d, grown)
+	var g Flow
+	gb := -1
+	for _, c := range moving {
+		if bb := predict(t, grown, c, 1009); c != f && bb != x {
+			g, gb = c, bb
+			break
+		}
+	}
+	if gb < 0 || r.open(g) != gb {
+		t.Fatal("no second flow on another backend to take down")
+	}
+	down := grown
+	down.Backends = append([]Backend{}, grown.Backends...)
+	down.Backends[gb].State = Down
+	mustApply(t, d, down)
+	if r.send(g, false) == gb { // renewed elsewhere: the program bumps its generation
+		t.Fatalf("flow of a down backend still went to it")
+	}
+	if a := r.send(f, false); a != x {
+		t.Fatalf("ACK went to %d after the program's generation bump, its SYN to %d", a, x)
 	}
 }
 
@@ -109,8 +166,8 @@ func TestLateCommitInvalidatesOtherCPUs(t *testing.T) {
 	}
 }
 
-// TestLateSecondPacketNotTracked: a RST, an ICMP error about the flow and a
-// later fragment after a SYN follow its pending choice and create no entry.
+// TestLateSecondPacketNotTracked: a RST, an ICMP error about the flow and
+// fragments after a SYN follow its pending choice and create no entry.
 func TestLateSecondPacketNotTracked(t *testing.T) {
 	onOneCPU(t)
 	d, r, _, moving := lateSetup(t)
@@ -129,8 +186,18 @@ func TestLateSecondPacketNotTracked(t *testing.T) {
 	if info := lateEntry(t, d, f); info.Tracked {
 		t.Fatalf("a RST tracked the flow: %+v", info)
 	}
+	g := moving[5]
+	b = r.send(g, true)
+	first := r.sendFlags(g, pkt{ack: true, moreFrags: true, payload: make([]byte, 64), fragID: 99})
+	later := r.sendFlags(g, pkt{ack: true, fragOffset: 10, payload: make([]byte, 64), fragID: 99})
+	if first != b || later != b {
+		t.Fatalf("fragments after a SYN went to %d and %d, want the SYN's %d", first, later, b)
+	}
+	if info := lateEntry(t, d, g); info.Tracked {
+		t.Fatalf("fragments tracked the flow: %+v", info)
+	}
 	if st, err := d.ConntrackStats(); err != nil || st.Inserted != 0 {
-		t.Fatalf("conntrack after SYN, ICMP error, RST: %+v, %v; want nothing inserted", st, err)
+		t.Fatalf("conntrack after SYN, ICMP error, RST, fragments: %+v, %v; want nothing inserted", st, err)
 	}
 }
 
