@@ -235,6 +235,13 @@ struct lb_ct_counters {
  * copy and its pending choice share its slot in every generation. */
 #define LB_FC_FLOW_BITS (LB_FC_PENDING - 1)
 
+/* lb_ct_recent: one-byte slots (a power of two of them, lbd sizes it at
+ * four per conntrack entry; LB_RECENT_SLOTS is the placeholder), each the
+ * time (in units of 2^LB_RECENT_SHIFT ns, ~17 s, modulo 256) an lb_ct4
+ * entry hashing to it was last written. */
+#define LB_RECENT_SLOTS (1 << 18)
+#define LB_RECENT_SHIFT 34
+
 /* Value of lb_flow_cache: a copy of a valid, established lb_ct4 entry,
  * or the choice made for a flow's first packet that is not tracked yet
  * (pending: LB_FC_PENDING set in k1), 32 bytes (half a cache line). k0 and

@@ -116,6 +116,52 @@ static __always_inline void lb_ct4_key(const struct lb_flow *f, struct lb_ct4_ke
 	k->proto = f->proto;
 }
 
+/* When this program was loaded onto conntrack maps an earlier program
+ * wrote (CLOCK_MONOTONIC_COARSE ns, set by lbd before load), 0 for fresh
+ * maps: until every entry's timeout has passed since, an entry may exist
+ * that this program never marked in lb_ct_recent. */
+const volatile __u64 lb_recent_since_ns = 0;
+/* lb_ct_recent's size minus one (a power of two), set by lbd before load. */
+const volatile __u32 lb_recent_mask = LB_RECENT_SLOTS - 1;
+
+static __always_inline __u32 *lb_recent_key(const struct lb_ct4_key *k, __u32 *slot)
+{
+	__u64 k0 = (__u64)k->saddr | (__u64)k->daddr << 32;
+	__u64 k1 = (__u64)k->sport | (__u64)k->dport << 16 | (__u64)k->proto << 32;
+
+	*slot = (__u32)((((k0 * 0xc2b2ae3d27d4eb4fULL) ^ k1) * 0x9e3779b97f4a7c15ULL) >> 32) & lb_recent_mask;
+	return slot;
+}
+
+/* lb_recent_mark records that an lb_ct4 entry of k is written now. Called
+ * before the entry is: the mark is never older than any entry's time. */
+static __always_inline void lb_recent_mark(const struct lb_ct4_key *k, __u64 now)
+{
+	__u32 slot;
+	__u8 *v = bpf_map_lookup_elem(&lb_ct_recent, lb_recent_key(k, &slot));
+
+	if (v)
+		*v = (__u8)(now >> LB_RECENT_SHIFT);
+}
+
+/* lb_recent_maybe: k may have an lb_ct4 entry that stands (0: surely not,
+ * its slot was not written within the longest timeout a standing entry,
+ * established or syn seen, lives). Conservative on every doubt: timeouts
+ * longer than the slot's clock wraps, the first timeout after loading onto
+ * an earlier program's maps, a slot shared with other flows. */
+static __always_inline int lb_recent_maybe(const struct lb_ct4_key *k, const struct lb_config *cfg, __u64 now)
+{
+	__u64 t = cfg->tcp_timeout_ns > cfg->tcp_closing_timeout_ns ? cfg->tcp_timeout_ns : cfg->tcp_closing_timeout_ns;
+	__u64 units = (t >> LB_RECENT_SHIFT) + 2;
+	__u32 slot;
+	__u8 *v;
+
+	if (units >= 255 || (lb_recent_since_ns && (__s64)(now - lb_recent_since_ns) < (__s64)t))
+		return 1;
+	v = bpf_map_lookup_elem(&lb_ct_recent, lb_recent_key(k, &slot));
+	return !v || (__u8)((__u8)(now >> LB_RECENT_SHIFT) - *v) <= units;
+}
+
 /* The program's half of the flow cache generation (the other is Go's
  * lb_config.ct_gen): bumped when the program deletes an IPv4 entry or
  * renews one onto another backend, so that no CPU's cached copy outlives
@@ -311,6 +357,7 @@ static __always_inline struct lb_backend *lb_fc_commit(struct lb_fc_entry *fc, _
 	ct.cookie = fc->cookie;
 	ct.state = lb_first_state(IPPROTO_TCP, pkt->tcp_flags);
 	c = lb_ct_counters();
+	lb_recent_mark(k, now);
 	if (bpf_map_update_elem(&lb_ct4, k, &ct, BPF_NOEXIST) == 0) {
 		if (c)
 			c->inserted++;
@@ -359,6 +406,7 @@ static __always_inline long lb_ct_add(const struct lb_flow *flow, const struct l
 		long err;
 
 		lb_ct4_key(flow, &k);
+		lb_recent_mark(&k, ct->last_seen_ns);
 		err = bpf_map_update_elem(&lb_ct4, &k, ct, BPF_ANY);
 		lb_keep(err);
 		return err;
@@ -376,16 +424,16 @@ static __always_inline struct lb_backend *lb_ct_lookup(const struct lb_pkt *pkt,
 						       struct lb_ct_entry **stale)
 {
 	const struct lb_flow *flow = &pkt->flow;
+	int is4 = lb_flow_is4(flow);
 	struct lb_fc_entry *fc = NULL;
+	struct lb_ct4_key k = {};
 	struct lb_ct_entry *ct;
 	struct lb_backend *be;
 	__u64 k0 = 0, k1 = 0;
 	__s64 age;
 	__u8 state;
 
-	if (lb_flow_is4(flow)) {
-		struct lb_ct4_key k = {};
-
+	if (is4) {
 		lb_ct4_key(flow, &k);
 		if (!new_syn) {
 			/* The generation is read before the LRU lookup: a copy
@@ -427,8 +475,11 @@ static __always_inline struct lb_backend *lb_ct_lookup(const struct lb_pkt *pkt,
 			age = LB_CT_REFRESH_NS + 1; /* refresh below */
 		}
 	}
-	if (age > (__s64)LB_CT_REFRESH_NS)
+	if (age > (__s64)LB_CT_REFRESH_NS) {
+		if (is4)
+			lb_recent_mark(&k, now);
 		ct->last_seen_ns = now;
+	}
 	if (fc)
 		lb_fc_keep(fc, k0, k1, ct);
 	*id = ct->backend_id;
@@ -478,8 +529,14 @@ static __always_inline void lb_ct_insert(const struct lb_flow *flow, __u32 id, c
 	if (stale) {
 		/* Renewed onto another backend: copies of the old entry in
 		 * other CPUs' caches must go. */
-		if (*(__u64 *)&stale->backend_id != *(__u64 *)&ct.backend_id && lb_flow_is4(flow))
-			lb_fc_invalidate();
+		if (lb_flow_is4(flow)) {
+			struct lb_ct4_key k = {};
+
+			if (*(__u64 *)&stale->backend_id != *(__u64 *)&ct.backend_id)
+				lb_fc_invalidate();
+			lb_ct4_key(flow, &k);
+			lb_recent_mark(&k, now);
+		}
 		*(__u64 *)&stale->backend_id = *(__u64 *)&ct.backend_id;
 		stale->state = ct.state;
 		stale->last_seen_ns = now;

@@ -108,6 +108,18 @@ struct {
 	__uint(max_entries, LB_FC_SLOTS);
 } lb_flow_cache SEC(".maps");
 
+/* hash of an IPv4 flow -> when an lb_ct4 entry of that hash was last
+ * created or refreshed (conntrack.h lb_recent_*): a SYN whose slot is older
+ * than any entry lives has no entry that stands, and skips the LRU lookup.
+ * Not pinned: a program's marks cover the entries it wrote; entries of an
+ * earlier program are covered by lb_recent_since_ns. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__type(key, __u32);
+	__type(value, __u8);
+	__uint(max_entries, LB_RECENT_SLOTS);
+} lb_ct_recent SEC(".maps");
+
 /* (client, VIP, proto, IP id) -> ports of the datagram, written by its
  * first fragment so that later fragments (which carry no ports) follow it
  * to the same service and flow, hence backend. LRU: a datagram's fragments

@@ -93,7 +93,8 @@ static __always_inline int lb_tracks_late(const struct lb_pkt *pkt, const struct
  * finds its flow's choice pending (a retransmission) keeps it, so that a
  * table change between the two does not split the handshake; one on the
  * ports of an entry that stands follows that entry, as every SYN did
- * before late tracking (lb_ct_standing; one read-only lookup). Neither is
+ * before late tracking (lb_ct_standing; one read-only lookup, skipped when
+ * lb_ct_recent proves no entry of the flow can stand). Neither is
  * a new flow. Otherwise: the consistent choice, recorded as pending in this
  * CPU's flow cache slot; the flow's next packet tracks it (lb_fc_commit). */
 static __always_inline struct lb_backend *lb_syn_late(const struct lb_pkt *pkt, const struct lb_service *svc,
@@ -116,13 +117,15 @@ static __always_inline struct lb_backend *lb_syn_late(const struct lb_pkt *pkt, 
 			return be;
 		}
 	}
-	ct = bpf_map_lookup_elem(&lb_ct4, &k);
-	lb_keep(ct);
-	if (ct) {
-		be = lb_ct_standing(ct, cfg, now);
-		if (be) {
-			*id = ct->backend_id;
-			return be;
+	if (lb_recent_maybe(&k, cfg, now)) {
+		ct = bpf_map_lookup_elem(&lb_ct4, &k);
+		lb_keep(ct);
+		if (ct) {
+			be = lb_ct_standing(ct, cfg, now);
+			if (be) {
+				*id = ct->backend_id;
+				return be;
+			}
 		}
 	}
 	be = lb_pick_consistent(svc, &pkt->flow, cfg, id);

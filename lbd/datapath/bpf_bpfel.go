@@ -210,6 +210,7 @@ const (
 	bpfMapLbClock           = "lb_clock"
 	bpfMapLbConntrack       = "lb_conntrack"
 	bpfMapLbCt4             = "lb_ct4"
+	bpfMapLbCtRecent        = "lb_ct_recent"
 	bpfMapLbCtStats         = "lb_ct_stats"
 	bpfMapLbFlowCache       = "lb_flow_cache"
 	bpfMapLbFrags           = "lb_frags"
@@ -222,6 +223,8 @@ const (
 	bpfMapLbVipFilter       = "lb_vip_filter"
 	bpfProgDsrlbIngress     = "dsrlb_ingress"
 	bpfVarLbFcGenBpf        = "lb_fc_gen_bpf"
+	bpfVarLbRecentMask      = "lb_recent_mask"
+	bpfVarLbRecentSinceNs   = "lb_recent_since_ns"
 	bpfVarLbUnusedAbi       = "lb_unused_abi"
 	bpfVarLbUnusedCheckPort = "lb_unused_check_port"
 	bpfVarLbUnusedCtState   = "lb_unused_ct_state"
@@ -285,6 +288,7 @@ type bpfMapSpecs struct {
 	LbClock       *ebpf.MapSpec `ebpf:"lb_clock"`
 	LbConntrack   *ebpf.MapSpec `ebpf:"lb_conntrack"`
 	LbCt4         *ebpf.MapSpec `ebpf:"lb_ct4"`
+	LbCtRecent    *ebpf.MapSpec `ebpf:"lb_ct_recent"`
 	LbCtStats     *ebpf.MapSpec `ebpf:"lb_ct_stats"`
 	LbFlowCache   *ebpf.MapSpec `ebpf:"lb_flow_cache"`
 	LbFrags       *ebpf.MapSpec `ebpf:"lb_frags"`
@@ -302,6 +306,8 @@ type bpfMapSpecs struct {
 // It can be passed ebpf.CollectionSpec.Assign.
 type bpfVariableSpecs struct {
 	LbFcGenBpf        *ebpf.VariableSpec `ebpf:"lb_fc_gen_bpf"`
+	LbRecentMask      *ebpf.VariableSpec `ebpf:"lb_recent_mask"`
+	LbRecentSinceNs   *ebpf.VariableSpec `ebpf:"lb_recent_since_ns"`
 	LbUnusedAbi       *ebpf.VariableSpec `ebpf:"lb_unused_abi"`
 	LbUnusedCheckPort *ebpf.VariableSpec `ebpf:"lb_unused_check_port"`
 	LbUnusedCtState   *ebpf.VariableSpec `ebpf:"lb_unused_ct_state"`
@@ -336,6 +342,7 @@ type bpfMaps struct {
 	LbClock       *ebpf.Map `ebpf:"lb_clock"`
 	LbConntrack   *ebpf.Map `ebpf:"lb_conntrack"`
 	LbCt4         *ebpf.Map `ebpf:"lb_ct4"`
+	LbCtRecent    *ebpf.Map `ebpf:"lb_ct_recent"`
 	LbCtStats     *ebpf.Map `ebpf:"lb_ct_stats"`
 	LbFlowCache   *ebpf.Map `ebpf:"lb_flow_cache"`
 	LbFrags       *ebpf.Map `ebpf:"lb_frags"`
@@ -356,6 +363,7 @@ func (m *bpfMaps) Close() error {
 		m.LbClock,
 		m.LbConntrack,
 		m.LbCt4,
+		m.LbCtRecent,
 		m.LbCtStats,
 		m.LbFlowCache,
 		m.LbFrags,
@@ -374,6 +382,8 @@ func (m *bpfMaps) Close() error {
 // It can be passed to loadBpfObjects or ebpf.CollectionSpec.LoadAndAssign.
 type bpfVariables struct {
 	LbFcGenBpf        *ebpf.Variable `ebpf:"lb_fc_gen_bpf"`
+	LbRecentMask      *ebpf.Variable `ebpf:"lb_recent_mask"`
+	LbRecentSinceNs   *ebpf.Variable `ebpf:"lb_recent_since_ns"`
 	LbUnusedAbi       *ebpf.Variable `ebpf:"lb_unused_abi"`
 	LbUnusedCheckPort *ebpf.Variable `ebpf:"lb_unused_check_port"`
 	LbUnusedCtState   *ebpf.Variable `ebpf:"lb_unused_ct_state"`

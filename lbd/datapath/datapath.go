@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/bits"
 	"net"
 	"os"
 	"path/filepath"
@@ -13,6 +14,7 @@ import (
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
+	"golang.org/x/sys/unix"
 
 	"github.com/dsrlb/dsrlb/shared/config"
 )
@@ -173,14 +175,45 @@ func (d *Datapath) spec() (*ebpf.CollectionSpec, error) {
 	d.inner.Key, d.inner.Value = nil, nil
 	if o.PinPath != "" {
 		for name, m := range spec.Maps {
-			// Globals cannot be pinned; the flow cache belongs to its
-			// program (a new program starts with an empty one).
-			if !strings.HasPrefix(name, ".") && name != bpfMapLbFlowCache {
+			// Globals cannot be pinned; the flow cache and the recent
+			// marks belong to their program (a new one starts empty).
+			if !strings.HasPrefix(name, ".") && name != bpfMapLbFlowCache && name != bpfMapLbCtRecent {
 				m.Pinning = ebpf.PinByName
 			}
 		}
 	}
+	if err := setRecentSince(spec, o.PinPath); err != nil {
+		return nil, err
+	}
+	// Four recent-mark slots per IPv4 conntrack entry (a power of two):
+	// below one written entry per four slots, most SYNs skip the lookup.
+	slots := uint32(1) << bits.Len32(max(o.ConntrackSize, 1<<14)*4-1)
+	spec.Maps[bpfMapLbCtRecent].MaxEntries = slots
+	if err := spec.Variables[bpfVarLbRecentMask].Set(slots - 1); err != nil {
+		return nil, fmt.Errorf("set lb_recent_mask: %w", err)
+	}
 	return spec, nil
+}
+
+// setRecentSince tells the program when it starts on conntrack entries an
+// earlier program wrote (pinned lb_ct4 present): it never marked them in
+// lb_ct_recent, so until they have all timed out since, every SYN looks its
+// entry up. Fresh maps: 0, the marks cover every entry from the start.
+func setRecentSince(spec *ebpf.CollectionSpec, pinPath string) error {
+	var since uint64
+	if pinPath != "" {
+		if _, err := os.Stat(filepath.Join(pinPath, bpfMapLbCt4)); err == nil {
+			var ts unix.Timespec
+			if err := unix.ClockGettime(unix.CLOCK_MONOTONIC_COARSE, &ts); err != nil {
+				return fmt.Errorf("read the coarse monotonic clock: %w", err)
+			}
+			since = max(uint64(ts.Nano()), 1)
+		}
+	}
+	if err := spec.Variables[bpfVarLbRecentSinceNs].Set(since); err != nil {
+		return fmt.Errorf("set lb_recent_since_ns: %w", err)
+	}
+	return nil
 }
 
 func (d *Datapath) load() error {

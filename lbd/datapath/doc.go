@@ -39,8 +39,14 @@
 //   - lb_vip_filter (array): one bit per folded destination address (vipBit),
 //     set for every VIP; a clear bit means "no VIP", before any hash lookup.
 //   - lb_clock (per-CPU array): the coarse clock cached per jiffy.
+//   - lb_ct_recent (array of bytes, four per conntrack entry, not pinned):
+//     when an lb_ct4 entry of each hash was last written (~17 s units), so
+//     a SYN whose slot is older than any standing entry lives skips the LRU
+//     lookup; a program loaded onto an earlier program's conntrack looks
+//     every SYN up for the first timeout (lb_recent_since_ns).
 //   - lb_flow_cache (array, 8,192 entries per CPU, not pinned): copies of established IPv4
-//     lb_ct4 entries, so a busy flow's packets skip the LRU lookup; a copy is
+//     lb_ct4 entries, and the pending choices of SYNs tracked late (below),
+//     so a busy flow's packets skip the LRU lookup; a copy is
 //     trusted for at most the 1 s refresh interval and only under the
 //     current generation (lb_config.ct_gen, bumped by invalidateFlowCache
 //     after Go deletes or writes entries, plus the program's own counter).
@@ -88,9 +94,10 @@
 //     does); readers of it see the reasons it lacks as zero.
 //   - When entries are created. An IPv4 TCP flow of a maglev or source
 //     service is tracked from its second packet, not its SYN. The SYN
-//     looks its entry up read-only: one that stands (valid, not closing: a
-//     spoofed SYN, or a client reusing ports the balancer never saw
-//     closed) keeps the flow, SYN included, as before. Otherwise the SYN
+//     looks its entry up read-only (unless lb_ct_recent proves there is
+//     none that stands): one that stands (valid, not closing: a spoofed
+//     SYN, or a client reusing ports the balancer never saw closed) keeps
+//     the flow, SYN included, as before. Otherwise the SYN
 //     gets the consistent choice and leaves it pending in this CPU's slot
 //     of lb_flow_cache (under Go's generation only: the program's own
 //     bumps retire copies, not pending choices; a retransmitted SYN

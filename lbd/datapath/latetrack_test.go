@@ -298,3 +298,73 @@ func onCPU(t *testing.T, cpu int) {
 		t.Fatal(err)
 	}
 }
+
+// coarseNow is CLOCK_MONOTONIC_COARSE, the program's clock, in ns.
+func coarseNow(t *testing.T) uint64 {
+	t.Helper()
+	var ts unix.Timespec
+	if err := unix.ClockGettime(unix.CLOCK_MONOTONIC_COARSE, &ts); err != nil {
+		t.Fatal(err)
+	}
+	return uint64(ts.Nano())
+}
+
+// TestLateSYNSkipsUnmarkedLookup: on fresh maps a SYN looks up an entry
+// only if lb_ct_recent says one of its hash was written within a timeout.
+// An entry written behind the program's back (no mark) is not seen by the
+// SYN; the same entry written by the program is.
+func TestLateSYNSkipsUnmarkedLookup(t *testing.T) {
+	onOneCPU(t)
+	d, r, grown, moving := lateSetup(t)
+	mustApply(t, d, grown)
+	f := moving[8]
+	want := predict(t, grown, f, 1009)
+	other := (want + 1) % len(grown.Backends)
+	id := d.state.services[0].backends[grown.Backends[other].Addr]
+	be := d.state.backends[id]
+	if err := d.ctPut(flowKey(f), &bpfLbCtEntry{LastSeenNs: coarseNow(t), BackendId: id, Cookie: be.cookie}); err != nil {
+		t.Fatal(err)
+	}
+	if got := r.send(f, false); got != other {
+		t.Fatalf("ACK of the written entry went to %d, want its backend %d", got, other)
+	}
+	// The ACK refreshed nothing (the entry is younger than a second), so
+	// the entry is still unmarked: the SYN takes the consistent choice.
+	if got := r.send(f, true); got != want {
+		t.Fatalf("SYN with an unmarked entry went to %d, want the consistent %d (no lookup)", got, want)
+	}
+}
+
+// TestLateSYNAfterAdoptFollowsEntry: a program loaded onto an earlier
+// program's conntrack (a restart, an upgrade) has no marks for its
+// entries: for a timeout it looks every SYN's entry up, so a reused port
+// still follows its standing entry.
+func TestLateSYNAfterAdoptFollowsEntry(t *testing.T) {
+	onOneCPU(t)
+	const size = 1009
+	pin := testPinPath(t)
+	rng := rand.New(rand.NewPCG(51, 52))
+	svc := Service{Name: "web", VIP: ip4("192.0.2.10"), Proto: TCP, Ports: []uint16{80}, Backends: manyBackends("192.0.2.%d", 10, rng)}
+	grown := svc
+	grown.Backends = append(append([]Backend{}, svc.Backends...), manyBackends("192.0.2.%d", 20, rng)[10:]...)
+	var f Flow
+	for {
+		if f = randomFlow(rng, svc.VIP, TCP); predict(t, svc, f, size) != predict(t, grown, f, size) {
+			break
+		}
+	}
+	d1 := mustOpen(t, Options{PinPath: pin, MaglevTableSize: size})
+	mustApply(t, d1, svc)
+	b := flowRun{d1, t}.open(f)
+	if err := d1.Close(); err != nil {
+		t.Fatal(err)
+	}
+	d2 := mustOpen(t, Options{PinPath: pin, MaglevTableSize: size})
+	if !d2.Adopted() {
+		t.Fatal("pinned maps not adopted")
+	}
+	mustApply(t, d2, grown)
+	if got := (flowRun{d2, t}).send(f, true); got != b {
+		t.Fatalf("SYN on a standing entry after adoption went to %d, the entry's backend is %d", got, b)
+	}
+}
