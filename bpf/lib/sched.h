@@ -1,8 +1,8 @@
 /* sched.h — picks a backend for a packet without a valid conntrack entry:
  * the service's scheduler for new flows, or the consistent (Maglev) table
  * for the others (TCP without SYN, ICMP errors), which create an entry only
- * for a flow tracked late (lb_tracks_late; never for an ICMP error or a
- * RST). Fragments carry their datagram's ports and are scheduled as its
+ * for a flow tracked late (lb_tracks_late; never for an ICMP error, a
+ * fragment or a RST). Fragments carry their datagram's ports and are scheduled as its
  * packets.
  */
 #ifndef LB_SCHED_H
@@ -141,7 +141,8 @@ static __always_inline struct lb_backend *lb_syn_late(const struct lb_pkt *pkt, 
  * entry (NULL: none usable). starts: the packet may start a flow; it then
  * gets an entry (its stale one renewed), and *is_new is set. A packet that
  * does not start one gets the consistent choice, and an entry if its flow
- * is tracked late (not for a RST: nothing left to track), unconfirmed: syn
+ * is tracked late (not for a RST: nothing left to track; nor for an ICMP
+ * error or a fragment, which a flood could otherwise use), unconfirmed: syn
  * seen (a FIN: closing), so a stray or spoofed packet is not counted active
  * and lives the closing timeout; the flow's next ACK makes it established. */
 static __always_inline struct lb_backend *lb_schedule(const struct lb_pkt *pkt, const struct lb_service *svc,
@@ -152,8 +153,7 @@ static __always_inline struct lb_backend *lb_schedule(const struct lb_pkt *pkt, 
 
 	if (!starts) {
 		be = lb_pick_consistent(svc, &pkt->flow, cfg, id);
-		if (be && pkt->kind != LB_PKT_ICMP_ERROR && lb_tracks_late(pkt, svc) &&
-		    !(pkt->tcp_flags & LB_TCP_RST)) {
+		if (be && pkt->kind == LB_PKT_FLOW && lb_tracks_late(pkt, svc) && !(pkt->tcp_flags & LB_TCP_RST)) {
 			lb_ct_insert(&pkt->flow, *id, be, now, pkt->tcp_flags & LB_TCP_FIN ? LB_CT_CLOSING : LB_CT_SYN_SEEN,
 				     stale);
 			return be;

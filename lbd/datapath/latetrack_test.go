@@ -244,6 +244,27 @@ func TestLateStrayACKNotActive(t *testing.T) {
 	}
 }
 
+// TestLateUnknownFragmentsNotTracked: fragments of a flow never seen get
+// the consistent choice and no entry (a fragmented ACK flood must not
+// fill the table through them).
+func TestLateUnknownFragmentsNotTracked(t *testing.T) {
+	d, r, grown, _ := lateSetup(t)
+	mustApply(t, d, grown)
+	rng := rand.New(rand.NewPCG(61, 62))
+	for i := range 20 {
+		f := randomFlow(rng, grown.VIP, TCP)
+		id := uint32(100 + i)
+		first := r.sendFlags(f, pkt{ack: true, moreFrags: true, payload: make([]byte, 64), fragID: id})
+		later := r.sendFlags(f, pkt{ack: true, fragOffset: 10, payload: make([]byte, 64), fragID: id})
+		if want := predict(t, grown, f, 1009); first != want || later != want {
+			t.Fatalf("fragments of an unknown flow went to %d and %d, want the consistent %d", first, later, want)
+		}
+	}
+	if n, err := d.ConntrackEntries(); err != nil || n != 0 {
+		t.Fatalf("%d entries after fragments of unknown flows, %v; want none", n, err)
+	}
+}
+
 // TestLatePortRemovedBetween: a port removed from its service between a
 // SYN and its ACK is not served by the pending choice, and leaves no entry
 // (which no purge would find).
