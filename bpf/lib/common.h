@@ -237,8 +237,8 @@ struct lb_ct_counters {
 
 /* lb_ct_recent: one-byte slots (a power of two of them, lbd sizes it at
  * four per conntrack entry; LB_RECENT_SLOTS is the placeholder), each the
- * time (in units of 2^LB_RECENT_SHIFT ns, ~17 s, modulo 256) an lb_ct4
- * entry hashing to it was last written. */
+ * time (in units of 2^LB_RECENT_SHIFT ns, ~17 s, modulo 255, plus one) an
+ * lb_ct4 entry hashing to it was last written; 0: never. */
 #define LB_RECENT_SLOTS (1 << 18)
 #define LB_RECENT_SHIFT 34
 

@@ -133,6 +133,13 @@ static __always_inline __u32 *lb_recent_key(const struct lb_ct4_key *k, __u32 *s
 	return slot;
 }
 
+/* lb_recent_tick is now as a slot holds it: 1..255, counting units of
+ * 2^LB_RECENT_SHIFT ns modulo 255; 0 is a slot never written. */
+static __always_inline __u8 lb_recent_tick(__u64 now)
+{
+	return (__u8)((now >> LB_RECENT_SHIFT) % 255) + 1;
+}
+
 /* lb_recent_mark records that an lb_ct4 entry of k is written now. Called
  * before the entry is: the mark is never older than any entry's time. */
 static __always_inline void lb_recent_mark(const struct lb_ct4_key *k, __u64 now)
@@ -141,7 +148,7 @@ static __always_inline void lb_recent_mark(const struct lb_ct4_key *k, __u64 now
 	__u8 *v = bpf_map_lookup_elem(&lb_ct_recent, lb_recent_key(k, &slot));
 
 	if (v)
-		*v = (__u8)(now >> LB_RECENT_SHIFT);
+		*v = lb_recent_tick(now);
 }
 
 /* lb_recent_maybe: k may have an lb_ct4 entry that stands (0: surely not,
@@ -156,10 +163,12 @@ static __always_inline int lb_recent_maybe(const struct lb_ct4_key *k, const str
 	__u32 slot;
 	__u8 *v;
 
-	if (units >= 255 || (lb_recent_since_ns && (__s64)(now - lb_recent_since_ns) < (__s64)t))
+	if (units >= 254 || (lb_recent_since_ns && (__s64)(now - lb_recent_since_ns) < (__s64)t))
 		return 1;
 	v = bpf_map_lookup_elem(&lb_ct_recent, lb_recent_key(k, &slot));
-	return !v || (__u8)((__u8)(now >> LB_RECENT_SHIFT) - *v) <= units;
+	if (!v)
+		return 1;
+	return *v && (lb_recent_tick(now) + 255 - *v) % 255 <= units;
 }
 
 /* The program's half of the flow cache generation (the other is Go's
