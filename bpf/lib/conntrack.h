@@ -10,7 +10,11 @@
  * ACK -> established, a FIN -> closing, a RST -> closed. Only established
  * entries count as active and live for the TCP timeout; the others get the
  * closing timeout. A SYN that finds a closing or closed entry is a new
- * connection reusing the ports and is scheduled afresh.
+ * connection reusing the ports and is scheduled afresh. An IPv4 flow of a
+ * maglev or source service is tracked from its second packet instead
+ * (sched.h lb_syn_late, lb_fc_commit below; the rules in lbd/datapath
+ * doc.go), and lb_ct_recent spares its SYN the lookup when no entry of its
+ * hash was written within a timeout.
  *
  * Two maps: an IPv4 flow (both addresses IPv4-mapped) is kept in lb_ct4
  * under a 16-byte key, any other in lb_conntrack under the 40-byte lb_flow:
@@ -31,11 +35,11 @@
  * program's lb_fc_gen_bpf (bumped when it deletes an IPv4 entry or renews
  * one onto another backend). The backend's cookie and state are checked on
  * every cached hit as on every LRU hit; a FIN or RST, a SYN, and IPv6
- * flows always take the LRU path (a SYN tracked late takes neither: it
- * writes its choice into the slot as pending, lb_fc_pend, and the flow's
- * next packet makes the entry from it, lb_fc_commit). A FIN seen on another CPU leaves this
- * CPU's copy (established) answering for up to a second: the same backend
- * the closing entry names.
+ * flows never use a copy. A SYN tracked late writes its choice into the
+ * slot as pending (lb_fc_pend, under Go's generation only), and the flow's
+ * next packet on that CPU makes the entry from it (lb_fc_commit). A FIN
+ * seen on another CPU leaves this CPU's copy (established) answering for
+ * up to a second: the same backend the closing entry names.
  */
 #ifndef LB_CONNTRACK_H
 #define LB_CONNTRACK_H
