@@ -143,12 +143,21 @@ func TestDSRPathChecks(t *testing.T) {
 		})
 	}
 	// Nothing is left in flight, and a finished check left no connection
-	// on the backend (each ended with a RST).
-	l.path.mu.Lock()
-	inflight := len(l.path.flows)
-	l.path.mu.Unlock()
-	if inflight != 0 {
-		t.Errorf("%d DSR-path connections still registered after the checks", inflight)
+	// on the backend (each ended with a RST). An http check's connection
+	// is closed by net/http's own goroutine, after the check has returned:
+	// wait for it, within a deadline.
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		l.path.mu.Lock()
+		inflight := len(l.path.flows)
+		l.path.mu.Unlock()
+		if inflight == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d DSR-path connections still registered 5 s after the checks", inflight)
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 	waitNoConns(t, l)
 
