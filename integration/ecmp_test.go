@@ -75,16 +75,7 @@ func startECMP(t *testing.T, s *scenario) *ecmpEnv {
 	if out, err := tp.Lbd(ctx, "validate"); err != nil {
 		t.Fatalf("harness wrote a configuration lbd refuses:\n%s\n%s", tp.Render(e.cfg), out)
 	}
-	if _, err := tp.PrepareBackends(ctx); err != nil {
-		t.Fatal(err)
-	}
-	servers, err := tp.StartServers(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, p := range servers {
-		logOnFailure(t, p)
-	}
+	serveBackends(t, ctx, tp)
 	bird, err := tp.StartBird(ctx, 3*time.Second)
 	if err != nil {
 		t.Fatal(err)

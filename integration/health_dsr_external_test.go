@@ -33,16 +33,7 @@ func TestHealthDSRVIPNotLocal(t *testing.T) {
 	if _, err := tp.WriteConfig(cfg); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := tp.PrepareBackends(ctx); err != nil {
-		t.Fatal(err)
-	}
-	servers, err := tp.StartServers(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, p := range servers {
-		logOnFailure(t, p)
-	}
+	serveBackends(t, ctx, tp)
 	lb := tp.Balancer
 	b1 := tp.Backend("b1")
 	if out, err := lb.NS.Run(ctx, "ip", "neigh", "replace", topo.VIP4.String(), "lladdr", b1.MAC.String(), "dev", lb.Dev, "nud", "permanent"); err != nil {

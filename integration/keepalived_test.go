@@ -123,16 +123,7 @@ func TestKeepalivedFailover(t *testing.T) {
 	if out, err := tp.Lbd(ctx, "validate"); err != nil {
 		t.Fatalf("harness wrote a configuration lbd refuses:\n%s\n%s", tp.Render(cfg), out)
 	}
-	if _, err := tp.PrepareBackends(ctx); err != nil {
-		t.Fatal(err)
-	}
-	servers, err := tp.StartServers(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, p := range servers {
-		logOnFailure(t, p)
-	}
+	serveBackends(t, ctx, tp)
 	for _, lb := range tp.Balancers {
 		e.startLbd(lb)
 	}

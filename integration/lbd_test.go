@@ -44,16 +44,7 @@ func startLB(t *testing.T, s *scenario, opts topo.Options, build func(*topo.Topo
 	if out, err := tp.Lbd(ctx, "validate"); err != nil {
 		t.Fatalf("harness wrote a configuration lbd refuses:\n%s\n%s", tp.Render(e.cfg), out)
 	}
-	if _, err := tp.PrepareBackends(ctx); err != nil {
-		t.Fatal(err)
-	}
-	var err error
-	if e.servers, err = tp.StartServers(ctx); err != nil {
-		t.Fatal(err)
-	}
-	for _, p := range e.servers {
-		logOnFailure(t, p)
-	}
+	e.servers = serveBackends(t, ctx, tp)
 	for _, b := range tp.Backends {
 		addr := b.IPv4
 		if svc := e.cfg.Services[0]; svc.VIP.Is6() {
@@ -63,6 +54,7 @@ func startLB(t *testing.T, s *scenario, opts topo.Options, build func(*topo.Topo
 			t.Fatalf("direct path client -> %s (%s) broken before lbd: %+v", b.Role, addr, a)
 		}
 	}
+	var err error
 	if e.lbd, err = tp.StartLbd(); err != nil {
 		t.Fatal(err)
 	}
@@ -315,6 +307,23 @@ type keepAlive struct {
 
 // openKeepAlives opens n persistent connections to url and notes the
 // backend of each.
+// serveBackends runs hostprep on every backend and starts its test
+// servers, whose output is logged if the test fails.
+func serveBackends(t *testing.T, ctx context.Context, tp *topo.Topology) map[string]*topo.Proc {
+	t.Helper()
+	if _, err := tp.PrepareBackends(ctx); err != nil {
+		t.Fatal(err)
+	}
+	servers, err := tp.StartServers(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range servers {
+		logOnFailure(t, p)
+	}
+	return servers
+}
+
 func openKeepAlives(t *testing.T, h *topo.Host, url string, n int) []keepAlive {
 	t.Helper()
 	var ks []keepAlive
