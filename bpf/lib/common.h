@@ -235,12 +235,26 @@ struct lb_ct_counters {
  * copy and its pending choice share its slot in every generation. */
 #define LB_FC_FLOW_BITS (LB_FC_PENDING - 1)
 
-/* lb_ct_recent: one-byte slots (a power of two of them, lbd sizes it at
- * four per conntrack entry; LB_RECENT_SLOTS is the placeholder), each the
- * time (in units of 2^LB_RECENT_SHIFT ns, ~17 s, modulo 255, plus one) an
- * lb_ct4 entry hashing to it was last written; 0: never. */
+/* lb_ct_recent: two-byte slots (a power of two of them, lbd sizes it at
+ * four per conntrack entry; LB_RECENT_SLOTS is the placeholder), packed 32
+ * to a 64-byte map value so that the map is as large as its slots (an
+ * array rounds each value up to 8 bytes) and a slot is one cache line.
+ * Each holds two times, in units of 2^LB_RECENT_SHIFT ns (~17 s) modulo
+ * 255, plus one (0: never): when an lb_ct4 entry hashing to it was last
+ * written, and when a SYN hashing to it last left a pending choice in its
+ * CPU's flow cache. */
 #define LB_RECENT_SLOTS (1 << 18)
+#define LB_RECENT_PER_LINE 32
 #define LB_RECENT_SHIFT 34
+
+struct lb_recent {
+	__u8 entry; /* an lb_ct4 entry was created or refreshed */
+	__u8 pend;  /* a SYN's choice was left pending (lb_fc_pend) */
+};
+
+struct lb_recent_line {
+	struct lb_recent slot[LB_RECENT_PER_LINE];
+};
 
 /* Value of lb_flow_cache: a copy of a valid, established lb_ct4 entry,
  * or the choice made for a flow's first packet that is not tracked yet

@@ -14,7 +14,9 @@
  * maglev or source service is tracked from its second packet instead
  * (sched.h lb_syn_late, lb_fc_commit below; the rules in lbd/datapath
  * doc.go), and lb_ct_recent spares its SYN the lookup when no entry of its
- * hash was written within a timeout.
+ * hash was written within a timeout, and the read of its flow cache slot
+ * when no SYN of its hash left a choice pending within a pending choice's
+ * life: a new flow's SYN then reads one line of per-flow state.
  *
  * Two maps: an IPv4 flow (both addresses IPv4-mapped) is kept in lb_ct4
  * under a 16-byte key, any other in lb_conntrack under the 40-byte lb_flow:
@@ -128,13 +130,18 @@ const volatile __u64 lb_recent_since_ns = 0;
 /* lb_ct_recent's size minus one (a power of two), set by lbd before load. */
 const volatile __u32 lb_recent_mask = LB_RECENT_SLOTS - 1;
 
-static __always_inline __u32 *lb_recent_key(const struct lb_ct4_key *k, __u32 *slot)
+/* lb_recent_slot is k's slot of lb_ct_recent. */
+static __always_inline struct lb_recent *lb_recent_slot(const struct lb_ct4_key *k)
 {
 	__u64 k0 = (__u64)k->saddr | (__u64)k->daddr << 32;
 	__u64 k1 = (__u64)k->sport | (__u64)k->dport << 16 | (__u64)k->proto << 32;
+	__u32 slot = (__u32)((((k0 * 0xc2b2ae3d27d4eb4fULL) ^ k1) * 0x9e3779b97f4a7c15ULL) >> 32) & lb_recent_mask;
+	__u32 line = slot / LB_RECENT_PER_LINE;
+	struct lb_recent_line *l = bpf_map_lookup_elem(&lb_ct_recent, &line);
 
-	*slot = (__u32)((((k0 * 0xc2b2ae3d27d4eb4fULL) ^ k1) * 0x9e3779b97f4a7c15ULL) >> 32) & lb_recent_mask;
-	return slot;
+	if (!l)
+		return NULL;
+	return &l->slot[slot % LB_RECENT_PER_LINE];
 }
 
 /* lb_recent_tick is now as a slot holds it: 1..255, counting units of
@@ -148,31 +155,48 @@ static __always_inline __u8 lb_recent_tick(__u64 now)
  * before the entry is: the mark is never older than any entry's time. */
 static __always_inline void lb_recent_mark(const struct lb_ct4_key *k, __u64 now)
 {
-	__u32 slot;
-	__u8 *v = bpf_map_lookup_elem(&lb_ct_recent, lb_recent_key(k, &slot));
+	struct lb_recent *r = lb_recent_slot(k);
 
-	if (v)
-		*v = lb_recent_tick(now);
+	if (r)
+		r->entry = lb_recent_tick(now);
 }
 
-/* lb_recent_maybe: k may have an lb_ct4 entry that stands (0: surely not,
- * its slot was not written within the longest timeout a standing entry,
- * established or syn seen, lives). Conservative on every doubt: timeouts
- * longer than the slot's clock wraps, the first timeout after loading onto
- * an earlier program's maps, a slot shared with other flows. */
-static __always_inline int lb_recent_maybe(const struct lb_ct4_key *k, const struct lb_config *cfg, __u64 now)
+/* lb_recent_within: tick v (0: never) is at most units old, modulo the
+ * clock's wrap (a wrapped tick looks recent: conservative). */
+static __always_inline int lb_recent_within(__u8 v, __u64 now, __u64 units)
+{
+	return v && (lb_recent_tick(now) + 255 - v) % 255 <= units;
+}
+
+/* lb_recent_maybe: k (slot r) may have an lb_ct4 entry that stands (0:
+ * surely not, its slot was not written within the longest timeout a
+ * standing entry, established or syn seen, lives). Conservative on every
+ * doubt: timeouts longer than the slot's clock wraps, the first timeout
+ * after loading onto an earlier program's maps, a slot shared with other
+ * flows. */
+static __always_inline int lb_recent_maybe(const struct lb_recent *r, const struct lb_config *cfg, __u64 now)
 {
 	__u64 t = cfg->tcp_timeout_ns > cfg->tcp_closing_timeout_ns ? cfg->tcp_timeout_ns : cfg->tcp_closing_timeout_ns;
 	__u64 units = (t >> LB_RECENT_SHIFT) + 2;
-	__u32 slot;
-	__u8 *v;
 
-	if (units >= 254 || (lb_recent_since_ns && (__s64)(now - lb_recent_since_ns) < (__s64)t))
+	if (units >= 254 || (lb_recent_since_ns && (__s64)(now - lb_recent_since_ns) < (__s64)t) || !r)
 		return 1;
-	v = bpf_map_lookup_elem(&lb_ct_recent, lb_recent_key(k, &slot));
-	if (!v)
+	return lb_recent_within(r->entry, now, units);
+}
+
+/* lb_recent_pend_maybe: a SYN of slot r may have left a choice pending in
+ * this CPU's flow cache that is still valid (0: surely not, so a SYN need
+ * not read its slot, and writes it without a cache miss it waits for).
+ * A pending choice lives the syn-seen timeout (lb_fc_pending) from its
+ * SYN, which marked r before writing it; the flow cache is the program's
+ * own, so nothing pending predates its marks. */
+static __always_inline int lb_recent_pend_maybe(const struct lb_recent *r, const struct lb_config *cfg, __u64 now)
+{
+	__u64 units = (lb_ct_timeout(cfg, IPPROTO_TCP, LB_CT_SYN_SEEN) >> LB_RECENT_SHIFT) + 2;
+
+	if (units >= 254 || !r)
 		return 1;
-	return *v && (lb_recent_tick(now) + 255 - *v) % 255 <= units;
+	return lb_recent_within(r->pend, now, units);
 }
 
 /* The program's half of the flow cache generation (the other is Go's

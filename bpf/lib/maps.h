@@ -109,15 +109,18 @@ struct {
 } lb_flow_cache SEC(".maps");
 
 /* hash of an IPv4 flow -> when an lb_ct4 entry of that hash was last
- * created or refreshed (conntrack.h lb_recent_*): a SYN whose slot is older
- * than any entry lives has no entry that stands, and skips the LRU lookup.
- * Not pinned: a program's marks cover the entries it wrote; entries of an
- * earlier program are covered by lb_recent_since_ns. */
+ * created or refreshed, and when a SYN of that hash last left a pending
+ * choice (conntrack.h lb_recent_*): a SYN whose entry time is older than
+ * any entry lives has no entry that stands, and skips the LRU lookup; one
+ * whose pending time is older than a pending choice lives has none, and
+ * skips reading its flow cache slot. Not pinned: a program's marks cover
+ * the entries it wrote; entries of an earlier program are covered by
+ * lb_recent_since_ns (pending choices are in its own flow cache). */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__type(key, __u32);
-	__type(value, __u8);
-	__uint(max_entries, LB_RECENT_SLOTS);
+	__type(value, struct lb_recent_line);
+	__uint(max_entries, LB_RECENT_SLOTS / LB_RECENT_PER_LINE);
 } lb_ct_recent SEC(".maps");
 
 /* (client, VIP, proto, IP id) -> ports of the datagram, written by its

@@ -93,31 +93,37 @@ static __always_inline int lb_tracks_late(const struct lb_pkt *pkt, const struct
  * finds its flow's choice pending (a retransmission) keeps it, so that a
  * table change between the two does not split the handshake; one on the
  * ports of an entry that stands follows that entry, as every SYN did
- * before late tracking (lb_ct_standing; one read-only lookup, skipped when
- * lb_ct_recent proves no entry of the flow can stand). Neither is
+ * before late tracking (lb_ct_standing; one read-only lookup). Neither is
  * a new flow. Otherwise: the consistent choice, recorded as pending in this
- * CPU's flow cache slot; the flow's next packet tracks it (lb_fc_commit). */
+ * CPU's flow cache slot; the flow's next packet tracks it (lb_fc_commit).
+ * The flow's lb_ct_recent slot, one cache line, decides which of the two
+ * reads are needed: a new flow's SYN usually makes neither, and only
+ * writes its flow cache slot. */
 static __always_inline struct lb_backend *lb_syn_late(const struct lb_pkt *pkt, const struct lb_service *svc,
 						      const struct lb_config *cfg, __u64 now, __u32 *id, int *is_new)
 {
 	struct lb_ct4_key k = {};
 	struct lb_fc_entry *fc;
+	struct lb_recent *r;
 	struct lb_ct_entry *ct;
 	struct lb_backend *be;
 	__u64 k0, k1;
 
 	lb_ct4_key(&pkt->flow, &k);
 	lb_fc_key(&k, cfg, &k0, &k1);
+	r = lb_recent_slot(&k);
 	fc = lb_fc_slot(k0, k1);
-	if (fc) {
+	if (fc && lb_recent_pend_maybe(r, cfg, now)) {
 		be = lb_fc_pending(fc, k0, k1, cfg, now);
 		if (be) {
 			*id = fc->backend_id;
+			if (r)
+				r->pend = lb_recent_tick(now);
 			fc->last_seen_ns = now;
 			return be;
 		}
 	}
-	if (lb_recent_maybe(&k, cfg, now)) {
+	if (lb_recent_maybe(r, cfg, now)) {
 		ct = bpf_map_lookup_elem(&lb_ct4, &k);
 		lb_keep(ct);
 		if (ct) {
@@ -131,8 +137,11 @@ static __always_inline struct lb_backend *lb_syn_late(const struct lb_pkt *pkt, 
 	be = lb_pick_consistent(svc, &pkt->flow, cfg, id);
 	if (!be)
 		return NULL;
-	if (fc)
+	if (fc) {
+		if (r)
+			r->pend = lb_recent_tick(now);
 		lb_fc_pend(fc, k0, lb_fc_pkey(k1, cfg), now, *id, be->cookie);
+	}
 	*is_new = 1;
 	return be;
 }

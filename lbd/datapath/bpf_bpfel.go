@@ -174,6 +174,15 @@ const (
 	bpfLbReasonLB_REASON_MAX               bpfLbReason = 12
 )
 
+type bpfLbRecentLine struct {
+	_    structs.HostLayout
+	Slot [32]struct {
+		_     structs.HostLayout
+		Entry uint8
+		Pend  uint8
+	}
+}
+
 type bpfLbSched uint32
 
 const (

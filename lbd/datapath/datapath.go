@@ -185,10 +185,12 @@ func (d *Datapath) spec() (*ebpf.CollectionSpec, error) {
 	if err := setRecentSince(spec, o.PinPath); err != nil {
 		return nil, err
 	}
-	// Four recent-mark slots per IPv4 conntrack entry (a power of two):
-	// below one written entry per four slots, most SYNs skip the lookup.
+	// Four recent-mark slots per IPv4 conntrack entry (a power of two),
+	// two bytes each, 32 to a map value (bpf/lib/common.h): below one
+	// written entry per four slots, most SYNs skip the lookup.
 	slots := uint32(1) << bits.Len32(max(o.ConntrackSize, 1<<14)*4-1)
-	spec.Maps[bpfMapLbCtRecent].MaxEntries = slots
+	recent := spec.Maps[bpfMapLbCtRecent]
+	recent.MaxEntries = slots / (recent.ValueSize / 2)
 	if err := spec.Variables[bpfVarLbRecentMask].Set(slots - 1); err != nil {
 		return nil, fmt.Errorf("set lb_recent_mask: %w", err)
 	}

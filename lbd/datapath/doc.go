@@ -39,11 +39,17 @@
 //   - lb_vip_filter (array): one bit per folded destination address (vipBit),
 //     set for every VIP; a clear bit means "no VIP", before any hash lookup.
 //   - lb_clock (per-CPU array): the coarse clock cached per jiffy.
-//   - lb_ct_recent (array of bytes, four per conntrack entry, not pinned):
-//     when an lb_ct4 entry of each hash was last written (~17 s units), so
-//     a SYN whose slot is older than any standing entry lives skips the LRU
-//     lookup; a program loaded onto an earlier program's conntrack looks
-//     every SYN up for the first timeout (lb_recent_since_ns).
+//   - lb_ct_recent (array of 64-byte values, each 32 two-byte slots; four
+//     slots per conntrack entry, 8 MiB for 1,048,576 entries; not pinned):
+//     per hash of an IPv4 flow, when an lb_ct4 entry of it was last written
+//     and when a SYN of it last left a pending choice (~17 s units). A SYN
+//     whose entry time is older than any standing entry lives skips the LRU
+//     lookup, one whose pending time is older than a pending choice lives
+//     skips reading its flow cache slot; a program loaded onto an earlier
+//     program's conntrack looks every SYN up for the first timeout
+//     (lb_recent_since_ns). Packing the slots matters: an array rounds each
+//     value up to 8 bytes (one-byte values took 32 MiB), and a slot is one
+//     cache line.
 //   - lb_flow_cache (array, 8,192 entries per CPU, not pinned): copies of established IPv4
 //     lb_ct4 entries, and the pending choices of SYNs tracked late (below),
 //     so a busy flow's packets skip the LRU lookup; a copy is
@@ -101,7 +107,8 @@
 //     gets the consistent choice and leaves it pending in this CPU's slot
 //     of lb_flow_cache (under Go's generation only: the program's own
 //     bumps retire copies, not pending choices; a retransmitted SYN
-//     finding it keeps it, and is no new flow); the handshake's ACK on that
+//     finding it keeps it, and is no new flow; a SYN reads its slot only
+//     if lb_ct_recent says a SYN of its hash may have left one); the handshake's ACK on that
 //     CPU inserts the entry with the SYN's backend (even if the table
 //     changed meanwhile, as long as that backend is up or draining), over
 //     a closing, closed or expired entry in place (ports reused: counted

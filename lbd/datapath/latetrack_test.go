@@ -389,3 +389,60 @@ func TestLateSYNAfterAdoptFollowsEntry(t *testing.T) {
 		t.Fatalf("SYN on a standing entry after adoption went to %d, the entry's backend is %d", got, b)
 	}
 }
+
+// TestLateSYNSkipsUnmarkedPending: a SYN reads its flow cache slot for a
+// pending choice only if lb_ct_recent says a SYN of its hash left one
+// within a pending choice's life. A choice written behind the program's
+// back (no mark) into every slot is not seen by the SYN; one the
+// program's own SYN left is (a retransmission keeps it).
+func TestLateSYNSkipsUnmarkedPending(t *testing.T) {
+	onOneCPU(t)
+	d, r, grown, moving := lateSetup(t)
+	svc := grown
+	svc.Backends = grown.Backends[:10] // as lateSetup applied it
+	f := moving[5]
+	want := predict(t, svc, f, 1009)
+	other := (want + 1) % len(svc.Backends)
+	id := d.state.services[0].backends[svc.Backends[other].Addr]
+	k, _ := ct4Key(flowKey(f))
+	var cfg bpfLbConfig
+	if err := d.objs.LbCfg.Lookup(uint32(0), &cfg); err != nil {
+		t.Fatal(err)
+	}
+	const pending = 1 << 39 // LB_FC_PENDING
+	pend := bpfLbFcEntry{
+		K0:         uint64(k.Saddr) | uint64(k.Daddr)<<32,
+		K1:         uint64(k.Sport) | uint64(k.Dport)<<16 | uint64(k.Proto)<<32 | uint64(cfg.CtGen&0xffffff)<<40 | pending,
+		LastSeenNs: coarseNow(t),
+		BackendId:  id,
+		Cookie:     d.state.backends[id].cookie,
+	}
+	n := int(d.objs.LbFlowCache.MaxEntries())
+	keys, vals := make([]uint32, n), make([]bpfLbFcEntry, n)
+	for i := range n {
+		keys[i], vals[i] = uint32(i), pend
+	}
+	if _, err := d.objs.LbFlowCache.BatchUpdate(keys, vals, nil); err != nil {
+		t.Fatal(err)
+	}
+	if got := r.send(f, true); got != want {
+		t.Fatalf("SYN with an unmarked pending choice for backend %d went to %d, want the consistent %d (no read)", other, got, want)
+	}
+	// Its own SYN marked the slot: the retransmission after the table
+	// changed (f's choice with it) keeps the pending choice.
+	mustApply(t, d, grown)
+	if got := r.send(f, true); got != want {
+		t.Fatalf("retransmitted SYN went to %d, want its pending choice %d", got, want)
+	}
+}
+
+// TestRecentSized: lb_ct_recent holds four two-byte slots per conntrack
+// entry, packed into 64-byte values (one-byte values would each take 8
+// bytes of the array), and the program's mask addresses exactly them.
+func TestRecentSized(t *testing.T) {
+	d := mustOpen(t, Options{ConntrackSize: 65536})
+	m := d.objs.LbCtRecent
+	if got, want := uint64(m.MaxEntries())*uint64(m.ValueSize()), uint64(4*65536*2); got != want {
+		t.Fatalf("lb_ct_recent is %d entries of %d bytes (%d), want %d bytes", m.MaxEntries(), m.ValueSize(), got, want)
+	}
+}
