@@ -23,8 +23,9 @@
  *   floor_vip_track floor_vip plus floor_track's state for real traffic
  *                   (dsrlb-bench's track mode, attached the same way): a
  *                   TCP/UDP frame to the VIP (IPv4 without options) has its
- *                   5-tuple looked up in floor_vip_ct (the same layout,
- *                   65536 entries) and inserted on a miss before the
+ *                   5-tuple looked up in floor_vip_ct (the same layout;
+ *                   65536 entries compiled in, dsrlb-bench sizes it as
+ *                   lbd's conntrack) and inserted on a miss before the
  *                   redirect; other frames to the VIP are redirected
  *                   untracked, frames not for the VIP continue. The least a
  *                   balancer that remembers flows costs under real load.

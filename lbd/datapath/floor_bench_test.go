@@ -267,15 +267,19 @@ func TestFloorVIP(t *testing.T) {
 
 // TestFloorVIPTrack: floor_vip_track (dsrlb-bench's track mode) forwards
 // exactly as floor_vip and remembers each TCP/UDP flow to the VIP once, and
-// nothing else, or it would not cost what remembering flows costs.
+// nothing else, or it would not cost what remembering flows costs; its
+// table has the size asked for (dsrlb-bench sizes it as lbd's).
 func TestFloorVIPTrack(t *testing.T) {
 	src := mustMAC("02:00:00:00:00:09")
-	tr, err := floor.LoadVIPTrack(ip4("192.0.2.10"), beMAC(1), src)
+	tr, err := floor.LoadVIPTrack(ip4("192.0.2.10"), beMAC(1), src, 4096)
 	if err != nil {
 		requirePrivileged(t)
 		t.Fatal(err)
 	}
 	defer tr.Close()
+	if n := tr.Flows.MaxEntries(); n != 4096 {
+		t.Fatalf("floor_vip_ct has %d entries, want the 4096 asked for", n)
+	}
 	checkFloorVIP(t, tr.Prog, src) // runs the VIP's TCP flow twice
 	var (
 		k, v [16]byte

@@ -4,6 +4,7 @@ import (
 	"math/rand/v2"
 	"runtime"
 	"testing"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -390,20 +391,25 @@ func TestLateSYNAfterAdoptFollowsEntry(t *testing.T) {
 	}
 }
 
-// TestLateSYNSkipsUnmarkedPending: a SYN reads its flow cache slot for a
-// pending choice only if lb_ct_recent says a SYN of its hash left one
-// within a pending choice's life. A choice written behind the program's
-// back (no mark) into every slot is not seen by the SYN; one the
-// program's own SYN left is (a retransmission keeps it).
-func TestLateSYNSkipsUnmarkedPending(t *testing.T) {
-	onOneCPU(t)
+// pendingSetup: lateSetup's flow f under the table lateSetup applied,
+// its consistent choice want, and other, another backend of which
+// plantPending writes f's pending choice into every flow cache slot.
+func pendingSetup(t *testing.T) (d *Datapath, r flowRun, grown Service, f Flow, want, other int) {
+	t.Helper()
 	d, r, grown, moving := lateSetup(t)
 	svc := grown
 	svc.Backends = grown.Backends[:10] // as lateSetup applied it
-	f := moving[5]
-	want := predict(t, svc, f, 1009)
-	other := (want + 1) % len(svc.Backends)
-	id := d.state.services[0].backends[svc.Backends[other].Addr]
+	f = moving[5]
+	want = predict(t, svc, f, 1009)
+	return d, r, grown, f, want, (want + 1) % len(svc.Backends)
+}
+
+// plantPending writes, behind the program's back, f's pending choice of
+// backend index i (last seen at seen) into every flow cache slot, so that
+// whichever slot the SYN's CPU reads holds it.
+func plantPending(t *testing.T, d *Datapath, svc Service, f Flow, i int, seen uint64) {
+	t.Helper()
+	id := d.state.services[0].backends[svc.Backends[i].Addr]
 	k, _ := ct4Key(flowKey(f))
 	var cfg bpfLbConfig
 	if err := d.objs.LbCfg.Lookup(uint32(0), &cfg); err != nil {
@@ -413,18 +419,49 @@ func TestLateSYNSkipsUnmarkedPending(t *testing.T) {
 	pend := bpfLbFcEntry{
 		K0:         uint64(k.Saddr) | uint64(k.Daddr)<<32,
 		K1:         uint64(k.Sport) | uint64(k.Dport)<<16 | uint64(k.Proto)<<32 | uint64(cfg.CtGen&0xffffff)<<40 | pending,
-		LastSeenNs: coarseNow(t),
+		LastSeenNs: seen,
 		BackendId:  id,
 		Cookie:     d.state.backends[id].cookie,
 	}
 	n := int(d.objs.LbFlowCache.MaxEntries())
 	keys, vals := make([]uint32, n), make([]bpfLbFcEntry, n)
-	for i := range n {
-		keys[i], vals[i] = uint32(i), pend
+	for j := range n {
+		keys[j], vals[j] = uint32(j), pend
 	}
 	if _, err := d.objs.LbFlowCache.BatchUpdate(keys, vals, nil); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// recentTick is a time as lb_ct_recent holds it (conntrack.h lb_recent_tick).
+func recentTick(ns uint64) uint8 { return uint8((ns>>34)%255) + 1 }
+
+// markAllPend sets the pend time of every lb_ct_recent slot to tick.
+func markAllPend(t *testing.T, d *Datapath, tick uint8) {
+	t.Helper()
+	var line bpfLbRecentLine
+	for i := range line.Slot {
+		line.Slot[i].Pend = tick
+	}
+	n := int(d.objs.LbCtRecent.MaxEntries())
+	keys, vals := make([]uint32, n), make([]bpfLbRecentLine, n)
+	for i := range n {
+		keys[i], vals[i] = uint32(i), line
+	}
+	if _, err := d.objs.LbCtRecent.BatchUpdate(keys, vals, nil); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestLateSYNSkipsUnmarkedPending: a SYN reads its flow cache slot for a
+// pending choice only if lb_ct_recent says a SYN of its hash left one
+// within a pending choice's life. A choice written behind the program's
+// back (no mark) into every slot is not seen by the SYN; one the
+// program's own SYN left is (a retransmission keeps it).
+func TestLateSYNSkipsUnmarkedPending(t *testing.T) {
+	onOneCPU(t)
+	d, r, grown, f, want, other := pendingSetup(t)
+	plantPending(t, d, grown, f, other, coarseNow(t))
 	if got := r.send(f, true); got != want {
 		t.Fatalf("SYN with an unmarked pending choice for backend %d went to %d, want the consistent %d (no read)", other, got, want)
 	}
@@ -436,13 +473,61 @@ func TestLateSYNSkipsUnmarkedPending(t *testing.T) {
 	}
 }
 
+// TestLateRetransmitRemarksPending: a retransmitted SYN renews its pending
+// choice's life and, with it, its slot's pend time; otherwise a later
+// retransmission within the renewed life, but more than a pending choice's
+// life after the first SYN, would skip the read and could split the
+// handshake after a table change. (Suggested by the review of 462a42c.)
+func TestLateRetransmitRemarksPending(t *testing.T) {
+	onOneCPU(t)
+	d, r, grown, f, _, other := pendingSetup(t)
+	old := coarseNow(t) - uint64(50*time.Second) // within the 60 s syn-seen life, three ~17 s units back
+	plantPending(t, d, grown, f, other, old)
+	markAllPend(t, d, recentTick(old))
+	before := recentTick(coarseNow(t))
+	if got := r.send(f, true); got != other {
+		t.Fatalf("retransmission went to %d, want its pending choice %d", got, other)
+	}
+	after := recentTick(coarseNow(t))
+	var renewed int
+	for i := range d.objs.LbCtRecent.MaxEntries() {
+		var l bpfLbRecentLine
+		if err := d.objs.LbCtRecent.Lookup(i, &l); err != nil {
+			t.Fatal(err)
+		}
+		for _, s := range l.Slot {
+			if s.Pend == before || s.Pend == after {
+				renewed++
+			}
+		}
+	}
+	if renewed != 1 {
+		t.Fatalf("%d slots marked now after the retransmission renewed its pending choice, want its own 1", renewed)
+	}
+}
+
 // TestRecentSized: lb_ct_recent holds four two-byte slots per conntrack
-// entry, packed into 64-byte values (one-byte values would each take 8
+// entry, packed 32 to a 64-byte value (two-byte values would each take 8
 // bytes of the array), and the program's mask addresses exactly them.
 func TestRecentSized(t *testing.T) {
-	d := mustOpen(t, Options{ConntrackSize: 65536})
-	m := d.objs.LbCtRecent
-	if got, want := uint64(m.MaxEntries())*uint64(m.ValueSize()), uint64(4*65536*2); got != want {
-		t.Fatalf("lb_ct_recent is %d entries of %d bytes (%d), want %d bytes", m.MaxEntries(), m.ValueSize(), got, want)
+	for _, n := range []uint32{1, 1 << 14, 100_000, 1 << 20} {
+		d := mustOpen(t, Options{ConntrackSize: n})
+		m := d.objs.LbCtRecent
+		slots := uint64(4 * max(n, 1<<14))
+		if m.ValueSize() != 64 || uint64(m.MaxEntries())*32 < slots || uint64(m.MaxEntries())*16 >= slots {
+			t.Errorf("conntrack %d: lb_ct_recent is %d values of %d bytes, want 64-byte values holding the first power of two >= %d slots",
+				n, m.MaxEntries(), m.ValueSize(), slots)
+		}
+		spec, err := d.spec()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var mask uint32
+		if err := spec.Variables[bpfVarLbRecentMask].Get(&mask); err != nil {
+			t.Fatal(err)
+		}
+		if uint64(mask)+1 != uint64(m.MaxEntries())*32 {
+			t.Errorf("conntrack %d: lb_recent_mask %#x, want %d slots - 1", n, mask, m.MaxEntries()*32)
+		}
 	}
 }

@@ -6,7 +6,8 @@
 //   - direct:  the client's neighbour entry for the VIP points at backend b1,
 //     which holds the VIP on lo (DSR by hand, no balancer): the limit.
 //   - dsrlb:   lbd runs on the balancer, the client reaches the VIP through
-//     it (roundrobin over every backend), replies go straight back.
+//     it (roundrobin over every backend, or the -sched scheduler), replies
+//     go straight back.
 //   - haproxy: Debian's HAProxy in TCP mode in the balancer's namespace on
 //     192.0.2.20:80, roundrobin over the same backends (full proxy: both
 //     directions cross the balancer).
@@ -18,8 +19,8 @@
 //     load (use -backends 1 so that both send everything to b1).
 //   - track:   (not in the default modes) as floor, with floor_vip_track:
 //     floor_vip plus an LRU lookup of each TCP/UDP flow to the VIP, inserted
-//     on a miss: the least a balancer that remembers flows costs under the
-//     same load.
+//     on a miss, in a table of lbd's conntrack size (-conntrack): the least
+//     a balancer that remembers flows costs under the same load.
 //
 // wrk, in the client's namespace, opens a new connection for every request
 // (Connection: close) for a fixed duration per cell; each cell (mode x
@@ -59,6 +60,7 @@ import (
 
 	"github.com/dsrlb/dsrlb/integration/topo"
 	"github.com/dsrlb/dsrlb/lbd/datapath/floor"
+	"github.com/dsrlb/dsrlb/shared/config"
 )
 
 // haproxyAddr is where HAProxy listens: the balancer's second address, so
@@ -77,6 +79,8 @@ type options struct {
 	modes       []string
 	backends    int
 	rssServices int
+	sched       string // scheduler of the benchmark service
+	conntrack   int    // lbd's conntrack size, and floor_vip_track's table
 }
 
 func main() {
@@ -92,6 +96,8 @@ func main() {
 	flag.StringVar(&modes, "modes", "direct,dsrlb,haproxy", "paths to measure, comma-separated (direct first: ratios are to it); floor, track: the reference programs floor_vip, floor_vip_track instead of lbd's")
 	flag.IntVar(&o.backends, "backends", 3, "backends (1..9)")
 	flag.IntVar(&o.rssServices, "rss-services", 1000, "services in the configuration lbd is reloaded with to read its RSS (0 skips)")
+	flag.StringVar(&o.sched, "sched", "roundrobin", "scheduler of the benchmark service: roundrobin (as HAProxy's balance roundrobin), maglev (lbd's default) or source")
+	flag.IntVar(&o.conntrack, "conntrack", config.DefaultConntrackSize, "lbd's balancer.conntrack.size, and the size of floor_vip_track's flow table (track mode), so that both remember flows in tables of one size")
 	flag.Parse()
 	if err := o.parse(sizes, modes); err != nil {
 		fmt.Fprintln(os.Stderr, "dsrlb-bench:", err)
@@ -154,6 +160,10 @@ func (o *options) parse(sizes, modes string) error {
 		return fmt.Errorf("-backends %d: want 1..9", o.backends)
 	case o.rssServices < 0 || o.rssServices > 4000:
 		return fmt.Errorf("-rss-services %d: want 0..4000", o.rssServices)
+	case !slices.Contains([]string{"roundrobin", "maglev", "source"}, o.sched):
+		return fmt.Errorf("-sched %q: want roundrobin, maglev or source", o.sched)
+	case o.conntrack < config.MinConntrackSize || o.conntrack > config.MaxConntrackSize:
+		return fmt.Errorf("-conntrack %d: want %d..%d (balancer.conntrack.size)", o.conntrack, config.MinConntrackSize, config.MaxConntrackSize)
 	}
 	return nil
 }
@@ -238,9 +248,9 @@ const checkEvery = 2 * time.Second
 
 func (b *bench) setup(ctx context.Context) error {
 	tp := b.tp
-	svc := tp.WebService("web", topo.VIP4, "roundrobin", tp.Backends...)
+	svc := tp.WebService("web", topo.VIP4, b.o.sched, tp.Backends...)
 	svc.Check = topo.Check{Type: "tcp", Interval: checkEvery, Timeout: time.Second, Rise: 1, Fall: 3, Port: topo.HTTPPort}
-	if _, err := tp.WriteConfig(topo.Config{Services: []topo.Service{svc}}); err != nil {
+	if _, err := tp.WriteConfig(topo.Config{Services: []topo.Service{svc}, ConntrackSize: b.o.conntrack}); err != nil {
 		return err
 	}
 	if out, err := tp.Lbd(ctx, "validate"); err != nil {
@@ -641,7 +651,7 @@ func (b *bench) loadRefs() error {
 		if !slices.Contains(b.o.modes, mode) {
 			continue
 		}
-		ref, err := loadRef(mode, tp.Backends[0].MAC, tp.Balancer.MAC)
+		ref, err := loadRef(mode, tp.Backends[0].MAC, tp.Balancer.MAC, uint32(b.o.conntrack))
 		if err != nil {
 			return err
 		}
@@ -657,10 +667,10 @@ func (b *bench) loadRefs() error {
 }
 
 // loadRef loads mode's program for the VIP: floor_vip for floor,
-// floor_vip_track for track.
-func loadRef(mode string, dst, src net.HardwareAddr) (*refProg, error) {
+// floor_vip_track for track, with a flow table of size entries.
+func loadRef(mode string, dst, src net.HardwareAddr, size uint32) (*refProg, error) {
 	if mode == "track" {
-		t, err := floor.LoadVIPTrack(topo.VIP4, dst, src)
+		t, err := floor.LoadVIPTrack(topo.VIP4, dst, src, size)
 		if err != nil {
 			return nil, err
 		}

@@ -48,7 +48,7 @@ func LoadVIP(vip netip.Addr, dst, src net.HardwareAddr) (*ebpf.Program, error) {
 	var objs struct {
 		Prog *ebpf.Program `ebpf:"floor_vip"`
 	}
-	if err := loadVIP("floor_vip", vip, dst, src, &objs); err != nil {
+	if err := loadVIP("floor_vip", vip, dst, src, &objs, nil); err != nil {
 		return nil, err
 	}
 	return objs.Prog, nil
@@ -57,18 +57,25 @@ func LoadVIP(vip netip.Addr, dst, src net.HardwareAddr) (*ebpf.Program, error) {
 // VIPTrack is floor_vip_track and the LRU hash it remembers flows in.
 type VIPTrack struct {
 	Prog  *ebpf.Program
-	Flows *ebpf.Map // floor_vip_ct: key 16 B, value 16 B, 65536 entries
+	Flows *ebpf.Map // floor_vip_ct: key 16 B, value 16 B
 }
 
 // LoadVIPTrack loads floor_vip_track, floor_vip plus an LRU lookup (and
-// insert on a miss) of each TCP/UDP flow to vip: the reference for real
-// traffic of a balancer that remembers flows. The caller closes it.
-func LoadVIPTrack(vip netip.Addr, dst, src net.HardwareAddr) (*VIPTrack, error) {
+// insert on a miss) of each TCP/UDP flow to vip in a table of size
+// entries (0: the 65,536 compiled in): the reference for real traffic of
+// a balancer that remembers flows, sized as the balancer's table is. The
+// caller closes it.
+func LoadVIPTrack(vip netip.Addr, dst, src net.HardwareAddr, size uint32) (*VIPTrack, error) {
 	var objs struct {
 		Prog  *ebpf.Program `ebpf:"floor_vip_track"`
 		Flows *ebpf.Map     `ebpf:"floor_vip_ct"`
 	}
-	if err := loadVIP("floor_vip_track", vip, dst, src, &objs); err != nil {
+	err := loadVIP("floor_vip_track", vip, dst, src, &objs, func(spec *ebpf.CollectionSpec) {
+		if size > 0 {
+			spec.Maps[floorMapFloorVipCt].MaxEntries = size
+		}
+	})
+	if err != nil {
 		return nil, err
 	}
 	return &VIPTrack{Prog: objs.Prog, Flows: objs.Flows}, nil
@@ -81,8 +88,9 @@ func (t *VIPTrack) Close() error {
 }
 
 // loadVIP sets floor_vip's settings (shared by the programs for real
-// traffic) and loads into objs what it names; name is for errors.
-func loadVIP(name string, vip netip.Addr, dst, src net.HardwareAddr, objs any) error {
+// traffic), lets adjust change the spec further (nil: nothing), and loads
+// into objs what it names; name is for errors.
+func loadVIP(name string, vip netip.Addr, dst, src net.HardwareAddr, objs any, adjust func(*ebpf.CollectionSpec)) error {
 	if !vip.Is4() || len(dst) != 6 || len(src) != 6 {
 		return fmt.Errorf("load %s: want an IPv4 VIP and two Ethernet addresses, got %s %s %s", name, vip, dst, src)
 	}
@@ -98,6 +106,9 @@ func loadVIP(name string, vip netip.Addr, dst, src net.HardwareAddr, objs any) e
 	}
 	if err := spec.Variables[floorVarFloorVipMacs].Set(macs); err != nil {
 		return fmt.Errorf("set %s MACs: %w", name, err)
+	}
+	if adjust != nil {
+		adjust(spec)
 	}
 	if err := spec.LoadAndAssign(objs, nil); err != nil {
 		return fmt.Errorf("load %s: %w", name, err)
