@@ -110,9 +110,10 @@
 //     of lb_flow_cache (under Go's generation only: the program's own
 //     bumps retire copies, not pending choices; a retransmitted SYN
 //     finding it keeps it, and is no new flow; a SYN reads its slot only
-//     if lb_ct_recent says a SYN of its hash may have left one); the handshake's ACK on that
-//     CPU inserts the entry with the SYN's backend (even if the table
-//     changed meanwhile, as long as that backend is up or draining), over
+//     if lb_ct_recent says a SYN of its hash may have left one); the
+//     handshake's ACK on that CPU inserts the entry with the SYN's backend
+//     (even if the table changed meanwhile, as long as that backend is up
+//     or draining), over
 //     a closing, closed or expired entry in place (ports reused: counted
 //     renewed). A RST, an ICMP error or a fragment after the SYN follows
 //     the pending choice and tracks nothing. A later packet that finds neither

@@ -798,8 +798,8 @@ func ms(d time.Duration) string { return fmt.Sprintf("%.2f", float64(d.Microseco
 
 func table(o options, cells []cell) string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "\nEnd to end: wrk -t%d -c%d, new connection per request, %v per cell, median of %d runs (ratio = / direct)\n\n",
-		o.threads, o.conns, o.duration, o.runs)
+	fmt.Fprintf(&b, "\nEnd to end: wrk -t%d -c%d, new connection per request, %v per cell, median of %d runs (ratio = / direct); service %s, conntrack %d\n\n",
+		o.threads, o.conns, o.duration, o.runs, o.sched, o.conntrack)
 	b.WriteString("| response | path | req/s | × | MB/s | × | p50 ms | × | p99 ms | × | req/s min–max | errors | CPU busy | CPU µs/req |\n")
 	b.WriteString("|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n")
 	for _, sz := range o.sizes {
