@@ -81,6 +81,7 @@ type options struct {
 	rssServices int
 	sched       string // scheduler of the benchmark service
 	conntrack   int    // lbd's conntrack size, and floor_vip_track's table
+	forwardCPU  int    // -1, or the CPU given to forwarding alone (cpus.go)
 }
 
 func main() {
@@ -98,6 +99,7 @@ func main() {
 	flag.IntVar(&o.rssServices, "rss-services", 1000, "services in the configuration lbd is reloaded with to read its RSS (0 skips)")
 	flag.StringVar(&o.sched, "sched", "roundrobin", "scheduler of the benchmark service: roundrobin (as HAProxy's balance roundrobin), maglev (lbd's default) or source")
 	flag.IntVar(&o.conntrack, "conntrack", config.DefaultConntrackSize, "lbd's balancer.conntrack.size, and the size of floor_vip_track's flow table (track mode), so that both remember flows in tables of one size")
+	flag.IntVar(&o.forwardCPU, "forward-cpu", -1, "give this CPU to forwarding alone: RPS steers the balancer's received frames to it, every process and the other hosts' receive processing run on the other CPUs (-1: share every CPU)")
 	flag.Parse()
 	if err := o.parse(sizes, modes); err != nil {
 		fmt.Fprintln(os.Stderr, "dsrlb-bench:", err)
@@ -165,6 +167,9 @@ func (o *options) parse(sizes, modes string) error {
 	case o.conntrack < config.MinConntrackSize || o.conntrack > config.MaxConntrackSize:
 		return fmt.Errorf("-conntrack %d: want %d..%d (balancer.conntrack.size)", o.conntrack, config.MinConntrackSize, config.MaxConntrackSize)
 	}
+	if _, err := newCPUPlan(o.forwardCPU); err != nil {
+		return err
+	}
 	return nil
 }
 
@@ -182,6 +187,7 @@ type bench struct {
 	// floor and track modes: their reference program, the balancer's interface.
 	refs      map[string]*refProg
 	lbIfindex int
+	cpus      cpuPlan // -forward-cpu
 }
 
 // refProg is a reference program of bpf/bench/floor.c loaded for a mode.
@@ -201,7 +207,11 @@ func run(ctx context.Context, o options) error {
 	if err != nil {
 		return err
 	}
-	b := &bench{o: o, tp: tp, counts: map[int]*bpfRun{}, refs: map[string]*refProg{}}
+	cpus, err := newCPUPlan(o.forwardCPU) // checked by parse
+	if err != nil {
+		return err
+	}
+	b := &bench{o: o, tp: tp, counts: map[int]*bpfRun{}, refs: map[string]*refProg{}, cpus: cpus}
 	defer func() {
 		for _, r := range b.refs {
 			r.close()
@@ -259,7 +269,16 @@ func (b *bench) setup(ctx context.Context) error {
 	if _, err := tp.PrepareBackends(ctx); err != nil {
 		return err
 	}
-	if _, err := tp.StartServers(ctx); err != nil {
+	servers, err := tp.StartServers(ctx)
+	if err != nil {
+		return err
+	}
+	for _, p := range servers {
+		if err := b.cpus.pin(ctx, p.PID()); err != nil {
+			return err
+		}
+	}
+	if err := b.cpus.steer(ctx, tp); err != nil {
 		return err
 	}
 	// One client making every request on a new connection: widen its
@@ -274,6 +293,9 @@ func (b *bench) setup(ctx context.Context) error {
 	if slices.Contains(b.o.modes, "dsrlb") {
 		var err error
 		if b.lbd, err = tp.StartLbd(); err != nil {
+			return err
+		}
+		if err := b.cpus.pin(ctx, b.lbd.PID()); err != nil {
 			return err
 		}
 		var want []string
@@ -297,6 +319,9 @@ func (b *bench) setup(ctx context.Context) error {
 		}
 		p, err := tp.Start(tp.Balancer, "haproxy", "haproxy", "-db", "-f", cfg)
 		if err != nil {
+			return err
+		}
+		if err := b.cpus.pin(ctx, p.PID()); err != nil {
 			return err
 		}
 		if err := topo.WaitServing(ctx, tp.Client.HTTPClient(false, netip.Addr{}), "http://"+haproxyAddr.String()+"/", nil, 10*time.Second); err != nil {
@@ -481,8 +506,9 @@ func (b *bench) cell(ctx context.Context, mode string, size int, d time.Duration
 	wctx, cancel := context.WithTimeout(ctx, d+30*time.Second)
 	defer cancel()
 	cpu0 := readCPU()
-	out, err := tp.Client.NS.Run(wctx, "wrk", "-t", strconv.Itoa(b.o.threads), "-c", strconv.Itoa(b.o.conns),
+	name, args := b.cpus.command("wrk", "-t", strconv.Itoa(b.o.threads), "-c", strconv.Itoa(b.o.conns),
 		"-d", fmt.Sprintf("%ds", int(d.Round(time.Second).Seconds())), "--timeout", "5s", "--latency", "-H", "Connection: close", url)
+	out, err := tp.Client.NS.Run(wctx, name, args...)
 	if err != nil {
 		return c, fmt.Errorf("wrk %s: %w\n%s", mode, err, out)
 	}
@@ -798,8 +824,8 @@ func ms(d time.Duration) string { return fmt.Sprintf("%.2f", float64(d.Microseco
 
 func table(o options, cells []cell) string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "\nEnd to end: wrk -t%d -c%d, new connection per request, %v per cell, median of %d runs (ratio = / direct); service %s, conntrack %d\n\n",
-		o.threads, o.conns, o.duration, o.runs, o.sched, o.conntrack)
+	fmt.Fprintf(&b, "\nEnd to end: wrk -t%d -c%d, new connection per request, %v per cell, median of %d runs (ratio = / direct); service %s, conntrack %d%s\n\n",
+		o.threads, o.conns, o.duration, o.runs, o.sched, o.conntrack, forwardNote(o.forwardCPU))
 	b.WriteString("| response | path | req/s | × | MB/s | × | p50 ms | × | p99 ms | × | req/s min–max | errors | CPU busy | CPU µs/req |\n")
 	b.WriteString("|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n")
 	for _, sz := range o.sizes {
@@ -928,4 +954,12 @@ func procStatus(pid int) (map[string]float64, error) {
 func tail(s string, n int) string {
 	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
 	return strings.Join(lines[max(0, len(lines)-n):], "\n")
+}
+
+// forwardNote says, for the table's header, which CPU forwarded alone.
+func forwardNote(cpu int) string {
+	if cpu < 0 {
+		return ""
+	}
+	return fmt.Sprintf("; CPU %d forwards alone (-forward-cpu)", cpu)
 }
