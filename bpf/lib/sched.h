@@ -99,9 +99,9 @@ static __always_inline int lb_tracks_late(const struct lb_pkt *pkt, const struct
  * The flow's lb_ct_recent slot (within one cache line) decides which of
  * the two reads are needed: a new flow's SYN usually makes neither, and
  * only writes its flow cache slot. ("Usually": a pending mark counts for
- * about 70-86 s with the 60 s closing timeout, so above roughly slots / 86 s
- * new SYNs a second, 49,000 with 4 Mi slots, most slots are marked and
- * SYNs read their flow cache slot again, as they all did before.) */
+ * 86-103 s with the 60 s closing timeout, so above roughly slots / 100 s
+ * new SYNs a second, 41,000-49,000 with 4 Mi slots, most slots are marked
+ * and SYNs read their flow cache slot again, as they all did before.) */
 static __always_inline struct lb_backend *lb_syn_late(const struct lb_pkt *pkt, const struct lb_service *svc,
 						      const struct lb_config *cfg, __u64 now, __u32 *id, int *is_new)
 {

@@ -49,9 +49,10 @@
 //     program's conntrack looks every SYN up for the first timeout
 //     (lb_recent_since_ns). Packing the slots matters: an array rounds each
 //     value up to 8 bytes (one-byte values took 32 MiB), and a slot never
-//     straddles two cache lines. Above roughly slots / 86 s new SYNs a second
-//     (49,000 with 4 Mi slots) most pending marks are set and SYNs read their
-//     flow cache slot again.
+//     straddles two cache lines. A pending mark counts for 86-103 s (60 s
+//     closing timeout): above roughly slots / 100 s new SYNs a second
+//     (41,000-49,000 with 4 Mi slots) most are set and SYNs read their flow
+//     cache slot again.
 //   - lb_flow_cache (array, 8,192 entries per CPU, not pinned): copies of established IPv4
 //     lb_ct4 entries, and the pending choices of SYNs tracked late (below),
 //     so a busy flow's packets skip the LRU lookup; a copy is

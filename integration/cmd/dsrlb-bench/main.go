@@ -170,6 +170,11 @@ func (o *options) parse(sizes, modes string) error {
 	if _, err := newCPUPlan(o.forwardCPU); err != nil {
 		return err
 	}
+	if o.forwardCPU >= 0 && slices.Contains(o.modes, "haproxy") {
+		// HAProxy is a full proxy: its work is in the processes pinned
+		// off the forwarding CPU, and its receive path is steered onto it.
+		return fmt.Errorf("-forward-cpu measures in-kernel forwarding (dsrlb, floor, track); measure haproxy without it")
+	}
 	return nil
 }
 
@@ -212,6 +217,9 @@ func run(ctx context.Context, o options) error {
 		return err
 	}
 	b := &bench{o: o, tp: tp, counts: map[int]*bpfRun{}, refs: map[string]*refProg{}, cpus: cpus}
+	if err := cpus.pinSelf(ctx); err != nil {
+		return err
+	}
 	defer func() {
 		for _, r := range b.refs {
 			r.close()

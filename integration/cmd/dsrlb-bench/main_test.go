@@ -1,11 +1,13 @@
 package main
 
 import (
-	"runtime"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // TestParseModes: -modes takes every path the bench measures, track too,
@@ -52,9 +54,10 @@ func TestParseSchedConntrack(t *testing.T) {
 	}
 }
 
-// TestCPUPlan: -forward-cpu splits the machine's CPUs into the forwarding
-// one and the others, as taskset lists and rps_cpus bitmaps, refuses a CPU
-// the machine lacks, and -1 changes nothing.
+// TestCPUPlan: -forward-cpu splits this process's CPUs into the
+// forwarding one and the others, as taskset lists and rps_cpus bitmaps,
+// refuses a CPU it may not use and any other negative value, and -1
+// changes nothing; haproxy cannot be measured with it.
 func TestCPUPlan(t *testing.T) {
 	if p, err := newCPUPlan(-1); err != nil || p.active() {
 		t.Fatalf("-1: %+v, %v; want no plan", p, err)
@@ -62,20 +65,42 @@ func TestCPUPlan(t *testing.T) {
 	if name, args := (cpuPlan{fwd: -1}).command("wrk", "-t", "2"); name != "wrk" || !slices.Equal(args, []string{"-t", "2"}) {
 		t.Errorf("no plan runs %s %q, want wrk itself", name, args)
 	}
-	if _, err := newCPUPlan(runtime.NumCPU()); err == nil || !strings.Contains(err.Error(), "-forward-cpu") {
-		t.Errorf("a CPU past the last: %v, want refused", err)
+	var set unix.CPUSet
+	if err := unix.SchedGetaffinity(0, &set); err != nil {
+		t.Fatal(err)
 	}
-	if runtime.NumCPU() < 2 {
-		t.Skip("one CPU: no plan possible")
+	var cpus []int
+	for c := range 1024 {
+		if set.IsSet(c) {
+			cpus = append(cpus, c)
+		}
 	}
-	p, err := newCPUPlan(1)
+	for _, bad := range []int{-5, cpus[len(cpus)-1] + 1} {
+		if _, err := newCPUPlan(bad); err == nil || !strings.Contains(err.Error(), "-forward-cpu") {
+			t.Errorf("-forward-cpu %d: %v, want refused", bad, err)
+		}
+	}
+	if len(cpus) < 2 || cpus[len(cpus)-1] > 31 {
+		t.Skipf("CPUs %v: no plan possible here", cpus)
+	}
+	fwd := cpus[len(cpus)-1]
+	p, err := newCPUPlan(fwd)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if p.fwdMask != "2" || strings.Contains(","+p.others+",", ",1,") || !strings.HasPrefix(p.others, "0") {
-		t.Errorf("CPU 1: mask %s, others %q; want mask 2 and every CPU but 1", p.fwdMask, p.others)
+	var others []string
+	var mask uint64
+	for _, c := range cpus[:len(cpus)-1] {
+		others, mask = append(others, strconv.Itoa(c)), mask|1<<c
+	}
+	if p.fwdMask != strconv.FormatUint(1<<fwd, 16) || p.others != strings.Join(others, ",") || p.othersMask != strconv.FormatUint(mask, 16) {
+		t.Errorf("CPU %d of %v: %+v; want masks %x and %x, others %q", fwd, cpus, p, 1<<fwd, mask, strings.Join(others, ","))
 	}
 	if name, args := p.command("wrk", "-t", "2"); name != "taskset" || !slices.Equal(args[:3], []string{"-c", p.others, "wrk"}) {
 		t.Errorf("plan runs %s %q, want wrk under taskset -c %s", name, args, p.others)
+	}
+	o := options{duration: 6 * time.Second, runs: 3, conns: 32, threads: 2, backends: 1, sched: "maglev", conntrack: 1 << 20, forwardCPU: fwd}
+	if err := o.parse("64", "dsrlb,haproxy"); err == nil || !strings.Contains(err.Error(), "measure haproxy without it") {
+		t.Errorf("-forward-cpu with haproxy: %v, want refused", err)
 	}
 }
