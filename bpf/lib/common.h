@@ -238,8 +238,8 @@ struct lb_ct_counters {
 /* lb_ct_recent: two-byte slots (a power of two of them, lbd sizes it at
  * four per conntrack entry; LB_RECENT_SLOTS is the placeholder), packed 32
  * to a 64-byte map value so that the map is as large as its slots (an
- * array rounds each value up to 8 bytes); values are not aligned to cache
- * lines, but a two-byte slot at an even offset never straddles two.
+ * array rounds each value up to 8 bytes), each value one cache line
+ * (maps.h LB_MAP_LINES).
  * Each holds two times, in units of 2^LB_RECENT_SHIFT ns (~17 s) modulo
  * 255, plus one (0: never): when an lb_ct4 entry hashing to it was last
  * written, and when a SYN hashing to it last left a pending choice in its

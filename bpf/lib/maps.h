@@ -100,12 +100,17 @@ struct {
  * holds the pending choice of a SYN tracked late (sched.h): a SYN flood
  * displaces cached copies (their flows take the LRU path: slower, same
  * answer), never an entry. Not pinned: a cache, each loaded
- * program has its own. */
+ * program has its own. BPF_F_MMAPABLE only for where its values start: a
+ * plain array's start 312 bytes into its allocation (56 modulo 64), so
+ * every other 32-byte entry would straddle two cache lines; an mmapable
+ * array's start on a page (LB_MAP_LINES). */
+#define LB_MAP_LINES BPF_F_MMAPABLE
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__type(key, __u32);
 	__type(value, struct lb_fc_entry);
 	__uint(max_entries, LB_FC_SLOTS);
+	__uint(map_flags, LB_MAP_LINES);
 } lb_flow_cache SEC(".maps");
 
 /* hash of an IPv4 flow -> when an lb_ct4 entry of that hash was last
@@ -121,6 +126,7 @@ struct {
 	__type(key, __u32);
 	__type(value, struct lb_recent_line);
 	__uint(max_entries, LB_RECENT_SLOTS / LB_RECENT_PER_LINE);
+	__uint(map_flags, LB_MAP_LINES); /* each value one cache line */
 } lb_ct_recent SEC(".maps");
 
 /* (client, VIP, proto, IP id) -> ports of the datagram, written by its

@@ -53,7 +53,9 @@
 //     closing timeout): above roughly slots / 100 s new SYNs a second
 //     (41,000-49,000 with 4 Mi slots) most are set and SYNs read their flow
 //     cache slot again.
-//   - lb_flow_cache (array, 8,192 entries per CPU, not pinned): copies of established IPv4
+//   - lb_flow_cache (array, 8,192 entries per CPU, not pinned; mmapable, like
+//     lb_ct_recent, only so that its values start on a page and no entry
+//     spans two cache lines): copies of established IPv4
 //     lb_ct4 entries, and the pending choices of SYNs tracked late (below),
 //     so a busy flow's packets skip the LRU lookup; a copy is
 //     trusted for at most the 1 s refresh interval and only under the

@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cilium/ebpf"
 	"golang.org/x/sys/unix"
 )
 
@@ -528,6 +529,22 @@ func TestRecentSized(t *testing.T) {
 		}
 		if uint64(mask)+1 != uint64(m.MaxEntries())*32 {
 			t.Errorf("conntrack %d: lb_recent_mask %#x, want %d slots - 1", n, mask, m.MaxEntries()*32)
+		}
+	}
+}
+
+// TestCacheMapsLineAligned: the flow cache and lb_ct_recent are mmapable
+// arrays, whose values start on a page (a plain array's start 56 bytes
+// into a cache line, so every other 32-byte flow cache entry would span
+// two lines, and every lb_ct_recent value would).
+func TestCacheMapsLineAligned(t *testing.T) {
+	d := mustOpen(t, Options{ConntrackSize: 65536})
+	for name, m := range map[string]*ebpf.Map{"lb_flow_cache": d.objs.LbFlowCache, "lb_ct_recent": d.objs.LbCtRecent} {
+		if m.Flags()&unix.BPF_F_MMAPABLE == 0 {
+			t.Errorf("%s: flags %#x, want BPF_F_MMAPABLE (values page-aligned)", name, m.Flags())
+		}
+		if 64%m.ValueSize() != 0 && m.ValueSize()%64 != 0 {
+			t.Errorf("%s: %d-byte values do not tile cache lines", name, m.ValueSize())
 		}
 	}
 }
