@@ -130,12 +130,21 @@ const volatile __u64 lb_recent_since_ns = 0;
 /* lb_ct_recent's size minus one (a power of two), set by lbd before load. */
 const volatile __u32 lb_recent_mask = LB_RECENT_SLOTS - 1;
 
-/* lb_recent_slot is k's slot of lb_ct_recent. */
-static __always_inline struct lb_recent *lb_recent_slot(const struct lb_ct4_key *k)
+/* lb_ct4_words is an lb_ct4 key as the two u64 words the flow cache and
+ * lb_ct_recent hash (its padding zero). */
+static __always_inline void lb_ct4_words(const struct lb_ct4_key *k, __u64 *k0, __u64 *k1)
 {
-	__u64 k0 = (__u64)k->saddr | (__u64)k->daddr << 32;
-	__u64 k1 = (__u64)k->sport | (__u64)k->dport << 16 | (__u64)k->proto << 32;
-	__u32 slot = (__u32)((((k0 * 0xc2b2ae3d27d4eb4fULL) ^ k1) * 0x9e3779b97f4a7c15ULL) >> 32) & lb_recent_mask;
+	*k0 = (__u64)k->saddr | (__u64)k->daddr << 32;
+	*k1 = (__u64)k->sport | (__u64)k->dport << 16 | (__u64)k->proto << 32;
+}
+
+/* lb_recent_slot is the lb_ct_recent slot of the flow whose key words are
+ * k0 and k1 (lb_ct4_words; a flow cache key's generation bits in k1 are
+ * not hashed). */
+static __always_inline struct lb_recent *lb_recent_slot(__u64 k0, __u64 k1)
+{
+	__u32 slot = (__u32)((((k0 * 0xc2b2ae3d27d4eb4fULL) ^ (k1 & LB_FC_FLOW_BITS)) * 0x9e3779b97f4a7c15ULL) >> 32) &
+		     lb_recent_mask;
 	__u32 line = slot / LB_RECENT_PER_LINE;
 	struct lb_recent_line *l = bpf_map_lookup_elem(&lb_ct_recent, &line);
 
@@ -155,7 +164,11 @@ static __always_inline __u8 lb_recent_tick(__u64 now)
  * before the entry is: the mark is never older than any entry's time. */
 static __always_inline void lb_recent_mark(const struct lb_ct4_key *k, __u64 now)
 {
-	struct lb_recent *r = lb_recent_slot(k);
+	struct lb_recent *r;
+	__u64 k0, k1;
+
+	lb_ct4_words(k, &k0, &k1);
+	r = lb_recent_slot(k0, k1);
 
 	if (r)
 		r->entry = lb_recent_tick(now);
@@ -231,8 +244,8 @@ static __always_inline __u64 lb_fc_pkey(__u64 k1, const struct lb_config *cfg)
  * two words, the generation in k1's padding bits. */
 static __always_inline void lb_fc_key(const struct lb_ct4_key *k, const struct lb_config *cfg, __u64 *k0, __u64 *k1)
 {
-	*k0 = (__u64)k->saddr | (__u64)k->daddr << 32;
-	*k1 = (__u64)k->sport | (__u64)k->dport << 16 | (__u64)k->proto << 32 | lb_fc_gen(cfg);
+	lb_ct4_words(k, k0, k1);
+	*k1 |= lb_fc_gen(cfg);
 }
 
 /* lb_fc_slot is the flow's cache entry on this CPU (any flow may be in it).
@@ -318,16 +331,11 @@ static __always_inline void lb_fc_keep(struct lb_fc_entry *fc, __u64 k0, __u64 k
 static __always_inline struct lb_backend *lb_fc_pending(const struct lb_fc_entry *fc, __u64 k0, __u64 k1,
 							const struct lb_config *cfg, __u64 now)
 {
-	struct lb_backend *be;
-
 	if (fc->k0 != k0 || fc->k1 != lb_fc_pkey(k1, cfg))
 		return NULL;
 	if ((__s64)(now - fc->last_seen_ns) >= (__s64)lb_ct_timeout(cfg, IPPROTO_TCP, LB_CT_SYN_SEEN))
 		return NULL;
-	be = lb_backend_holds(&fc->backend_id, fc->cookie);
-	if (!be)
-		return NULL;
-	return be;
+	return lb_backend_holds(&fc->backend_id, fc->cookie);
 }
 
 /* lb_fc_pend records, in the flow's slot fc on this CPU, the backend chosen
@@ -348,6 +356,23 @@ static __always_inline void lb_fc_pend(struct lb_fc_entry *fc, __u64 k0, __u64 k
 }
 
 static __always_inline struct lb_ct_counters *lb_ct_counters(void);
+
+/* lb_ct_renew rewrites in place an entry that no longer stands (closing,
+ * closed, expired, its backend gone) with ct: a new connection on reused
+ * ports. Backend and cookie go in one store, so that no reader pairs one
+ * with the other's old value; if the backend changed, other CPUs' copies
+ * of an IPv4 entry go (is4). Counted renewed (c may be NULL). */
+static __always_inline void lb_ct_renew(struct lb_ct_entry *old, const struct lb_ct_entry *ct, int is4,
+					struct lb_ct_counters *c)
+{
+	if (is4 && *(__u64 *)&old->backend_id != *(const __u64 *)&ct->backend_id)
+		lb_fc_invalidate();
+	*(__u64 *)&old->backend_id = *(const __u64 *)&ct->backend_id;
+	old->state = ct->state;
+	old->last_seen_ns = ct->last_seen_ns;
+	if (c)
+		c->renewed++;
+}
 
 /* lb_ct_standing returns the backend of a TCP entry that stands: valid and
  * not closing, so it keeps its flow against a SYN on its ports (a spoof
@@ -405,15 +430,7 @@ static __always_inline struct lb_backend *lb_fc_commit(struct lb_fc_entry *fc, _
 			fc->k1 = 0;
 			return NULL;
 		}
-		/* As lb_ct_insert renews: backend and cookie in one store, and
-		 * other CPUs' copies of the old entry go. */
-		if (*(__u64 *)&old->backend_id != *(__u64 *)&ct.backend_id)
-			lb_fc_invalidate();
-		*(__u64 *)&old->backend_id = *(__u64 *)&ct.backend_id;
-		old->state = ct.state;
-		old->last_seen_ns = now;
-		if (c)
-			c->renewed++;
+		lb_ct_renew(old, &ct, 1, c);
 	}
 	lb_fc_keep(fc, k0, k1, &ct);
 	return be;
@@ -564,21 +581,15 @@ static __always_inline void lb_ct_insert(const struct lb_flow *flow, __u32 id, c
 	struct lb_ct_counters *c = lb_ct_counters();
 
 	if (stale) {
-		/* Renewed onto another backend: copies of the old entry in
-		 * other CPUs' caches must go. */
-		if (lb_flow_is4(flow)) {
+		int is4 = lb_flow_is4(flow);
+
+		if (is4) {
 			struct lb_ct4_key k = {};
 
-			if (*(__u64 *)&stale->backend_id != *(__u64 *)&ct.backend_id)
-				lb_fc_invalidate();
 			lb_ct4_key(flow, &k);
 			lb_recent_mark(&k, now);
 		}
-		*(__u64 *)&stale->backend_id = *(__u64 *)&ct.backend_id;
-		stale->state = ct.state;
-		stale->last_seen_ns = now;
-		if (c)
-			c->renewed++;
+		lb_ct_renew(stale, &ct, is4, c);
 		return;
 	}
 	if (lb_ct_add(flow, &ct) == 0 && c)

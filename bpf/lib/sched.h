@@ -114,7 +114,7 @@ static __always_inline struct lb_backend *lb_syn_late(const struct lb_pkt *pkt, 
 
 	lb_ct4_key(&pkt->flow, &k);
 	lb_fc_key(&k, cfg, &k0, &k1);
-	r = lb_recent_slot(&k);
+	r = lb_recent_slot(k0, k1);
 	fc = lb_fc_slot(k0, k1);
 	if (fc && lb_recent_pend_maybe(r, cfg, now)) {
 		be = lb_fc_pending(fc, k0, k1, cfg, now);

@@ -175,9 +175,8 @@ func (d *Datapath) spec() (*ebpf.CollectionSpec, error) {
 	d.inner.Key, d.inner.Value = nil, nil
 	if o.PinPath != "" {
 		for name, m := range spec.Maps {
-			// Globals cannot be pinned; the flow cache and the recent
-			// marks belong to their program (a new one starts empty).
-			if !strings.HasPrefix(name, ".") && name != bpfMapLbFlowCache && name != bpfMapLbCtRecent {
+			// Globals cannot be pinned, nor are the program's own maps.
+			if !strings.HasPrefix(name, ".") && !programOwn(name) {
 				m.Pinning = ebpf.PinByName
 			}
 		}
@@ -197,6 +196,20 @@ func (d *Datapath) spec() (*ebpf.CollectionSpec, error) {
 	return spec, nil
 }
 
+// programOwn reports whether map name belongs to its program and is not
+// pinned: the flow cache and the recent marks (a new program starts with
+// empty ones; no reader has state to find there).
+func programOwn(name string) bool { return name == bpfMapLbFlowCache || name == bpfMapLbCtRecent }
+
+// coarseNow is CLOCK_MONOTONIC_COARSE, the program's clock, in ns.
+func coarseNow() (uint64, error) {
+	var ts unix.Timespec
+	if err := unix.ClockGettime(unix.CLOCK_MONOTONIC_COARSE, &ts); err != nil {
+		return 0, fmt.Errorf("read the coarse monotonic clock: %w", err)
+	}
+	return uint64(ts.Nano()), nil
+}
+
 // setRecentSince tells the program when it starts on conntrack entries an
 // earlier program wrote (pinned lb_ct4 present): it never marked them in
 // lb_ct_recent, so until they have all timed out since, every SYN looks its
@@ -205,11 +218,11 @@ func setRecentSince(spec *ebpf.CollectionSpec, pinPath string) error {
 	var since uint64
 	if pinPath != "" {
 		if _, err := os.Stat(filepath.Join(pinPath, bpfMapLbCt4)); err == nil {
-			var ts unix.Timespec
-			if err := unix.ClockGettime(unix.CLOCK_MONOTONIC_COARSE, &ts); err != nil {
-				return fmt.Errorf("read the coarse monotonic clock: %w", err)
+			now, err := coarseNow()
+			if err != nil {
+				return err
 			}
-			since = max(uint64(ts.Nano()), 1)
+			since = max(now, 1)
 		}
 	}
 	if err := spec.Variables[bpfVarLbRecentSinceNs].Set(since); err != nil {

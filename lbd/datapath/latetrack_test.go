@@ -322,14 +322,14 @@ func onCPU(t *testing.T, cpu int) {
 	}
 }
 
-// coarseNow is CLOCK_MONOTONIC_COARSE, the program's clock, in ns.
-func coarseNow(t *testing.T) uint64 {
+// clockNow is the program's clock (coarseNow) in ns.
+func clockNow(t *testing.T) uint64 {
 	t.Helper()
-	var ts unix.Timespec
-	if err := unix.ClockGettime(unix.CLOCK_MONOTONIC_COARSE, &ts); err != nil {
+	ns, err := coarseNow()
+	if err != nil {
 		t.Fatal(err)
 	}
-	return uint64(ts.Nano())
+	return ns
 }
 
 // TestLateSYNSkipsUnmarkedLookup: on fresh maps a SYN looks up an entry
@@ -345,7 +345,7 @@ func TestLateSYNSkipsUnmarkedLookup(t *testing.T) {
 	other := (want + 1) % len(grown.Backends)
 	id := d.state.services[0].backends[grown.Backends[other].Addr]
 	be := d.state.backends[id]
-	if err := d.ctPut(flowKey(f), &bpfLbCtEntry{LastSeenNs: coarseNow(t), BackendId: id, Cookie: be.cookie}); err != nil {
+	if err := d.ctPut(flowKey(f), &bpfLbCtEntry{LastSeenNs: clockNow(t), BackendId: id, Cookie: be.cookie}); err != nil {
 		t.Fatal(err)
 	}
 	if got := r.send(f, false); got != other {
@@ -462,7 +462,7 @@ func markAllPend(t *testing.T, d *Datapath, tick uint8) {
 func TestLateSYNSkipsUnmarkedPending(t *testing.T) {
 	onOneCPU(t)
 	d, r, grown, f, want, other := pendingSetup(t)
-	plantPending(t, d, grown, f, other, coarseNow(t))
+	plantPending(t, d, grown, f, other, clockNow(t))
 	if got := r.send(f, true); got != want {
 		t.Fatalf("SYN with an unmarked pending choice for backend %d went to %d, want the consistent %d (no read)", other, got, want)
 	}
@@ -482,14 +482,14 @@ func TestLateSYNSkipsUnmarkedPending(t *testing.T) {
 func TestLateRetransmitRemarksPending(t *testing.T) {
 	onOneCPU(t)
 	d, r, grown, f, _, other := pendingSetup(t)
-	old := coarseNow(t) - uint64(50*time.Second) // within the 60 s syn-seen life, three ~17 s units back
+	old := clockNow(t) - uint64(50*time.Second) // within the 60 s syn-seen life, three ~17 s units back
 	plantPending(t, d, grown, f, other, old)
 	markAllPend(t, d, recentTick(old))
-	before := recentTick(coarseNow(t))
+	before := recentTick(clockNow(t))
 	if got := r.send(f, true); got != other {
 		t.Fatalf("retransmission went to %d, want its pending choice %d", got, other)
 	}
-	after := recentTick(coarseNow(t))
+	after := recentTick(clockNow(t))
 	var renewed int
 	for i := range d.objs.LbCtRecent.MaxEntries() {
 		var l bpfLbRecentLine

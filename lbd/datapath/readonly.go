@@ -51,8 +51,8 @@ func (d *Datapath) loadPinnedReadOnly() error {
 	v := reflect.ValueOf(&d.objs.bpfMaps).Elem()
 	for i := range v.NumField() {
 		name := v.Type().Field(i).Tag.Get("ebpf")
-		if name == bpfMapLbFlowCache || name == bpfMapLbCtRecent {
-			continue // not pinned: the program's own cache and marks, no state to read
+		if programOwn(name) {
+			continue
 		}
 		path := filepath.Join(d.opts.PinPath, name)
 		m, err := ebpf.LoadPinnedMap(path, &ebpf.LoadPinOptions{ReadOnly: true})
