@@ -31,11 +31,24 @@
 // and the program's run_time_ns / run_cnt is reported. Last, lbd is reloaded with -rss-services services
 // and its resident memory read from /proc.
 //
-// Everything it creates (namespaces, processes, pins) is removed at the
-// end, also on failure and on SIGINT/SIGTERM. It needs root, wrk and
-// haproxy (scripts/setup-debian.sh installs them). scripts/bench.sh runs it.
+// With -gen MIXES the load is integration/pktgen's packet generator
+// instead of wrk: TCP frames from 203.0.113.0/24 to the VIP, transmitted
+// out of the client's eth0 by BPF_PROG_TEST_RUN in live-frames mode as fast
+// as the path takes them, on one CPU (-gen-cpu), through the bridge, the
+// balancer's tc ingress (dsrlb's program or the reference) and its redirect
+// to a backend, whose tc ingress counts and drops them. wrk leaves the CPU
+// idle between a flow's packets; the generator keeps it busy, so the
+// in-kernel cost is measured with warm code and the working set of
+// -gen-flows flows (established mix) or of a new connection every five
+// frames (connections mix). Only dsrlb, floor and track are measured then.
+//
+// Everything it creates (namespaces, processes, pins, programs) is removed
+// at the end, also on failure and on SIGINT/SIGTERM. It needs root, wrk and
+// haproxy (scripts/setup-debian.sh installs them; -gen needs neither).
+// scripts/bench.sh runs it.
 //
 //	dsrlb-bench [-bin DIR] [-duration 8s] [-runs 3] [-sizes 64,1048576]
+//	dsrlb-bench -gen established,connections [-gen-flows 1024] -modes dsrlb,floor,track -backends 1
 package main
 
 import (
@@ -58,6 +71,7 @@ import (
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
 
+	"github.com/dsrlb/dsrlb/integration/pktgen"
 	"github.com/dsrlb/dsrlb/integration/topo"
 	"github.com/dsrlb/dsrlb/lbd/datapath/floor"
 	"github.com/dsrlb/dsrlb/shared/config"
@@ -79,14 +93,17 @@ type options struct {
 	modes       []string
 	backends    int
 	rssServices int
-	sched       string // scheduler of the benchmark service
-	conntrack   int    // lbd's conntrack size, and floor_vip_track's table
-	forwardCPU  int    // -1, or the CPU given to forwarding alone (cpus.go)
+	sched       string       // scheduler of the benchmark service
+	conntrack   int          // lbd's conntrack size, and floor_vip_track's table
+	forwardCPU  int          // -1, or the CPU given to forwarding alone (cpus.go)
+	gen         []pktgen.Mix // -gen: the packet generator's load instead of wrk's (gen.go)
+	genFlows    int
+	genCPU      int
 }
 
 func main() {
 	var o options
-	var sizes, modes string
+	var sizes, modes, gen string
 	flag.StringVar(&o.binDir, "bin", "", "directory with hostprep, lbd and dsrlb-testsrv (built into a temp dir when empty)")
 	flag.DurationVar(&o.duration, "duration", 8*time.Second, "load duration of each cell (1s..60s, whole seconds: wrk's unit)")
 	flag.DurationVar(&o.warmup, "warmup", 2*time.Second, "unrecorded load per mode and size before the first run (0 for none)")
@@ -100,8 +117,15 @@ func main() {
 	flag.StringVar(&o.sched, "sched", "roundrobin", "scheduler of the benchmark service: roundrobin (as HAProxy's balance roundrobin), maglev (lbd's default) or source")
 	flag.IntVar(&o.conntrack, "conntrack", config.DefaultConntrackSize, "lbd's balancer.conntrack.size, and the size of floor_vip_track's flow table (track mode), so that both remember flows in tables of one size")
 	flag.IntVar(&o.forwardCPU, "forward-cpu", -1, "give this CPU to forwarding alone: RPS steers the balancer's received frames to it, every process and the other hosts' receive processing run on the other CPUs (-1: share every CPU)")
+	flag.StringVar(&gen, "gen", "", "load the balancer with the packet generator instead of wrk: mixes, comma-separated (established, connections); modes dsrlb, floor, track only")
+	flag.IntVar(&o.genFlows, "gen-flows", 1024, "flows the established mix cycles over")
+	flag.IntVar(&o.genCPU, "gen-cpu", 0, "the CPU the generator runs on (the whole path of its frames runs there too, unless -forward-cpu steers the balancer's receive elsewhere)")
 	flag.Parse()
-	if err := o.parse(sizes, modes); err != nil {
+	var err error
+	if o.gen, err = parseGen(gen); err == nil {
+		err = o.parse(sizes, modes)
+	}
+	if err != nil {
 		fmt.Fprintln(os.Stderr, "dsrlb-bench:", err)
 		os.Exit(2)
 	}
@@ -109,7 +133,11 @@ func main() {
 		fmt.Fprintln(os.Stderr, "dsrlb-bench: needs root (network namespaces, bpffs, sysctl)")
 		os.Exit(1)
 	}
-	for _, bin := range []string{"wrk", "haproxy", "nsenter", "ip"} {
+	tools := []string{"nsenter", "ip"}
+	if len(o.gen) == 0 {
+		tools = append(tools, "wrk", "haproxy")
+	}
+	for _, bin := range tools {
 		if _, err := exec.LookPath(bin); err != nil {
 			fmt.Fprintf(os.Stderr, "dsrlb-bench: %s not found: run scripts/setup-debian.sh\n", bin)
 			os.Exit(1)
@@ -117,7 +145,7 @@ func main() {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
-	err := run(ctx, o)
+	err = run(ctx, o)
 	if cerr := topo.CloseAll(); cerr != nil {
 		err = errors.Join(err, cerr)
 	}
@@ -175,7 +203,7 @@ func (o *options) parse(sizes, modes string) error {
 		// off the forwarding CPU, and its receive path is steered onto it.
 		return fmt.Errorf("-forward-cpu measures in-kernel forwarding (dsrlb, floor, track); measure haproxy without it")
 	}
-	return nil
+	return o.checkGen()
 }
 
 func logf(format string, args ...any) {
@@ -192,7 +220,8 @@ type bench struct {
 	// floor and track modes: their reference program, the balancer's interface.
 	refs      map[string]*refProg
 	lbIfindex int
-	cpus      cpuPlan // -forward-cpu
+	cpus      cpuPlan  // -forward-cpu
+	gen       *genLoad // -gen
 }
 
 // refProg is a reference program of bpf/bench/floor.c loaded for a mode.
@@ -224,6 +253,9 @@ func run(ctx context.Context, o options) error {
 		for _, r := range b.refs {
 			r.close()
 		}
+		if b.gen != nil {
+			b.gen.close()
+		}
 	}()
 	if err := b.setup(ctx); err != nil {
 		return err
@@ -232,8 +264,12 @@ func run(ctx context.Context, o options) error {
 	if err != nil {
 		return err
 	}
-	fmt.Print(table(o, results))
-	fmt.Print(b.kernelTable(results))
+	if len(o.gen) > 0 {
+		fmt.Print(b.genTable(results))
+	} else {
+		fmt.Print(table(o, results))
+		fmt.Print(b.kernelTable(results))
+	}
 	if o.rssServices > 0 && slices.Contains(o.modes, "dsrlb") {
 		out, err := b.rss(ctx)
 		if err != nil {
@@ -320,6 +356,9 @@ func (b *bench) setup(ctx context.Context) error {
 	if err := b.loadRefs(); err != nil {
 		return err
 	}
+	if len(b.o.gen) > 0 {
+		return b.startGen()
+	}
 	if slices.Contains(b.o.modes, "haproxy") {
 		cfg := filepath.Join(tp.Dir, "haproxy.cfg")
 		if err := os.WriteFile(cfg, []byte(haproxyConfig(tp)), 0o644); err != nil {
@@ -377,8 +416,10 @@ backend servers
 // cell is one measurement: a mode and size, one run.
 type cell struct {
 	mode string
-	size int
+	size int        // wrk's cells: the response size
+	mix  pktgen.Mix // the generator's cells (-gen)
 	wrk  wrkResult
+	gen  genResult
 	bpf  bpfRun
 	cpu  cpuTime
 }
@@ -414,6 +455,9 @@ func (t cpuTime) sub(o cpuTime) cpuTime {
 }
 
 func (b *bench) measure(ctx context.Context) ([]cell, error) {
+	if len(b.o.gen) > 0 {
+		return b.measureGen(ctx)
+	}
 	if b.o.warmup > 0 {
 		for _, size := range b.o.sizes {
 			for _, mode := range b.o.modes {
@@ -447,69 +491,65 @@ func (b *bench) measure(ctx context.Context) ([]cell, error) {
 
 // cell points the client at the path of mode and runs wrk for d.
 func (b *bench) cell(ctx context.Context, mode string, size int, d time.Duration) (c cell, err error) {
-	tp := b.tp
 	c = cell{mode: mode, size: size}
 	host := topo.VIP4
 	switch mode {
 	case "direct":
-		if err := tp.PointVIPAt(tp.Client, topo.VIP4, tp.Backends[0]); err != nil {
+		if err := b.tp.PointVIPAt(b.tp.Client, topo.VIP4, b.tp.Backends[0]); err != nil {
 			return c, err
 		}
-	case "dsrlb":
-		if err := tp.PointVIPAt(tp.Client, topo.VIP4, tp.Balancer); err != nil {
-			return c, err
-		}
-		prev, err := enableBPFStats()
-		if err != nil {
-			return c, err
-		}
-		before, err := b.stats.read()
-		if err != nil {
-			restoreBPFStats(prev)
-			return c, err
-		}
-		defer func() {
-			after, rerr := b.stats.read()
-			restoreBPFStats(prev)
-			if rerr == nil {
-				c.bpf = after.sub(before)
-			} else if err == nil {
-				err = rerr
-			}
-		}()
-	case "floor", "track":
-		if err := tp.PointVIPAt(tp.Client, topo.VIP4, tp.Balancer); err != nil {
-			return c, err
-		}
-		ref := b.refs[mode]
-		detach, err := b.attachRef(ref)
-		if err != nil {
-			return c, err
-		}
-		prev, err := enableBPFStats()
-		if err != nil {
-			detach()
-			return c, err
-		}
-		before, err := ref.stats.read()
-		if err != nil {
-			restoreBPFStats(prev)
-			detach()
-			return c, err
-		}
-		defer func() {
-			after, rerr := ref.stats.read()
-			restoreBPFStats(prev)
-			detach()
-			if rerr == nil {
-				c.bpf = after.sub(before)
-			} else if err == nil {
-				err = rerr
-			}
-		}()
 	case "haproxy":
 		host = haproxyAddr
 	}
+	err = b.observe(mode, &c, func() error { return b.wrk(ctx, &c, host, d) })
+	return c, err
+}
+
+// observe runs load on mode's path: for dsrlb, floor and track with the
+// client's neighbour entry for the VIP on the balancer, the mode's
+// reference program attached (floor, track) and the kernel's BPF
+// statistics on, the program's runs during load recorded in c.bpf.
+func (b *bench) observe(mode string, c *cell, load func() error) (err error) {
+	tp := b.tp
+	if !slices.Contains([]string{"dsrlb", "floor", "track"}, mode) {
+		return load()
+	}
+	if err := tp.PointVIPAt(tp.Client, topo.VIP4, tp.Balancer); err != nil {
+		return err
+	}
+	stats := b.stats
+	if ref := b.refs[mode]; ref != nil {
+		detach, err := b.attachRef(ref)
+		if err != nil {
+			return err
+		}
+		defer detach()
+		stats = ref.stats
+	}
+	prev, err := enableBPFStats()
+	if err != nil {
+		return err
+	}
+	defer restoreBPFStats(prev)
+	before, err := stats.read()
+	if err != nil {
+		return err
+	}
+	if err := load(); err != nil {
+		return err
+	}
+	after, err := stats.read()
+	if err != nil {
+		return err
+	}
+	c.bpf = after.sub(before)
+	return nil
+}
+
+// wrk runs wrk for d against host on the client, into c.
+func (b *bench) wrk(ctx context.Context, c *cell, host netip.Addr, d time.Duration) error {
+	tp := b.tp
+	mode, size := c.mode, c.size
 	url := fmt.Sprintf("http://%s/bytes?n=%d", netip.AddrPortFrom(host, topo.HTTPPort), size)
 	wctx, cancel := context.WithTimeout(ctx, d+30*time.Second)
 	defer cancel()
@@ -518,16 +558,16 @@ func (b *bench) cell(ctx context.Context, mode string, size int, d time.Duration
 		"-d", fmt.Sprintf("%ds", int(d.Round(time.Second).Seconds())), "--timeout", "5s", "--latency", "-H", "Connection: close", url)
 	out, err := tp.Client.NS.Run(wctx, name, args...)
 	if err != nil {
-		return c, fmt.Errorf("wrk %s: %w\n%s", mode, err, out)
+		return fmt.Errorf("wrk %s: %w\n%s", mode, err, out)
 	}
 	c.cpu = readCPU().sub(cpu0)
 	if c.wrk, err = parseWrk(out); err != nil {
-		return c, fmt.Errorf("wrk %s: %w\n%s", mode, err, out)
+		return fmt.Errorf("wrk %s: %w\n%s", mode, err, out)
 	}
 	if c.wrk.requests == 0 {
-		return c, fmt.Errorf("wrk %s: no request completed\n%s", mode, out)
+		return fmt.Errorf("wrk %s: no request completed\n%s", mode, out)
 	}
-	return c, nil
+	return nil
 }
 
 // wrkResult is what one wrk run reported.

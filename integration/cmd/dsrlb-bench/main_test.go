@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/dsrlb/dsrlb/integration/pktgen"
 )
 
 // TestParseModes: -modes takes every path the bench measures, track too,
@@ -102,5 +104,43 @@ func TestCPUPlan(t *testing.T) {
 	o := options{duration: 6 * time.Second, runs: 3, conns: 32, threads: 2, backends: 1, sched: "maglev", conntrack: 1 << 20, forwardCPU: fwd}
 	if err := o.parse("64", "dsrlb,haproxy"); err == nil || !strings.Contains(err.Error(), "measure haproxy without it") {
 		t.Errorf("-forward-cpu with haproxy: %v, want refused", err)
+	}
+}
+
+// TestParseGen: -gen takes the generator's mixes, and only with the
+// modes that measure the balancer's program; -gen-flows and -gen-cpu are
+// checked against what the generator and this process can do.
+func TestParseGen(t *testing.T) {
+	if mixes, err := parseGen("established, connections"); err != nil || len(mixes) != 2 || mixes[0] != pktgen.Established || mixes[1] != pktgen.Connections {
+		t.Errorf("-gen established,connections: %v, %v", mixes, err)
+	}
+	if mixes, err := parseGen(""); err != nil || mixes != nil {
+		t.Errorf("-gen \"\": %v, %v; want wrk's load", mixes, err)
+	}
+	if _, err := parseGen("established,syn-flood"); err == nil || !strings.Contains(err.Error(), `"syn-flood"`) {
+		t.Errorf("-gen syn-flood: %v, want refused by name", err)
+	}
+	for _, c := range []struct {
+		modes         string
+		flows, genCPU int
+		want          string // "": accepted
+	}{
+		{"dsrlb,floor,track", 1024, 0, ""},
+		{"direct,dsrlb", 1024, 0, "not direct"},
+		{"dsrlb,haproxy", 1024, 0, "not haproxy"},
+		{"dsrlb", 0, 0, "-gen-flows 0"},
+		{"dsrlb", pktgen.MaxFlows + 1, 0, "-gen-flows 16384001"},
+		{"dsrlb", 1024, 1023, "-gen-cpu 1023"},
+		{"dsrlb", 1024, -1, "-gen-cpu -1"},
+	} {
+		o := options{duration: 6 * time.Second, runs: 3, conns: 32, threads: 2, backends: 1, sched: "maglev", conntrack: 1 << 20, forwardCPU: -1,
+			gen: []pktgen.Mix{pktgen.Established}, genFlows: c.flows, genCPU: c.genCPU}
+		err := o.parse("64", c.modes)
+		switch {
+		case c.want == "" && err != nil:
+			t.Errorf("-gen with %s, %d flows, CPU %d: %v; want accepted", c.modes, c.flows, c.genCPU, err)
+		case c.want != "" && (err == nil || !strings.Contains(err.Error(), c.want)):
+			t.Errorf("-gen with %s, %d flows, CPU %d: %v; want %q", c.modes, c.flows, c.genCPU, err, c.want)
+		}
 	}
 }
