@@ -20,9 +20,11 @@
  *                (health checks, ARP) continue.
  *
  * Mixes (pktgen_mix):
- *   PKTGEN_ESTABLISHED  pktgen_flows flows in turn; the first pass sends
- *                       each flow's SYN, every later one an ACK: a steady
- *                       stream of established flows after a handshake.
+ *   PKTGEN_ESTABLISHED  pktgen_flows flows in turn, pktgen_burst frames of
+ *                       a flow in a row (a TCP sender's burst); each flow's
+ *                       first frame is its SYN, every later one an ACK: a
+ *                       steady stream of established flows after a
+ *                       handshake.
  *   PKTGEN_CONNECTIONS  a new connection every five frames — SYN, ACK,
  *                       PSH|ACK, FIN|ACK, ACK — on a 5-tuple not used again
  *                       for 256 × 64,000 connections.
@@ -48,6 +50,7 @@
 /* Settings, written before load (pktgen.Load). */
 const volatile __u32 pktgen_mix = PKTGEN_ESTABLISHED;
 const volatile __u32 pktgen_flows = 1;
+const volatile __u32 pktgen_burst = 1;
 const volatile __be32 pktgen_src_net = 0;
 /* Destination then source MAC, as three words. */
 const volatile __u32 pktgen_macs[3] = {0};
@@ -114,8 +117,10 @@ int pktgen_tx(struct xdp_md *ctx)
 			flags = TCP_ACK;
 		}
 	} else {
-		flow = n % pktgen_flows;
-		flags = n < pktgen_flows ? TCP_SYN : TCP_ACK;
+		__u64 b = n / pktgen_burst;
+
+		flow = b % pktgen_flows;
+		flags = b < pktgen_flows && n % pktgen_burst == 0 ? TCP_SYN : TCP_ACK;
 	}
 	((__u32 *)eth)[0] = pktgen_macs[0];
 	((__u32 *)eth)[1] = pktgen_macs[1];

@@ -174,6 +174,23 @@ static __always_inline void lb_recent_mark(const struct lb_ct4_key *k, __u64 now
 		r->entry = lb_recent_tick(now);
 }
 
+/* lb_recent_due: refreshing an entry last written at then must mark its
+ * lb_ct_recent slot, unless then falls in now's tick and this program
+ * wrote then: its slot was marked in that tick when then was written (a
+ * mark precedes its entry's write and only moves forward), so every busy
+ * flow's slot is written once a tick, not once a second. An entry the
+ * earlier program wrote may fall in now's tick unmarked: until two ticks
+ * after the longest timeout since load every refresh marks (the earlier
+ * program has stopped writing long before). */
+static __always_inline int lb_recent_due(const struct lb_config *cfg, __u64 then, __u64 now)
+{
+	__u64 t = cfg->tcp_timeout_ns > cfg->tcp_closing_timeout_ns ? cfg->tcp_timeout_ns : cfg->tcp_closing_timeout_ns;
+
+	if (lb_recent_since_ns && (__s64)(now - lb_recent_since_ns) <= (__s64)(t + (2ULL << LB_RECENT_SHIFT)))
+		return 1;
+	return (then >> LB_RECENT_SHIFT) != (now >> LB_RECENT_SHIFT);
+}
+
 /* lb_recent_within: tick v (0: never) is at most units old, modulo the
  * clock's wrap (a wrapped tick looks recent: conservative). */
 static __always_inline int lb_recent_within(__u8 v, __u64 now, __u64 units)
@@ -530,7 +547,7 @@ static __always_inline struct lb_backend *lb_ct_lookup(const struct lb_pkt *pkt,
 		}
 	}
 	if (age > (__s64)LB_CT_REFRESH_NS) {
-		if (is4)
+		if (is4 && lb_recent_due(cfg, ct->last_seen_ns, now))
 			lb_recent_mark(&k, now);
 		ct->last_seen_ns = now;
 	}

@@ -34,8 +34,8 @@ import (
 type Mix uint32
 
 const (
-	// Established cycles over Config.Flows flows: each flow's SYN on the
-	// first pass, ACKs after.
+	// Established cycles over Config.Flows flows, Config.Burst frames of a
+	// flow in a row: each flow's SYN first, ACKs after.
 	Established Mix = iota
 	// Connections opens a new connection every five frames: SYN, ACK,
 	// PSH|ACK, FIN|ACK, ACK.
@@ -63,10 +63,14 @@ func ParseMix(s string) (Mix, error) {
 // ports).
 const MaxFlows = 256 * 64000
 
+// MaxBurstFrames bounds Config.Burst: a TCP sender's window of segments.
+const MaxBurstFrames = 64
+
 // Config is what a generator sends.
 type Config struct {
 	Mix   Mix
 	Flows uint32 // Established: flows cycled over, 1..MaxFlows
+	Burst uint32 // Established: frames of a flow in a row, 1..MaxBurstFrames (0: 1)
 	// Sources is the /24 the frames come from: a documentation range.
 	Sources netip.Prefix
 	VIP     netip.Addr // IPv4 destination
@@ -87,6 +91,8 @@ func (c Config) check() error {
 		return fmt.Errorf("mix %d: want established or connections", c.Mix)
 	case c.Mix == Established && (c.Flows < 1 || c.Flows > MaxFlows):
 		return fmt.Errorf("%d flows: want 1..%d", c.Flows, MaxFlows)
+	case c.Burst > MaxBurstFrames:
+		return fmt.Errorf("bursts of %d frames: want 1..%d", c.Burst, MaxBurstFrames)
 	case !c.VIP.Is4() || c.Port == 0:
 		return fmt.Errorf("destination %s:%d: want an IPv4 address and a port", c.VIP, c.Port)
 	case len(c.Dst) != 6 || len(c.Src) != 6:
@@ -124,9 +130,9 @@ func Load(c Config) (*Gen, error) {
 	var macs [12]byte
 	copy(macs[:6], c.Dst)
 	copy(macs[6:], c.Src)
-	flows := max(c.Flows, 1)
+	flows, burst := max(c.Flows, 1), max(c.Burst, 1)
 	for name, v := range map[string]any{
-		pktgenVarPktgenMix: uint32(c.Mix), pktgenVarPktgenFlows: flows,
+		pktgenVarPktgenMix: uint32(c.Mix), pktgenVarPktgenFlows: flows, pktgenVarPktgenBurst: burst,
 		pktgenVarPktgenSrcNet: c.Sources.Addr().As4(), pktgenVarPktgenMacs: macs,
 	} {
 		if err := spec.Variables[name].Set(v); err != nil {

@@ -21,6 +21,7 @@ const (
 	pktgenProgPktgenDrop   = "pktgen_drop"
 	pktgenProgPktgenPass   = "pktgen_pass"
 	pktgenProgPktgenTx     = "pktgen_tx"
+	pktgenVarPktgenBurst   = "pktgen_burst"
 	pktgenVarPktgenFlows   = "pktgen_flows"
 	pktgenVarPktgenMacs    = "pktgen_macs"
 	pktgenVarPktgenMix     = "pktgen_mix"
@@ -86,6 +87,7 @@ type pktgenMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type pktgenVariableSpecs struct {
+	PktgenBurst  *ebpf.VariableSpec `ebpf:"pktgen_burst"`
 	PktgenFlows  *ebpf.VariableSpec `ebpf:"pktgen_flows"`
 	PktgenMacs   *ebpf.VariableSpec `ebpf:"pktgen_macs"`
 	PktgenMix    *ebpf.VariableSpec `ebpf:"pktgen_mix"`
@@ -127,6 +129,7 @@ func (m *pktgenMaps) Close() error {
 //
 // It can be passed to loadPktgenObjects or ebpf.CollectionSpec.LoadAndAssign.
 type pktgenVariables struct {
+	PktgenBurst  *ebpf.Variable `ebpf:"pktgen_burst"`
 	PktgenFlows  *ebpf.Variable `ebpf:"pktgen_flows"`
 	PktgenMacs   *ebpf.Variable `ebpf:"pktgen_macs"`
 	PktgenMix    *ebpf.Variable `ebpf:"pktgen_mix"`

@@ -197,6 +197,24 @@ func TestEstablishedMix(t *testing.T) {
 	}
 }
 
+// TestEstablishedBurst: a flow's frames in a row, its SYN first.
+func TestEstablishedBurst(t *testing.T) {
+	w := newWire(t)
+	g := load(t, Config{Mix: Established, Flows: 2, Burst: 3})
+	frames := w.capture(t, 9, func() { w.send(t, g, 9) })
+	if len(frames) != 9 {
+		t.Fatalf("received %d of 9 frames", len(frames))
+	}
+	a := netip.MustParseAddr("203.0.113.0")
+	want := []seen{{a, 1024, "S"}, {a, 1024, "."}, {a, 1024, "."}, {a, 1025, "S"}, {a, 1025, "."}, {a, 1025, "."},
+		{a, 1024, "."}, {a, 1024, "."}, {a, 1024, "."}}
+	for i, f := range frames {
+		if got := decode(t, f); got != want[i] {
+			t.Errorf("frame %d: %+v, want %+v", i, got, want[i])
+		}
+	}
+}
+
 // TestConnectionsMix: five frames a connection, each connection on a new
 // source port.
 func TestConnectionsMix(t *testing.T) {
@@ -270,6 +288,7 @@ func TestConfigRefused(t *testing.T) {
 		"not a /24":                 {func(c *Config) { c.Sources = netip.MustParsePrefix("203.0.113.0/25") }, "documentation ranges"},
 		"no flows":                  {func(c *Config) { c.Flows = 0 }, "want 1..16384000"},
 		"too many flows":            {func(c *Config) { c.Flows = MaxFlows + 1 }, "want 1..16384000"},
+		"bursts too long":           {func(c *Config) { c.Burst = 65 }, "want 1..64"},
 		"IPv6 VIP":                  {func(c *Config) { c.VIP = netip.MustParseAddr("2001:db8::10") }, "IPv4"},
 		"unknown mix":               {func(c *Config) { c.Mix = 7 }, "established or connections"},
 	} {

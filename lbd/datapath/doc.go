@@ -47,7 +47,11 @@
 //     lookup, one whose pending time is older than a pending choice lives
 //     skips reading its flow cache slot; a program loaded onto an earlier
 //     program's conntrack looks every SYN up for the first timeout
-//     (lb_recent_since_ns). Packing the slots matters: an array rounds each
+//     (lb_recent_since_ns). A refresh of an entry marks its slot only when
+//     it leaves the tick of the entry's last write (that write marked it),
+//     so a busy flow writes the line once a tick, not once a second; on an
+//     earlier program's maps every refresh marks for the longest timeout
+//     plus two ticks (lb_recent_due). Packing the slots matters: an array rounds each
 //     value up to 8 bytes (one-byte values took 32 MiB), and a slot never
 //     straddles two cache lines. A pending mark counts for 86-103 s (60 s
 //     closing timeout): above roughly slots / 100 s new SYNs a second

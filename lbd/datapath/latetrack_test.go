@@ -548,3 +548,103 @@ func TestCacheMapsLineAligned(t *testing.T) {
 		}
 	}
 }
+
+// recentMarked reports whether any lb_ct_recent slot has an entry mark
+// (the tests' only IPv4 flow is the one that can have written it).
+func recentMarked(t *testing.T, d *Datapath) bool {
+	t.Helper()
+	var (
+		k    uint32
+		line bpfLbRecentLine
+	)
+	it := d.objs.LbCtRecent.Iterate()
+	for it.Next(&k, &line) {
+		for _, s := range line.Slot {
+			if s.Entry != 0 {
+				return true
+			}
+		}
+	}
+	if err := it.Err(); err != nil {
+		t.Fatal(err)
+	}
+	return false
+}
+
+// clearRecent zeroes every lb_ct_recent slot.
+func clearRecent(t *testing.T, d *Datapath) {
+	t.Helper()
+	n := int(d.objs.LbCtRecent.MaxEntries())
+	keys, vals := make([]uint32, n), make([]bpfLbRecentLine, n)
+	for i := range n {
+		keys[i] = uint32(i)
+	}
+	if _, err := d.objs.LbCtRecent.BatchUpdate(keys, vals, nil); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// refreshAfterClear clears lb_ct_recent, waits until f's entry is due for
+// its refresh (a second old) and sends an ACK of f, which refreshes it. It
+// returns whether the refresh stayed in the tick of the entry's previous
+// time, and whether it marked.
+func refreshAfterClear(t *testing.T, d *Datapath, r flowRun, f Flow) (sameTick, marked bool) {
+	t.Helper()
+	var before, after bpfLbCtEntry
+	if err := d.ctLookup(flowKey(f), &before); err != nil {
+		t.Fatal(err)
+	}
+	clearRecent(t, d)
+	for deadline := time.Now().Add(5 * time.Second); clockNow(t)-before.LastSeenNs <= 1_100_000_000; time.Sleep(50 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the program's clock did not advance a second in 5 s")
+		}
+	}
+	r.send(f, false)
+	if err := d.ctLookup(flowKey(f), &after); err != nil {
+		t.Fatal(err)
+	}
+	if after.LastSeenNs == before.LastSeenNs {
+		t.Fatal("the ACK did not refresh an entry a second old")
+	}
+	return before.LastSeenNs>>34 == after.LastSeenNs>>34, recentMarked(t, d)
+}
+
+// TestLateRefreshMarksOncePerTick: a busy flow's entry, refreshed every
+// second, writes its lb_ct_recent slot only when the refresh leaves the
+// tick its slot was marked in; on an earlier program's maps every refresh
+// marks until the entries it may have written unmarked are gone.
+func TestLateRefreshMarksOncePerTick(t *testing.T) {
+	onOneCPU(t)
+	d, r, _, moving := lateSetup(t)
+	f := moving[0]
+	if r.open(f) < 0 {
+		t.Fatal("handshake split")
+	}
+	if !recentMarked(t, d) {
+		t.Fatal("the handshake's entry left no mark")
+	}
+	same, marked := refreshAfterClear(t, d, r, f)
+	if marked == same {
+		t.Fatalf("refresh in the same tick %v, marked %v: want a mark only on a new tick", same, marked)
+	}
+
+	pin := testPinPath(t)
+	d1 := mustOpen(t, Options{PinPath: pin, MaglevTableSize: 1009, ConntrackSize: 65536})
+	svc := Service{Name: "web", VIP: ip4("192.0.2.10"), Proto: TCP, Ports: []uint16{80}, Backends: manyBackends("192.0.2.%d", 10, rand.New(rand.NewPCG(31, 32)))}
+	mustApply(t, d1, svc)
+	if (flowRun{d1, t}).open(f) < 0 {
+		t.Fatal("handshake split")
+	}
+	if err := d1.Close(); err != nil {
+		t.Fatal(err)
+	}
+	d2 := mustOpen(t, Options{PinPath: pin, MaglevTableSize: 1009, ConntrackSize: 65536})
+	if !d2.Adopted() {
+		t.Fatal("pinned maps not adopted")
+	}
+	mustApply(t, d2, svc)
+	if _, marked := refreshAfterClear(t, d2, flowRun{d2, t}, f); !marked {
+		t.Fatal("after adoption a refresh of the earlier program's entry left no mark")
+	}
+}

@@ -69,6 +69,9 @@ func (o *options) checkGen() error {
 	if o.genFlows < 1 || o.genFlows > pktgen.MaxFlows {
 		return fmt.Errorf("-gen-flows %d: want 1..%d", o.genFlows, pktgen.MaxFlows)
 	}
+	if o.genBurst < 1 || o.genBurst > pktgen.MaxBurstFrames {
+		return fmt.Errorf("-gen-burst %d: want 1..%d", o.genBurst, pktgen.MaxBurstFrames)
+	}
 	var set unix.CPUSet
 	if err := unix.SchedGetaffinity(0, &set); err != nil {
 		return fmt.Errorf("-gen-cpu: read this process's CPUs: %w", err)
@@ -92,7 +95,7 @@ func (b *bench) startGen() (err error) {
 	}
 	g.ifindex = l.Attrs().Index
 	for _, m := range b.o.gen {
-		gen, err := pktgen.Load(pktgen.Config{Mix: m, Flows: uint32(b.o.genFlows), Sources: genSources,
+		gen, err := pktgen.Load(pktgen.Config{Mix: m, Flows: uint32(b.o.genFlows), Burst: uint32(b.o.genBurst), Sources: genSources,
 			VIP: topo.VIP4, Port: topo.HTTPPort, Dst: tp.Balancer.MAC, Src: tp.Client.MAC})
 		if err != nil {
 			return err
@@ -181,8 +184,8 @@ func (g *genLoad) run(ctx context.Context, tp *topo.Topology, mix pktgen.Mix, d 
 // program, with what was sent and forwarded.
 func (b *bench) genTable(cells []cell) string {
 	var s strings.Builder
-	fmt.Fprintf(&s, "\nUnder generator load: pktgen (BPF_PROG_TEST_RUN live frames) on the client's eth0, pinned to CPU %d, %v per cell, %d runs; %d flows (established), sources %s; service %s, conntrack %d%s; kernel.bpf_stats_enabled=1, all runs summed (× floor: ns/run / floor_vip's)\n\n",
-		b.o.genCPU, b.o.duration, b.o.runs, b.o.genFlows, genSources, b.o.sched, b.o.conntrack, forwardNote(b.o.forwardCPU))
+	fmt.Fprintf(&s, "\nUnder generator load: pktgen (BPF_PROG_TEST_RUN live frames) on the client's eth0, pinned to CPU %d, %v per cell, %d runs; established: %d flows, bursts of %d; sources %s; service %s, conntrack %d%s; kernel.bpf_stats_enabled=1, all runs summed (× floor: ns/run / floor_vip's)\n\n",
+		b.o.genCPU, b.o.duration, b.o.runs, b.o.genFlows, b.o.genBurst, genSources, b.o.sched, b.o.conntrack, forwardNote(b.o.forwardCPU))
 	s.WriteString("| mix | program | frames sent | reached a backend | Mframes/s | run_cnt | ns/run | × floor |\n|---|---|--:|--:|--:|--:|--:|--:|\n")
 	for _, m := range b.o.gen {
 		fl, _ := summarizeGen(cells, "floor", m)

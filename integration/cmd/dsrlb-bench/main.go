@@ -98,6 +98,7 @@ type options struct {
 	forwardCPU  int          // -1, or the CPU given to forwarding alone (cpus.go)
 	gen         []pktgen.Mix // -gen: the packet generator's load instead of wrk's (gen.go)
 	genFlows    int
+	genBurst    int
 	genCPU      int
 }
 
@@ -119,6 +120,7 @@ func main() {
 	flag.IntVar(&o.forwardCPU, "forward-cpu", -1, "give this CPU to forwarding alone: RPS steers the balancer's received frames to it, every process and the other hosts' receive processing run on the other CPUs (-1: share every CPU)")
 	flag.StringVar(&gen, "gen", "", "load the balancer with the packet generator instead of wrk: mixes, comma-separated (established, connections); modes dsrlb, floor, track only")
 	flag.IntVar(&o.genFlows, "gen-flows", 1024, "flows the established mix cycles over")
+	flag.IntVar(&o.genBurst, "gen-burst", 1, "frames of a flow in a row in the established mix (a TCP sender's burst; 1: the flows strictly in turn)")
 	flag.IntVar(&o.genCPU, "gen-cpu", 0, "the CPU the generator runs on (the whole path of its frames runs there too, unless -forward-cpu steers the balancer's receive elsewhere)")
 	flag.Parse()
 	var err error

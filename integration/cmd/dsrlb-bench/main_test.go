@@ -121,20 +121,23 @@ func TestParseGen(t *testing.T) {
 		t.Errorf("-gen syn-flood: %v, want refused by name", err)
 	}
 	for _, c := range []struct {
-		modes         string
-		flows, genCPU int
-		want          string // "": accepted
+		modes                string
+		flows, burst, genCPU int
+		want                 string // "": accepted
 	}{
-		{"dsrlb,floor,track", 1024, 0, ""},
-		{"direct,dsrlb", 1024, 0, "not direct"},
-		{"dsrlb,haproxy", 1024, 0, "not haproxy"},
-		{"dsrlb", 0, 0, "-gen-flows 0"},
-		{"dsrlb", pktgen.MaxFlows + 1, 0, "-gen-flows 16384001"},
-		{"dsrlb", 1024, 1023, "-gen-cpu 1023"},
-		{"dsrlb", 1024, -1, "-gen-cpu -1"},
+		{"dsrlb,floor,track", 1024, 1, 0, ""},
+		{"dsrlb", 1024, 64, 0, ""},
+		{"direct,dsrlb", 1024, 1, 0, "not direct"},
+		{"dsrlb,haproxy", 1024, 1, 0, "not haproxy"},
+		{"dsrlb", 0, 1, 0, "-gen-flows 0"},
+		{"dsrlb", pktgen.MaxFlows + 1, 1, 0, "-gen-flows 16384001"},
+		{"dsrlb", 1024, 0, 0, "-gen-burst 0"},
+		{"dsrlb", 1024, 65, 0, "-gen-burst 65"},
+		{"dsrlb", 1024, 1, 1023, "-gen-cpu 1023"},
+		{"dsrlb", 1024, 1, -1, "-gen-cpu -1"},
 	} {
 		o := options{duration: 6 * time.Second, runs: 3, conns: 32, threads: 2, backends: 1, sched: "maglev", conntrack: 1 << 20, forwardCPU: -1,
-			gen: []pktgen.Mix{pktgen.Established}, genFlows: c.flows, genCPU: c.genCPU}
+			gen: []pktgen.Mix{pktgen.Established}, genFlows: c.flows, genBurst: c.burst, genCPU: c.genCPU}
 		err := o.parse("64", c.modes)
 		switch {
 		case c.want == "" && err != nil:
