@@ -24,12 +24,18 @@
  *                       a flow in a row (a TCP sender's burst); each flow's
  *                       first frame is its SYN, every later one an ACK: a
  *                       steady stream of established flows after a
- *                       handshake.
+ *                       handshake. With the state's handshake flag set
+ *                       instead: each flow's SYN and its ACK, flow after
+ *                       flow (Go opens a block of flows so before it
+ *                       measures their steady stream).
  *   PKTGEN_CONNECTIONS  a new connection every five frames — SYN, ACK,
  *                       PSH|ACK, FIN|ACK, ACK — on a 5-tuple not used again
  *                       for 256 × 64,000 connections.
  * Flow n has source address pktgen_src_net + n / 64,000 and source port
- * 1,024 + n % 64,000. One generator at a time: the sequence is not atomic.
+ * 1,024 + n % 64,000; an established flow's n is counted from the state's
+ * base. One generator at a time: the sequence is not atomic.
+ * The IPv4 checksum is recomputed, the TCP checksum left as the template's:
+ * nothing on the path checks it (the backend drops the frame at tc ingress).
  */
 #include <linux/types.h>
 #include <linux/bpf.h>
@@ -55,11 +61,17 @@ const volatile __be32 pktgen_src_net = 0;
 /* Destination then source MAC, as three words. */
 const volatile __u32 pktgen_macs[3] = {0};
 
-/* The next frame's sequence number (reset by Go between runs). */
+/* What the next frame is, set by Go between runs. */
+struct pktgen_state {
+	__u64 seq;       /* the next frame's sequence number */
+	__u32 base;      /* PKTGEN_ESTABLISHED: the first flow's number */
+	__u32 handshake; /* PKTGEN_ESTABLISHED: SYN, ACK of each flow in turn */
+};
+
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__type(key, __u32);
-	__type(value, __u64);
+	__type(value, struct pktgen_state);
 	__uint(max_entries, 1);
 } pktgen_seq SEC(".maps");
 
@@ -91,16 +103,17 @@ int pktgen_tx(struct xdp_md *ctx)
 	void *data_end = (void *)(long)ctx->data_end;
 	__u8 *eth = (void *)(long)ctx->data;
 	__u8 *ip = eth + sizeof(struct ethhdr), *tcp = ip + 20;
+	struct pktgen_state *st;
 	__u32 zero = 0, flow;
-	__u64 *seq, n;
 	__u8 flags;
+	__u64 n;
 
 	if ((void *)(eth + FRAME_LEN) > data_end)
 		return XDP_ABORTED;
-	seq = bpf_map_lookup_elem(&pktgen_seq, &zero);
-	if (!seq)
+	st = bpf_map_lookup_elem(&pktgen_seq, &zero);
+	if (!st)
 		return XDP_ABORTED;
-	n = (*seq)++;
+	n = st->seq++;
 	if (pktgen_mix == PKTGEN_CONNECTIONS) {
 		flow = (n / 5) % (PKTGEN_PORTS * PKTGEN_SOURCES);
 		switch (n % 5) {
@@ -116,10 +129,13 @@ int pktgen_tx(struct xdp_md *ctx)
 		default:
 			flags = TCP_ACK;
 		}
+	} else if (st->handshake) {
+		flow = (st->base + (n / 2) % pktgen_flows) % (PKTGEN_PORTS * PKTGEN_SOURCES);
+		flags = n % 2 ? TCP_ACK : TCP_SYN;
 	} else {
 		__u64 b = n / pktgen_burst;
 
-		flow = b % pktgen_flows;
+		flow = (st->base + b % pktgen_flows) % (PKTGEN_PORTS * PKTGEN_SOURCES);
 		flags = b < pktgen_flows && n % pktgen_burst == 0 ? TCP_SYN : TCP_ACK;
 	}
 	((__u32 *)eth)[0] = pktgen_macs[0];

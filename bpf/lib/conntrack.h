@@ -177,11 +177,14 @@ static __always_inline void lb_recent_mark(const struct lb_ct4_key *k, __u64 now
 /* lb_recent_due: refreshing an entry last written at then must mark its
  * lb_ct_recent slot, unless then falls in now's tick and this program
  * wrote then: its slot was marked in that tick when then was written (a
- * mark precedes its entry's write and only moves forward), so every busy
+ * mark precedes its entry's write; another flow sharing the slot only
+ * writes a later tick, or one tick earlier from a CPU whose cached clock
+ * lags, which the readers' two ticks of slack absorb), so every busy
  * flow's slot is written once a tick, not once a second. An entry the
  * earlier program wrote may fall in now's tick unmarked: until two ticks
- * after the longest timeout since load every refresh marks (the earlier
- * program has stopped writing long before). */
+ * after the longest timeout since load every refresh marks. That holds
+ * while this program is attached within a tick plus that timeout of its
+ * load (a start takes seconds). */
 static __always_inline int lb_recent_due(const struct lb_config *cfg, __u64 then, __u64 now)
 {
 	__u64 t = cfg->tcp_timeout_ns > cfg->tcp_closing_timeout_ns ? cfg->tcp_timeout_ns : cfg->tcp_closing_timeout_ns;
@@ -192,24 +195,30 @@ static __always_inline int lb_recent_due(const struct lb_config *cfg, __u64 then
 }
 
 /* lb_recent_within: tick v (0: never) is at most units old, modulo the
- * clock's wrap (a wrapped tick looks recent: conservative). */
+ * clock's wrap (a wrapped tick looks recent: conservative). A tick one
+ * ahead of now's is recent too: another CPU's cached clock may cross a
+ * tick a jiffy before this one's. */
 static __always_inline int lb_recent_within(__u8 v, __u64 now, __u64 units)
 {
-	return v && (lb_recent_tick(now) + 255 - v) % 255 <= units;
+	__u64 age = (lb_recent_tick(now) + 255 - v) % 255;
+
+	return v && (age <= units || age == 254);
 }
 
 /* lb_recent_maybe: k (slot r) may have an lb_ct4 entry that stands (0:
  * surely not, its slot was not written within the longest timeout a
  * standing entry, established or syn seen, lives). Conservative on every
  * doubt: timeouts longer than the slot's clock wraps, the first timeout
- * after loading onto an earlier program's maps, a slot shared with other
- * flows. */
+ * plus two ticks after loading onto an earlier program's maps (which
+ * writes entries unmarked here until this program is attached: a start
+ * attaches within seconds of the load), a slot shared with other flows. */
 static __always_inline int lb_recent_maybe(const struct lb_recent *r, const struct lb_config *cfg, __u64 now)
 {
 	__u64 t = cfg->tcp_timeout_ns > cfg->tcp_closing_timeout_ns ? cfg->tcp_timeout_ns : cfg->tcp_closing_timeout_ns;
 	__u64 units = (t >> LB_RECENT_SHIFT) + 2;
 
-	if (units >= 254 || (lb_recent_since_ns && (__s64)(now - lb_recent_since_ns) < (__s64)t) || !r)
+	if (units >= 254 || !r ||
+	    (lb_recent_since_ns && (__s64)(now - lb_recent_since_ns) < (__s64)(t + (2ULL << LB_RECENT_SHIFT))))
 		return 1;
 	return lb_recent_within(r->entry, now, units);
 }

@@ -13,7 +13,7 @@
 // run is bounded in frames and time.
 package pktgen
 
-//go:generate go tool bpf2go -cc clang -strip llvm-strip -target bpfel -cflags "-O2 -g -Wall -Werror -mcpu=v3 -nostdinc -isystem ../../bpf/include" pktgen ../../bpf/bench/pktgen.c
+//go:generate go tool bpf2go -cc clang -strip llvm-strip -target bpfel -type pktgen_state -cflags "-O2 -g -Wall -Werror -mcpu=v3 -nostdinc -isystem ../../bpf/include" pktgen ../../bpf/bench/pktgen.c
 
 import (
 	"context"
@@ -113,9 +113,13 @@ func checkSources(p netip.Prefix) error {
 
 // Gen is a loaded generator.
 type Gen struct {
-	prog  *ebpf.Program
-	seq   *ebpf.Map
-	frame []byte
+	prog   *ebpf.Program
+	seq    *ebpf.Map // pktgen_state
+	frame  []byte
+	mix    Mix
+	flows  uint32
+	burst  uint32
+	blocks uint32 // Established: blocks of flows opened (Open)
 }
 
 // Load loads pktgen_tx for c. The caller closes it.
@@ -152,7 +156,7 @@ func Load(c Config) (*Gen, error) {
 		objs.Seq.Close()
 		return nil, err
 	}
-	return &Gen{prog: objs.Prog, seq: objs.Seq, frame: frame}, nil
+	return &Gen{prog: objs.Prog, seq: objs.Seq, frame: frame, mix: c.Mix, flows: flows, burst: burst}, nil
 }
 
 // template is the frame pktgen_tx rewrites: Ethernet, IPv4 without
@@ -176,21 +180,63 @@ func template(c Config) ([]byte, error) {
 	return frame, nil
 }
 
-// Reset starts the sequence again from its first frame.
-func (g *Gen) Reset() error {
-	if err := g.seq.Put(uint32(0), uint64(0)); err != nil {
-		return fmt.Errorf("pktgen: reset: %w", err)
+// Reset starts the sequence again from its first frame, flow 0.
+func (g *Gen) Reset() error { return g.put(pktgenPktgenState{}) }
+
+func (g *Gen) put(st pktgenPktgenState) error {
+	if err := g.seq.Put(uint32(0), &st); err != nil {
+		return fmt.Errorf("pktgen: set state: %w", err)
 	}
 	return nil
 }
 
-// Sent is how many frames pktgen_tx has produced since the last Reset.
-func (g *Gen) Sent() (uint64, error) {
-	var n uint64
-	if err := g.seq.Lookup(uint32(0), &n); err != nil {
-		return 0, fmt.Errorf("pktgen: read sequence: %w", err)
+func (g *Gen) state() (pktgenPktgenState, error) {
+	var st pktgenPktgenState
+	if err := g.seq.Lookup(uint32(0), &st); err != nil {
+		return st, fmt.Errorf("pktgen: read state: %w", err)
 	}
-	return n, nil
+	return st, nil
+}
+
+// Sent is the sequence number of the next frame: how many frames
+// pktgen_tx has produced since it was loaded or last Reset, unless Open
+// moved it.
+func (g *Gen) Sent() (uint64, error) {
+	st, err := g.state()
+	return st.Seq, err
+}
+
+// Open readies the next measured run. Established: a new block of Flows
+// flows, not used by any earlier run (until 16 million flows wrap), each
+// opened with its SYN and its ACK in turn, from a thread do locks inside
+// the client's namespace, pinned to cpu; the following Run sends only the
+// block's ACKs. Connections: nothing (its sequence never repeats a
+// connection). It returns the frames it sent.
+func (g *Gen) Open(do func(func() error) error, ifindex, cpu int) (uint64, error) {
+	if g.mix != Established {
+		return 0, nil
+	}
+	base := uint32(uint64(g.blocks) * uint64(g.flows) % MaxFlows)
+	g.blocks++
+	if err := g.put(pktgenPktgenState{Base: base, Handshake: 1}); err != nil {
+		return 0, err
+	}
+	err := onCPU(do, cpu, func() error {
+		for left := 2 * uint64(g.flows); left > 0; {
+			n := uint32(min(left, MaxRunFrames))
+			if err := g.Send(ifindex, n); err != nil {
+				return err
+			}
+			left -= uint64(n)
+		}
+		return nil
+	})
+	st, serr := g.state()
+	if err = errors.Join(err, serr); err != nil {
+		return st.Seq, err
+	}
+	// Past the first pass: every frame of the next run is an ACK.
+	return st.Seq, g.put(pktgenPktgenState{Seq: uint64(g.flows) * uint64(g.burst), Base: base})
 }
 
 // xdpMD is struct xdp_md, the context of an XDP test run.
@@ -198,15 +244,18 @@ type xdpMD struct {
 	Data, DataEnd, DataMeta, IngressIfindex, RxQueueIndex, EgressIfindex uint32
 }
 
-// MaxBurst bounds the frames of one Send: one syscall.
-const MaxBurst = 1 << 22
+// MaxRunFrames bounds the frames of one Send.
+const MaxRunFrames = 1 << 22
 
-// Send transmits n frames (1..MaxBurst) out of interface ifindex of the
-// calling thread's network namespace, in batches of 64. Run it on a
-// thread locked inside the namespace, pinned to one CPU (Run does both).
+// Send transmits n frames (1..MaxRunFrames) out of interface ifindex of
+// the calling thread's network namespace, in batches of 64, in one test
+// run. Run it on a thread locked inside the namespace, pinned to one CPU
+// (Run does both). A signal that interrupts the run makes cilium/ebpf run
+// it again from the start, so more than n frames may go out: Sent counts
+// them.
 func (g *Gen) Send(ifindex int, n uint32) error {
-	if n < 1 || n > MaxBurst {
-		return fmt.Errorf("pktgen: send %d frames: want 1..%d", n, MaxBurst)
+	if n < 1 || n > MaxRunFrames {
+		return fmt.Errorf("pktgen: send %d frames: want 1..%d", n, MaxRunFrames)
 	}
 	_, err := g.prog.Run(&ebpf.RunOptions{
 		Data:      g.frame,
@@ -221,15 +270,33 @@ func (g *Gen) Send(ifindex int, n uint32) error {
 	return nil
 }
 
-// Run sends bursts of burst frames until d has passed or ctx ends, from
-// the calling goroutine's thread, which do must lock inside the client's
-// namespace (netnsdo.Do); the thread is pinned to cpu meanwhile, so that
-// every frame takes the path on one CPU. It returns the frames sent.
-func (g *Gen) Run(ctx context.Context, do func(func() error) error, ifindex, cpu int, burst uint32, d time.Duration) (uint64, error) {
-	if err := g.Reset(); err != nil {
+// Run sends test runs of n frames each until d has passed or ctx ends,
+// from a thread that do must lock inside the client's namespace
+// (netnsdo.Do), pinned to cpu meanwhile so that every frame takes the path
+// on one CPU. The sequence goes on from where the last run left it (a
+// connection is not replayed by the next cell); it returns the frames this
+// run sent.
+func (g *Gen) Run(ctx context.Context, do func(func() error) error, ifindex, cpu int, n uint32, d time.Duration) (uint64, error) {
+	before, err := g.Sent()
+	if err != nil {
 		return 0, err
 	}
-	err := do(func() error {
+	err = onCPU(do, cpu, func() error {
+		for end := time.Now().Add(d); time.Now().Before(end) && ctx.Err() == nil; {
+			if err := g.Send(ifindex, n); err != nil {
+				return err
+			}
+		}
+		return ctx.Err()
+	})
+	after, serr := g.Sent()
+	return after - before, errors.Join(err, serr)
+}
+
+// onCPU runs fn on a thread do locks (inside a namespace), pinned to cpu
+// meanwhile.
+func onCPU(do func(func() error) error, cpu int, fn func() error) error {
+	return do(func() (err error) {
 		var prev unix.CPUSet
 		if err := unix.SchedGetaffinity(0, &prev); err != nil {
 			return fmt.Errorf("pktgen: read CPU affinity: %w", err)
@@ -239,16 +306,13 @@ func (g *Gen) Run(ctx context.Context, do func(func() error) error, ifindex, cpu
 		if err := unix.SchedSetaffinity(0, &one); err != nil {
 			return fmt.Errorf("pktgen: pin to CPU %d: %w", cpu, err)
 		}
-		defer unix.SchedSetaffinity(0, &prev)
-		for end := time.Now().Add(d); time.Now().Before(end) && ctx.Err() == nil; {
-			if err := g.Send(ifindex, burst); err != nil {
-				return err
+		defer func() {
+			if rerr := unix.SchedSetaffinity(0, &prev); rerr != nil {
+				err = errors.Join(err, fmt.Errorf("pktgen: restore CPU affinity: %w", rerr))
 			}
-		}
-		return ctx.Err()
+		}()
+		return fn()
 	})
-	sent, serr := g.Sent()
-	return sent, errors.Join(err, serr)
 }
 
 // Close releases the generator.

@@ -8,9 +8,17 @@ import (
 	_ "embed"
 	"fmt"
 	"io"
+	"structs"
 
 	"github.com/cilium/ebpf"
 )
+
+type pktgenPktgenState struct {
+	_         structs.HostLayout
+	Seq       uint64
+	Base      uint32
+	Handshake uint32
+}
 
 // Names of all BPF objects in the ELF.
 //

@@ -215,6 +215,36 @@ func TestEstablishedBurst(t *testing.T) {
 	}
 }
 
+// TestEstablishedOpen: Open opens a new block of flows with each flow's
+// SYN and ACK, and the next frames are that block's ACKs only.
+func TestEstablishedOpen(t *testing.T) {
+	w := newWire(t)
+	g := load(t, Config{Mix: Established, Flows: 2, Burst: 3})
+	a := netip.MustParseAddr("203.0.113.0")
+	for block, base := range []uint16{1024, 1026} {
+		var opened uint64
+		frames := w.capture(t, 10, func() {
+			var err error
+			if opened, err = g.Open(w.gen.Do, w.genIdx, 0); err != nil {
+				t.Fatal(err)
+			}
+			if err := w.gen.Do(func() error { return g.Send(w.genIdx, 6) }); err != nil {
+				t.Fatal(err)
+			}
+		})
+		if opened != 4 || len(frames) != 10 {
+			t.Fatalf("block %d: Open sent %d frames, want 4; received %d of 10", block, opened, len(frames))
+		}
+		want := []seen{{a, base, "S"}, {a, base, "."}, {a, base + 1, "S"}, {a, base + 1, "."},
+			{a, base, "."}, {a, base, "."}, {a, base, "."}, {a, base + 1, "."}, {a, base + 1, "."}, {a, base + 1, "."}}
+		for i, f := range frames {
+			if got := decode(t, f); got != want[i] {
+				t.Errorf("block %d, frame %d: %+v, want %+v", block, i, got, want[i])
+			}
+		}
+	}
+}
+
 // TestConnectionsMix: five frames a connection, each connection on a new
 // source port.
 func TestConnectionsMix(t *testing.T) {
@@ -267,13 +297,23 @@ func TestRunDropped(t *testing.T) {
 	}
 	t.Logf("sent %d frames, pktgen_drop dropped %d", sent, dropped)
 
-	// Frames from another /24 continue.
+	// Frames from another /24 continue: 100 of them, then one of the
+	// generator's, which the drop counts once all 101 have passed it.
 	other := load(t, Config{Mix: Established, Flows: 1, Sources: netip.MustParsePrefix("198.51.100.0/24")})
-	before, _ := drop.Dropped()
+	before, err := drop.Dropped()
+	if err != nil {
+		t.Fatal(err)
+	}
 	w.send(t, other, 100)
-	time.Sleep(100 * time.Millisecond)
-	if after, _ := drop.Dropped(); after != before {
-		t.Errorf("pktgen_drop dropped %d frames from another source", after-before)
+	w.send(t, g, 1)
+	after := before
+	for deadline := time.Now().Add(5 * time.Second); after == before && time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		if after, err = drop.Dropped(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if after != before+1 {
+		t.Errorf("pktgen_drop dropped %d frames, want only the generator's one of 101 (100 from another source)", after-before)
 	}
 }
 

@@ -61,8 +61,9 @@ func (d *Datapath) ctDelete(k bpfLbFlow) error {
 	return d.objs.LbConntrack.Delete(&k)
 }
 
-// ctPut writes the entry of flow k (tests: as the program would), and
-// invalidates the flow caches' copies.
+// ctPut writes the entry of flow k (tests only), and invalidates the flow
+// caches' copies. Unlike the program it marks no lb_ct_recent slot: tests
+// use it to write an entry behind that filter's back.
 func (d *Datapath) ctPut(k bpfLbFlow, ct *bpfLbCtEntry) error {
 	var err error
 	if k4, ok := ct4Key(k); ok {

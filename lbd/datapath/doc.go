@@ -46,8 +46,9 @@
 //     whose entry time is older than any standing entry lives skips the LRU
 //     lookup, one whose pending time is older than a pending choice lives
 //     skips reading its flow cache slot; a program loaded onto an earlier
-//     program's conntrack looks every SYN up for the first timeout
-//     (lb_recent_since_ns). A refresh of an entry marks its slot only when
+//     program's conntrack looks every SYN up for the first timeout plus
+//     two ticks (lb_recent_since_ns; the earlier program may write entries
+//     until this one is attached). A refresh of an entry marks its slot only when
 //     it leaves the tick of the entry's last write (that write marked it),
 //     so a busy flow writes the line once a tick, not once a second; on an
 //     earlier program's maps every refresh marks for the longest timeout

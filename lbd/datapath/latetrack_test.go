@@ -584,36 +584,54 @@ func clearRecent(t *testing.T, d *Datapath) {
 	}
 }
 
-// refreshAfterClear clears lb_ct_recent, waits until f's entry is due for
-// its refresh (a second old) and sends an ACK of f, which refreshes it. It
-// returns whether the refresh stayed in the tick of the entry's previous
-// time, and whether it marked.
-func refreshAfterClear(t *testing.T, d *Datapath, r flowRun, f Flow) (sameTick, marked bool) {
+// tickNs is lb_ct_recent's unit (2^LB_RECENT_SHIFT ns, ~17 s).
+const tickNs = 1 << 34
+
+// midTick waits until the program's clock is at least 1.2 s into a tick
+// and 0.5 s before its end, and returns it: a refresh from 1.1 s ago, or
+// from just before the tick began, then happens in this tick.
+func midTick(t *testing.T) uint64 {
 	t.Helper()
-	var before, after bpfLbCtEntry
-	if err := d.ctLookup(flowKey(f), &before); err != nil {
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		now := clockNow(t)
+		if off := now % tickNs; off >= 1_200_000_000 && off <= tickNs-500_000_000 {
+			return now
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the program's clock did not reach the middle of a tick in 5 s")
+		}
+	}
+}
+
+// refreshFrom writes f's entry as last seen at then (behind lb_ct_recent's
+// back: unmarked), clears lb_ct_recent, sends an ACK of f, which refreshes
+// the entry, and reports whether that marked f's slot.
+func refreshFrom(t *testing.T, d *Datapath, r flowRun, f Flow, then uint64) bool {
+	t.Helper()
+	var e, after bpfLbCtEntry
+	if err := d.ctLookup(flowKey(f), &e); err != nil {
+		t.Fatal(err)
+	}
+	e.LastSeenNs = then
+	if err := d.ctPut(flowKey(f), &e); err != nil {
 		t.Fatal(err)
 	}
 	clearRecent(t, d)
-	for deadline := time.Now().Add(5 * time.Second); clockNow(t)-before.LastSeenNs <= 1_100_000_000; time.Sleep(50 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatal("the program's clock did not advance a second in 5 s")
-		}
-	}
 	r.send(f, false)
 	if err := d.ctLookup(flowKey(f), &after); err != nil {
 		t.Fatal(err)
 	}
-	if after.LastSeenNs == before.LastSeenNs {
-		t.Fatal("the ACK did not refresh an entry a second old")
+	if after.LastSeenNs == then {
+		t.Fatal("the ACK did not refresh an entry over a second old")
 	}
-	return before.LastSeenNs>>34 == after.LastSeenNs>>34, recentMarked(t, d)
+	return recentMarked(t, d)
 }
 
 // TestLateRefreshMarksOncePerTick: a busy flow's entry, refreshed every
 // second, writes its lb_ct_recent slot only when the refresh leaves the
-// tick its slot was marked in; on an earlier program's maps every refresh
-// marks until the entries it may have written unmarked are gone.
+// tick of the entry's last write (which marked it); on an earlier
+// program's maps every refresh marks until the entries that program may
+// have written unmarked are gone.
 func TestLateRefreshMarksOncePerTick(t *testing.T) {
 	onOneCPU(t)
 	d, r, _, moving := lateSetup(t)
@@ -624,9 +642,13 @@ func TestLateRefreshMarksOncePerTick(t *testing.T) {
 	if !recentMarked(t, d) {
 		t.Fatal("the handshake's entry left no mark")
 	}
-	same, marked := refreshAfterClear(t, d, r, f)
-	if marked == same {
-		t.Fatalf("refresh in the same tick %v, marked %v: want a mark only on a new tick", same, marked)
+	now := midTick(t)
+	if !refreshFrom(t, d, r, f, now/tickNs*tickNs-1) {
+		t.Error("a refresh leaving the tick of the entry's last write left no mark: a SYN could skip the entry")
+	}
+	now = midTick(t)
+	if refreshFrom(t, d, r, f, now-1_100_000_000) {
+		t.Error("a refresh within the tick of the entry's last write marked the slot again")
 	}
 
 	pin := testPinPath(t)
@@ -644,7 +666,40 @@ func TestLateRefreshMarksOncePerTick(t *testing.T) {
 		t.Fatal("pinned maps not adopted")
 	}
 	mustApply(t, d2, svc)
-	if _, marked := refreshAfterClear(t, d2, flowRun{d2, t}, f); !marked {
-		t.Fatal("after adoption a refresh of the earlier program's entry left no mark")
+	now = midTick(t)
+	if !refreshFrom(t, d2, flowRun{d2, t}, f, now-1_100_000_000) {
+		t.Fatal("after adoption a refresh within the tick of the earlier program's write left no mark")
+	}
+}
+
+// TestLateSYNFollowsEntryMarkedTickAhead: a slot marked by a CPU whose
+// cached clock crossed into the next tick a jiffy earlier counts as recent
+// on this one: the SYN looks its standing entry up and follows it.
+func TestLateSYNFollowsEntryMarkedTickAhead(t *testing.T) {
+	onOneCPU(t)
+	d, r, grown, moving := lateSetup(t)
+	mustApply(t, d, grown)
+	f := moving[8]
+	want := predict(t, grown, f, 1009)
+	other := (want + 1) % len(grown.Backends)
+	id := d.state.services[0].backends[grown.Backends[other].Addr]
+	if err := d.ctPut(flowKey(f), &bpfLbCtEntry{LastSeenNs: clockNow(t), BackendId: id, Cookie: d.state.backends[id].cookie}); err != nil {
+		t.Fatal(err)
+	}
+	ahead := recentTick(clockNow(t) + tickNs)
+	var line bpfLbRecentLine
+	for i := range line.Slot {
+		line.Slot[i].Entry = ahead
+	}
+	n := int(d.objs.LbCtRecent.MaxEntries())
+	keys, vals := make([]uint32, n), make([]bpfLbRecentLine, n)
+	for i := range n {
+		keys[i], vals[i] = uint32(i), line
+	}
+	if _, err := d.objs.LbCtRecent.BatchUpdate(keys, vals, nil); err != nil {
+		t.Fatal(err)
+	}
+	if got := r.send(f, true); got != other {
+		t.Fatalf("SYN with its slot marked a tick ahead went to %d, want its standing entry's %d (the consistent choice is %d)", got, other, want)
 	}
 }

@@ -20,8 +20,9 @@ import (
 // matches them only.
 var genSources = netip.MustParsePrefix("203.0.113.0/24")
 
-// genBurst is the frames of one live-frames run: about 0.1–0.3 s here.
-const genBurst = 1 << 17
+// genRunFrames is the frames of one live-frames test run: about 0.5–0.8 s
+// here, so a cell overshoots its duration by less than that.
+const genRunFrames = 1 << 17
 
 // genLoad is the packet generator's part of the bench (-gen): the
 // generator itself for each mix, the XDP program the client's bridge
@@ -136,6 +137,21 @@ func (g *genLoad) close() {
 	}
 }
 
+// settled is the frames the backends' drops have counted once the count
+// stops moving (two reads 20 ms apart agree; at most 2 s).
+func (g *genLoad) settled() (uint64, error) {
+	last, err := g.delivered()
+	for deadline := time.Now().Add(2 * time.Second); err == nil && time.Now().Before(deadline); {
+		time.Sleep(20 * time.Millisecond)
+		var n uint64
+		if n, err = g.delivered(); n == last {
+			break
+		}
+		last = n
+	}
+	return last, err
+}
+
 // delivered is the frames every backend's drop has counted.
 func (g *genLoad) delivered() (uint64, error) {
 	var n uint64
@@ -149,32 +165,33 @@ func (g *genLoad) delivered() (uint64, error) {
 	return n, nil
 }
 
+// open readies mix for a cell: the established mix's flows of the cell are
+// new ones, opened (SYN, ACK) before the cell is measured, so the cell
+// measures their steady stream and no mode sees flows another left.
+func (g *genLoad) open(tp *topo.Topology, mix pktgen.Mix) error {
+	_, err := g.gens[mix].Open(tp.Client.NS.Do, g.ifindex, g.cpu)
+	return err
+}
+
 // run sends mix for d from the client and waits until what it sent has
 // stopped arriving at the backends (frames may sit in a CPU's backlog
 // when the run returns).
 func (g *genLoad) run(ctx context.Context, tp *topo.Topology, mix pktgen.Mix, d time.Duration) (genResult, error) {
-	before, err := g.delivered()
+	before, err := g.settled()
 	if err != nil {
 		return genResult{}, err
 	}
 	start := time.Now()
-	sent, err := g.gens[mix].Run(ctx, tp.Client.NS.Do, g.ifindex, g.cpu, genBurst, d)
+	sent, err := g.gens[mix].Run(ctx, tp.Client.NS.Do, g.ifindex, g.cpu, genRunFrames, d)
 	r := genResult{sent: sent, took: time.Since(start)}
 	if err != nil {
 		return r, err
 	}
-	for last, deadline := uint64(0), time.Now().Add(2*time.Second); ; last = r.delivered {
-		n, err := g.delivered()
-		if err != nil {
-			return r, err
-		}
-		r.delivered = n - before
-		if r.delivered == last || time.Now().After(deadline) {
-			break
-		}
-		time.Sleep(20 * time.Millisecond)
+	after, err := g.settled()
+	if err != nil {
+		return r, err
 	}
-	if r.delivered == 0 {
+	if r.delivered = after - before; r.delivered == 0 {
 		return r, errors.New("the generator's frames reached no backend: the path through the balancer is broken")
 	}
 	return r, nil
@@ -184,7 +201,7 @@ func (g *genLoad) run(ctx context.Context, tp *topo.Topology, mix pktgen.Mix, d 
 // program, with what was sent and forwarded.
 func (b *bench) genTable(cells []cell) string {
 	var s strings.Builder
-	fmt.Fprintf(&s, "\nUnder generator load: pktgen (BPF_PROG_TEST_RUN live frames) on the client's eth0, pinned to CPU %d, %v per cell, %d runs; established: %d flows, bursts of %d; sources %s; service %s, conntrack %d%s; kernel.bpf_stats_enabled=1, all runs summed (× floor: ns/run / floor_vip's)\n\n",
+	fmt.Fprintf(&s, "\nUnder generator load: pktgen (BPF_PROG_TEST_RUN live frames) on the client's eth0, pinned to CPU %d, %v per cell, %d runs; established: %d flows new to each cell (opened with SYN, ACK before it is measured), bursts of %d; sources %s; service %s, conntrack %d%s; kernel.bpf_stats_enabled=1, all runs summed (× floor: ns/run / floor_vip's)\n\n",
 		b.o.genCPU, b.o.duration, b.o.runs, b.o.genFlows, b.o.genBurst, genSources, b.o.sched, b.o.conntrack, forwardNote(b.o.forwardCPU))
 	s.WriteString("| mix | program | frames sent | reached a backend | Mframes/s | run_cnt | ns/run | × floor |\n|---|---|--:|--:|--:|--:|--:|--:|\n")
 	for _, m := range b.o.gen {
@@ -245,7 +262,7 @@ func (b *bench) measureGen(ctx context.Context) ([]cell, error) {
 					d = b.o.warmup
 				}
 				c := cell{mode: mode, mix: mix}
-				err := b.observe(mode, &c, func() (err error) {
+				err := b.observe(mode, &c, func() error { return b.gen.open(b.tp, mix) }, func() (err error) {
 					c.gen, err = b.gen.run(ctx, b.tp, mix, d)
 					return err
 				})

@@ -503,17 +503,24 @@ func (b *bench) cell(ctx context.Context, mode string, size int, d time.Duration
 	case "haproxy":
 		host = haproxyAddr
 	}
-	err = b.observe(mode, &c, func() error { return b.wrk(ctx, &c, host, d) })
+	err = b.observe(mode, &c, nil, func() error { return b.wrk(ctx, &c, host, d) })
 	return c, err
 }
 
-// observe runs load on mode's path: for dsrlb, floor and track with the
-// client's neighbour entry for the VIP on the balancer, the mode's
-// reference program attached (floor, track) and the kernel's BPF
-// statistics on, the program's runs during load recorded in c.bpf.
-func (b *bench) observe(mode string, c *cell, load func() error) (err error) {
+// observe runs prime (nil: none) and then load on mode's path: for dsrlb,
+// floor and track with the client's neighbour entry for the VIP on the
+// balancer, the mode's reference program attached (floor, track) and the
+// kernel's BPF statistics on, the program's runs during load (not prime)
+// recorded in c.bpf.
+func (b *bench) observe(mode string, c *cell, prime, load func() error) (err error) {
 	tp := b.tp
+	if prime == nil {
+		prime = func() error { return nil }
+	}
 	if !slices.Contains([]string{"dsrlb", "floor", "track"}, mode) {
+		if err := prime(); err != nil {
+			return err
+		}
 		return load()
 	}
 	if err := tp.PointVIPAt(tp.Client, topo.VIP4, tp.Balancer); err != nil {
@@ -527,6 +534,9 @@ func (b *bench) observe(mode string, c *cell, load func() error) (err error) {
 		}
 		defer detach()
 		stats = ref.stats
+	}
+	if err := prime(); err != nil {
+		return err
 	}
 	prev, err := enableBPFStats()
 	if err != nil {
