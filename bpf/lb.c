@@ -14,6 +14,7 @@
 #include "lib/sched.h"
 #include "lib/rewrite.h"
 #include "lib/stats.h"
+#include "lib/fast.h"
 
 /* Referenced so that bpf2go -type finds these in the object's BTF. */
 const volatile enum lb_sched lb_unused_sched __attribute__((unused));
@@ -129,7 +130,7 @@ int dsrlb_ingress(struct __sk_buff *skb)
 	struct lb_backend *be;
 	struct lb_config *cfg;
 	__u32 reason, key = 0, id = 0, svc_id = 0;
-	int is_new = 0;
+	int is_new = 0, ret;
 
 	/* A frame addressed to another MAC reaches us when the NIC is
 	 * promiscuous (tcpdump, a bridge port) or a switch floods unknown
@@ -137,6 +138,10 @@ int dsrlb_ingress(struct __sk_buff *skb)
 	 * would hand a backend a duplicate. */
 	if (skb->pkt_type == LB_PACKET_OTHERHOST)
 		return lb_pass(skb, LB_REASON_PASS_OTHER_HOST);
+	/* The commonest packets first: a flow cache hit, a packet for no VIP. */
+	ret = lb_fast4(skb);
+	if (ret != LB_FAST_SLOW)
+		return ret;
 
 	reason = lb_parse_fast(skb, &pkt);
 	if (reason == LB_PARSE_SLOW) {
