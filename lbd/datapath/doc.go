@@ -66,6 +66,10 @@
 //     trusted for at most the 1 s refresh interval and only under the
 //     current generation (lb_config.ct_gen, bumped by invalidateFlowCache
 //     after Go deletes or writes entries, plus the program's own counter).
+//     A hit is answered by a compact path tried before the parser
+//     (bpf/lib/fast.h, which also lets an IPv4 TCP packet for no VIP
+//     continue), with the full path's verdict and counters: its shorter
+//     code is what a busy CPU keeps in cache.
 //   - lb_cfg (array, one entry): timeouts, table size, interface MAC, ABI.
 //     Settings live in a map, not in .rodata, because globals are not pinned.
 //   - lb_svc_stats, lb_be_stats, lb_global_stats (per-CPU arrays): counters
