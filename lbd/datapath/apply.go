@@ -30,7 +30,8 @@ import (
 // update per outer map, then the service keys; only then are backends
 // leaving "up" marked and removed ones freed. If a step fails, the steps
 // done are undone, so the previous state keeps serving, and the Go mirror
-// is re-read from the maps.
+// is re-read from the maps. A failure after the keys are written cannot be
+// undone and says so: the error wraps ErrCommitted.
 func (d *Datapath) Apply(services []Service) error {
 	if err := validate(services); err != nil {
 		return fmt.Errorf("apply services: %w", err)
@@ -99,9 +100,12 @@ func (d *Datapath) apply(services []Service) error {
 	}
 	d.last = tx.stats()
 	if err := d.writeVIPFilter(filter); err != nil {
-		return err
+		return fmt.Errorf("%w: %w", ErrCommitted, err)
 	}
-	return d.purgeUnserved(before)
+	if err := d.purgeUnserved(before); err != nil {
+		return fmt.Errorf("%w: %w", ErrCommitted, err)
+	}
+	return nil
 }
 
 // matchServices finds the existing id of each service (by any key it
@@ -516,7 +520,10 @@ func (tx *txn) commit() error {
 			return errors.Join(fmt.Errorf("%s: %w", s.name, err), tx.rollback())
 		}
 	}
-	return tx.finish()
+	if err := tx.finish(); err != nil {
+		return fmt.Errorf("%w: %w", ErrCommitted, err)
+	}
+	return nil
 }
 
 func (tx *txn) rollback() error {

@@ -87,6 +87,12 @@ var (
 	ErrIncompatible = errors.New("pinned data plane incompatible")
 	// ErrNoInterface: Attach needs Options.Interface.
 	ErrNoInterface = errors.New("no interface configured")
+	// ErrCommitted: Apply failed after its commit point, while retiring
+	// what the new services no longer use (final backend states, the VIP
+	// filter's old bits, conntrack entries of removed services). The new
+	// services are in force and cannot be rolled back; the next Apply
+	// finishes the job.
+	ErrCommitted = errors.New("new services in force, retiring the old ones failed")
 )
 
 // Datapath owns the loaded program and its maps.

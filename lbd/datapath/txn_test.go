@@ -96,6 +96,9 @@ func TestApplyFailureKeepsPreviousState(t *testing.T) {
 			if strings.Contains(err.Error(), "undo") {
 				t.Fatalf("undo failed: %v", err)
 			}
+			if errors.Is(err, ErrCommitted) {
+				t.Fatalf("a failure before the commit point says the new state is in force: %v", err)
+			}
 			if got := snapshot(r, flows); !slices.Equal(got, wantBefore) {
 				t.Fatalf("after a failure at %q, %d of %d packets reach another backend than before", step, diff(got, wantBefore), len(flows))
 			}
@@ -128,8 +131,9 @@ func TestApplyFailureAfterCommit(t *testing.T) {
 		}
 		return nil
 	}
-	if err := d.Apply(after); err == nil {
-		t.Fatal("Apply succeeded despite the injected failure")
+	err := d.Apply(after)
+	if !errors.Is(err, ErrCommitted) {
+		t.Fatalf("Apply = %v, want a failure saying the new state is in force (ErrCommitted)", err)
 	}
 	if got := snapshot(r, flows); !slices.Equal(got, want) {
 		t.Fatalf("%d of %d packets not on the new state after a failure past the commit point", diff(got, want), len(flows))

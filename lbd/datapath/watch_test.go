@@ -56,3 +56,39 @@ func TestDetachNoticedAndRepaired(t *testing.T) {
 	check(false, "after Reattach")
 	tp.expectForwarded(t, c, true, "after Reattach")
 }
+
+// TestAttachedFound: Attached tells a data plane Open found attached
+// (tcx link or cls_bpf filter left by an earlier lbd) from one found
+// detached, before this Datapath attaches anything.
+func TestAttachedFound(t *testing.T) {
+	for _, clsact := range []bool{false, true} {
+		t.Run(map[bool]string{false: "tcx", true: "clsact"}[clsact], func(t *testing.T) {
+			tp := newTopo(t)
+			opts := Options{PinPath: testPinPath(t), MaglevTableSize: 251, ConntrackSize: 4096, ForceClsact: clsact, Interface: tp.lbIface}
+			attached := func(what string, want bool) {
+				t.Helper()
+				var got bool
+				err := inNetns(tp.lb, func() error {
+					d, err := Open(opts, nil)
+					if err != nil {
+						return err
+					}
+					defer d.Close()
+					got, err = d.Attached()
+					return err
+				})
+				if err != nil || got != want {
+					t.Fatalf("%s: Attached = %v, %v; want %v", what, got, err, want)
+				}
+			}
+			attached("nothing pinned", false)
+			d := tp.openIn(t, opts)
+			t.Cleanup(func() { inNetns(tp.lb, d.Remove) })
+			attached("attached by an earlier lbd", true)
+			if err := inNetns(tp.lb, d.Detach); err != nil {
+				t.Fatal(err)
+			}
+			attached("detached, maps still pinned", false)
+		})
+	}
+}
