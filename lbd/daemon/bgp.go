@@ -17,16 +17,24 @@ import (
 // announces the VIPs whose services qualify: a VIP is never announced
 // before this balancer can forward it.
 func (d *Daemon) startBGP(ctx context.Context) error {
-	var err error
-	// The speaker outlives ctx: stop() withdraws through it after ctx ends.
-	d.bgp, err = d.host().startBGP(context.WithoutCancel(ctx), *d.cfg.Balancer.BGP, d.cfg.Balancer.Interface, d.log)
-	if err != nil {
+	if err := d.startSpeaker(ctx); err != nil {
 		return err
 	}
 	if err := d.apply(); err != nil {
 		return err
 	}
 	d.writeBGPStatus(ctx)
+	return nil
+}
+
+// startSpeaker starts the BGP speaker, announcing nothing yet.
+func (d *Daemon) startSpeaker(ctx context.Context) error {
+	// The speaker outlives ctx: stop() withdraws through it after ctx ends.
+	s, err := d.host().startBGP(context.WithoutCancel(ctx), *d.cfg.Balancer.BGP, d.cfg.Balancer.Interface, d.log)
+	if err != nil {
+		return err
+	}
+	d.bgp = s
 	return nil
 }
 

@@ -7,8 +7,10 @@
 // plane → check every backend is on-link → resolve MACs → start checks →
 // program the maps → attach → take the VIPs (gratuitous ARP / unsolicited
 // NA; not with balancer.vip_owner external, where keepalived or the BGP
-// routers bring the traffic) → READY=1. Stopping leaves program, maps and
-// VIPs in place, so forwarding continues until a new lbd adopts them.
+// routers bring the traffic) → READY=1. On an adopted data plane the maps
+// are programmed last instead (goLiveAdopted), so a start that fails
+// leaves them as found. Stopping leaves program, maps and VIPs in place,
+// so forwarding continues until a new lbd adopts them.
 package daemon
 
 import (
@@ -101,6 +103,9 @@ type Daemon struct {
 	metricsLn net.Listener
 	// startAdded are the VIPs this start added: undone if it fails.
 	startAdded []netip.Addr
+	// startAttached: this start attached an adopted data plane it found
+	// detached; undone if it fails.
+	startAttached bool
 
 	// loader parses the file on every reload, again only for the
 	// services whose text changed.
@@ -218,11 +223,37 @@ func (d *Daemon) start(ctx context.Context) error {
 	if err := d.startObservers(ctx); err != nil {
 		return err
 	}
+	if d.dp.Adopted() {
+		err = d.goLiveAdopted(ctx, probed)
+	} else {
+		err = d.goLiveFresh(ctx, probed)
+	}
+	if err != nil {
+		return err
+	}
+	d.saveDeferredAdmin()
+	d.saveRunning()
+	d.startAdded, d.startAttached = nil, false // from here on, a failure is not the start's
+	d.log.Info("lbd ready", "interface", b.Interface, "vip_owner", string(b.VIPOwner), "services", len(cfg.Services), "servers", cfg.ServerCount())
+	d.opts.Notify("READY=1\nSTATUS=" + d.statusLine())
+	if d.opts.Ready != nil {
+		close(d.opts.Ready)
+	}
+	return nil
+}
+
+// goLiveFresh brings a data plane this start created into service: the
+// maps are programmed before the program is attached (it never forwards
+// with empty maps), and traffic is drawn (VIPs taken, BGP announced) only
+// once it forwards. A failure is undone by removing the data plane and
+// releasing the VIPs it added (undoStart).
+func (d *Daemon) goLiveFresh(ctx context.Context, probed <-chan probeResult) error {
+	b := d.cfg.Balancer
 	if err := d.apply(); err != nil {
 		return err
 	}
-	if err := d.dp.Attach(); err != nil {
-		return fmt.Errorf("attach data plane to %s: %w", b.Interface, err)
+	if err := d.attach(); err != nil {
+		return err
 	}
 	switch {
 	case b.BGP != nil:
@@ -234,25 +265,105 @@ func (d *Daemon) start(ctx context.Context) error {
 		if p.err != nil {
 			return fmt.Errorf("take VIPs on %s: %w", b.Interface, p.err)
 		}
-		t, err := d.host().vips.TakePrepared(p.prepared, d.log)
-		d.startAdded = t.Added
-		d.recordVIPs(t.Added, nil, t.Conflicts)
-		if err != nil {
-			return fmt.Errorf("take VIPs on %s: %w", b.Interface, err)
+		if err := d.takeVIPs(p.prepared); err != nil {
+			return err
 		}
 	default:
 		d.warnLeftVIPs()
 	}
 	d.startARPGuard(ctx)
+	return d.startMetrics(ctx)
+}
+
+// goLiveAdopted brings an adopted data plane under this lbd with its maps
+// programmed last: every other step that can fail runs first, so a start
+// that fails leaves the pinned services, backends, tables and conntrack
+// entries as the previous lbd left them (issue 12; undoStart releases the
+// VIPs it added and detaches a data plane it found detached). The old
+// maps keep forwarding meanwhile, under this lbd's program once attached:
+// adoption requires the same ABI. The announcements and the VIPs follow
+// the desired services the maps are then programmed with; a VIP new in
+// this configuration draws traffic for the time of that one Apply before
+// its service is in the maps.
+func (d *Daemon) goLiveAdopted(ctx context.Context, probed <-chan probeResult) error {
+	b := d.cfg.Balancer
+	var p probeResult
+	switch {
+	case b.BGP != nil:
+		if err := d.startSpeaker(ctx); err != nil {
+			return err
+		}
+	case b.TakesVIPs():
+		if p = <-probed; p.err != nil {
+			return fmt.Errorf("take VIPs on %s: %w", b.Interface, p.err)
+		}
+	}
+	// After the speaker: scrapes read d.bgp.
 	if err := d.startMetrics(ctx); err != nil {
 		return err
 	}
-	d.saveRunning()
-	d.startAdded = nil // from here on, a failure is not the start's
-	d.log.Info("lbd ready", "interface", b.Interface, "vip_owner", string(b.VIPOwner), "services", len(cfg.Services), "servers", cfg.ServerCount())
-	d.opts.Notify("READY=1\nSTATUS=" + d.statusLine())
-	if d.opts.Ready != nil {
-		close(d.opts.Ready)
+	if err := d.attachAdopted(); err != nil {
+		return err
+	}
+	svcs, reasons := d.desiredNow()
+	switch {
+	case b.BGP != nil:
+		if err := d.announce(svcs); err != nil {
+			return err
+		}
+	case b.TakesVIPs():
+		if err := d.takeVIPs(p.prepared); err != nil {
+			return err
+		}
+	default:
+		d.warnLeftVIPs()
+	}
+	err := d.dp.Apply(svcs) // the last step that can fail
+	switch {
+	case errors.Is(err, datapath.ErrCommitted):
+		// The new services are in force: failing now would leave them
+		// without an lbd. The loop finishes what Apply could not.
+		d.log.Warn("data plane programmed, but retiring what the previous configuration used failed; retrying", "err", err)
+		d.markDirty()
+	case err != nil:
+		return fmt.Errorf("program data plane: %w", err)
+	default:
+		d.noteStates(svcs, reasons)
+		d.noteApplied(svcs, reasons)
+	}
+	d.writeBGPStatus(ctx)
+	d.startARPGuard(ctx)
+	return nil
+}
+
+func (d *Daemon) attach() error {
+	if err := d.dp.Attach(); err != nil {
+		return fmt.Errorf("attach data plane to %s: %w", d.cfg.Balancer.Interface, err)
+	}
+	return nil
+}
+
+// attachAdopted attaches this program to the adopted data plane (a pinned
+// tcx link is updated in place), noting whether it was found detached:
+// then a failed start detaches it again. In doubt it counts as attached,
+// since detaching a plane that forwards would be the worse mistake.
+func (d *Daemon) attachAdopted() error {
+	found, err := d.dp.Attached()
+	if err != nil {
+		d.log.Warn("cannot tell whether the adopted data plane is attached; a failed start will leave it attached", "err", err)
+		found = true
+	}
+	d.startAttached = !found
+	return d.attach()
+}
+
+// takeVIPs takes the probed VIPs, recording those added for undoStart.
+func (d *Daemon) takeVIPs(p vip.Prepared) error {
+	t, err := d.host().vips.TakePrepared(p, d.log)
+	d.startAdded = t.Added
+	d.recordVIPs(t.Added, nil, t.Conflicts)
+	if err != nil {
+		return fmt.Errorf("take VIPs on %s: %w", d.cfg.Balancer.Interface, err)
 	}
 	return nil
 }
@@ -280,14 +391,23 @@ func (d *Daemon) prepareVIPs(b config.Balancer, vips []netip.Addr) <-chan probeR
 
 // undoStart takes back what a failed start changed: the VIPs it added and,
 // when it created the data plane rather than adopting one, the program,
-// link and maps. An adopted data plane stays: it was forwarding before
-// this start and keeps doing so.
+// link and maps. An adopted data plane stays as found: its maps were not
+// programmed (goLiveAdopted does that last), it keeps forwarding, and one
+// found detached is detached again. BGP announcements are withdrawn by
+// stop, as a clean stop does.
 func (d *Daemon) undoStart() {
 	if len(d.startAdded) > 0 {
 		if err := d.host().vips.ReleaseAdded(d.cfg.Balancer.Interface, d.startAdded, d.log); err != nil {
 			d.log.Error("failed start: could not release the VIPs it added", "vips", d.startAdded, "err", err)
 		}
 		d.recordVIPs(nil, d.startAdded, nil)
+	}
+	if d.dp != nil && d.dp.Adopted() && d.startAttached {
+		if err := d.dp.Detach(); err != nil {
+			d.log.Error("failed start: could not detach the adopted data plane it found detached and attached", "err", err)
+		} else {
+			d.log.Info("failed start undone: the adopted data plane, found detached, is detached again")
+		}
 	}
 	if d.dp != nil && !d.dp.Adopted() {
 		if err := d.dp.Remove(); err != nil {
@@ -459,22 +579,44 @@ func (d *Daemon) markDirty() {
 // apply writes the desired state to the data plane and logs each backend
 // that enters or leaves rotation, once.
 func (d *Daemon) apply() error {
-	d.mu.Lock()
-	d.syncAdmin() // admin.go
-	svcs, reasons := desired(d.cfg, d.obs)
-	d.mu.Unlock()
+	svcs, reasons := d.desiredNow()
 	if err := d.dp.Apply(svcs); err != nil {
 		return fmt.Errorf("program data plane: %w", err)
 	}
 	d.noteStates(svcs, reasons)
-	if d.bgp != nil {
-		d.mu.Lock()
-		routes := announcements(d.cfg, svcs)
-		d.mu.Unlock()
-		if err := d.bgp.Announce(routes); err != nil {
-			return fmt.Errorf("update BGP announcements: %w", err)
-		}
+	if err := d.announce(svcs); err != nil {
+		return err
 	}
+	d.noteApplied(svcs, reasons)
+	return nil
+}
+
+// desiredNow is the data plane's services for the configuration and what
+// is observed now, and why each backend out of rotation is.
+func (d *Daemon) desiredNow() ([]datapath.Service, why) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.syncAdmin() // admin.go
+	return desired(d.cfg, d.obs)
+}
+
+// announce makes the BGP announcements follow svcs (BGP mode only).
+func (d *Daemon) announce(svcs []datapath.Service) error {
+	if d.bgp == nil {
+		return nil
+	}
+	d.mu.Lock()
+	routes := announcements(d.cfg, svcs)
+	d.mu.Unlock()
+	if err := d.bgp.Announce(routes); err != nil {
+		return fmt.Errorf("update BGP announcements: %w", err)
+	}
+	return nil
+}
+
+// noteApplied logs the backends that entered or left rotation, records
+// why they are out and sends the state changes, once svcs is programmed.
+func (d *Daemon) noteApplied(svcs []datapath.Service, reasons why) {
 	for key, r := range reasons {
 		if d.out[key] != r {
 			d.logOut(key, r) // admin.go
@@ -488,7 +630,6 @@ func (d *Daemon) apply() error {
 	d.recordReasons(reasons)
 	d.out = reasons
 	d.noteChanges(svcs, reasons) // admin.go
-	return nil
 }
 
 func (d *Daemon) loop(ctx context.Context) error {
@@ -521,7 +662,12 @@ func (d *Daemon) loop(ctx context.Context) error {
 			step = func() { r.reply <- d.doSet(r.req) }
 		case <-d.dirty:
 			step = func() {
-				if err := d.apply(); err != nil {
+				err := d.apply()
+				switch {
+				case errors.Is(err, datapath.ErrCommitted):
+					d.log.Error("data plane updated, but retiring what it no longer uses failed; retrying", "err", err)
+					retry.Reset(time.Second)
+				case err != nil:
 					d.log.Error("data plane update failed; keeping the previous state and retrying", "err", err)
 					retry.Reset(time.Second)
 				}

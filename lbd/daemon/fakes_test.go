@@ -135,6 +135,10 @@ type fakeDataplane struct {
 	attachErr, applyErr, reattachErr error
 	detached                         bool
 	reattached                       int
+	// foundDetached: an adopted data plane Open found not attached.
+	foundDetached bool
+	// detaches counts Detach calls (a failed start undoing its attach).
+	detaches int
 
 	opened, attached int
 	applied          [][]datapath.Service
@@ -180,6 +184,22 @@ func (f *fakeDataplane) Attach() error {
 	}
 	f.attached++
 	f.steps.add("attach")
+	return nil
+}
+
+// Attached is whether the data plane is attached: by this run, or, for
+// an adopted one, as found.
+func (f *fakeDataplane) Attached() (bool, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.attached > 0 || f.adopted && !f.foundDetached, nil
+}
+
+func (f *fakeDataplane) Detach() error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.detaches++
+	f.steps.add("detach")
 	return nil
 }
 
@@ -382,6 +402,8 @@ type fakeVIPs struct {
 	prepared []netip.Addr
 	history  []string
 	takeErr  error
+	// probeErr, when set, fails Prepare (the probe for the VIPs).
+	probeErr error
 }
 
 func (v *fakeVIPs) log(format string, args ...any) {
@@ -407,7 +429,7 @@ func (v *fakeVIPs) Prepare(ifname string, vips []netip.Addr, _ *slog.Logger) (vi
 	defer v.mu.Unlock()
 	v.log("prepare %s %v", ifname, vips)
 	v.prepared = slices.Clone(vips)
-	return vip.Prepared{}, nil
+	return vip.Prepared{}, v.probeErr
 }
 
 // TakePrepared adds what Prepare was given; with takeErr it fails after

@@ -27,6 +27,11 @@ type dataPlane interface {
 	Stats() (datapath.Stats, error)
 	Apply(services []datapath.Service) error
 	Attach() error
+	// Attached reports whether the data plane Open found is attached,
+	// before Attach.
+	Attached() (bool, error)
+	// Detach detaches the program, leaving the maps pinned.
+	Detach() error
 	CheckAttached() error
 	Reattach() error
 	ActiveFlows(st *datapath.Stats) error
