@@ -392,9 +392,9 @@ func (d *Daemon) prepareVIPs(b config.Balancer, vips []netip.Addr) <-chan probeR
 // undoStart takes back what a failed start changed: the VIPs it added and,
 // when it created the data plane rather than adopting one, the program,
 // link and maps. An adopted data plane stays as found: its maps were not
-// programmed (goLiveAdopted does that last), it keeps forwarding, and one
-// found detached is detached again. BGP announcements are withdrawn by
-// stop, as a clean stop does.
+// programmed (goLiveAdopted does that last), it keeps forwarding, and
+// undoAdopt restores its settings and detaches one found detached. BGP
+// announcements are withdrawn by stop, as a clean stop does.
 func (d *Daemon) undoStart() {
 	if len(d.startAdded) > 0 {
 		if err := d.host().vips.ReleaseAdded(d.cfg.Balancer.Interface, d.startAdded, d.log); err != nil {
@@ -402,12 +402,8 @@ func (d *Daemon) undoStart() {
 		}
 		d.recordVIPs(nil, d.startAdded, nil)
 	}
-	if d.dp != nil && d.dp.Adopted() && d.startAttached {
-		if err := d.dp.Detach(); err != nil {
-			d.log.Error("failed start: could not detach the adopted data plane it found detached and attached", "err", err)
-		} else {
-			d.log.Info("failed start undone: the adopted data plane, found detached, is detached again")
-		}
+	if d.dp != nil && d.dp.Adopted() {
+		d.undoAdopt()
 	}
 	if d.dp != nil && !d.dp.Adopted() {
 		if err := d.dp.Remove(); err != nil {
@@ -416,6 +412,23 @@ func (d *Daemon) undoStart() {
 		d.dp = nil
 		d.log.Info("failed start undone: the data plane it created is detached and unpinned")
 	}
+}
+
+// undoAdopt puts an adopted data plane back as this start found it: the
+// settings Open wrote (conntrack timeouts of this configuration) and, when
+// it was found detached, detached again.
+func (d *Daemon) undoAdopt() {
+	if err := d.dp.RestoreSettings(); err != nil {
+		d.log.Error("failed start: could not restore the adopted data plane's conntrack timeouts", "err", err)
+	}
+	if !d.startAttached {
+		return
+	}
+	if err := d.dp.Detach(); err != nil {
+		d.log.Error("failed start: could not detach the adopted data plane it found detached and attached", "err", err)
+		return
+	}
+	d.log.Info("failed start undone: the adopted data plane, found detached, is detached again")
 }
 
 // warnLeftVIPs reports VIPs an earlier lbd took (vip_owner lbd) that are

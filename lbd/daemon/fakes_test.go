@@ -137,8 +137,9 @@ type fakeDataplane struct {
 	reattached                       int
 	// foundDetached: an adopted data plane Open found not attached.
 	foundDetached bool
-	// detaches counts Detach calls (a failed start undoing its attach).
-	detaches int
+	// detaches counts Detach calls (a failed start undoing its attach),
+	// restores RestoreSettings calls.
+	detaches, restores int
 
 	opened, attached int
 	applied          [][]datapath.Service
@@ -200,6 +201,13 @@ func (f *fakeDataplane) Detach() error {
 	defer f.mu.Unlock()
 	f.detaches++
 	f.steps.add("detach")
+	return nil
+}
+
+func (f *fakeDataplane) RestoreSettings() error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.restores++
 	return nil
 }
 

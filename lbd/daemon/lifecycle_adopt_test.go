@@ -129,6 +129,9 @@ func TestLifecycleAdoptedFailedStart(t *testing.T) {
 			if want := map[bool]int{false: 0, true: 1}[c.detached]; h.dp.detaches != want {
 				t.Errorf("detached %d times, want %d (found detached: %v)", h.dp.detaches, want, c.detached)
 			}
+			if h.dp.restores != 1 {
+				t.Errorf("settings restored %d times, want once", h.dp.restores)
+			}
 			if b, _ := os.ReadFile(opts.ReasonsFile); string(b) != string(reasons) {
 				t.Errorf("reasons file %q after the failed start, want as found %q", b, reasons)
 			}
@@ -178,6 +181,9 @@ func TestLifecycleAdoptedStartOrder(t *testing.T) {
 	}
 	if got, want := h.steps.first(5), []string{"open", "attach", "take [192.0.2.30]", "apply", "READY=1"}; !slices.Equal(got, want) {
 		t.Errorf("start steps %q, want %q", got, want)
+	}
+	if h.dp.restores != 0 || h.dp.detaches != 0 {
+		t.Errorf("a start that succeeded restored settings %d times, detached %d times", h.dp.restores, h.dp.detaches)
 	}
 	if sets, err := ReadAdminFile(AdminFile(opts.ControlSocket)); err != nil || len(sets) != 0 {
 		t.Errorf("lbd set settings %+v, %v after the start: want web/c's dropped (no longer configured)", sets, err)

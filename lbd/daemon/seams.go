@@ -32,6 +32,9 @@ type dataPlane interface {
 	Attached() (bool, error)
 	// Detach detaches the program, leaving the maps pinned.
 	Detach() error
+	// RestoreSettings puts back the settings (timeouts) Open wrote into
+	// an adopted data plane (failed start).
+	RestoreSettings() error
 	CheckAttached() error
 	Reattach() error
 	ActiveFlows(st *datapath.Stats) error

@@ -121,6 +121,9 @@ type Datapath struct {
 	link     link.Link // tcx link, when attached with tcx
 	clsact   int       // ifindex, when attached with clsact
 	purged   uint64    // conntrack entries deleted by purgeUnserved
+	// found is lb_cfg as Open found it in an adopted data plane, for
+	// RestoreSettings.
+	found bpfLbConfig
 }
 
 // Open loads the program and creates its maps, or adopts the maps pinned
@@ -291,7 +294,7 @@ func (d *Datapath) checkConfig() error {
 		return fmt.Errorf("read data plane config: %w", err)
 	}
 	if cur.Abi != 0 {
-		d.adopted = true
+		d.adopted, d.found = true, cur
 		d.cookieFloor = cur.LastCookie
 		if cur.Abi != uint32(bpfLbAbiLB_ABI_VERSION) {
 			return fmt.Errorf("adopt maps pinned in %s: %w: written by ABI %d, this lbd speaks %d",
@@ -342,6 +345,30 @@ func (d *Datapath) interfaceMAC() (net.HardwareAddr, error) {
 		return nil, fmt.Errorf("find interface %s: no Ethernet address", d.opts.Interface)
 	}
 	return ifi.HardwareAddr, nil
+}
+
+// RestoreSettings puts back what Open changed in an adopted data plane's
+// settings (lb_cfg): the conntrack timeouts and the interface MAC as it
+// found them, for a start that fails to leave the data plane as found.
+// The conntrack generation stays moved on (never back: caches made under
+// an older one stay invalid) and the cookie floor at its highest. Nothing
+// to do for a data plane Open created.
+func (d *Datapath) RestoreSettings() error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if !d.adopted {
+		return nil
+	}
+	var cur bpfLbConfig
+	if err := d.objs.LbCfg.Lookup(uint32(0), &cur); err != nil {
+		return fmt.Errorf("read data plane config: %w", err)
+	}
+	cfg := d.found
+	cfg.CtGen, cfg.LastCookie = cur.CtGen, max(cur.LastCookie, d.found.LastCookie)
+	if err := d.objs.LbCfg.Put(uint32(0), &cfg); err != nil {
+		return fmt.Errorf("restore data plane config: %w", err)
+	}
+	return nil
 }
 
 // Adopted reports whether Open found pinned state written by a previous lbd.

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"path/filepath"
 	"testing"
+	"time"
 
 	"github.com/cilium/ebpf/link"
 )
@@ -91,4 +92,36 @@ func TestAttachedFound(t *testing.T) {
 			attached("detached, maps still pinned", false)
 		})
 	}
+}
+
+// TestRestoreSettings: a second Open with other timeouts rewrites the
+// adopted lb_cfg; RestoreSettings puts the first ones back and keeps the
+// conntrack generation moved on.
+func TestRestoreSettings(t *testing.T) {
+	pin := testPinPath(t)
+	first := mustOpen(t, Options{PinPath: pin, TCPTimeout: 10 * time.Minute, UDPTimeout: 30 * time.Second})
+	found := readCfg(t, first)
+	first.Close()
+	second := mustOpen(t, Options{PinPath: pin, TCPTimeout: 20 * time.Minute, UDPTimeout: time.Minute})
+	if got := readCfg(t, second); !second.Adopted() || got.TcpTimeoutNs != uint64(20*time.Minute) || got.CtGen <= found.CtGen {
+		t.Fatalf("adopting Open wrote %+v (adopted %v): want its own timeouts and a newer generation than %d", got, second.Adopted(), found.CtGen)
+	}
+	if err := second.RestoreSettings(); err != nil {
+		t.Fatal(err)
+	}
+	got := readCfg(t, second)
+	want := found
+	want.CtGen = got.CtGen
+	if got != want || got.CtGen <= found.CtGen {
+		t.Errorf("lb_cfg after RestoreSettings %+v, want as found %+v with the generation moved on", got, found)
+	}
+}
+
+func readCfg(t *testing.T, d *Datapath) bpfLbConfig {
+	t.Helper()
+	var cfg bpfLbConfig
+	if err := d.objs.LbCfg.Lookup(uint32(0), &cfg); err != nil {
+		t.Fatal(err)
+	}
+	return cfg
 }
