@@ -286,43 +286,68 @@ func (d *Daemon) goLiveFresh(ctx context.Context, probed <-chan probeResult) err
 // this configuration draws traffic for the time of that one Apply before
 // its service is in the maps.
 func (d *Daemon) goLiveAdopted(ctx context.Context, probed <-chan probeResult) error {
+	p, err := d.prepareAdopted(ctx, probed)
+	if err != nil {
+		return err
+	}
+	svcs, reasons := d.desiredNow()
+	if err := d.drawTraffic(svcs, p); err != nil {
+		return err
+	}
+	if err := d.programLast(svcs, reasons); err != nil {
+		return err
+	}
+	d.writeBGPStatus(ctx)
+	d.startARPGuard(ctx)
+	return nil
+}
+
+// prepareAdopted runs what can fail before anything draws traffic: the
+// BGP speaker (announcing nothing) or the VIP probe, the metrics server
+// and the attach.
+func (d *Daemon) prepareAdopted(ctx context.Context, probed <-chan probeResult) (vip.Prepared, error) {
 	b := d.cfg.Balancer
 	var p probeResult
 	switch {
 	case b.BGP != nil:
 		if err := d.startSpeaker(ctx); err != nil {
-			return err
+			return vip.Prepared{}, err
 		}
 	case b.TakesVIPs():
 		if p = <-probed; p.err != nil {
-			return fmt.Errorf("take VIPs on %s: %w", b.Interface, p.err)
+			return vip.Prepared{}, fmt.Errorf("take VIPs on %s: %w", b.Interface, p.err)
 		}
 	}
 	// After the speaker: scrapes read d.bgp.
 	if err := d.startMetrics(ctx); err != nil {
-		return err
+		return vip.Prepared{}, err
 	}
-	if err := d.attachAdopted(); err != nil {
-		return err
-	}
-	svcs, reasons := d.desiredNow()
+	return p.prepared, d.attachAdopted()
+}
+
+// drawTraffic announces the VIPs of svcs over BGP or takes the probed
+// ones (vip_owner lbd); with an external owner it only warns about VIPs
+// left on the interface.
+func (d *Daemon) drawTraffic(svcs []datapath.Service, p vip.Prepared) error {
+	b := d.cfg.Balancer
 	switch {
 	case b.BGP != nil:
-		if err := d.announce(svcs); err != nil {
-			return err
-		}
+		return d.announce(svcs)
 	case b.TakesVIPs():
-		if err := d.takeVIPs(p.prepared); err != nil {
-			return err
-		}
-	default:
-		d.warnLeftVIPs()
+		return d.takeVIPs(p)
 	}
-	err := d.dp.Apply(svcs) // the last step that can fail
+	d.warnLeftVIPs()
+	return nil
+}
+
+// programLast programs the adopted data plane, the start's last step that
+// can fail. An Apply that failed past its commit point has put svcs in
+// force: the start goes on, since failing would leave them with no lbd,
+// and the loop finishes what Apply could not.
+func (d *Daemon) programLast(svcs []datapath.Service, reasons why) error {
+	err := d.dp.Apply(svcs)
 	switch {
 	case errors.Is(err, datapath.ErrCommitted):
-		// The new services are in force: failing now would leave them
-		// without an lbd. The loop finishes what Apply could not.
 		d.log.Warn("data plane programmed, but retiring what the previous configuration used failed; retrying", "err", err)
 		d.markDirty()
 	case err != nil:
@@ -331,8 +356,6 @@ func (d *Daemon) goLiveAdopted(ctx context.Context, probed <-chan probeResult) e
 		d.noteStates(svcs, reasons)
 		d.noteApplied(svcs, reasons)
 	}
-	d.writeBGPStatus(ctx)
-	d.startARPGuard(ctx)
 	return nil
 }
 
