@@ -2,6 +2,7 @@ package datapath
 
 import (
 	"errors"
+	"os"
 	"path/filepath"
 	"testing"
 	"time"
@@ -124,4 +125,52 @@ func readCfg(t *testing.T, d *Datapath) bpfLbConfig {
 		t.Fatal(err)
 	}
 	return cfg
+}
+
+// TestReplacedNotAdopted: maps replaced for incompatible ones are fresh,
+// not adopted, although Open first read the old lb_cfg. The old program
+// stays attached (Attached reports it) and forwards with its old maps
+// until Attach; RestoreSettings leaves the new maps' settings alone
+// (writing the old table size back would make them incompatible to this
+// very configuration); Unpin leaves that old program forwarding and the
+// next Open starting afresh.
+func TestReplacedNotAdopted(t *testing.T) {
+	tp := newTopo(t)
+	c := tp.listen(t, 5000)
+	pin := testPinPath(t)
+	old := tp.openIn(t, Options{PinPath: pin, MaglevTableSize: 251, ConntrackSize: 4096})
+	old.Close()
+	opts := Options{PinPath: pin, MaglevTableSize: 1009, ConntrackSize: 4096, Interface: tp.lbIface, ReplaceIncompatible: true}
+	var d *Datapath
+	if err := inNetns(tp.lb, func() (err error) { d, err = Open(opts, nil); return err }); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { inNetns(tp.lb, d.Remove) })
+	if d.Adopted() || !d.Replaced() {
+		t.Fatalf("replaced maps: Adopted %v, Replaced %v; want false, true", d.Adopted(), d.Replaced())
+	}
+	var attached bool
+	if err := inNetns(tp.lb, func() (err error) { attached, err = d.Attached(); return err }); err != nil || !attached {
+		t.Fatalf("Attached = %v, %v; want the old program found attached", attached, err)
+	}
+	tp.expectForwarded(t, c, true, "old program, replaced maps not yet attached")
+	if err := d.RestoreSettings(); err != nil {
+		t.Fatal(err)
+	}
+	if cfg := readCfg(t, d); cfg.TableSize != 1009 {
+		t.Fatalf("RestoreSettings on replaced maps wrote table size %d, want this Open's 1009", cfg.TableSize)
+	}
+	if err := d.Unpin(); err != nil {
+		t.Fatal(err)
+	}
+	tp.expectForwarded(t, c, true, "after Unpin: the old program with its maps")
+	if _, err := os.Stat(filepath.Join(pin, bpfMapLbCfg)); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("lb_cfg pin after Unpin: %v, want none", err)
+	}
+	opts.ReplaceIncompatible = false
+	d = tp.openIn(t, opts)
+	if d.Adopted() || d.Replaced() {
+		t.Fatalf("after Unpin: Adopted %v, Replaced %v; want a fresh start", d.Adopted(), d.Replaced())
+	}
+	tp.expectForwarded(t, c, true, "the next start, attached")
 }
