@@ -329,11 +329,26 @@ func (d *Daemon) doSet(req control.Request) control.Response {
 		return resp
 	}
 	if err := d.apply(); err != nil {
-		d.log.Error("data plane update failed; keeping the previous state and retrying", "err", err)
+		d.log.Error(applyFailure(err), "err", err)
 		d.markDirty()
-		return control.Response{Message: resp.Message + "; but programming the data plane failed (retrying): " + err.Error()}
+		return setFailure(resp, err)
 	}
 	return resp
+}
+
+// setFailure is lbd set's answer when the apply after recording the
+// setting failed: it holds all the same when the Apply passed its commit
+// point (ErrCommitted) or only the BGP announcements failed.
+func setFailure(resp control.Response, err error) control.Response {
+	switch {
+	case errors.Is(err, datapath.ErrCommitted):
+		resp.Message += "; in force in the data plane, but retiring what it no longer uses failed (retrying): " + err.Error()
+		return resp
+	case errors.Is(err, errAnnounce):
+		resp.Message += "; in force in the data plane, but updating the BGP announcements failed (retrying): " + err.Error()
+		return resp
+	}
+	return control.Response{Message: resp.Message + "; but programming the data plane failed and was undone (retrying): " + err.Error()}
 }
 
 // record checks req and records the setting it asks for (in the daemon

@@ -79,27 +79,33 @@ func foundFiles(t *testing.T, r *lbdRun, opts *Options) (reasons, admin []byte) 
 
 // TestLifecycleAdoptedFailedStart: whichever late step fails, the adopted
 // data plane keeps what A left: no Apply reached it, the reasons and lbd
-// set files are unchanged, a VIP the start added is released, BGP
-// announces nothing, READY=1 is never sent; a data plane found detached
-// is detached again.
+// set files are unchanged, a VIP the start added is released (api's, new
+// in B's configuration, is never taken before the Apply), BGP announces
+// nothing and is withdrawn before anything is detached, READY=1 is never
+// sent; a data plane found detached is detached again.
 func TestLifecycleAdoptedFailedStart(t *testing.T) {
+	// webGone: web's VIP, which A's data plane serves, is missing on the
+	// interface, so B takes it before the Apply.
+	webGone := func(h *fakeHost) { delete(h.vips.owned, vipWeb) }
 	cases := []struct {
-		name      string
-		bgp       bool
-		detached  bool // the adopted data plane was found detached
-		fail      func(h *fakeHost)
-		want      string
-		bgpStops  int
-		wantAdded bool // the start added api's VIP before failing
+		name     string
+		bgp      bool
+		detached bool // the adopted data plane was found detached
+		fail     func(h *fakeHost)
+		want     string
+		bgpStops int
+		added    []netip.Addr // the VIPs the start added before failing
 	}{
 		{name: "probe", fail: func(h *fakeHost) { h.vips.probeErr = errFake }, want: "take VIPs on eth0"},
 		{name: "attach", fail: func(h *fakeHost) { h.dp.attachErr = errFake }, want: "attach data plane to eth0"},
-		{name: "take VIPs", fail: func(h *fakeHost) { h.vips.takeErr = errFake }, want: "take VIPs on eth0", wantAdded: true},
-		{name: "apply", fail: func(h *fakeHost) { h.dp.applyErr = errFake }, want: "program data plane", wantAdded: true},
-		{name: "take VIPs, found detached", detached: true, fail: func(h *fakeHost) { h.vips.takeErr = errFake }, want: "take VIPs on eth0", wantAdded: true},
+		{name: "take VIPs", fail: func(h *fakeHost) { webGone(h); h.vips.takeErr = errFake }, want: "take VIPs on eth0", added: []netip.Addr{vipWeb}},
+		{name: "apply", fail: func(h *fakeHost) { h.dp.applyErr = errFake }, want: "program data plane"},
+		{name: "apply, web's VIP taken", fail: func(h *fakeHost) { webGone(h); h.dp.applyErr = errFake }, want: "program data plane", added: []netip.Addr{vipWeb}},
+		{name: "take VIPs, found detached", detached: true, fail: func(h *fakeHost) { webGone(h); h.vips.takeErr = errFake }, want: "take VIPs on eth0", added: []netip.Addr{vipWeb}},
 		{name: "BGP speaker start", bgp: true, fail: func(h *fakeHost) { h.bgp.startErr = errFake }, want: "fake failure"},
 		{name: "BGP announce", bgp: true, fail: func(h *fakeHost) { h.bgp.announceErr = errFake }, want: "update BGP announcements", bgpStops: 1},
 		{name: "BGP apply", bgp: true, fail: func(h *fakeHost) { h.dp.applyErr = errFake }, want: "program data plane", bgpStops: 1},
+		{name: "BGP apply, found detached", bgp: true, detached: true, fail: func(h *fakeHost) { h.dp.applyErr = errFake }, want: "program data plane", bgpStops: 1},
 	}
 	for _, c := range cases {
 		t.Run(strings.ReplaceAll(c.name, " ", "_"), func(t *testing.T) {
@@ -116,7 +122,11 @@ func TestLifecycleAdoptedFailedStart(t *testing.T) {
 			before, _ := h.dp.Stats()
 			vipsBefore, _ := h.vips.Owned("eth0")
 
-			err := Run(context.Background(), opts)
+			// A start that wrongly succeeds ends with the context, not
+			// with the test binary's timeout.
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			err := Run(ctx, opts)
 			if err == nil || !strings.Contains(err.Error(), c.want) {
 				t.Fatalf("Run = %v, want the failure %q", err, c.want)
 			}
@@ -141,9 +151,16 @@ func TestLifecycleAdoptedFailedStart(t *testing.T) {
 			if owned, _ := h.vips.Owned("eth0"); !slices.Equal(owned, vipsBefore) {
 				t.Errorf("VIPs %v after the failed start, want as found %v", owned, vipsBefore)
 			}
-			added := slices.Contains(h.vips.calls(), fmt.Sprintf("release-added [%s]", vipAPI))
-			if added != c.wantAdded {
-				t.Errorf("VIP calls %q: api's VIP released %v, want %v", h.vips.calls(), added, c.wantAdded)
+			released := slices.ContainsFunc(h.vips.calls(), func(s string) bool { return strings.HasPrefix(s, "release-added") })
+			if want := fmt.Sprintf("release-added %v", c.added); released != (len(c.added) > 0) ||
+				released && !slices.Contains(h.vips.calls(), want) {
+				t.Errorf("VIP calls %q: want the added VIPs %v released", h.vips.calls(), c.added)
+			}
+			if slices.Contains(h.vips.calls(), fmt.Sprintf("take [%s]", vipAPI)) {
+				t.Errorf("VIP calls %q: api's VIP, new in the configuration, taken although the Apply did not succeed", h.vips.calls())
+			}
+			if stop, detach := h.steps.index("bgp stop"), h.steps.index("detach"); c.bgp && detach >= 0 && (stop < 0 || stop > detach) {
+				t.Errorf("steps %q: the data plane detached before BGP withdrew", h.steps.first(100))
 			}
 			if rec, _ := ReadVIPRecord(r.vipRecord); slices.Contains(rec.Added, vipAPI) {
 				t.Errorf("VIP record still lists %v as added", vipAPI)
@@ -179,7 +196,7 @@ func TestLifecycleAdoptedStartOrder(t *testing.T) {
 	case <-time.After(5 * time.Second):
 		t.Fatal("lbd not ready after 5s")
 	}
-	if got, want := h.steps.first(5), []string{"open", "attach", "take [192.0.2.30]", "apply", "READY=1"}; !slices.Equal(got, want) {
+	if got, want := h.steps.first(5), []string{"open", "attach", "apply", "take [192.0.2.30]", "READY=1"}; !slices.Equal(got, want) {
 		t.Errorf("start steps %q, want %q", got, want)
 	}
 	if h.dp.restores != 0 || h.dp.detaches != 0 {

@@ -43,6 +43,9 @@ type dataPlane interface {
 	ConntrackEntries() (uint64, error)
 	// Remove detaches and unpins what this lbd created (failed start).
 	Remove() error
+	// Unpin unpins the maps this lbd created and closes, leaving the
+	// program found attached (failed start over it).
+	Unpin() error
 	// Close releases the file descriptors only: forwarding continues.
 	Close() error
 }
