@@ -361,6 +361,7 @@ func (d *Daemon) drawServed(svcs []datapath.Service, p vip.Prepared) error {
 		return d.announceIf(svcs, d.servedVIP)
 	case b.TakesVIPs():
 		if len(p.Missing()) == 0 {
+			d.recordVIPs(nil, nil, nil) // nothing missing, so no conflict either
 			return nil
 		}
 		return d.takeVIPs(p)
