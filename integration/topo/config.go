@@ -26,6 +26,8 @@ type Config struct {
 	MetricsListen string
 	// ConntrackSize is balancer.conntrack.size; 0 leaves the default.
 	ConntrackSize int
+	// TCPTimeout is balancer.conntrack.tcp_timeout; 0 leaves the default.
+	TCPTimeout time.Duration
 	// Notify is balancer.notify; nil: none.
 	Notify *Notify
 }
@@ -135,8 +137,14 @@ func (t *Topology) renderFor(lb *Host, c Config) string {
 	if c.VIPOwner != "" {
 		fmt.Fprintf(&b, "  vip_owner: %s\n", c.VIPOwner)
 	}
+	if c.ConntrackSize != 0 || c.TCPTimeout != 0 {
+		fmt.Fprintf(&b, "  conntrack:\n")
+	}
 	if c.ConntrackSize != 0 {
-		fmt.Fprintf(&b, "  conntrack:\n    size: %d\n", c.ConntrackSize)
+		fmt.Fprintf(&b, "    size: %d\n", c.ConntrackSize)
+	}
+	if c.TCPTimeout != 0 {
+		fmt.Fprintf(&b, "    tcp_timeout: %v\n", c.TCPTimeout)
 	}
 	if n := c.Notify; n != nil {
 		fmt.Fprintf(&b, "  notify:\n    command: %s\n", n.Command)

@@ -121,6 +121,10 @@ type adminHooks struct {
 	// first: its states are the baseline, no event is sent for them).
 	last     map[string]datapath.State
 	fallback map[string]bool // services whose fallback was active
+	// started: the start succeeded. Until then settings the configuration
+	// drops are not written (unsaved), so a failed start leaves the file
+	// as the previous lbd left it; saveDeferredAdmin writes them.
+	started, unsaved bool
 }
 
 type adminReq struct {
@@ -150,7 +154,8 @@ func (d *Daemon) adminPath() string {
 
 // syncAdmin runs before each apply with d.mu held: it reads the settings
 // a previous lbd left (once), drops those whose server the configuration
-// changed or removed, and points the notifier at balancer.notify.
+// changed or removed (written at once, or when the start succeeds), and
+// points the notifier at balancer.notify.
 func (d *Daemon) syncAdmin() {
 	if n := d.cfg.Balancer.Notify; n != nil {
 		d.adm.notifier.Set(&notify.Command{Path: n.Command, Timeout: n.Timeout})
@@ -177,7 +182,22 @@ func (d *Daemon) syncAdmin() {
 		delete(d.obs.admin, key)
 		changed = true
 	}
-	if changed {
+	switch {
+	case changed && d.adm.started:
+		d.saveAdmin()
+	case changed:
+		d.adm.unsaved = true
+	}
+}
+
+// saveDeferredAdmin ends a successful start: settings its configuration
+// dropped are written now (syncAdmin).
+func (d *Daemon) saveDeferredAdmin() {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.adm.started = true
+	if d.adm.unsaved {
+		d.adm.unsaved = false
 		d.saveAdmin()
 	}
 }
@@ -309,11 +329,26 @@ func (d *Daemon) doSet(req control.Request) control.Response {
 		return resp
 	}
 	if err := d.apply(); err != nil {
-		d.log.Error("data plane update failed; keeping the previous state and retrying", "err", err)
+		d.log.Error(applyFailure(err), "err", err)
 		d.markDirty()
-		return control.Response{Message: resp.Message + "; but programming the data plane failed (retrying): " + err.Error()}
+		return setFailure(resp, err)
 	}
 	return resp
+}
+
+// setFailure is lbd set's answer when the apply after recording the
+// setting failed: it holds all the same when the Apply passed its commit
+// point (ErrCommitted) or only the BGP announcements failed.
+func setFailure(resp control.Response, err error) control.Response {
+	switch {
+	case errors.Is(err, datapath.ErrCommitted):
+		resp.Message += "; in force in the data plane, but retiring what it no longer uses failed (retrying): " + err.Error()
+		return resp
+	case errors.Is(err, errAnnounce):
+		resp.Message += "; in force in the data plane, but updating the BGP announcements failed (retrying): " + err.Error()
+		return resp
+	}
+	return control.Response{Message: resp.Message + "; but programming the data plane failed and was undone (retrying): " + err.Error()}
 }
 
 // record checks req and records the setting it asks for (in the daemon

@@ -138,7 +138,7 @@ func adminDaemon(t *testing.T, yaml string) *Daemon {
 	d := &Daemon{cfg: mustParse(t, yaml), log: slog.New(slog.DiscardHandler), dirty: make(chan struct{}, 1),
 		opts: Options{ControlSocket: filepath.Join(t.TempDir(), "lbd-test.sock")},
 		obs:  observed{health: map[string]health.State{}}}
-	d.adm.loaded = true
+	d.adm.loaded, d.adm.started = true, true
 	return d
 }
 

@@ -3,9 +3,12 @@ package daemon
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"time"
 
 	"github.com/dsrlb/dsrlb/lbd/bgp"
@@ -17,10 +20,7 @@ import (
 // announces the VIPs whose services qualify: a VIP is never announced
 // before this balancer can forward it.
 func (d *Daemon) startBGP(ctx context.Context) error {
-	var err error
-	// The speaker outlives ctx: stop() withdraws through it after ctx ends.
-	d.bgp, err = d.host().startBGP(context.WithoutCancel(ctx), *d.cfg.Balancer.BGP, d.cfg.Balancer.Interface, d.log)
-	if err != nil {
+	if err := d.startSpeaker(ctx); err != nil {
 		return err
 	}
 	if err := d.apply(); err != nil {
@@ -28,6 +28,55 @@ func (d *Daemon) startBGP(ctx context.Context) error {
 	}
 	d.writeBGPStatus(ctx)
 	return nil
+}
+
+// startSpeaker starts the BGP speaker, announcing nothing yet.
+func (d *Daemon) startSpeaker(ctx context.Context) error {
+	// The speaker outlives ctx: stop() withdraws through it after ctx ends.
+	s, err := d.host().startBGP(context.WithoutCancel(ctx), *d.cfg.Balancer.BGP, d.cfg.Balancer.Interface, d.log)
+	if err != nil {
+		return err
+	}
+	d.bgp = s
+	return nil
+}
+
+// errAnnounce marks an apply whose data plane update held but whose BGP
+// announcements failed.
+var errAnnounce = errors.New("update BGP announcements")
+
+// announce makes the BGP announcements follow svcs (BGP mode only).
+func (d *Daemon) announce(svcs []datapath.Service) error { return d.announceIf(svcs, nil) }
+
+// announceIf is announce for the VIPs keep holds for only (nil: all).
+func (d *Daemon) announceIf(svcs []datapath.Service, keep func(netip.Addr) bool) error {
+	if d.bgp == nil {
+		return nil
+	}
+	d.mu.Lock()
+	routes := announcements(d.cfg, svcs)
+	d.mu.Unlock()
+	if keep != nil {
+		routes = slices.DeleteFunc(routes, func(r bgp.Route) bool { return !keep(r.VIP) })
+	}
+	if err := d.bgp.Announce(routes); err != nil {
+		return fmt.Errorf("%w: %w", errAnnounce, err)
+	}
+	return nil
+}
+
+// stopBGP withdraws every VIP, waits bgp.withdraw_wait for the routers to
+// move traffic away while this balancer still forwards, and closes the
+// sessions; once, in BGP mode only.
+func (d *Daemon) stopBGP() {
+	if d.bgp == nil || d.bgpStopped {
+		return
+	}
+	d.bgpStopped = true
+	d.bgp.Stop(d.cfg.Balancer.BGP.WithdrawWait)
+	if d.opts.BGPStatusFile != "" {
+		os.Remove(d.opts.BGPStatusFile)
+	}
 }
 
 // announcements lists the VIPs to announce: those with at least one

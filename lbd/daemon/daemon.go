@@ -7,8 +7,10 @@
 // plane → check every backend is on-link → resolve MACs → start checks →
 // program the maps → attach → take the VIPs (gratuitous ARP / unsolicited
 // NA; not with balancer.vip_owner external, where keepalived or the BGP
-// routers bring the traffic) → READY=1. Stopping leaves program, maps and
-// VIPs in place, so forwarding continues until a new lbd adopts them.
+// routers bring the traffic) → READY=1. On an adopted data plane the maps
+// are programmed last instead (goLiveAdopted), so a start that fails
+// leaves them as found. Stopping leaves program, maps and VIPs in place,
+// so forwarding continues until a new lbd adopts them.
 package daemon
 
 import (
@@ -19,6 +21,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -101,6 +104,19 @@ type Daemon struct {
 	metricsLn net.Listener
 	// startAdded are the VIPs this start added: undone if it fails.
 	startAdded []netip.Addr
+	// startAttached: this start attached an adopted data plane it found
+	// detached; undone if it fails.
+	startAttached bool
+	// startOverFound: Open adopted no maps, yet a program was attached
+	// (an earlier lbd's, whose maps --replace-incompatible replaced): it
+	// forwards with its own maps until this start's Attach replaces it
+	// (startReplacedFound). A failed start leaves it (undoOverFound).
+	startOverFound, startReplacedFound bool
+	// served are the VIPs of the adopted data plane as found: a start
+	// takes or announces only those before it programs the maps.
+	served map[netip.Addr]bool
+	// bgpStopped: the VIPs were withdrawn (stopBGP), once.
+	bgpStopped bool
 
 	// loader parses the file on every reload, again only for the
 	// services whose text changed.
@@ -152,6 +168,9 @@ func Run(ctx context.Context, opts Options) error {
 	}
 	defer closeControl()
 	if err := d.start(ctx); err != nil {
+		// The routers are told first and given withdraw_wait while this
+		// balancer still forwards; only then is anything detached.
+		d.stopBGP()
 		d.undoStart()
 		d.stop()
 		return err
@@ -214,16 +233,48 @@ func (d *Daemon) start(ctx context.Context) error {
 	}
 	if d.dp.Adopted() {
 		d.log.Info("adopted the pinned data plane: forwarding continues", "pin_path", b.PinPath)
+	} else {
+		d.noteFoundAttached()
 	}
 	if err := d.startObservers(ctx); err != nil {
 		return err
 	}
+	if d.dp.Adopted() {
+		err = d.goLiveAdopted(ctx, probed)
+	} else {
+		err = d.goLiveFresh(ctx, probed)
+	}
+	if err != nil {
+		return err
+	}
+	d.saveDeferredAdmin()
+	d.saveRunning()
+	// From here on, a failure is not the start's.
+	d.startAdded, d.startAttached, d.startOverFound, d.startReplacedFound = nil, false, false, false
+	d.log.Info("lbd ready", "interface", b.Interface, "vip_owner", string(b.VIPOwner), "services", len(cfg.Services), "servers", cfg.ServerCount())
+	d.opts.Notify("READY=1\nSTATUS=" + d.statusLine())
+	if d.opts.Ready != nil {
+		close(d.opts.Ready)
+	}
+	return nil
+}
+
+// goLiveFresh brings a data plane this start created (or whose
+// incompatible maps it replaced) into service: the maps are programmed
+// before the program is attached (it never forwards with empty maps), and
+// traffic is drawn (VIPs taken, BGP announced) only once it forwards. A
+// failure is undone by removing the data plane and releasing the VIPs it
+// added (undoStart), or, over a program found attached, as undoOverFound
+// says.
+func (d *Daemon) goLiveFresh(ctx context.Context, probed <-chan probeResult) error {
+	b := d.cfg.Balancer
 	if err := d.apply(); err != nil {
 		return err
 	}
-	if err := d.dp.Attach(); err != nil {
-		return fmt.Errorf("attach data plane to %s: %w", b.Interface, err)
+	if err := d.attach(); err != nil {
+		return err
 	}
+	d.startReplacedFound = d.startOverFound
 	switch {
 	case b.BGP != nil:
 		if err := d.startBGP(ctx); err != nil {
@@ -234,25 +285,166 @@ func (d *Daemon) start(ctx context.Context) error {
 		if p.err != nil {
 			return fmt.Errorf("take VIPs on %s: %w", b.Interface, p.err)
 		}
-		t, err := d.host().vips.TakePrepared(p.prepared, d.log)
-		d.startAdded = t.Added
-		d.recordVIPs(t.Added, nil, t.Conflicts)
-		if err != nil {
-			return fmt.Errorf("take VIPs on %s: %w", b.Interface, err)
+		if err := d.takeVIPs(p.prepared); err != nil {
+			return err
 		}
 	default:
 		d.warnLeftVIPs()
 	}
 	d.startARPGuard(ctx)
-	if err := d.startMetrics(ctx); err != nil {
+	return d.startMetrics(ctx)
+}
+
+// goLiveAdopted brings an adopted data plane under this lbd with its maps
+// programmed last: every other step that can fail runs first, so a start
+// that fails leaves the pinned services, backends, tables and conntrack
+// entries as the previous lbd left them (issue 12; undoStart releases the
+// VIPs it added and detaches a data plane it found detached). The old
+// maps keep forwarding meanwhile, under this lbd's program once attached:
+// adoption requires the same ABI. Before the Apply only the VIPs those
+// maps serve draw traffic (drawServed); a VIP new in this configuration
+// is taken or announced once the Apply put its service in the maps
+// (drawNew), since until then its packets would pass to the stack.
+func (d *Daemon) goLiveAdopted(ctx context.Context, probed <-chan probeResult) error {
+	p, err := d.prepareAdopted(ctx, probed)
+	if err != nil {
 		return err
 	}
-	d.saveRunning()
-	d.startAdded = nil // from here on, a failure is not the start's
-	d.log.Info("lbd ready", "interface", b.Interface, "vip_owner", string(b.VIPOwner), "services", len(cfg.Services), "servers", cfg.ServerCount())
-	d.opts.Notify("READY=1\nSTATUS=" + d.statusLine())
-	if d.opts.Ready != nil {
-		close(d.opts.Ready)
+	svcs, reasons := d.desiredNow()
+	served, fresh := p.Split(d.servedVIP)
+	if err := d.drawServed(svcs, served); err != nil {
+		return err
+	}
+	if err := d.programLast(svcs, reasons); err != nil {
+		return err
+	}
+	d.drawNew(svcs, fresh)
+	d.writeBGPStatus(ctx)
+	d.startARPGuard(ctx)
+	return nil
+}
+
+// prepareAdopted runs what can fail before anything draws traffic: the
+// BGP speaker (announcing nothing) or the VIP probe, the metrics server
+// and the attach.
+func (d *Daemon) prepareAdopted(ctx context.Context, probed <-chan probeResult) (vip.Prepared, error) {
+	b := d.cfg.Balancer
+	var p probeResult
+	switch {
+	case b.BGP != nil:
+		if err := d.startSpeaker(ctx); err != nil {
+			return vip.Prepared{}, err
+		}
+	case b.TakesVIPs():
+		if p = <-probed; p.err != nil {
+			return vip.Prepared{}, fmt.Errorf("take VIPs on %s: %w", b.Interface, p.err)
+		}
+	}
+	// After the speaker: scrapes read d.bgp.
+	if err := d.startMetrics(ctx); err != nil {
+		return vip.Prepared{}, err
+	}
+	return p.prepared, d.attachAdopted()
+}
+
+// servedVIP reports whether the adopted data plane served a as found.
+func (d *Daemon) servedVIP(a netip.Addr) bool { return d.served[a.Unmap()] }
+
+// drawServed draws traffic before the maps are programmed, for the VIPs
+// the adopted data plane already serves only: it announces those of svcs
+// over BGP or takes those of p (vip_owner lbd); with an external owner it
+// only warns about VIPs left on the interface.
+func (d *Daemon) drawServed(svcs []datapath.Service, p vip.Prepared) error {
+	b := d.cfg.Balancer
+	switch {
+	case b.BGP != nil:
+		return d.announceIf(svcs, d.servedVIP)
+	case b.TakesVIPs():
+		if len(p.Missing()) == 0 {
+			d.recordVIPs(nil, nil, nil) // nothing missing, so no conflict either
+			return nil
+		}
+		return d.takeVIPs(p)
+	}
+	d.warnLeftVIPs()
+	return nil
+}
+
+// drawNew draws traffic for the VIPs new in this configuration, once the
+// maps serve them: every announcement of svcs, or the VIPs of p. The
+// adopted data plane is programmed by then and a failed start could no
+// longer leave it as found, so a failure is reported and the start goes
+// on, as a reload's would: the loop retries the announcements; a VIP not
+// taken is taken by the next `lbd reload`.
+func (d *Daemon) drawNew(svcs []datapath.Service, p vip.Prepared) {
+	b := d.cfg.Balancer
+	switch {
+	case b.BGP != nil:
+		if err := d.announce(svcs); err != nil {
+			d.log.Error("data plane programmed, but announcing the VIPs failed; retrying", "err", err)
+			d.markDirty()
+		}
+	case b.TakesVIPs() && len(p.Missing()) > 0:
+		d.mu.Lock()
+		prior := slices.Clone(d.conflicts)
+		d.mu.Unlock()
+		t, err := d.host().vips.TakePrepared(p, d.log)
+		d.recordVIPs(t.Added, nil, append(prior, t.Conflicts...))
+		if err != nil {
+			d.log.Error("VIPs new in the configuration not all taken: this balancer draws no traffic for them; fix the cause, then run `lbd reload` to take them",
+				"interface", b.Interface, "err", err)
+		}
+	}
+}
+
+// programLast programs the adopted data plane, the start's last step that
+// can fail. An Apply that failed past its commit point has put svcs in
+// force: they are noted as applied and the start goes on, since failing
+// would leave them with no lbd; the loop finishes what Apply could not.
+func (d *Daemon) programLast(svcs []datapath.Service, reasons why) error {
+	err := d.dp.Apply(svcs)
+	if err != nil && !errors.Is(err, datapath.ErrCommitted) {
+		return fmt.Errorf("program data plane: %w", err)
+	}
+	d.noteStates(svcs, reasons)
+	d.noteApplied(svcs, reasons)
+	if err != nil {
+		d.log.Warn(applyFailure(err), "err", err)
+		d.markDirty()
+	}
+	return nil
+}
+
+// attach attaches the program to the balancer interface, the error
+// naming it.
+func (d *Daemon) attach() error {
+	if err := d.dp.Attach(); err != nil {
+		return fmt.Errorf("attach data plane to %s: %w", d.cfg.Balancer.Interface, err)
+	}
+	return nil
+}
+
+// attachAdopted attaches this program to the adopted data plane (a pinned
+// tcx link is updated in place), noting whether it was found detached:
+// then a failed start detaches it again. In doubt it counts as attached,
+// since detaching a plane that forwards would be the worse mistake.
+func (d *Daemon) attachAdopted() error {
+	found, err := d.dp.Attached()
+	if err != nil {
+		d.log.Warn("cannot tell whether the adopted data plane is attached; a failed start will leave it attached", "err", err)
+		found = true
+	}
+	d.startAttached = !found
+	return d.attach()
+}
+
+// takeVIPs takes the probed VIPs, recording those added for undoStart.
+func (d *Daemon) takeVIPs(p vip.Prepared) error {
+	t, err := d.host().vips.TakePrepared(p, d.log)
+	d.startAdded = t.Added
+	d.recordVIPs(t.Added, nil, t.Conflicts)
+	if err != nil {
+		return fmt.Errorf("take VIPs on %s: %w", d.cfg.Balancer.Interface, err)
 	}
 	return nil
 }
@@ -280,22 +472,88 @@ func (d *Daemon) prepareVIPs(b config.Balancer, vips []netip.Addr) <-chan probeR
 
 // undoStart takes back what a failed start changed: the VIPs it added and,
 // when it created the data plane rather than adopting one, the program,
-// link and maps. An adopted data plane stays: it was forwarding before
-// this start and keeps doing so.
+// link and maps. An adopted data plane stays as found: its maps were not
+// programmed (goLiveAdopted does that last), it keeps forwarding, and
+// undoAdopt restores its settings and detaches one found detached. A
+// program found attached over maps Open did not adopt stays attached
+// (undoOverFound). BGP announcements were withdrawn before (stopBGP).
 func (d *Daemon) undoStart() {
 	if len(d.startAdded) > 0 {
 		if err := d.host().vips.ReleaseAdded(d.cfg.Balancer.Interface, d.startAdded, d.log); err != nil {
-			d.log.Error("failed start: could not release the VIPs it added", "vips", d.startAdded, "err", err)
+			d.log.Error("failed start: could not release the VIPs it added; remove them (ip addr del VIP dev "+d.cfg.Balancer.Interface+")",
+				"vips", d.startAdded, "err", err)
 		}
 		d.recordVIPs(nil, d.startAdded, nil)
 	}
-	if d.dp != nil && !d.dp.Adopted() {
+	switch {
+	case d.dp == nil:
+	case d.dp.Adopted():
+		d.undoAdopt()
+	case d.startOverFound:
+		d.undoOverFound()
+	default:
 		if err := d.dp.Remove(); err != nil {
-			d.log.Error("failed start: could not remove the data plane it created", "err", err)
+			d.log.Error("failed start: could not remove the data plane it created; run `lbd detach`", "err", err)
 		}
 		d.dp = nil
 		d.log.Info("failed start undone: the data plane it created is detached and unpinned")
 	}
+}
+
+// undoAdopt puts an adopted data plane back as this start found it: the
+// settings Open wrote (conntrack timeouts, interface MAC of this
+// configuration) and, when it was found detached, detached again.
+func (d *Daemon) undoAdopt() {
+	if err := d.dp.RestoreSettings(); err != nil {
+		d.log.Error("failed start: could not restore the adopted data plane's settings (conntrack timeouts, interface MAC): "+
+			"they stay this configuration's until an lbd starts again on it", "err", err)
+	}
+	if !d.startAttached {
+		return
+	}
+	if err := d.dp.Detach(); err != nil {
+		d.log.Error("failed start: could not detach the adopted data plane it found detached and attached: "+
+			"it forwards with no lbd checking the backends; run `lbd detach` to stop it", "err", err)
+		return
+	}
+	d.log.Info("failed start undone: the adopted data plane, found detached, is detached again")
+}
+
+// noteFoundAttached notes, for a data plane Open did not adopt, whether a
+// program is attached already: an earlier lbd's whose maps were replaced
+// (--replace-incompatible) or unpinned by such a failed start. In doubt
+// it counts as attached: a failed start then detaches nothing.
+func (d *Daemon) noteFoundAttached() {
+	found, err := d.dp.Attached()
+	if err != nil {
+		d.log.Warn("cannot tell whether a program is attached already; a failed start will detach nothing", "err", err)
+		found = true
+	}
+	d.startOverFound = found
+}
+
+// undoOverFound ends a failed start on maps Open did not adopt, with an
+// earlier program found attached. Before this start's Attach that program
+// forwards with its own maps, which the kernel keeps for it although
+// unpinned: it stays attached, and only this start's maps are unpinned, so
+// the next start begins afresh and replaces it in place. Once the Attach
+// replaced it, the earlier program and its maps are gone and this one
+// forwards with the maps it programmed: detaching it would stop all
+// forwarding, so it stays, attached and pinned as a stopped lbd leaves
+// it. Its settings are not restored: the earlier ones belong to the
+// replaced maps' layout.
+func (d *Daemon) undoOverFound() {
+	if d.startReplacedFound {
+		d.log.Warn("failed start: its program replaced the one found attached and stays attached, forwarding with the maps it programmed; " +
+			"fix the error and start lbd again, or run `lbd detach` to stop forwarding")
+		return
+	}
+	if err := d.dp.Unpin(); err != nil {
+		d.log.Error("failed start: could not unpin the maps it created; the program found attached still forwards, "+
+			"but the next start would adopt these maps: delete the files under "+d.cfg.Balancer.PinPath+" other than link and program", "err", err)
+	}
+	d.dp = nil
+	d.log.Info("failed start undone: its maps are unpinned; the program found attached keeps forwarding with its own")
 }
 
 // warnLeftVIPs reports VIPs an earlier lbd took (vip_owner lbd) that are
@@ -331,11 +589,13 @@ func (d *Daemon) seedFromDataplane() (observed, error) {
 		return obs, fmt.Errorf("read adopted data plane: %w", err)
 	}
 	id := IdentityOf(d.cfg)
+	d.served = map[netip.Addr]bool{}
 	// Drain is also what a failing backend of an on_failure: drain service
 	// is pinned as: the reasons the last lbd recorded tell it from a
 	// drained healthy one, so a restart does not put it back in rotation.
 	recorded, _ := ReadReasons(d.opts.ReasonsFile)
 	for _, s := range st.Services {
+		d.served[s.VIP.Unmap()] = true
 		cs := id.Service(s.VIP, s.Proto, s.Ports)
 		for _, b := range s.Backends {
 			if b.MAC != nil {
@@ -458,23 +718,49 @@ func (d *Daemon) markDirty() {
 
 // apply writes the desired state to the data plane and logs each backend
 // that enters or leaves rotation, once.
+// An Apply that failed past its commit point (ErrCommitted) put svcs in
+// force: they are announced and noted as applied, then the error makes
+// the caller retry.
 func (d *Daemon) apply() error {
-	d.mu.Lock()
-	d.syncAdmin() // admin.go
-	svcs, reasons := desired(d.cfg, d.obs)
-	d.mu.Unlock()
-	if err := d.dp.Apply(svcs); err != nil {
+	svcs, reasons := d.desiredNow()
+	err := d.dp.Apply(svcs)
+	if err != nil && !errors.Is(err, datapath.ErrCommitted) {
 		return fmt.Errorf("program data plane: %w", err)
 	}
 	d.noteStates(svcs, reasons)
-	if d.bgp != nil {
-		d.mu.Lock()
-		routes := announcements(d.cfg, svcs)
-		d.mu.Unlock()
-		if err := d.bgp.Announce(routes); err != nil {
-			return fmt.Errorf("update BGP announcements: %w", err)
-		}
+	if err := d.announce(svcs); err != nil {
+		return err
 	}
+	d.noteApplied(svcs, reasons)
+	if err != nil {
+		return fmt.Errorf("program data plane: %w", err)
+	}
+	return nil
+}
+
+// applyFailure says what a failed apply left in force, for the log.
+func applyFailure(err error) string {
+	switch {
+	case errors.Is(err, datapath.ErrCommitted):
+		return "data plane updated, but retiring what it no longer uses failed; retrying"
+	case errors.Is(err, errAnnounce):
+		return "data plane updated, but updating the BGP announcements failed; retrying"
+	}
+	return "data plane update failed and was undone: the previous state keeps forwarding; retrying"
+}
+
+// desiredNow is the data plane's services for the configuration and what
+// is observed now, and why each backend out of rotation is.
+func (d *Daemon) desiredNow() ([]datapath.Service, why) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.syncAdmin() // admin.go
+	return desired(d.cfg, d.obs)
+}
+
+// noteApplied logs the backends that entered or left rotation, records
+// why they are out and sends the state changes, once svcs is programmed.
+func (d *Daemon) noteApplied(svcs []datapath.Service, reasons why) {
 	for key, r := range reasons {
 		if d.out[key] != r {
 			d.logOut(key, r) // admin.go
@@ -488,7 +774,6 @@ func (d *Daemon) apply() error {
 	d.recordReasons(reasons)
 	d.out = reasons
 	d.noteChanges(svcs, reasons) // admin.go
-	return nil
 }
 
 func (d *Daemon) loop(ctx context.Context) error {
@@ -522,7 +807,7 @@ func (d *Daemon) loop(ctx context.Context) error {
 		case <-d.dirty:
 			step = func() {
 				if err := d.apply(); err != nil {
-					d.log.Error("data plane update failed; keeping the previous state and retrying", "err", err)
+					d.log.Error(applyFailure(err), "err", err)
 					retry.Reset(time.Second)
 				}
 			}
@@ -547,12 +832,7 @@ func (d *Daemon) loop(ctx context.Context) error {
 // forwards.
 func (d *Daemon) stop() {
 	d.stopARPGuard()
-	if d.bgp != nil {
-		d.bgp.Stop(d.cfg.Balancer.BGP.WithdrawWait)
-		if d.opts.BGPStatusFile != "" {
-			os.Remove(d.opts.BGPStatusFile)
-		}
-	}
+	d.stopBGP()
 	if d.metrics != nil {
 		d.metrics.close()
 	} else if d.metricsLn != nil {

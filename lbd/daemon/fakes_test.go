@@ -66,6 +66,13 @@ type steps struct {
 
 func (s *steps) add(step string) { s.mu.Lock(); s.list = append(s.list, step); s.mu.Unlock() }
 
+// index is the position of the first step named step, -1 when none.
+func (s *steps) index(step string) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return slices.Index(s.list, step)
+}
+
 // first is the first n steps.
 func (s *steps) first(n int) []string {
 	s.mu.Lock()
@@ -135,10 +142,17 @@ type fakeDataplane struct {
 	attachErr, applyErr, reattachErr error
 	detached                         bool
 	reattached                       int
+	// foundDetached: an adopted data plane Open found not attached.
+	// foundAttached: a data plane Open did not adopt (maps replaced)
+	// found with an earlier program attached.
+	foundDetached, foundAttached bool
+	// detaches counts Detach calls (a failed start undoing its attach),
+	// restores RestoreSettings calls.
+	detaches, restores int
 
-	opened, attached int
-	applied          [][]datapath.Service
-	removed, closed  bool
+	opened, attached          int
+	applied                   [][]datapath.Service
+	removed, unpinned, closed bool
 }
 
 func (f *fakeDataplane) Adopted() bool { f.mu.Lock(); defer f.mu.Unlock(); return f.adopted }
@@ -164,12 +178,13 @@ func (f *fakeDataplane) Stats() (datapath.Stats, error) {
 func (f *fakeDataplane) Apply(svcs []datapath.Service) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if f.applyErr != nil {
+	// Past the commit point the services are in force all the same.
+	if f.applyErr != nil && !errors.Is(f.applyErr, datapath.ErrCommitted) {
 		return f.applyErr
 	}
 	f.applied = append(f.applied, slices.Clone(svcs))
 	f.steps.add("apply")
-	return nil
+	return f.applyErr
 }
 
 func (f *fakeDataplane) Attach() error {
@@ -180,6 +195,29 @@ func (f *fakeDataplane) Attach() error {
 	}
 	f.attached++
 	f.steps.add("attach")
+	return nil
+}
+
+// Attached is whether the data plane is attached: by this run, or, for
+// an adopted one, as found.
+func (f *fakeDataplane) Attached() (bool, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.attached > 0 || f.adopted && !f.foundDetached || f.foundAttached, nil
+}
+
+func (f *fakeDataplane) Detach() error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.detaches++
+	f.steps.add("detach")
+	return nil
+}
+
+func (f *fakeDataplane) RestoreSettings() error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.restores++
 	return nil
 }
 
@@ -208,8 +246,23 @@ func (f *fakeDataplane) Reattach() error {
 func (f *fakeDataplane) ActiveFlows(*datapath.Stats) error { return nil }
 func (f *fakeDataplane) ConntrackLimit() uint32            { return 1024 }
 func (f *fakeDataplane) ConntrackEntries() (uint64, error) { return 0, nil }
-func (f *fakeDataplane) Remove() error                     { f.mu.Lock(); f.removed = true; f.mu.Unlock(); return nil }
-func (f *fakeDataplane) Close() error                      { f.mu.Lock(); f.closed = true; f.mu.Unlock(); return nil }
+func (f *fakeDataplane) Remove() error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.removed = true
+	f.steps.add("remove")
+	return nil
+}
+
+func (f *fakeDataplane) Unpin() error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.unpinned = true
+	f.steps.add("unpin")
+	return nil
+}
+
+func (f *fakeDataplane) Close() error { f.mu.Lock(); f.closed = true; f.mu.Unlock(); return nil }
 func (f *fakeDataplane) ConntrackStats() (datapath.ConntrackStats, error) {
 	return datapath.ConntrackStats{}, nil
 }
@@ -376,12 +429,13 @@ func (h *fakeHealth) initial() map[string]health.State {
 
 // fakeVIPs is the interface's address table; calls are logged in order.
 type fakeVIPs struct {
-	steps    *steps
-	mu       sync.Mutex
-	owned    map[netip.Addr]bool
-	prepared []netip.Addr
-	history  []string
-	takeErr  error
+	steps   *steps
+	mu      sync.Mutex
+	owned   map[netip.Addr]bool
+	history []string
+	takeErr error
+	// probeErr, when set, fails Prepare (the probe for the VIPs).
+	probeErr error
 }
 
 func (v *fakeVIPs) log(format string, args ...any) {
@@ -406,16 +460,21 @@ func (v *fakeVIPs) Prepare(ifname string, vips []netip.Addr, _ *slog.Logger) (vi
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	v.log("prepare %s %v", ifname, vips)
-	v.prepared = slices.Clone(vips)
-	return vip.Prepared{}, nil
+	var missing []netip.Addr
+	for _, a := range vips {
+		if !v.owned[a] {
+			missing = append(missing, a)
+		}
+	}
+	return vip.Unprobed(ifname, missing), v.probeErr
 }
 
-// TakePrepared adds what Prepare was given; with takeErr it fails after
-// adding them, as a netlink error halfway would.
-func (v *fakeVIPs) TakePrepared(vip.Prepared, *slog.Logger) (vip.Taken, error) {
+// TakePrepared adds what Prepare found missing; with takeErr it fails
+// after adding them, as a netlink error halfway would.
+func (v *fakeVIPs) TakePrepared(p vip.Prepared, _ *slog.Logger) (vip.Taken, error) {
 	v.mu.Lock()
 	defer v.mu.Unlock()
-	added := v.add(v.prepared)
+	added := v.add(p.Missing())
 	v.log("take %v", added)
 	return vip.Taken{Added: added}, v.takeErr
 }

@@ -155,9 +155,9 @@ func (d *Daemon) switchTo(next *config.Config) error {
 	d.res.SetAddrs(resolvable(next))
 	if err := d.apply(); err != nil {
 		// The new configuration is in force (checks and watches follow
-		// it); only writing the maps failed. The loop retries until the
-		// data plane matches, which keeps forwarding the previous state.
-		d.log.Error("new configuration in force, but the data plane update failed; retrying", "err", err)
+		// it); writing the maps failed (and was undone, or got past its
+		// commit point), or the announcements did. The loop retries.
+		d.log.Error("new configuration in force; "+applyFailure(err), "err", err)
 		d.markDirty()
 	}
 	if len(release) > 0 {

@@ -27,6 +27,14 @@ type dataPlane interface {
 	Stats() (datapath.Stats, error)
 	Apply(services []datapath.Service) error
 	Attach() error
+	// Attached reports whether the data plane Open found is attached,
+	// before Attach.
+	Attached() (bool, error)
+	// Detach detaches the program, leaving the maps pinned.
+	Detach() error
+	// RestoreSettings puts back the settings (timeouts) Open wrote into
+	// an adopted data plane (failed start).
+	RestoreSettings() error
 	CheckAttached() error
 	Reattach() error
 	ActiveFlows(st *datapath.Stats) error
@@ -35,6 +43,9 @@ type dataPlane interface {
 	ConntrackEntries() (uint64, error)
 	// Remove detaches and unpins what this lbd created (failed start).
 	Remove() error
+	// Unpin unpins the maps this lbd created and closes, leaving the
+	// program found attached (failed start over it).
+	Unpin() error
 	// Close releases the file descriptors only: forwarding continues.
 	Close() error
 }

@@ -30,7 +30,8 @@ import (
 // update per outer map, then the service keys; only then are backends
 // leaving "up" marked and removed ones freed. If a step fails, the steps
 // done are undone, so the previous state keeps serving, and the Go mirror
-// is re-read from the maps.
+// is re-read from the maps. A failure after the keys are written cannot be
+// undone and says so: the error wraps ErrCommitted.
 func (d *Datapath) Apply(services []Service) error {
 	if err := validate(services); err != nil {
 		return fmt.Errorf("apply services: %w", err)
@@ -94,14 +95,42 @@ func (d *Datapath) apply(services []Service) error {
 	if err := tx.planKeys(services, ids); err != nil {
 		return err
 	}
-	if err := tx.commit(); err != nil {
+	err = tx.commit()
+	if errors.Is(err, ErrCommitted) {
+		d.keepUnpurged(before)
+	}
+	if err != nil {
 		return err
 	}
 	d.last = tx.stats()
+	d.keepUnpurged(before)
 	if err := d.writeVIPFilter(filter); err != nil {
-		return err
+		return fmt.Errorf("%w: %w", ErrCommitted, err)
 	}
-	return d.purgeUnserved(before)
+	if err := d.purgeUnserved(d.unpurged); err != nil {
+		return fmt.Errorf("%w: %w", ErrCommitted, err)
+	}
+	d.unpurged = nil
+	return nil
+}
+
+// keepUnpurged adds the keys before held that the committed services no
+// longer have to d.unpurged, and drops those served again: their
+// conntrack entries are purged by this Apply or, if its purge fails, by
+// the next one.
+func (d *Datapath) keepUnpurged(before map[bpfLbServiceKey]uint32) {
+	for k, id := range before {
+		if _, ok := d.state.keyOwner[k]; !ok {
+			if d.unpurged == nil {
+				d.unpurged = map[bpfLbServiceKey]uint32{}
+			}
+			d.unpurged[k] = id
+		}
+	}
+	maps.DeleteFunc(d.unpurged, func(k bpfLbServiceKey, _ uint32) bool {
+		_, served := d.state.keyOwner[k]
+		return served
+	})
 }
 
 // matchServices finds the existing id of each service (by any key it
@@ -516,7 +545,10 @@ func (tx *txn) commit() error {
 			return errors.Join(fmt.Errorf("%s: %w", s.name, err), tx.rollback())
 		}
 	}
-	return tx.finish()
+	if err := tx.finish(); err != nil {
+		return fmt.Errorf("%w: %w", ErrCommitted, err)
+	}
+	return nil
 }
 
 func (tx *txn) rollback() error {

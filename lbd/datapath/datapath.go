@@ -87,6 +87,13 @@ var (
 	ErrIncompatible = errors.New("pinned data plane incompatible")
 	// ErrNoInterface: Attach needs Options.Interface.
 	ErrNoInterface = errors.New("no interface configured")
+	// ErrCommitted: Apply failed after its commit point, while retiring
+	// what the new services no longer use (final backend states, the VIP
+	// filter's old bits, conntrack entries of removed services). The new
+	// services are in force and cannot be rolled back; the next Apply
+	// finishes the job (it also purges the conntrack entries of services
+	// removed by an Apply whose purge failed).
+	ErrCommitted = errors.New("new services in force, retiring the old ones failed")
 )
 
 // Datapath owns the loaded program and its maps.
@@ -96,6 +103,11 @@ type Datapath struct {
 	objs    bpfObjects
 	inner   *ebpf.MapSpec // template of Maglev and round-robin tables
 	adopted bool          // maps came from PinPath with state in them
+	// replaced: Open discarded incompatible pinned maps and made fresh
+	// ones (Options.ReplaceIncompatible). The program found attached, if
+	// any, still forwards with the discarded maps (the kernel keeps them
+	// for it) until Attach updates its link.
+	replaced bool
 	// cookieFloor is lb_config.last_cookie as found: every cookie handed
 	// out from now on is above it (and above every live backend's).
 	cookieFloor uint32
@@ -115,6 +127,13 @@ type Datapath struct {
 	link     link.Link // tcx link, when attached with tcx
 	clsact   int       // ifindex, when attached with clsact
 	purged   uint64    // conntrack entries deleted by purgeUnserved
+	// unpurged are the service keys committed Applies removed whose
+	// conntrack entries are not purged yet (a purge failed): the next
+	// Apply purges them.
+	unpurged map[bpfLbServiceKey]uint32
+	// found is lb_cfg as Open found it in an adopted data plane, for
+	// RestoreSettings.
+	found bpfLbConfig
 }
 
 // Open loads the program and creates its maps, or adopts the maps pinned
@@ -244,6 +263,7 @@ func (d *Datapath) load() error {
 		if err := unpinMaps(d.opts.PinPath); err != nil {
 			return err
 		}
+		d.replaced = true
 		err = d.loadOnce()
 	}
 	return err
@@ -285,7 +305,8 @@ func (d *Datapath) checkConfig() error {
 		return fmt.Errorf("read data plane config: %w", err)
 	}
 	if cur.Abi != 0 {
-		d.adopted = true
+		// Before the checks: maps that replace incompatible ones still
+		// hand out cookies above the old ones.
 		d.cookieFloor = cur.LastCookie
 		if cur.Abi != uint32(bpfLbAbiLB_ABI_VERSION) {
 			return fmt.Errorf("adopt maps pinned in %s: %w: written by ABI %d, this lbd speaks %d",
@@ -295,6 +316,9 @@ func (d *Datapath) checkConfig() error {
 			return fmt.Errorf("adopt maps pinned in %s: %w: table size %d, configured %d",
 				d.opts.PinPath, ErrIncompatible, cur.TableSize, d.opts.MaglevTableSize)
 		}
+		// Only maps that passed the checks are adopted: after a refusal
+		// load may retry with fresh maps on this same Datapath.
+		d.adopted, d.found = true, cur
 	}
 	mac, err := d.interfaceMAC()
 	if err != nil {
@@ -338,8 +362,38 @@ func (d *Datapath) interfaceMAC() (net.HardwareAddr, error) {
 	return ifi.HardwareAddr, nil
 }
 
-// Adopted reports whether Open found pinned state written by a previous lbd.
+// RestoreSettings puts back what Open changed in an adopted data plane's
+// settings (lb_cfg): the conntrack timeouts and the interface MAC as it
+// found them, for a start that fails to leave the data plane as found.
+// The conntrack generation stays moved on (never back: caches made under
+// an older one stay invalid) and the cookie floor at its highest. Nothing
+// to do for a data plane Open created.
+func (d *Datapath) RestoreSettings() error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if !d.adopted {
+		return nil
+	}
+	var cur bpfLbConfig
+	if err := d.objs.LbCfg.Lookup(uint32(0), &cur); err != nil {
+		return fmt.Errorf("read data plane config: %w", err)
+	}
+	cfg := d.found
+	cfg.CtGen, cfg.LastCookie = cur.CtGen, max(cur.LastCookie, d.found.LastCookie)
+	if err := d.objs.LbCfg.Put(uint32(0), &cfg); err != nil {
+		return fmt.Errorf("restore data plane config: %w", err)
+	}
+	return nil
+}
+
+// Adopted reports whether Open found pinned state written by a previous
+// lbd and adopted it. Maps Open replaced (Replaced) are not adopted: they
+// start empty.
 func (d *Datapath) Adopted() bool { return d.adopted }
+
+// Replaced reports whether Open discarded incompatible pinned maps for
+// fresh ones (Options.ReplaceIncompatible).
+func (d *Datapath) Replaced() bool { return d.replaced }
 
 // Close releases this process's handles. Pinned maps and a pinned link
 // stay, so forwarding continues; without a pin path, closing detaches.
@@ -377,9 +431,21 @@ func (d *Datapath) Remove() error {
 	return errors.Join(errs...)
 }
 
-// unpinMaps removes the map pins under dir, leaving the link pin: a
-// running program keeps its maps (the kernel holds references) until the
-// link is updated to a program using new ones.
+// Unpin deletes the pins of the maps and closes the Datapath, leaving the
+// link (or cls_bpf filter) and its pins alone: for a start that fails
+// before its Attach on a pin path where an earlier program is attached
+// with maps this Open did not adopt (Replaced). That program keeps
+// forwarding with its own maps, which the kernel holds for it; the next
+// start finds no maps pinned and begins afresh, updating the link in
+// place.
+func (d *Datapath) Unpin() error {
+	var errs []error
+	if d.opts.PinPath != "" {
+		errs = append(errs, unpinMaps(d.opts.PinPath))
+	}
+	return errors.Join(append(errs, d.Close())...)
+}
+
 // migrateGlobalStats unpins a lb_global_stats with fewer entries than
 // this build has reasons (written before a reason was added, e.g.
 // drop_check_reply): it holds only counters, so a new one starting at zero
@@ -409,6 +475,9 @@ func (d *Datapath) migrateGlobalStats(spec *ebpf.CollectionSpec) error {
 	return nil
 }
 
+// unpinMaps removes the map pins under dir, leaving the link pin: a
+// running program keeps its maps (the kernel holds references) until the
+// link is updated to a program using new ones.
 func unpinMaps(dir string) error {
 	spec, err := loadBpf()
 	if err != nil {

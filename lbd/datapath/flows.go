@@ -145,6 +145,9 @@ func (d *Datapath) purgeUnserved(before map[bpfLbServiceKey]uint32) error {
 	if !removed {
 		return nil
 	}
+	if err := d.fault("purge"); err != nil {
+		return err
+	}
 	if err := d.invalidateFlowCache(); err != nil {
 		return err
 	}

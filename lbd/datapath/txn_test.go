@@ -96,6 +96,9 @@ func TestApplyFailureKeepsPreviousState(t *testing.T) {
 			if strings.Contains(err.Error(), "undo") {
 				t.Fatalf("undo failed: %v", err)
 			}
+			if errors.Is(err, ErrCommitted) {
+				t.Fatalf("a failure before the commit point says the new state is in force: %v", err)
+			}
 			if got := snapshot(r, flows); !slices.Equal(got, wantBefore) {
 				t.Fatalf("after a failure at %q, %d of %d packets reach another backend than before", step, diff(got, wantBefore), len(flows))
 			}
@@ -128,8 +131,9 @@ func TestApplyFailureAfterCommit(t *testing.T) {
 		}
 		return nil
 	}
-	if err := d.Apply(after); err == nil {
-		t.Fatal("Apply succeeded despite the injected failure")
+	err := d.Apply(after)
+	if !errors.Is(err, ErrCommitted) {
+		t.Fatalf("Apply = %v, want a failure saying the new state is in force (ErrCommitted)", err)
 	}
 	if got := snapshot(r, flows); !slices.Equal(got, want) {
 		t.Fatalf("%d of %d packets not on the new state after a failure past the commit point", diff(got, want), len(flows))
@@ -240,5 +244,47 @@ func TestStatsBatchedEqualsPerEntry(t *testing.T) {
 	}
 	if batched.Services[0].Counters.NewFlows == 0 {
 		t.Fatal("no new flows counted: the comparison proves nothing")
+	}
+}
+
+// TestFailedPurgeRetried: an Apply that removed a service and failed
+// purging its conntrack entries (ErrCommitted) leaves them to the next
+// Apply, which no longer sees the removed keys in the services it starts
+// from: it purges them all the same.
+func TestFailedPurgeRetried(t *testing.T) {
+	onOneCPU(t) // the handshake ACK must find its SYN's pending choice to be established
+	rng := rand.New(rand.NewPCG(7, 8))
+	d := mustOpen(t, Options{MaglevTableSize: 1009, ConntrackSize: 1024})
+	r := flowRun{d, t}
+	web := Service{Name: "web", VIP: ip4("192.0.2.10"), Proto: TCP, Ports: []uint16{80}, Backends: manyBackends("192.0.2.%d", 3, rng)}
+	api := Service{Name: "api", VIP: ip4("192.0.2.11"), Proto: TCP, Ports: []uint16{80}, Backends: manyBackends("192.0.2.%d", 3, rng)}
+	mustApply(t, d, web, api)
+	f := Flow{Src: ap("198.51.100.1:40000"), Dst: ap("192.0.2.11:80"), Proto: TCP}
+	r.send(f, true)
+	r.send(f, false)
+	k4, _ := ct4Key(flowKey(f))
+	tracked := func() bool {
+		var ct bpfLbCtEntry
+		return d.objs.LbCt4.Lookup(&k4, &ct) == nil
+	}
+	if !tracked() {
+		t.Fatal("api flow not in lb_ct4")
+	}
+	d.faultAt = func(s string) error {
+		if s == "purge" {
+			return errors.New("injected failure")
+		}
+		return nil
+	}
+	if err := d.Apply([]Service{web}); !errors.Is(err, ErrCommitted) {
+		t.Fatalf("Apply = %v, want ErrCommitted (purge failed)", err)
+	}
+	if !tracked() {
+		t.Fatal("the injected failure did not keep the removed service's flow: the test proves nothing")
+	}
+	d.faultAt = nil
+	mustApply(t, d, web)
+	if tracked() {
+		t.Error("after the next Apply the removed service's conntrack entry is still in lb_ct4")
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
@@ -127,4 +128,57 @@ func (d *Datapath) Reattach() error {
 	d.clsact = 0
 	d.mu.Unlock()
 	return d.Attach()
+}
+
+// Attached reports whether the data plane Open found is attached to
+// Options.Interface now, before this Datapath attaches anything: a pinned
+// tcx link on that interface, or lbd's cls_bpf filter there. A start that
+// attaches a data plane found detached, then fails, detaches it again. An
+// error means it could not tell (callers then assume attached).
+func (d *Datapath) Attached() (bool, error) {
+	ifindex, err := d.ifindex()
+	if err != nil {
+		return false, err
+	}
+	if path := d.pin(pinLink); path != "" {
+		l, err := link.LoadPinnedLink(path, nil)
+		switch {
+		case err == nil:
+			info, err := l.Info()
+			l.Close()
+			if err != nil {
+				return false, fmt.Errorf("read pinned tcx link: %w", err)
+			}
+			if tcx := info.TCX(); tcx != nil && int(tcx.Ifindex) == ifindex {
+				return true, nil
+			}
+		case !errors.Is(err, os.ErrNotExist):
+			return false, fmt.Errorf("load pinned link: %w", err)
+		}
+	}
+	return clsactAttached(ifindex)
+}
+
+// clsactAttached reports whether lbd's cls_bpf filter is on ifindex's
+// ingress; no clsact qdisc there is no filter.
+func clsactAttached(ifindex int) (bool, error) {
+	l, err := netlink.LinkByIndex(ifindex)
+	if err != nil {
+		return false, fmt.Errorf("find interface %d: %w", ifindex, err)
+	}
+	qdiscs, err := netlink.QdiscList(l)
+	if err != nil {
+		return false, fmt.Errorf("list qdiscs: %w", err)
+	}
+	if !slices.ContainsFunc(qdiscs, func(q netlink.Qdisc) bool { return q.Type() == "clsact" }) {
+		return false, nil
+	}
+	filters, err := netlink.FilterList(l, netlink.HANDLE_MIN_INGRESS)
+	if err != nil {
+		return false, fmt.Errorf("list ingress filters: %w", err)
+	}
+	return slices.ContainsFunc(filters, func(f netlink.Filter) bool {
+		bf, ok := f.(*netlink.BpfFilter)
+		return ok && bf.Name == clsactFilterName && bf.Priority == clsactPrio
+	}), nil
 }

@@ -94,6 +94,38 @@ type Prepared struct {
 	conflicts []Conflict
 }
 
+// Unprobed is a Prepared for VIPs known missing on ifname, without a
+// probe: for a vipManager standing in for Namespace (daemon tests).
+func Unprobed(ifname string, missing []netip.Addr) Prepared {
+	return Prepared{ifname: ifname, missing: slices.Clone(missing)}
+}
+
+// Missing is the VIPs Prepare found missing on the interface (those
+// another host answers for included).
+func (p Prepared) Missing() []netip.Addr { return slices.Clone(p.missing) }
+
+// Split parts p into the VIPs for which first holds and the others, each
+// with its conflicts: lbd takes the VIPs an adopted data plane already
+// serves before it programs the maps, and the new ones only after.
+func (p Prepared) Split(first func(netip.Addr) bool) (a, b Prepared) {
+	a, b = Prepared{ifname: p.ifname}, Prepared{ifname: p.ifname}
+	for _, v := range p.missing {
+		if first(v) {
+			a.missing = append(a.missing, v)
+		} else {
+			b.missing = append(b.missing, v)
+		}
+	}
+	for _, c := range p.conflicts {
+		if first(c.VIP) {
+			a.conflicts = append(a.conflicts, c)
+		} else {
+			b.conflicts = append(b.conflicts, c)
+		}
+	}
+	return a, b
+}
+
 // Prepare finds the VIPs missing on ifname and probes for them, changing
 // nothing.
 func (n Namespace) Prepare(ifname string, vips []netip.Addr, log *slog.Logger) (Prepared, error) {

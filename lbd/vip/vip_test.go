@@ -289,3 +289,17 @@ func TestFrameChecksum(t *testing.T) {
 		t.Errorf("frame lengths %d, %d; want 42, 86", len(garp(mac, vip4)), len(f))
 	}
 }
+
+// TestPreparedSplit: Split parts the missing VIPs and their conflicts,
+// nothing lost or doubled.
+func TestPreparedSplit(t *testing.T) {
+	v1, v2, v3 := netip.MustParseAddr("192.0.2.1"), netip.MustParseAddr("192.0.2.2"), netip.MustParseAddr("2001:db8::3")
+	p := Prepared{ifname: "eth0", missing: []netip.Addr{v1, v2, v3}, conflicts: []Conflict{{VIP: v2}, {VIP: v3}}}
+	a, b := p.Split(func(v netip.Addr) bool { return v == v2 })
+	if !slices.Equal(a.Missing(), []netip.Addr{v2}) || len(a.conflicts) != 1 || a.conflicts[0].VIP != v2 || a.ifname != "eth0" {
+		t.Errorf("first half %+v, want %v missing and its conflict", a, v2)
+	}
+	if !slices.Equal(b.Missing(), []netip.Addr{v1, v3}) || len(b.conflicts) != 1 || b.conflicts[0].VIP != v3 || b.ifname != "eth0" {
+		t.Errorf("second half %+v, want %v and %v missing, %v's conflict", b, v1, v3, v3)
+	}
+}

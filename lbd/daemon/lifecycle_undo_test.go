@@ -1,0 +1,169 @@
+package daemon
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/dsrlb/dsrlb/lbd/control"
+	"github.com/dsrlb/dsrlb/lbd/datapath"
+	"github.com/dsrlb/dsrlb/lbd/health"
+)
+
+// replacedHost is a host where lbd A's maps were incompatible and this
+// start's Open replaced them (--replace-incompatible): the data plane is
+// not adopted (fresh, empty maps) but A's program is still attached,
+// forwarding with its old maps.
+func replacedHost() *fakeHost {
+	h := newFakeHost()
+	h.neigh.macs[addrA], h.neigh.macs[addrB] = macA, macB
+	h.dp.foundAttached = true
+	return h
+}
+
+// TestLifecycleReplacedFreshOrder: a start on replaced maps programs them
+// before it attaches (apply → attach → take, as on fresh maps: attaching
+// first would forward every VIP to the stack until the Apply), restores
+// no settings, and a failure never detaches the program that forwards:
+// before the Attach A's still forwards with its own maps, so only this
+// start's maps are unpinned; after it this one forwards with the maps it
+// programmed, so it stays.
+func TestLifecycleReplacedFreshOrder(t *testing.T) {
+	t.Run("start", func(t *testing.T) {
+		h := replacedHost()
+		r := newRun(t, h, lifeConfig)
+		r.start()
+		if got, want := h.steps.first(5), []string{"open", "apply", "attach", "take [192.0.2.10]", "READY=1"}; !slices.Equal(got, want) {
+			t.Errorf("start steps %q, want %q", got, want)
+		}
+		if h.dp.restores != 0 || h.dp.detaches != 0 {
+			t.Errorf("restored settings %d times, detached %d times: want neither", h.dp.restores, h.dp.detaches)
+		}
+	})
+	for _, c := range []struct {
+		name         string
+		fail         func(h *fakeHost)
+		want         string
+		wantUnpinned bool
+	}{
+		{name: "apply", fail: func(h *fakeHost) { h.dp.applyErr = errFake }, want: "program data plane", wantUnpinned: true},
+		{name: "attach", fail: func(h *fakeHost) { h.dp.attachErr = errFake }, want: "attach data plane", wantUnpinned: true},
+		{name: "take VIPs", fail: func(h *fakeHost) { h.vips.takeErr = errFake }, want: "take VIPs on eth0"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			h := replacedHost()
+			c.fail(h)
+			r := newRun(t, h, lifeConfig)
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			err := Run(ctx, r.options(nil))
+			if err == nil || !strings.Contains(err.Error(), c.want) {
+				t.Fatalf("Run = %v, want the failure %q", err, c.want)
+			}
+			h.dp.mu.Lock()
+			removed, unpinned, detaches, restores, closed := h.dp.removed, h.dp.unpinned, h.dp.detaches, h.dp.restores, h.dp.closed
+			h.dp.mu.Unlock()
+			if removed || detaches != 0 || restores != 0 {
+				t.Errorf("removed %v, detached %d times, restored settings %d times: want none (the program attached forwards)", removed, detaches, restores)
+			}
+			if unpinned != c.wantUnpinned {
+				t.Errorf("maps unpinned %v, want %v", unpinned, c.wantUnpinned)
+			}
+			if !c.wantUnpinned && !closed {
+				t.Error("descriptors not closed")
+			}
+			if owned, _ := h.vips.Owned("eth0"); len(owned) != 0 {
+				t.Errorf("VIPs %v left after the failed start", owned)
+			}
+		})
+	}
+}
+
+// TestLifecycleFreshFailedStartWithdrawsFirst: a fresh start in BGP mode
+// that fails once attached withdraws (and waits withdraw_wait) before it
+// removes the data plane, which forwards meanwhile.
+func TestLifecycleFreshFailedStartWithdrawsFirst(t *testing.T) {
+	h := newFakeHost()
+	h.neigh.macs[addrA], h.neigh.macs[addrB] = macA, macB
+	h.bgp.announceErr = errFake
+	r := newRun(t, h, bgpConfig)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := Run(ctx, r.options(nil)); err == nil || !strings.Contains(err.Error(), "update BGP announcements") {
+		t.Fatalf("Run = %v, want the announce failure", err)
+	}
+	if stop, remove := h.steps.index("bgp stop"), h.steps.index("remove"); stop < 0 || remove < 0 || stop > remove {
+		t.Errorf("steps %q: want bgp stop before remove", h.steps.first(100))
+	}
+}
+
+// TestLifecycleAdoptedNewVIPAfterApply: a VIP new in the configuration is
+// taken only once the Apply put its service in the maps; taking it then
+// failing is reported and the start goes on (the maps are programmed:
+// failing could no longer leave them as found).
+func TestLifecycleAdoptedNewVIPAfterApply(t *testing.T) {
+	h := foundHost(false)
+	h.vips.takeErr = errFake
+	r := newRun(t, h, adoptConfig)
+	r.start()
+	apply, take := h.steps.index("apply"), h.steps.index(fmt.Sprintf("take [%s]", vipAPI))
+	if apply < 0 || take < apply {
+		t.Errorf("steps %q: want api's VIP taken after the Apply", h.steps.first(10))
+	}
+	if r.n.index(0, "READY=1") < 0 {
+		t.Error("no READY=1 after a failure to take a new VIP past the Apply")
+	}
+}
+
+// apiBGP is B's configuration in BGP mode with api, a VIP A's data plane
+// does not serve.
+var apiBGP = bgpWebOnly + `  - name: api
+    vip: 192.0.2.30
+    ports: [8080]
+    check: {type: none}
+    servers:
+      - {name: a, address: 192.0.2.11, weight: 1}
+`
+
+// TestLifecycleAdoptedBGPNewVIPAfterApply: in BGP mode, before the Apply
+// only the VIPs the adopted data plane serves are announced; a new one
+// only after.
+func TestLifecycleAdoptedBGPNewVIPAfterApply(t *testing.T) {
+	h := foundHost(true)
+	r := newRun(t, h, apiBGP)
+	r.start()
+	web, apply, api := h.steps.index("announce "+vipWeb.String()), h.steps.index("apply"), h.steps.index("announce "+vipAPI.String())
+	if web < 0 || apply < web || api < apply {
+		t.Errorf("steps %q: want web announced before the Apply, api after", h.steps.first(10))
+	}
+}
+
+// TestLifecycleAppliedPastCommit: an Apply past its commit point is in
+// force: the announcements follow it, and lbd set answers that the
+// setting holds.
+func TestLifecycleAppliedPastCommit(t *testing.T) {
+	h, r := startBGPResolved(t, bgpConfig)
+	h.health.set("web/a", health.Up)
+	h.health.set("web/b", health.Up)
+	waitAnnounced(t, h, vipWeb, vipDNS)
+	h.dp.mu.Lock()
+	h.dp.applyErr = fmt.Errorf("apply services: %w: %w", datapath.ErrCommitted, errFake)
+	h.dp.mu.Unlock()
+	h.health.set("web/b", health.Down)
+	waitAnnounced(t, h, vipDNS) // web below min_healthy 2
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	resp, err := control.Call(ctx, r.sock, setReq("web/a", "drain"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !resp.OK || !strings.Contains(resp.Message, "in force in the data plane, but retiring") {
+		t.Errorf("lbd set answered %+v, want OK: the setting holds past the commit point", resp)
+	}
+	if got := h.dp.last(); got["web"]["a"] != datapath.Drain {
+		t.Errorf("applied %v, want web/a drained", got)
+	}
+}
