@@ -183,19 +183,7 @@ func TestLifecycleAdoptedStartOrder(t *testing.T) {
 	r := newRun(t, h, adoptConfig)
 	opts := r.options(nil)
 	foundFiles(t, r, &opts)
-	ctx, cancel := context.WithCancel(context.Background())
-	ready := make(chan struct{})
-	opts.Ready = ready
-	done := make(chan error, 1)
-	go func() { done <- Run(ctx, opts) }()
-	t.Cleanup(func() { cancel(); <-done })
-	select {
-	case <-ready:
-	case err := <-done:
-		t.Fatalf("Run returned before ready: %v", err)
-	case <-time.After(5 * time.Second):
-		t.Fatal("lbd not ready after 5s")
-	}
+	runReady(t, opts)
 	if got, want := h.steps.first(5), []string{"open", "attach", "apply", "take [192.0.2.30]", "READY=1"}; !slices.Equal(got, want) {
 		t.Errorf("start steps %q, want %q", got, want)
 	}

@@ -110,6 +110,26 @@ func (r *lbdRun) start() {
 	}
 }
 
+// runReady runs lbd with opts until the test ends and waits for it to be
+// ready (opts.Ready is its own).
+func runReady(t *testing.T, opts Options) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	ready := make(chan struct{})
+	opts.Ready = ready
+	done := make(chan error, 1)
+	go func() { done <- Run(ctx, opts) }()
+	t.Cleanup(func() { cancel(); <-done })
+	select {
+	case <-ready:
+	case err := <-done:
+		done <- err // for the cleanup, which would wait forever
+		t.Fatalf("Run returned before ready: %v", err)
+	case <-time.After(5 * time.Second):
+		t.Fatal("lbd not ready after 5s")
+	}
+}
+
 // stop ends Run and returns what it returned.
 func (r *lbdRun) stop() error {
 	r.t.Helper()
@@ -533,19 +553,7 @@ func TestLifecycleRestartKeepsFailingDrainOut(t *testing.T) {
 	if err := os.WriteFile(opts.ReasonsFile, []byte(`{"web/b": "health check failing (on_failure: drain: established flows stay, no new ones)"}`), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	ready := make(chan struct{})
-	opts.Ready = ready
-	done := make(chan error, 1)
-	go func() { done <- Run(ctx, opts) }()
-	t.Cleanup(func() { cancel(); <-done })
-	select {
-	case <-ready:
-	case err := <-done:
-		t.Fatalf("Run returned before ready: %v", err)
-	case <-time.After(5 * time.Second):
-		t.Fatal("lbd not ready after 5s")
-	}
+	runReady(t, opts)
 	if got := h.health.initial(); got["web/a"] != health.Up || got["web/b"] != health.Down {
 		t.Errorf("health targets start %v: want a up, b down (pinned Drain while failing)", got)
 	}

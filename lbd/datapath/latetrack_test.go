@@ -444,6 +444,12 @@ func markAllPend(t *testing.T, d *Datapath, tick uint8) {
 	for i := range line.Slot {
 		line.Slot[i].Pend = tick
 	}
+	fillRecent(t, d, line)
+}
+
+// fillRecent writes line into every lb_ct_recent value.
+func fillRecent(t *testing.T, d *Datapath, line bpfLbRecentLine) {
+	t.Helper()
 	n := int(d.objs.LbCtRecent.MaxEntries())
 	keys, vals := make([]uint32, n), make([]bpfLbRecentLine, n)
 	for i := range n {
@@ -572,17 +578,7 @@ func recentMarked(t *testing.T, d *Datapath) bool {
 }
 
 // clearRecent zeroes every lb_ct_recent slot.
-func clearRecent(t *testing.T, d *Datapath) {
-	t.Helper()
-	n := int(d.objs.LbCtRecent.MaxEntries())
-	keys, vals := make([]uint32, n), make([]bpfLbRecentLine, n)
-	for i := range n {
-		keys[i] = uint32(i)
-	}
-	if _, err := d.objs.LbCtRecent.BatchUpdate(keys, vals, nil); err != nil {
-		t.Fatal(err)
-	}
-}
+func clearRecent(t *testing.T, d *Datapath) { fillRecent(t, d, bpfLbRecentLine{}) }
 
 // tickNs is lb_ct_recent's unit (2^LB_RECENT_SHIFT ns, ~17 s).
 const tickNs = 1 << 34
@@ -691,14 +687,7 @@ func TestLateSYNFollowsEntryMarkedTickAhead(t *testing.T) {
 	for i := range line.Slot {
 		line.Slot[i].Entry = ahead
 	}
-	n := int(d.objs.LbCtRecent.MaxEntries())
-	keys, vals := make([]uint32, n), make([]bpfLbRecentLine, n)
-	for i := range n {
-		keys[i], vals[i] = uint32(i), line
-	}
-	if _, err := d.objs.LbCtRecent.BatchUpdate(keys, vals, nil); err != nil {
-		t.Fatal(err)
-	}
+	fillRecent(t, d, line)
 	if got := r.send(f, true); got != other {
 		t.Fatalf("SYN with its slot marked a tick ahead went to %d, want its standing entry's %d (the consistent choice is %d)", got, other, want)
 	}
