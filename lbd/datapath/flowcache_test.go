@@ -82,6 +82,32 @@ func TestFlowCache(t *testing.T) {
 	if got := r.send(f, false); got != first {
 		t.Fatalf("cached flow went to %d, want %d from the cache (is the cache used?)", got, first)
 	}
+	// Cached hits count as the LRU path counts them: per backend, per
+	// service and per verdict reason, packets and bytes.
+	before, err := d.Stats()
+	if err != nil {
+		t.Fatal(err)
+	}
+	const hits = 5
+	for range hits {
+		if got := r.send(f, false); got != first {
+			t.Fatalf("cached flow went to %d, want %d", got, first)
+		}
+	}
+	after, err := d.Stats()
+	if err != nil {
+		t.Fatal(err)
+	}
+	frame := uint64(len(build(t, pkt{src: f.Src, dst: f.Dst, proto: f.Proto, ack: true})))
+	be0, be1 := before.Services[0].Backends[first].Counters, after.Services[0].Backends[first].Counters
+	sv0, sv1 := before.Services[0].Counters, after.Services[0].Counters
+	rd0, rd1 := before.Reasons[ReasonRedirect], after.Reasons[ReasonRedirect]
+	if be1.Packets-be0.Packets != hits || sv1.Packets-sv0.Packets != hits || rd1.Packets-rd0.Packets != hits ||
+		be1.Bytes-be0.Bytes != hits*frame || sv1.NewFlows != sv0.NewFlows {
+		t.Fatalf("%d cached hits counted: backend %d packets %d bytes, service %d packets (%d new flows), redirect reason %d; want %d packets of %d bytes, no new flow",
+			hits, be1.Packets-be0.Packets, be1.Bytes-be0.Bytes, sv1.Packets-sv0.Packets, sv1.NewFlows-sv0.NewFlows, rd1.Packets-rd0.Packets, hits, frame)
+	}
+
 	// Go's writes bump the generation: the next packet follows the entry.
 	if err := d.invalidateFlowCache(); err != nil {
 		t.Fatal(err)
