@@ -205,9 +205,18 @@ func TestLifecycleAdoptedApplyPastCommit(t *testing.T) {
 	h := foundHost(false)
 	h.dp.applyErr = fmt.Errorf("apply services: %w: write final backend states: %w", datapath.ErrCommitted, errFake)
 	r := newRun(t, h, adoptConfig)
-	r.start()
+	opts := r.options(nil)
+	opts.ReasonsFile = filepath.Join(r.dir, "lbd.reasons")
+	if err := os.WriteFile(opts.ReasonsFile, []byte(`{"web/gone": "left by lbd A"}`+"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	runReady(t, opts)
 	if i := r.n.index(0, "READY=1"); i < 0 {
 		t.Fatal("no READY=1 after an Apply that put the new services in force")
+	}
+	// In force, so noted as applied: the reasons file is this start's.
+	if b, err := os.ReadFile(opts.ReasonsFile); err != nil || strings.Contains(string(b), "web/gone") {
+		t.Errorf("reasons file after an Apply past its commit point: %q, %v; want the new configuration's, not A's", b, err)
 	}
 	h.dp.mu.Lock()
 	h.dp.applyErr = nil
