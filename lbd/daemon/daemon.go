@@ -521,13 +521,14 @@ func (d *Daemon) undoAdopt() {
 
 // noteFoundAttached notes, for a data plane Open did not adopt, whether a
 // program is attached already: an earlier lbd's whose maps were replaced
-// (--replace-incompatible) or unpinned by such a failed start. In doubt
-// it counts as attached: a failed start then detaches nothing.
+// (--replace-incompatible) or unpinned by such a failed start. In doubt,
+// maps Open replaced count as attached (a failed start then detaches
+// nothing) and fresh ones as not (a failed start removes what it made).
 func (d *Daemon) noteFoundAttached() {
 	found, err := d.dp.Attached()
 	if err != nil {
-		d.log.Warn("cannot tell whether a program is attached already; a failed start will detach nothing", "err", err)
-		found = true
+		found = d.dp.Replaced()
+		d.log.Warn("cannot tell whether a program is attached already; assuming so only over replaced maps", "replaced", found, "err", err)
 	}
 	d.startOverFound = found
 }

@@ -153,9 +153,18 @@ type fakeDataplane struct {
 	opened, attached          int
 	applied                   [][]datapath.Service
 	removed, unpinned, closed bool
+	attachedErr               error // Attached cannot tell
 }
 
 func (f *fakeDataplane) Adopted() bool { f.mu.Lock(); defer f.mu.Unlock(); return f.adopted }
+
+// Replaced: a data plane found attached that Open did not adopt had its
+// maps replaced.
+func (f *fakeDataplane) Replaced() bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.foundAttached
+}
 
 // Stats is what was pinned, then what was last applied.
 func (f *fakeDataplane) Stats() (datapath.Stats, error) {
@@ -203,6 +212,9 @@ func (f *fakeDataplane) Attach() error {
 func (f *fakeDataplane) Attached() (bool, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	if f.attachedErr != nil {
+		return false, f.attachedErr
+	}
 	return f.attached > 0 || f.adopted && !f.foundDetached || f.foundAttached, nil
 }
 

@@ -100,6 +100,26 @@ func TestLifecycleFreshFailedStartWithdrawsFirst(t *testing.T) {
 	}
 }
 
+// TestLifecycleFreshFailedStartInDoubt: when a fresh start cannot tell
+// whether a program is attached already, its maps being fresh says none
+// is: a failed start removes what it made rather than leaving its program
+// attached with no lbd.
+func TestLifecycleFreshFailedStartInDoubt(t *testing.T) {
+	h := newFakeHost()
+	h.neigh.macs[addrA], h.neigh.macs[addrB] = macA, macB
+	h.dp.attachedErr = errFake
+	h.bgp.announceErr = errFake
+	r := newRun(t, h, bgpConfig)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := Run(ctx, r.options(nil)); err == nil {
+		t.Fatal("Run succeeded despite the announce failure")
+	}
+	if _, removed, _ := h.dp.state(); !removed {
+		t.Errorf("steps %q: a failed fresh start left its data plane in place", h.steps.first(100))
+	}
+}
+
 // TestLifecycleAdoptedNewVIPAfterApply: a VIP new in the configuration is
 // taken only once the Apply put its service in the maps; taking it then
 // failing is reported and the start goes on (the maps are programmed:

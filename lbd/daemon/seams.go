@@ -24,6 +24,8 @@ import (
 // (*datapath.Datapath).
 type dataPlane interface {
 	Adopted() bool
+	// Replaced: Open replaced incompatible pinned maps (--replace-incompatible).
+	Replaced() bool
 	Stats() (datapath.Stats, error)
 	Apply(services []datapath.Service) error
 	Attach() error
