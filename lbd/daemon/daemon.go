@@ -134,6 +134,10 @@ type Daemon struct {
 	reasonsUnwritten bool
 	// conflicts are the VIPs not taken because another host answers for them.
 	conflicts []vip.Conflict
+	// vipsUntaken are VIPs new in the configuration an adopted start could
+	// not take after programming the maps (drawNew): the loop retries them.
+	// Start and loop only.
+	vipsUntaken []netip.Addr
 	// detached is why the program was last found not attached; "" when it is.
 	detached string
 	repairs  uint64 // re-attachments after the program was found detached
@@ -391,9 +395,39 @@ func (d *Daemon) drawNew(svcs []datapath.Service, p vip.Prepared) {
 		t, err := d.host().vips.TakePrepared(p, d.log)
 		d.recordVIPs(t.Added, nil, append(prior, t.Conflicts...))
 		if err != nil {
-			d.log.Error("VIPs new in the configuration not all taken: this balancer draws no traffic for them; fix the cause, then run `lbd reload` to take them",
-				"interface", b.Interface, "err", err)
+			d.vipsUntaken = untaken(p.Missing(), t)
+			d.log.Error("VIPs new in the configuration not all taken: no traffic is drawn to those; retrying every "+d.host().attachEvery.String(),
+				"interface", b.Interface, "vips", d.vipsUntaken, "err", err)
 		}
+	}
+}
+
+// untaken is what of want t neither added nor found answered elsewhere.
+func untaken(want []netip.Addr, t vip.Taken) []netip.Addr {
+	return slices.DeleteFunc(slices.Clone(want), func(a netip.Addr) bool {
+		return slices.Contains(t.Added, a) || slices.ContainsFunc(t.Conflicts, func(c vip.Conflict) bool { return c.VIP == a })
+	})
+}
+
+// retryVIPs takes the VIPs a start could not take (vipsUntaken), as a
+// reload takes new ones: those another host answers for are reported, not
+// taken, and not retried.
+func (d *Daemon) retryVIPs() {
+	if len(d.vipsUntaken) == 0 {
+		return
+	}
+	d.mu.Lock()
+	prior := slices.Clone(d.conflicts)
+	d.mu.Unlock()
+	ifname := d.cfg.Balancer.Interface
+	t, err := d.host().vips.Claim(ifname, d.vipsUntaken, d.log)
+	d.recordVIPs(t.Added, nil, append(prior, t.Conflicts...))
+	d.vipsUntaken = untaken(d.vipsUntaken, t)
+	switch {
+	case err != nil:
+		d.log.Warn("VIPs still not taken; retrying", "interface", ifname, "vips", d.vipsUntaken, "err", err)
+	case len(d.vipsUntaken) == 0:
+		d.log.Info("VIPs taken on retry", "interface", ifname, "vips", t.Added)
 	}
 }
 
@@ -817,7 +851,7 @@ func (d *Daemon) loop(ctx context.Context) error {
 		case <-bgpTick:
 			step = func() { d.writeBGPStatus(ctx) }
 		case <-attachTick.C:
-			step = d.watchAttach
+			step = func() { d.watchAttach(); d.retryVIPs() }
 		}
 		d.live.begin()
 		step()

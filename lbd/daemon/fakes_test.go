@@ -154,6 +154,7 @@ type fakeDataplane struct {
 	applied                   [][]datapath.Service
 	removed, unpinned, closed bool
 	attachedErr               error // Attached cannot tell
+	checks                    int   // CheckAttached calls: the loop's attach ticks
 }
 
 func (f *fakeDataplane) Adopted() bool { f.mu.Lock(); defer f.mu.Unlock(); return f.adopted }
@@ -238,6 +239,7 @@ func (f *fakeDataplane) RestoreSettings() error {
 func (f *fakeDataplane) CheckAttached() error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	f.checks++
 	if f.detached {
 		return errors.New("program detached")
 	}
@@ -298,6 +300,9 @@ func (f *fakeDataplane) last() map[string]map[string]datapath.State {
 	}
 	return out
 }
+
+// attachChecks is how many times the loop checked the attach.
+func (f *fakeDataplane) attachChecks() int { f.mu.Lock(); defer f.mu.Unlock(); return f.checks }
 
 func (f *fakeDataplane) state() (attached int, removed, closed bool) {
 	f.mu.Lock()
@@ -446,6 +451,8 @@ type fakeVIPs struct {
 	owned   map[netip.Addr]bool
 	history []string
 	takeErr error
+	// takeFails, when set, makes TakePrepared fail having added nothing.
+	takeFails bool
 	// probeErr, when set, fails Prepare (the probe for the VIPs).
 	probeErr error
 }
@@ -486,6 +493,10 @@ func (v *fakeVIPs) Prepare(ifname string, vips []netip.Addr, _ *slog.Logger) (vi
 func (v *fakeVIPs) TakePrepared(p vip.Prepared, _ *slog.Logger) (vip.Taken, error) {
 	v.mu.Lock()
 	defer v.mu.Unlock()
+	if v.takeFails {
+		v.log("take %v failed", p.Missing())
+		return vip.Taken{}, errFake
+	}
 	added := v.add(p.Missing())
 	v.log("take %v", added)
 	return vip.Taken{Added: added}, v.takeErr

@@ -120,6 +120,31 @@ func TestLifecycleFreshFailedStartInDoubt(t *testing.T) {
 	}
 }
 
+// TestLifecycleAdoptedNewVIPRetried: a new VIP an adopted start could not
+// take after the Apply is taken by the loop's retry, and no longer retried
+// once taken.
+func TestLifecycleAdoptedNewVIPRetried(t *testing.T) {
+	h := foundHost(false)
+	h.vips.mu.Lock()
+	h.vips.takeFails = true
+	h.vips.mu.Unlock()
+	r := newRun(t, h, adoptConfig)
+	r.start()
+	claim := fmt.Sprintf("claim [%s]", vipAPI)
+	waitFor(t, "the loop's retry of api's VIP", func() bool { return h.steps.index(claim) >= 0 })
+	h.vips.mu.Lock()
+	owned := h.vips.owned[vipAPI]
+	h.vips.mu.Unlock()
+	if !owned {
+		t.Fatalf("steps %q: api's VIP not held after the retry", h.steps.first(20))
+	}
+	n, ticks := strings.Count(strings.Join(h.vips.calls(), "\n"), "claim"), h.dp.attachChecks()
+	waitFor(t, "five more ticks of the loop's retry", func() bool { return h.dp.attachChecks() >= ticks+5 })
+	if m := strings.Count(strings.Join(h.vips.calls(), "\n"), "claim"); m != n {
+		t.Errorf("VIPs claimed %d more times after api's was taken", m-n)
+	}
+}
+
 // TestLifecycleAdoptedNewVIPAfterApply: a VIP new in the configuration is
 // taken only once the Apply put its service in the maps; taking it then
 // failing is reported and the start goes on (the maps are programmed:
