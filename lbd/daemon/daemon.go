@@ -135,9 +135,12 @@ type Daemon struct {
 	// conflicts are the VIPs not taken because another host answers for them.
 	conflicts []vip.Conflict
 	// vipsUntaken are VIPs new in the configuration an adopted start could
-	// not take after programming the maps (drawNew): the loop retries them.
-	// Start and loop only.
-	vipsUntaken []netip.Addr
+	// not take after programming the maps (drawNew): the loop retries them,
+	// no sooner than vipRetryAt, the wait doubling to a minute. Start and
+	// loop only.
+	vipsUntaken  []netip.Addr
+	vipRetryAt   time.Time
+	vipRetryWait time.Duration
 	// detached is why the program was last found not attached; "" when it is.
 	detached string
 	repairs  uint64 // re-attachments after the program was found detached
@@ -395,8 +398,8 @@ func (d *Daemon) drawNew(svcs []datapath.Service, p vip.Prepared) {
 		t, err := d.host().vips.TakePrepared(p, d.log)
 		d.recordVIPs(t.Added, nil, append(prior, t.Conflicts...))
 		if err != nil {
-			d.vipsUntaken = untaken(p.Missing(), t)
-			d.log.Error("VIPs new in the configuration not all taken: no traffic is drawn to those; retrying every "+d.host().attachEvery.String(),
+			d.vipsUntaken, d.vipRetryWait = untaken(p.Missing(), t), 0
+			d.log.Error("VIPs new in the configuration not all taken: no traffic is drawn to those; retrying",
 				"interface", b.Interface, "vips", d.vipsUntaken, "err", err)
 		}
 	}
@@ -411,9 +414,9 @@ func untaken(want []netip.Addr, t vip.Taken) []netip.Addr {
 
 // retryVIPs takes the VIPs a start could not take (vipsUntaken), as a
 // reload takes new ones: those another host answers for are reported, not
-// taken, and not retried.
+// taken, and not retried; a failure doubles the wait before the next try.
 func (d *Daemon) retryVIPs() {
-	if len(d.vipsUntaken) == 0 {
+	if len(d.vipsUntaken) == 0 || d.host().now().Before(d.vipRetryAt) {
 		return
 	}
 	d.mu.Lock()
@@ -425,7 +428,11 @@ func (d *Daemon) retryVIPs() {
 	d.vipsUntaken = untaken(d.vipsUntaken, t)
 	switch {
 	case err != nil:
-		d.log.Warn("VIPs still not taken; retrying", "interface", ifname, "vips", d.vipsUntaken, "err", err)
+		// A take probes the segment first (~0.6 s): back off so that the
+		// loop is not kept busy by a failure that stays.
+		d.vipRetryWait = min(max(2*d.vipRetryWait, d.host().attachEvery), time.Minute)
+		d.vipRetryAt = d.host().now().Add(d.vipRetryWait)
+		d.log.Warn("VIPs still not taken; retrying", "interface", ifname, "vips", d.vipsUntaken, "in", d.vipRetryWait, "err", err)
 	case len(d.vipsUntaken) == 0:
 		d.log.Info("VIPs taken on retry", "interface", ifname, "vips", t.Added)
 	}

@@ -451,8 +451,9 @@ type fakeVIPs struct {
 	owned   map[netip.Addr]bool
 	history []string
 	takeErr error
-	// takeFails, when set, makes TakePrepared fail having added nothing.
-	takeFails bool
+	// takeFails, when set, makes TakePrepared fail having added nothing;
+	// claimFails does the same to Claim.
+	takeFails, claimFails bool
 	// probeErr, when set, fails Prepare (the probe for the VIPs).
 	probeErr error
 }
@@ -505,6 +506,10 @@ func (v *fakeVIPs) TakePrepared(p vip.Prepared, _ *slog.Logger) (vip.Taken, erro
 func (v *fakeVIPs) Claim(ifname string, vips []netip.Addr, _ *slog.Logger) (vip.Taken, error) {
 	v.mu.Lock()
 	defer v.mu.Unlock()
+	if v.claimFails {
+		v.log("claim %v failed", vips)
+		return vip.Taken{}, errFake
+	}
 	added := v.add(vips)
 	v.log("claim %v", added)
 	return vip.Taken{Added: added}, nil

@@ -145,6 +145,25 @@ func TestLifecycleAdoptedNewVIPRetried(t *testing.T) {
 	}
 }
 
+// TestLifecycleAdoptedNewVIPRetryBacksOff: a retry that fails waits
+// before the next (a take probes the segment for ~0.6 s): with the clock
+// standing still, one failed retry and no more, however many ticks pass.
+func TestLifecycleAdoptedNewVIPRetryBacksOff(t *testing.T) {
+	h := foundHost(false)
+	h.vips.mu.Lock()
+	h.vips.takeFails, h.vips.claimFails = true, true
+	h.vips.mu.Unlock()
+	r := newRun(t, h, adoptConfig)
+	r.start()
+	failed := fmt.Sprintf("claim [%s] failed", vipAPI)
+	waitFor(t, "the loop's first retry of api's VIP", func() bool { return h.steps.index(failed) >= 0 })
+	ticks := h.dp.attachChecks()
+	waitFor(t, "five more ticks of the loop", func() bool { return h.dp.attachChecks() >= ticks+5 })
+	if n := strings.Count(strings.Join(h.vips.calls(), "\n"), "claim"); n != 1 {
+		t.Errorf("VIPs claimed %d times with the clock standing still; want 1, then a wait", n)
+	}
+}
+
 // TestLifecycleAdoptedNewVIPAfterApply: a VIP new in the configuration is
 // taken only once the Apply put its service in the maps; taking it then
 // failing is reported and the start goes on (the maps are programmed:
