@@ -332,22 +332,30 @@ func clockNow(t *testing.T) uint64 {
 	return ns
 }
 
+// unmarkedEntry: lateSetup's grown table applied, and a standing entry of
+// flow f on backend other, not f's consistent choice want, written behind
+// lb_ct_recent's back (no mark).
+func unmarkedEntry(t *testing.T) (d *Datapath, r flowRun, f Flow, want, other int) {
+	t.Helper()
+	d, r, grown, moving := lateSetup(t)
+	mustApply(t, d, grown)
+	f = moving[8]
+	want = predict(t, grown, f, 1009)
+	other = (want + 1) % len(grown.Backends)
+	id := d.state.services[0].backends[grown.Backends[other].Addr]
+	if err := d.ctPut(flowKey(f), &bpfLbCtEntry{LastSeenNs: clockNow(t), BackendId: id, Cookie: d.state.backends[id].cookie}); err != nil {
+		t.Fatal(err)
+	}
+	return d, r, f, want, other
+}
+
 // TestLateSYNSkipsUnmarkedLookup: on fresh maps a SYN looks up an entry
 // only if lb_ct_recent says one of its hash was written within a timeout.
 // An entry written behind the program's back (no mark) is not seen by the
 // SYN; the same entry written by the program is.
 func TestLateSYNSkipsUnmarkedLookup(t *testing.T) {
 	onOneCPU(t)
-	d, r, grown, moving := lateSetup(t)
-	mustApply(t, d, grown)
-	f := moving[8]
-	want := predict(t, grown, f, 1009)
-	other := (want + 1) % len(grown.Backends)
-	id := d.state.services[0].backends[grown.Backends[other].Addr]
-	be := d.state.backends[id]
-	if err := d.ctPut(flowKey(f), &bpfLbCtEntry{LastSeenNs: clockNow(t), BackendId: id, Cookie: be.cookie}); err != nil {
-		t.Fatal(err)
-	}
+	_, r, f, want, other := unmarkedEntry(t)
 	if got := r.send(f, false); got != other {
 		t.Fatalf("ACK of the written entry went to %d, want its backend %d", got, other)
 	}
@@ -673,15 +681,7 @@ func TestLateRefreshMarksOncePerTick(t *testing.T) {
 // on this one: the SYN looks its standing entry up and follows it.
 func TestLateSYNFollowsEntryMarkedTickAhead(t *testing.T) {
 	onOneCPU(t)
-	d, r, grown, moving := lateSetup(t)
-	mustApply(t, d, grown)
-	f := moving[8]
-	want := predict(t, grown, f, 1009)
-	other := (want + 1) % len(grown.Backends)
-	id := d.state.services[0].backends[grown.Backends[other].Addr]
-	if err := d.ctPut(flowKey(f), &bpfLbCtEntry{LastSeenNs: clockNow(t), BackendId: id, Cookie: d.state.backends[id].cookie}); err != nil {
-		t.Fatal(err)
-	}
+	d, r, f, want, other := unmarkedEntry(t)
 	ahead := recentTick(clockNow(t) + tickNs)
 	var line bpfLbRecentLine
 	for i := range line.Slot {
