@@ -2,7 +2,6 @@ package integration
 
 import (
 	"fmt"
-	"net/netip"
 	"testing"
 	"time"
 
@@ -24,7 +23,7 @@ func TestForwardingAtRate(t *testing.T) {
 		return topo.Config{Services: []topo.Service{tp.WebService("web", topo.VIP4, "maglev", tp.Backends...)}}
 	})
 	tp := e.tp
-	sources := netip.MustParsePrefix("203.0.113.0/24")
+	sources := pktgen.Sources
 	drops := map[string]*pktgen.Drop{}
 	for _, b := range tp.Backends {
 		ifindex := linkIndex(t, b.NS.Netlink(), b.Link)

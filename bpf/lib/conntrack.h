@@ -299,33 +299,40 @@ static __always_inline struct lb_backend *lb_backend_holds(const __u32 *id, __u3
 	return be;
 }
 
-/* lb_fc_hit returns the backend of a cached copy of the flow's entry, or
- * NULL when the LRU path must decide: another flow in the slot, another
- * generation, a FIN or RST (the entry's state changes), the copy older than
+/* lb_fc_copy returns the backend of a cached copy of the flow's entry
+ * (proto: its protocol), or NULL when the LRU path must decide: another
+ * flow in the slot, another generation, the copy older than
  * LB_CT_REFRESH_NS (the entry's timestamp is due: the LRU path refreshes it
  * and its recency), or the backend no longer the same one up or draining.
- * What a hit returns is what the LRU path would return, which writes
- * nothing in that case either. */
-static __always_inline struct lb_backend *lb_fc_hit(const struct lb_fc_entry *fc, __u64 k0, __u64 k1,
-						    const struct lb_pkt *pkt, const struct lb_config *cfg, __u64 now,
-						    __u32 *id)
+ * What it returns is what the LRU path would return, which writes nothing
+ * in that case either. */
+static __always_inline struct lb_backend *lb_fc_copy(const struct lb_fc_entry *fc, __u64 k0, __u64 k1, __u8 proto,
+						     const struct lb_config *cfg, __u64 now, __u32 *id)
 {
 	struct lb_backend *be;
 	__s64 age;
 
 	if (fc->k0 != k0 || fc->k1 != k1)
 		return NULL;
-	if (pkt->flow.proto == IPPROTO_TCP && (pkt->tcp_flags & (LB_TCP_FIN | LB_TCP_RST)))
-		return NULL;
 	age = (__s64)(now - fc->last_seen_ns);
-	if (age > (__s64)LB_CT_REFRESH_NS ||
-	    age >= (__s64)lb_ct_timeout(cfg, pkt->flow.proto, LB_CT_ESTABLISHED))
+	if (age > (__s64)LB_CT_REFRESH_NS || age >= (__s64)lb_ct_timeout(cfg, proto, LB_CT_ESTABLISHED))
 		return NULL;
 	be = lb_backend_holds(&fc->backend_id, fc->cookie);
 	if (!be)
 		return NULL;
 	*id = fc->backend_id;
 	return be;
+}
+
+/* lb_fc_hit is lb_fc_copy for a parsed packet: a FIN or RST takes the LRU
+ * path (the entry's state changes). */
+static __always_inline struct lb_backend *lb_fc_hit(const struct lb_fc_entry *fc, __u64 k0, __u64 k1,
+						    const struct lb_pkt *pkt, const struct lb_config *cfg, __u64 now,
+						    __u32 *id)
+{
+	if (pkt->flow.proto == IPPROTO_TCP && (pkt->tcp_flags & (LB_TCP_FIN | LB_TCP_RST)))
+		return NULL;
+	return lb_fc_copy(fc, k0, k1, pkt->flow.proto, cfg, now, id);
 }
 
 /* lb_fc_keep records a valid entry after the LRU path or a commit: an

@@ -2,9 +2,9 @@
  * a 20-byte header, not a fragment: one for no VIP (it continues, counted
  * as the full path counts it), and one of a flow whose established copy is
  * in this CPU's flow cache (no SYN, FIN or RST). Each gets exactly what
- * the full path would give it (lb_fc_hit's rules, same counters, same
- * rewrite) with a fraction of the code, whose instructions a busy CPU's
- * other work keeps evicting; anything else (LB_FAST_SLOW) takes the full
+ * the full path would give it (the flow cache's own lb_fc_key and
+ * lb_fc_copy, the same counters and rewrite) with a fraction of the code,
+ * whose instructions a busy CPU's other work keeps evicting; anything else (LB_FAST_SLOW) takes the full
  * path, and so does a packet for no VIP to a check port (lb_check_reply
  * decides).
  */
@@ -29,13 +29,13 @@ static __always_inline int lb_fast4(struct __sk_buff *skb)
 	struct ethhdr *eth = data;
 	struct iphdr *ip = (void *)(eth + 1);
 	struct tcphdr *th = (void *)(ip + 1);
+	struct lb_ct4_key k = {};
 	struct lb_fc_entry *fc;
 	struct lb_backend *be;
 	struct lb_config *cfg;
 	__u32 key = 0, tot, id;
-	__u64 k0, k1, now;
 	union lb_addr vip;
-	__s64 age;
+	__u64 k0, k1;
 
 	if ((void *)(th + 1) > data_end || eth->h_proto != bpf_htons(ETH_P_IP) || *(__u8 *)ip != 0x45 ||
 	    ip->protocol != IPPROTO_TCP || ip->frag_off & bpf_htons(LB_IP_MF | LB_IP_OFFSET))
@@ -55,20 +55,18 @@ static __always_inline int lb_fast4(struct __sk_buff *skb)
 	cfg = bpf_map_lookup_elem(&lb_cfg, &key);
 	if (!cfg)
 		return LB_FAST_SLOW;
-	/* The lb_ct4 key's words, as lb_fc_key builds them. */
-	k0 = (__u64)ip->saddr | (__u64)ip->daddr << 32;
-	k1 = (__u64)th->source | (__u64)th->dest << 16 | (__u64)IPPROTO_TCP << 32 | lb_fc_gen(cfg);
+	k.saddr = ip->saddr;
+	k.daddr = ip->daddr;
+	k.sport = th->source;
+	k.dport = th->dest;
+	k.proto = IPPROTO_TCP;
+	lb_fc_key(&k, cfg, &k0, &k1);
 	fc = lb_fc_slot(k0, k1);
-	if (!fc || fc->k0 != k0 || fc->k1 != k1)
+	if (!fc)
 		return LB_FAST_SLOW;
-	now = lb_now();
-	age = (__s64)(now - fc->last_seen_ns);
-	if (age > (__s64)LB_CT_REFRESH_NS || age >= (__s64)cfg->tcp_timeout_ns)
-		return LB_FAST_SLOW;
-	be = lb_backend_holds(&fc->backend_id, fc->cookie);
+	be = lb_fc_copy(fc, k0, k1, IPPROTO_TCP, cfg, lb_now(), &id);
 	if (!be)
 		return LB_FAST_SLOW;
-	id = fc->backend_id;
 	if (lb_rewrite_macs(skb, be, cfg) < 0)
 		return LB_FAST_SLOW;
 	lb_count_redirect(skb, be->service_id, id, LB_REASON_REDIRECT, 0);

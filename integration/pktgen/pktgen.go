@@ -79,6 +79,11 @@ type Config struct {
 	Src     net.HardwareAddr
 }
 
+// Sources is the /24 the bench and the tests send from: a documentation
+// range the integration topology uses for nothing else, so that a
+// backend's Drop matches the generator's frames only.
+var Sources = netip.MustParsePrefix("203.0.113.0/24")
+
 var docRanges = []netip.Prefix{
 	netip.MustParsePrefix("192.0.2.0/24"),
 	netip.MustParsePrefix("198.51.100.0/24"),

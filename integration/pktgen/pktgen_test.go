@@ -18,7 +18,7 @@ import (
 )
 
 var (
-	testSources = netip.MustParsePrefix("203.0.113.0/24")
+	testSources = Sources
 	testVIP     = netip.MustParseAddr("192.0.2.10")
 	testDst     = net.HardwareAddr{0x00, 0x00, 0x5e, 0x00, 0x53, 0x02}
 	testSrc     = net.HardwareAddr{0x00, 0x00, 0x5e, 0x00, 0x53, 0x01}

@@ -392,17 +392,23 @@ func (d *Daemon) drawNew(svcs []datapath.Service, p vip.Prepared) {
 			d.markDirty()
 		}
 	case b.TakesVIPs() && len(p.Missing()) > 0:
-		d.mu.Lock()
-		prior := slices.Clone(d.conflicts)
-		d.mu.Unlock()
 		t, err := d.host().vips.TakePrepared(p, d.log)
-		d.recordVIPs(t.Added, nil, append(prior, t.Conflicts...))
+		d.recordMoreTaken(t)
 		if err != nil {
 			d.vipsUntaken, d.vipRetryWait = untaken(p.Missing(), t), 0
 			d.log.Error("VIPs new in the configuration not all taken: no traffic is drawn to those; retrying",
 				"interface", b.Interface, "vips", d.vipsUntaken, "err", err)
 		}
 	}
+}
+
+// recordMoreTaken records a take after the start's first: what it added,
+// and its conflicts besides those recorded already.
+func (d *Daemon) recordMoreTaken(t vip.Taken) {
+	d.mu.Lock()
+	prior := slices.Clone(d.conflicts)
+	d.mu.Unlock()
+	d.recordVIPs(t.Added, nil, append(prior, t.Conflicts...))
 }
 
 // untaken is what of want t neither added nor found answered elsewhere.
@@ -419,12 +425,9 @@ func (d *Daemon) retryVIPs() {
 	if len(d.vipsUntaken) == 0 || d.host().now().Before(d.vipRetryAt) {
 		return
 	}
-	d.mu.Lock()
-	prior := slices.Clone(d.conflicts)
-	d.mu.Unlock()
 	ifname := d.cfg.Balancer.Interface
 	t, err := d.host().vips.Claim(ifname, d.vipsUntaken, d.log)
-	d.recordVIPs(t.Added, nil, append(prior, t.Conflicts...))
+	d.recordMoreTaken(t)
 	d.vipsUntaken = untaken(d.vipsUntaken, t)
 	switch {
 	case err != nil:

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net/netip"
 	"slices"
 	"strings"
 	"time"
@@ -14,11 +13,6 @@ import (
 	"github.com/dsrlb/dsrlb/integration/pktgen"
 	"github.com/dsrlb/dsrlb/integration/topo"
 )
-
-// genSources is where the generator's frames come from: a documentation
-// range the topology uses for nothing else, so that the backends' drop
-// matches them only.
-var genSources = netip.MustParsePrefix("203.0.113.0/24")
 
 // genRunFrames is the frames of one live-frames test run: about 0.5–0.8 s
 // here, so a cell overshoots its duration by less than that.
@@ -96,7 +90,7 @@ func (b *bench) startGen() (err error) {
 	}
 	g.ifindex = l.Attrs().Index
 	for _, m := range b.o.gen {
-		gen, err := pktgen.Load(pktgen.Config{Mix: m, Flows: uint32(b.o.genFlows), Burst: uint32(b.o.genBurst), Sources: genSources,
+		gen, err := pktgen.Load(pktgen.Config{Mix: m, Flows: uint32(b.o.genFlows), Burst: uint32(b.o.genBurst), Sources: pktgen.Sources,
 			VIP: topo.VIP4, Port: topo.HTTPPort, Dst: tp.Balancer.MAC, Src: tp.Client.MAC})
 		if err != nil {
 			return err
@@ -116,7 +110,7 @@ func (b *bench) startGen() (err error) {
 			return fmt.Errorf("find %s's %s: %w", be.Role, be.Link, err)
 		}
 		var d *pktgen.Drop
-		if err := be.NS.Do(func() (err error) { d, err = pktgen.AttachDrop(l.Attrs().Index, genSources); return err }); err != nil {
+		if err := be.NS.Do(func() (err error) { d, err = pktgen.AttachDrop(l.Attrs().Index, pktgen.Sources); return err }); err != nil {
 			return err
 		}
 		g.drops = append(g.drops, d)
@@ -202,7 +196,7 @@ func (g *genLoad) run(ctx context.Context, tp *topo.Topology, mix pktgen.Mix, d 
 func (b *bench) genTable(cells []cell) string {
 	var s strings.Builder
 	fmt.Fprintf(&s, "\nUnder generator load: pktgen (BPF_PROG_TEST_RUN live frames) on the client's eth0, pinned to CPU %d, %v per cell, %d runs; established: %d flows new to each cell (opened with SYN, ACK before it is measured), bursts of %d; sources %s; service %s, conntrack %d%s; kernel.bpf_stats_enabled=1, all runs summed (× floor: ns/run / floor_vip's)\n\n",
-		b.o.genCPU, b.o.duration, b.o.runs, b.o.genFlows, b.o.genBurst, genSources, b.o.sched, b.o.conntrack, forwardNote(b.o.forwardCPU))
+		b.o.genCPU, b.o.duration, b.o.runs, b.o.genFlows, b.o.genBurst, pktgen.Sources, b.o.sched, b.o.conntrack, forwardNote(b.o.forwardCPU))
 	s.WriteString("| mix | program | frames sent | reached a backend | Mframes/s | run_cnt | ns/run | × floor |\n|---|---|--:|--:|--:|--:|--:|--:|\n")
 	for _, m := range b.o.gen {
 		fl, _ := summarizeGen(cells, "floor", m)
