@@ -29,6 +29,15 @@
  *                   redirect; other frames to the VIP are redirected
  *                   untracked, frames not for the VIP continue. The least a
  *                   balancer that remembers flows costs under real load.
+ *   floor_vip_slot  floor_vip plus the least per-flow state there is: the
+ *                   same frames' 5-tuple hashed to one 16-byte slot of a
+ *                   plain array (floor_vip_slots, sized as lbd's conntrack:
+ *                   no bucket, no lock, no LRU list), read, and written
+ *                   with the 5-tuple when it holds another. One per-flow
+ *                   cache line per packet: the lower bound of any design
+ *                   that looks a flow's state up per packet, as keeping
+ *                   flows on their backend across a table change and
+ *                   tracking their TCP state both do.
  */
 #include <linux/types.h>
 #include <linux/bpf.h>
@@ -125,6 +134,47 @@ int floor_vip_track(struct __sk_buff *skb)
 		if (!bpf_map_lookup_elem(&floor_vip_ct, &k)) {
 			v.last_seen_ns = bpf_jiffies64();
 			bpf_map_update_elem(&floor_vip_ct, &k, &v, BPF_ANY);
+		}
+	}
+	return floor_vip_redirect(skb, eth);
+}
+
+/* floor_vip_slots: one floor_key per slot; 65536 compiled in, sized by
+ * floor.LoadVIPSlot to a power of two (floor_vip_slot_bits). */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__type(key, __u32);
+	__type(value, struct floor_key);
+	__uint(max_entries, 65536);
+} floor_vip_slots SEC(".maps");
+
+const volatile __u32 floor_vip_slot_bits = 16;
+
+SEC("tc")
+int floor_vip_slot(struct __sk_buff *skb)
+{
+	void *data_end = (void *)(long)skb->data_end;
+	struct ethhdr *eth = (void *)(long)skb->data;
+	__u8 *ip = (void *)(eth + 1);
+	struct floor_key k = {};
+	__u64 w0, w1, *slot;
+	__u32 i;
+
+	if ((void *)(ip + 20) > data_end)
+		return TC_ACT_UNSPEC;
+	if (eth->h_proto != __builtin_bswap16(ETH_P_IP) || *(__be32 *)(ip + 16) != floor_vip_addr)
+		return TC_ACT_UNSPEC;
+	if ((ip[9] == IPPROTO_TCP || ip[9] == IPPROTO_UDP) && ip[0] == 0x45 && (void *)(ip + 24) <= data_end) {
+		__builtin_memcpy(&k.saddr, ip + 12, 8);
+		__builtin_memcpy(&k.sport, ip + 20, 4);
+		k.proto = ip[9];
+		__builtin_memcpy(&w0, &k, 8);
+		__builtin_memcpy(&w1, (__u8 *)&k + 8, 8);
+		i = ((w0 ^ (w1 * 0x9e3779b97f4a7c15ULL)) * 0xff51afd7ed558ccdULL) >> (64 - floor_vip_slot_bits);
+		slot = bpf_map_lookup_elem(&floor_vip_slots, &i);
+		if (slot && (slot[0] != w0 || slot[1] != w1)) {
+			slot[0] = w0;
+			slot[1] = w1;
 		}
 	}
 	return floor_vip_redirect(skb, eth);

@@ -311,6 +311,48 @@ func TestFloorVIPTrack(t *testing.T) {
 	}
 }
 
+// TestFloorVIPSlot: floor_vip_slot (dsrlb-bench's slot mode) forwards
+// exactly as floor_vip and writes each TCP/UDP flow to the VIP into one
+// slot of an array of the size asked for rounded up to a power of two, or
+// it would not cost what one per-flow line costs.
+func TestFloorVIPSlot(t *testing.T) {
+	src := mustMAC("02:00:00:00:00:09")
+	sl, err := floor.LoadVIPSlot(ip4("192.0.2.10"), beMAC(1), src, 3000)
+	if err != nil {
+		requirePrivileged(t)
+		t.Fatal(err)
+	}
+	defer sl.Close()
+	if n := sl.Flows.MaxEntries(); n != 4096 {
+		t.Fatalf("floor_vip_slots has %d entries, want 4096 (3000 rounded up)", n)
+	}
+	checkFloorVIP(t, sl.Prog, src)
+	used := func() [][16]byte {
+		var (
+			k    uint32
+			v    [16]byte
+			used [][16]byte
+		)
+		for it := sl.Flows.Iterate(); it.Next(&k, &v); {
+			if v != ([16]byte{}) {
+				used = append(used, v)
+			}
+		}
+		return used
+	}
+	want := [16]byte{198, 51, 100, 1, 192, 0, 2, 10, 40000 >> 8, 40000 & 0xff, 0, 80, 6}
+	if got := used(); len(got) != 1 || got[0] != want {
+		t.Errorf("slots in use % x; want one, % x", got, want)
+	}
+	udp := build(t, pkt{src: ap("198.51.100.1:40000"), dst: ap("192.0.2.10:53"), proto: UDP})
+	if ret, err := sl.Prog.Run(runOpts(udp, make([]byte, len(udp)+256))); err != nil || int(int32(ret)) != VerdictRedirect {
+		t.Fatalf("udp to the vip: verdict %d, %v; want %d", ret, err, VerdictRedirect)
+	}
+	if got := used(); len(got) != 2 {
+		t.Errorf("after a UDP flow: %d slots in use, want 2", len(got))
+	}
+}
+
 // checkFloorVIP runs frames for and not for 192.0.2.10 through p (a program
 // for real traffic loaded for that VIP, backend 1 and src): the VIP's
 // frame, twice, redirected with both MACs, the others continue untouched.

@@ -57,8 +57,8 @@ func (o *options) checkGen() error {
 		return nil
 	}
 	for _, m := range o.modes {
-		if !slices.Contains([]string{"dsrlb", "floor", "track"}, m) {
-			return fmt.Errorf("-gen measures the balancer's program (modes dsrlb, floor, track), not %s: the generator's frames reach no server", m)
+		if !slices.Contains(kernelModes, m) {
+			return fmt.Errorf("-gen measures the balancer's program (modes %s), not %s: the generator's frames reach no server", strings.Join(kernelModes, ", "), m)
 		}
 	}
 	if o.genFlows < 1 || o.genFlows > pktgen.MaxFlows {

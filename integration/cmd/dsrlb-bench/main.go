@@ -21,12 +21,16 @@
 //     floor_vip plus an LRU lookup of each TCP/UDP flow to the VIP, inserted
 //     on a miss, in a table of lbd's conntrack size (-conntrack): the least
 //     a balancer that remembers flows costs under the same load.
+//   - slot:    (not in the default modes) as floor, with floor_vip_slot:
+//     floor_vip plus one slot of a plain array per TCP/UDP flow (hashed
+//     5-tuple, lbd's conntrack size rounded up to a power of two), read and
+//     written on a miss: the least per-flow state a balancer can look up.
 //
 // wrk, in the client's namespace, opens a new connection for every request
 // (Connection: close) for a fixed duration per cell; each cell (mode x
 // response size) runs -runs times, modes interleaved, and the table gives
-// medians with each figure's ratio to direct. During dsrlb, floor and
-// track cells the kernel's BPF run-time statistics are on
+// medians with each figure's ratio to direct. During dsrlb, floor, track
+// and slot cells the kernel's BPF run-time statistics are on
 // (kernel.bpf_stats_enabled=1, the previous value restored after each cell)
 // and the program's run_time_ns / run_cnt is reported. Last, lbd is reloaded with -rss-services services
 // and its resident memory read from /proc.
@@ -40,7 +44,7 @@
 // idle between a flow's packets; the generator keeps it busy, so the
 // in-kernel cost is measured with warm code and the working set of
 // -gen-flows flows (established mix) or of a new connection every five
-// frames (connections mix). Only dsrlb, floor and track are measured then.
+// frames (connections mix). Only dsrlb, floor, track and slot are measured then.
 //
 // Everything it creates (namespaces, processes, pins, programs) is removed
 // at the end, also on failure and on SIGINT/SIGTERM. It needs root, wrk and
@@ -48,7 +52,7 @@
 // scripts/bench.sh runs it.
 //
 //	dsrlb-bench [-bin DIR] [-duration 8s] [-runs 3] [-sizes 64,1048576]
-//	dsrlb-bench -gen established,connections [-gen-flows 1024] -modes dsrlb,floor,track -backends 1
+//	dsrlb-bench -gen established,connections [-gen-flows 1024] -modes dsrlb,floor,track,slot -backends 1
 package main
 
 import (
@@ -112,13 +116,13 @@ func main() {
 	flag.IntVar(&o.conns, "conns", 32, "concurrent connections of wrk")
 	flag.IntVar(&o.threads, "threads", 2, "wrk threads")
 	flag.StringVar(&sizes, "sizes", "64,1048576", "response body sizes in bytes, comma-separated")
-	flag.StringVar(&modes, "modes", "direct,dsrlb,haproxy", "paths to measure, comma-separated (direct first: ratios are to it); floor, track: the reference programs floor_vip, floor_vip_track instead of lbd's")
+	flag.StringVar(&modes, "modes", "direct,dsrlb,haproxy", "paths to measure, comma-separated (direct first: ratios are to it); floor, track, slot: the reference programs floor_vip, floor_vip_track, floor_vip_slot instead of lbd's")
 	flag.IntVar(&o.backends, "backends", 3, "backends (1..9)")
 	flag.IntVar(&o.rssServices, "rss-services", 1000, "services in the configuration lbd is reloaded with to read its RSS (0 skips)")
 	flag.StringVar(&o.sched, "sched", "roundrobin", "scheduler of the benchmark service: roundrobin (as HAProxy's balance roundrobin), maglev (lbd's default) or source")
-	flag.IntVar(&o.conntrack, "conntrack", config.DefaultConntrackSize, "lbd's balancer.conntrack.size, and the size of floor_vip_track's flow table (track mode), so that both remember flows in tables of one size")
+	flag.IntVar(&o.conntrack, "conntrack", config.DefaultConntrackSize, "lbd's balancer.conntrack.size, and the size of floor_vip_track's flow table (track mode) and floor_vip_slot's array (slot mode, rounded up to a power of two), so that all remember flows in tables of one size")
 	flag.IntVar(&o.forwardCPU, "forward-cpu", -1, "give this CPU to forwarding alone: RPS steers the balancer's received frames to it, every process and the other hosts' receive processing run on the other CPUs (-1: share every CPU)")
-	flag.StringVar(&gen, "gen", "", "load the balancer with the packet generator instead of wrk: mixes, comma-separated (established, connections); modes dsrlb, floor, track only")
+	flag.StringVar(&gen, "gen", "", "load the balancer with the packet generator instead of wrk: mixes, comma-separated (established, connections); modes dsrlb, floor, track, slot only")
 	flag.IntVar(&o.genFlows, "gen-flows", 1024, "flows the established mix cycles over")
 	flag.IntVar(&o.genBurst, "gen-burst", 1, "frames of a flow in a row in the established mix (a TCP sender's burst; 1: the flows strictly in turn)")
 	flag.IntVar(&o.genCPU, "gen-cpu", 0, "the CPU the generator runs on (the whole path of its frames runs there too, unless -forward-cpu steers the balancer's receive elsewhere)")
@@ -162,7 +166,14 @@ func main() {
 }
 
 // allModes are the paths -modes may name.
-var allModes = []string{"direct", "dsrlb", "haproxy", "floor", "track"}
+var allModes = []string{"direct", "dsrlb", "haproxy", "floor", "track", "slot"}
+
+// refModes are the modes of a reference program in place of lbd's, and
+// kernelModes those whose in-kernel cost is measured.
+var (
+	refModes    = []string{"floor", "track", "slot"}
+	kernelModes = append([]string{"dsrlb"}, refModes...)
+)
 
 func (o *options) parse(sizes, modes string) error {
 	for _, s := range strings.Split(sizes, ",") {
@@ -203,7 +214,7 @@ func (o *options) parse(sizes, modes string) error {
 	if o.forwardCPU >= 0 && slices.Contains(o.modes, "haproxy") {
 		// HAProxy is a full proxy: its work is in the processes pinned
 		// off the forwarding CPU, and its receive path is steered onto it.
-		return fmt.Errorf("-forward-cpu measures in-kernel forwarding (dsrlb, floor, track); measure haproxy without it")
+		return fmt.Errorf("-forward-cpu measures in-kernel forwarding (dsrlb, floor, track, slot); measure haproxy without it")
 	}
 	return o.checkGen()
 }
@@ -508,8 +519,8 @@ func (b *bench) cell(ctx context.Context, mode string, size int, d time.Duration
 }
 
 // observe runs prime (nil: none) and then load on mode's path: for dsrlb,
-// floor and track with the client's neighbour entry for the VIP on the
-// balancer, the mode's reference program attached (floor, track) and the
+// floor, track and slot with the client's neighbour entry for the VIP on the
+// balancer, the mode's reference program attached (floor, track, slot) and the
 // kernel's BPF statistics on, the program's runs during load (not prime)
 // recorded in c.bpf.
 func (b *bench) observe(mode string, c *cell, prime, load func() error) (err error) {
@@ -517,7 +528,7 @@ func (b *bench) observe(mode string, c *cell, prime, load func() error) (err err
 	if prime == nil {
 		prime = func() error { return nil }
 	}
-	if !slices.Contains([]string{"dsrlb", "floor", "track"}, mode) {
+	if !slices.Contains(kernelModes, mode) {
 		if err := prime(); err != nil {
 			return err
 		}
@@ -733,7 +744,7 @@ func (b *bench) loadRefs() error {
 		return fmt.Errorf("find %s in %s: %w", tp.Balancer.Link, tp.Balancer.NS.Name, err)
 	}
 	b.lbIfindex = l.Attrs().Index
-	for _, mode := range []string{"floor", "track"} {
+	for _, mode := range refModes {
 		if !slices.Contains(b.o.modes, mode) {
 			continue
 		}
@@ -753,10 +764,13 @@ func (b *bench) loadRefs() error {
 }
 
 // loadRef loads mode's program for the VIP: floor_vip for floor,
-// floor_vip_track for track, with a flow table of size entries.
+// floor_vip_track for track and floor_vip_slot for slot, with a flow
+// table of size entries.
 func loadRef(mode string, dst, src net.HardwareAddr, size uint32) (*refProg, error) {
-	if mode == "track" {
-		t, err := floor.LoadVIPTrack(topo.VIP4, dst, src, size)
+	load := map[string]func(netip.Addr, net.HardwareAddr, net.HardwareAddr, uint32) (*floor.VIPTrack, error){
+		"track": floor.LoadVIPTrack, "slot": floor.LoadVIPSlot}[mode]
+	if load != nil {
+		t, err := load(topo.VIP4, dst, src, size)
 		if err != nil {
 			return nil, err
 		}
@@ -908,7 +922,7 @@ func table(o options, cells []cell) string {
 func (b *bench) kernelTable(cells []cell) string {
 	progs := map[string]bpfStats{"dsrlb": b.stats}
 	var modes, during []string
-	for _, mode := range []string{"dsrlb", "floor", "track"} {
+	for _, mode := range kernelModes {
 		if !slices.Contains(b.o.modes, mode) {
 			continue
 		}

@@ -19,10 +19,10 @@ func TestParseModes(t *testing.T) {
 		return options{duration: 6 * time.Second, runs: 3, conns: 32, threads: 2, backends: 1, sched: "roundrobin", conntrack: 1 << 20, forwardCPU: -1}
 	}
 	o := valid()
-	if err := o.parse("64", "dsrlb, floor,track"); err != nil {
+	if err := o.parse("64", "dsrlb, floor,track,slot"); err != nil {
 		t.Fatal(err)
 	}
-	if want := []string{"dsrlb", "floor", "track"}; !slices.Equal(o.modes, want) {
+	if want := []string{"dsrlb", "floor", "track", "slot"}; !slices.Equal(o.modes, want) {
 		t.Errorf("modes %q, want %q", o.modes, want)
 	}
 	o = valid()

@@ -4,13 +4,15 @@
 // does nothing, and one that remembers each new flow in an LRU hash before
 // redirecting; for dsrlb-bench under real load (attached with tcx)
 // floor_vip, the MAC rewrite + redirect of frames to one VIP, and
-// floor_vip_track, the same with each flow remembered.
+// floor_vip_track, the same with each flow remembered, and floor_vip_slot,
+// the same with each flow's 5-tuple in one slot of a plain array.
 package floor
 
 //go:generate go tool bpf2go -cc clang -strip llvm-strip -target bpfel -cflags "-O2 -g -Wall -Werror -mcpu=v3 -nostdinc -isystem ../../../bpf/include" floor ../../../bpf/bench/floor.c
 
 import (
 	"fmt"
+	"math/bits"
 	"net"
 	"net/netip"
 
@@ -77,6 +79,34 @@ func LoadVIPTrack(vip netip.Addr, dst, src net.HardwareAddr, size uint32) (*VIPT
 	})
 	if err != nil {
 		return nil, err
+	}
+	return &VIPTrack{Prog: objs.Prog, Flows: objs.Flows}, nil
+}
+
+// LoadVIPSlot loads floor_vip_slot, floor_vip plus one per-flow slot of a
+// plain array read (and written on a miss) for each TCP/UDP frame to vip,
+// in an array of size entries rounded up to a power of two (0: the 65,536
+// compiled in): the least per-flow state any balancer can look up. The
+// caller closes it.
+func LoadVIPSlot(vip netip.Addr, dst, src net.HardwareAddr, size uint32) (*VIPTrack, error) {
+	var objs struct {
+		Prog  *ebpf.Program `ebpf:"floor_vip_slot"`
+		Flows *ebpf.Map     `ebpf:"floor_vip_slots"`
+	}
+	var err error
+	lerr := loadVIP("floor_vip_slot", vip, dst, src, &objs, func(spec *ebpf.CollectionSpec) {
+		if size <= 1 {
+			return
+		}
+		b := bits.Len32(size - 1)
+		spec.Maps[floorMapFloorVipSlots].MaxEntries = 1 << b
+		err = spec.Variables[floorVarFloorVipSlotBits].Set(uint32(b))
+	})
+	if err != nil {
+		return nil, fmt.Errorf("set floor_vip_slot size: %w", err)
+	}
+	if lerr != nil {
+		return nil, lerr
 	}
 	return &VIPTrack{Prog: objs.Prog, Flows: objs.Flows}, nil
 }

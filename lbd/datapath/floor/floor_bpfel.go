@@ -34,15 +34,18 @@ type floorFloorVal struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	floorMapFloorCt        = "floor_ct"
-	floorMapFloorVipCt     = "floor_vip_ct"
-	floorProgFloorNoop     = "floor_noop"
-	floorProgFloorRedirect = "floor_redirect"
-	floorProgFloorTrack    = "floor_track"
-	floorProgFloorVip      = "floor_vip"
-	floorProgFloorVipTrack = "floor_vip_track"
-	floorVarFloorVipAddr   = "floor_vip_addr"
-	floorVarFloorVipMacs   = "floor_vip_macs"
+	floorMapFloorCt          = "floor_ct"
+	floorMapFloorVipCt       = "floor_vip_ct"
+	floorMapFloorVipSlots    = "floor_vip_slots"
+	floorProgFloorNoop       = "floor_noop"
+	floorProgFloorRedirect   = "floor_redirect"
+	floorProgFloorTrack      = "floor_track"
+	floorProgFloorVip        = "floor_vip"
+	floorProgFloorVipSlot    = "floor_vip_slot"
+	floorProgFloorVipTrack   = "floor_vip_track"
+	floorVarFloorVipAddr     = "floor_vip_addr"
+	floorVarFloorVipMacs     = "floor_vip_macs"
+	floorVarFloorVipSlotBits = "floor_vip_slot_bits"
 )
 
 // loadFloor returns the embedded CollectionSpec for floor.
@@ -91,6 +94,7 @@ type floorProgramSpecs struct {
 	FloorRedirect *ebpf.ProgramSpec `ebpf:"floor_redirect"`
 	FloorTrack    *ebpf.ProgramSpec `ebpf:"floor_track"`
 	FloorVip      *ebpf.ProgramSpec `ebpf:"floor_vip"`
+	FloorVipSlot  *ebpf.ProgramSpec `ebpf:"floor_vip_slot"`
 	FloorVipTrack *ebpf.ProgramSpec `ebpf:"floor_vip_track"`
 }
 
@@ -98,16 +102,18 @@ type floorProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type floorMapSpecs struct {
-	FloorCt    *ebpf.MapSpec `ebpf:"floor_ct"`
-	FloorVipCt *ebpf.MapSpec `ebpf:"floor_vip_ct"`
+	FloorCt       *ebpf.MapSpec `ebpf:"floor_ct"`
+	FloorVipCt    *ebpf.MapSpec `ebpf:"floor_vip_ct"`
+	FloorVipSlots *ebpf.MapSpec `ebpf:"floor_vip_slots"`
 }
 
 // floorVariableSpecs contains global variables before they are loaded into the kernel.
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type floorVariableSpecs struct {
-	FloorVipAddr *ebpf.VariableSpec `ebpf:"floor_vip_addr"`
-	FloorVipMacs *ebpf.VariableSpec `ebpf:"floor_vip_macs"`
+	FloorVipAddr     *ebpf.VariableSpec `ebpf:"floor_vip_addr"`
+	FloorVipMacs     *ebpf.VariableSpec `ebpf:"floor_vip_macs"`
+	FloorVipSlotBits *ebpf.VariableSpec `ebpf:"floor_vip_slot_bits"`
 }
 
 // floorObjects contains all objects after they have been loaded into the kernel.
@@ -130,14 +136,16 @@ func (o *floorObjects) Close() error {
 //
 // It can be passed to loadFloorObjects or ebpf.CollectionSpec.LoadAndAssign.
 type floorMaps struct {
-	FloorCt    *ebpf.Map `ebpf:"floor_ct"`
-	FloorVipCt *ebpf.Map `ebpf:"floor_vip_ct"`
+	FloorCt       *ebpf.Map `ebpf:"floor_ct"`
+	FloorVipCt    *ebpf.Map `ebpf:"floor_vip_ct"`
+	FloorVipSlots *ebpf.Map `ebpf:"floor_vip_slots"`
 }
 
 func (m *floorMaps) Close() error {
 	return _FloorClose(
 		m.FloorCt,
 		m.FloorVipCt,
+		m.FloorVipSlots,
 	)
 }
 
@@ -145,8 +153,9 @@ func (m *floorMaps) Close() error {
 //
 // It can be passed to loadFloorObjects or ebpf.CollectionSpec.LoadAndAssign.
 type floorVariables struct {
-	FloorVipAddr *ebpf.Variable `ebpf:"floor_vip_addr"`
-	FloorVipMacs *ebpf.Variable `ebpf:"floor_vip_macs"`
+	FloorVipAddr     *ebpf.Variable `ebpf:"floor_vip_addr"`
+	FloorVipMacs     *ebpf.Variable `ebpf:"floor_vip_macs"`
+	FloorVipSlotBits *ebpf.Variable `ebpf:"floor_vip_slot_bits"`
 }
 
 // floorPrograms contains all programs after they have been loaded into the kernel.
@@ -157,6 +166,7 @@ type floorPrograms struct {
 	FloorRedirect *ebpf.Program `ebpf:"floor_redirect"`
 	FloorTrack    *ebpf.Program `ebpf:"floor_track"`
 	FloorVip      *ebpf.Program `ebpf:"floor_vip"`
+	FloorVipSlot  *ebpf.Program `ebpf:"floor_vip_slot"`
 	FloorVipTrack *ebpf.Program `ebpf:"floor_vip_track"`
 }
 
@@ -166,6 +176,7 @@ func (p *floorPrograms) Close() error {
 		p.FloorRedirect,
 		p.FloorTrack,
 		p.FloorVip,
+		p.FloorVipSlot,
 		p.FloorVipTrack,
 	)
 }
