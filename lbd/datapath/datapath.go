@@ -47,8 +47,8 @@ type Options struct {
 
 // Defaults not in shared/config.
 const (
-	DefaultMaxServiceKeys = 16384
-	DefaultMaxBackends    = 65536
+	DefaultMaxServiceKeys = config.MaxServiceKeys
+	DefaultMaxBackends    = config.MaxBackends + 1 // id 0 is never used
 	// DefaultTCPClosingTimeout is IPVS's tcpfin timeout for direct
 	// routing (FIN_WAIT), shortened: a half-closed connection whose
 	// client still ACKs data refreshes it.

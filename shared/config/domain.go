@@ -45,6 +45,12 @@ const (
 	MaxWeight          = 256 // as HAProxy's weight, so ALOHA configs translate 1:1
 	MaxServers         = 10000
 	MaxServices        = 4096
+	// MaxServiceKeys is how many (vip, protocol, port) entries all services
+	// together have room for in the data plane (a service of every port is
+	// one), and MaxBackends how many servers and fallbacks (backend ids; id
+	// 0 is never used): lbd sizes its maps from these.
+	MaxServiceKeys = 16384
+	MaxBackends    = 65535
 	MaxRiseFall        = 100
 	// MaglevSlotsPerServer is the least table size per server that keeps
 	// every backend's share within 1% of its weight share.

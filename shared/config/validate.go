@@ -726,7 +726,7 @@ func (p *parser) crossChecks(cfg *Config) {
 		port  uint16 // 0: every port
 	}
 	owner := make(map[key]string, len(cfg.Services))
-	maxServers := 0
+	maxServers, servers := 0, 0
 	announced := map[netip.Addr]int{} // VIP -> first service announcing it
 	for i, s := range cfg.Services {
 		path := fmt.Sprintf("services[%d]", i)
@@ -766,6 +766,13 @@ func (p *parser) crossChecks(cfg *Config) {
 			}
 		}
 		maxServers = max(maxServers, len(s.Servers))
+		servers += len(s.Servers)
+	}
+	if len(owner) > MaxServiceKeys {
+		p.errf("services", "%d (vip, protocol, port) entries over all services, at most %d fit the data plane: list fewer ports, or omit ports to give a service every port of its VIP (one entry)", len(owner), MaxServiceKeys)
+	}
+	if servers > MaxBackends {
+		p.errf("services", "%d servers and fallbacks over all services, at most %d fit the data plane; split the services over more balancers", servers, MaxBackends)
 	}
 	if need := maxServers * MaglevSlotsPerServer; need > int(cfg.Balancer.MaglevTableSize) {
 		p.errf("balancer.maglev_table_size", "%d slots are too few for a service of %d servers: give a prime of at least %d", cfg.Balancer.MaglevTableSize, maxServers, need)
