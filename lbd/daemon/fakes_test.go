@@ -1,6 +1,7 @@
 package daemon
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -41,6 +42,9 @@ type fakeHost struct {
 	privileges error
 	now        time.Time
 	clock      sync.Mutex // guards now once lbd runs (advance)
+	// attachEvery, when set, replaces the loop's 10ms attach check (and
+	// VIP retry) period.
+	attachEvery time.Duration
 }
 
 // advance moves the fake clock on by dt while lbd runs.
@@ -134,7 +138,7 @@ func (h *fakeHost) system() *system {
 		},
 		vips:        h.vips,
 		now:         func() time.Time { h.clock.Lock(); defer h.clock.Unlock(); return h.now },
-		attachEvery: 10 * time.Millisecond,
+		attachEvery: cmp.Or(h.attachEvery, 10*time.Millisecond),
 	}
 }
 

@@ -242,6 +242,20 @@ func startUntaken(t *testing.T) (*fakeHost, *lbdRun) {
 	return h, r
 }
 
+// TestLifecycleUntakenShownAtStart: the VIP the start failed to take is
+// shown from READY=1 on, before any retry, the next try one attach check
+// away.
+func TestLifecycleUntakenShownAtStart(t *testing.T) {
+	h := foundHost(false)
+	h.vips.takeFails, h.attachEvery = true, time.Hour
+	r := newRun(t, h, adoptConfig)
+	r.start()
+	wantUntaken(t, r, "after the failed take", `192.0.2.30 "fake failure" since 12:00:00 next 13:00:00;`, "192.0.2.30 1;", `192.0.2.30 "fake failure" next true;`)
+	if n := strings.Count(strings.Join(h.vips.calls(), "\n"), "claim"); n != 0 {
+		t.Errorf("VIPs claimed %d times: want no retry yet, the views shown by the start", n)
+	}
+}
+
 // TestLifecycleUntakenShownUntilRetryTakes: a VIP awaiting a retry is
 // shown until the retry takes it; then it is recorded as added.
 func TestLifecycleUntakenShownUntilRetryTakes(t *testing.T) {
