@@ -15,7 +15,7 @@ import (
 )
 
 // TestStatusPageAlerts: the page's script renders what a real lbd seldom
-// shows on demand: VIP conflicts, a detached program, a read error, a BGP
+// shows on demand: VIP conflicts, a VIP awaiting a retry, a detached program, a read error, a BGP
 // peer down, a draining backend with its reason and rates in KiB/s; it
 // clears the alerts when the next document has none, and says the figures
 // are stale when lbd stops answering. lbd's own page handler serves chosen
@@ -25,8 +25,9 @@ func TestStatusPageAlerts(t *testing.T) {
 	s.needRoot()
 	s.needChromium()
 	tp := mustTopology(t, topo.Options{})
-	since := time.Now().Add(-90 * time.Second).UTC()
-	alerting := statusjson.Status{SchemaVersion: 1, Interface: "eth0", Generated: time.Now().UTC(), Attached: false,
+	now := time.Now().UTC()
+	since, next := now.Add(-90*time.Second), now.Add(8*time.Second)
+	alerting := statusjson.Status{SchemaVersion: 1, Interface: "eth0", Generated: now, Attached: false,
 		NotAttached: "program replaced by another", ReadError: "read data plane counters: test",
 		RateInterval: 2,
 		Services: []statusjson.Service{{Name: "web", VIP: "192.0.2.10", Protocol: "tcp", Ports: []uint16{80}, Scheduler: "roundrobin",
@@ -34,13 +35,14 @@ func TestStatusPageAlerts(t *testing.T) {
 			Backends: []statusjson.Backend{{Name: "b1", Address: "192.0.2.11", MAC: "00:00:5e:00:53:0b", State: "drain",
 				StateReason: "weight 0: draining", StateSince: &since, Rates: &statusjson.Rates{Bytes: 3072}}}}},
 		VIPConflicts: []statusjson.VIPConflict{{VIP: "192.0.2.20", MAC: "00:00:5e:00:53:99"}},
+		VIPsUntaken:  []statusjson.VIPUntaken{{VIP: "192.0.2.30", Error: "add 192.0.2.30/32 to eth0: permission denied", Since: since, NextTry: &next}},
 		BGP:          &statusjson.BGP{ASN: 64512, Peers: []statusjson.BGPPeer{{Address: "192.0.2.1", ASN: 64500, State: "active"}}},
 		ARPGuard: &statusjson.ARPGuard{Running: true, Mode: "lbd", Conflicts: []statusjson.ARPConflict{{VIP: "192.0.2.10", MAC: "00:00:5e:00:53:0c",
 			Backends: []statusjson.ARPBackend{{Service: "web", Name: "b2", Address: "192.0.2.12"}}, SeenAs: "ARP reply", Since: since, LastSeen: since, Frames: 3}}},
 	}
 	calm := alerting
 	calm.ARPGuard = &statusjson.ARPGuard{Running: true, Mode: "lbd", Conflicts: []statusjson.ARPConflict{}}
-	calm.Attached, calm.NotAttached, calm.ReadError, calm.VIPConflicts = true, "", "", []statusjson.VIPConflict{}
+	calm.Attached, calm.NotAttached, calm.ReadError, calm.VIPConflicts, calm.VIPsUntaken = true, "", "", []statusjson.VIPConflict{}, []statusjson.VIPUntaken{}
 	calm.BGP = &statusjson.BGP{ASN: 64512, Peers: []statusjson.BGPPeer{{Address: "192.0.2.1", ASN: 64500, State: "established", Up: true}}}
 	var doc atomic.Pointer[statusjson.Status]
 	var down atomic.Bool
@@ -77,6 +79,7 @@ func TestStatusPageAlerts(t *testing.T) {
 	// After the script's first refresh, what it rendered is on screen.
 	waitText(ctx, t, page, `Number(document.body.dataset.refreshes) >= 1 ? document.body.innerText : ""`, "the script's first rendering",
 		"VIP 192.0.2.20 NOT TAKEN", "PROGRAM NOT ATTACHED: program replaced by another", "read data plane counters: test",
+		statusjson.UntakenText(alerting.VIPsUntaken[0], now), // the script's text is the server's
 		"BGP peer 192.0.2.1 is active", "weight 0: draining",
 		"VIP 192.0.2.10 ANSWERED BY 00:00:5e:00:53:0c = backend web/b2 (192.0.2.12): arp_ignore/arp_announce reset? run hostprep", "ARP guard (vip_owner lbd): 1 conflict(s)", "3.0 KiB", "1.5", "roundrobin", "1m30s ago")
 	keepScreenshot(ctx, t, page, "status-page-alerts.png")

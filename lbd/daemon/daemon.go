@@ -141,6 +141,9 @@ type Daemon struct {
 	vipsUntaken  []netip.Addr
 	vipRetryAt   time.Time
 	vipRetryWait time.Duration
+	// untaken is vipsUntaken with the last error and the times, for the
+	// VIP record, status and metrics (guarded by mu; noteUntaken).
+	untaken []VIPUntaken
 	// detached is why the program was last found not attached; "" when it is.
 	detached string
 	repairs  uint64 // re-attachments after the program was found detached
@@ -158,7 +161,10 @@ type Daemon struct {
 
 // Run starts lbd and blocks until ctx ends. It returns an error only when
 // lbd cannot start; later failures are logged and retried.
-func Run(ctx context.Context, opts Options) error {
+func Run(ctx context.Context, opts Options) error { return newDaemon(opts).run(ctx) }
+
+// newDaemon is the lbd Run runs (in-process tests keep it to look inside).
+func newDaemon(opts Options) *Daemon {
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -169,6 +175,10 @@ func Run(ctx context.Context, opts Options) error {
 	if d.loader == nil {
 		d.loader = new(config.Loader)
 	}
+	return d
+}
+
+func (d *Daemon) run(ctx context.Context) error {
 	closeControl, err := d.openControl()
 	if err != nil {
 		return err
@@ -395,7 +405,8 @@ func (d *Daemon) drawNew(svcs []datapath.Service, p vip.Prepared) {
 		t, err := d.host().vips.TakePrepared(p, d.log)
 		d.recordMoreTaken(t)
 		if err != nil {
-			d.vipsUntaken, d.vipRetryWait = untaken(p.Missing(), t), 0
+			d.vipRetryWait = 0
+			d.noteUntaken(untaken(p.Missing(), t), err)
 			d.log.Error("VIPs new in the configuration not all taken: no traffic is drawn to those; retrying",
 				"interface", b.Interface, "vips", d.vipsUntaken, "err", err)
 		}
@@ -428,13 +439,15 @@ func (d *Daemon) retryVIPs() {
 	ifname := d.cfg.Balancer.Interface
 	t, err := d.host().vips.Claim(ifname, d.vipsUntaken, d.log)
 	d.recordMoreTaken(t)
-	d.vipsUntaken = untaken(d.vipsUntaken, t)
-	switch {
-	case err != nil:
+	if err != nil {
 		// A take probes the segment first (~0.6 s): back off so that the
 		// loop is not kept busy by a failure that stays.
 		d.vipRetryWait = min(max(2*d.vipRetryWait, d.host().attachEvery), time.Minute)
 		d.vipRetryAt = d.host().now().Add(d.vipRetryWait)
+	}
+	d.noteUntaken(untaken(d.vipsUntaken, t), err)
+	switch {
+	case err != nil:
 		d.log.Warn("VIPs still not taken; retrying", "interface", ifname, "vips", d.vipsUntaken, "in", d.vipRetryWait, "err", err)
 	case len(d.vipsUntaken) == 0:
 		d.log.Info("VIPs taken on retry", "interface", ifname, "vips", t.Added)

@@ -1,6 +1,7 @@
 package daemon
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -40,6 +41,17 @@ type fakeHost struct {
 	// privileges, when set, is what the privilege check says.
 	privileges error
 	now        time.Time
+	clock      sync.Mutex // guards now once lbd runs (advance)
+	// attachEvery, when set, replaces the loop's 10ms attach check (and
+	// VIP retry) period.
+	attachEvery time.Duration
+}
+
+// advance moves the fake clock on by dt while lbd runs.
+func (h *fakeHost) advance(dt time.Duration) {
+	h.clock.Lock()
+	h.now = h.now.Add(dt)
+	h.clock.Unlock()
 }
 
 func newFakeHost() *fakeHost {
@@ -125,8 +137,8 @@ func (h *fakeHost) system() *system {
 			return h.bgp, nil
 		},
 		vips:        h.vips,
-		now:         func() time.Time { return h.now },
-		attachEvery: 10 * time.Millisecond,
+		now:         func() time.Time { h.clock.Lock(); defer h.clock.Unlock(); return h.now },
+		attachEvery: cmp.Or(h.attachEvery, 10*time.Millisecond),
 	}
 }
 
@@ -454,6 +466,9 @@ type fakeVIPs struct {
 	// takeFails, when set, makes TakePrepared fail having added nothing;
 	// claimFails does the same to Claim.
 	takeFails, claimFails bool
+	// claimAnswered are VIPs another host answers for: Claim reports them
+	// as conflicts and does not take them.
+	claimAnswered map[netip.Addr]net.HardwareAddr
 	// probeErr, when set, fails Prepare (the probe for the VIPs).
 	probeErr error
 }
@@ -510,9 +525,15 @@ func (v *fakeVIPs) Claim(ifname string, vips []netip.Addr, _ *slog.Logger) (vip.
 		v.log("claim %v failed", vips)
 		return vip.Taken{}, errFake
 	}
-	added := v.add(vips)
-	v.log("claim %v", added)
-	return vip.Taken{Added: added}, nil
+	var t vip.Taken
+	for _, a := range vips {
+		if mac, ok := v.claimAnswered[a]; ok {
+			t.Conflicts = append(t.Conflicts, vip.Conflict{VIP: a, MAC: mac})
+		}
+	}
+	t.Added = v.add(slices.DeleteFunc(slices.Clone(vips), func(a netip.Addr) bool { return v.claimAnswered[a] != nil }))
+	v.log("claim %v", t.Added)
+	return t, nil
 }
 
 func (v *fakeVIPs) release(verb string, vips []netip.Addr) error {

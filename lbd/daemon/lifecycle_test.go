@@ -63,6 +63,7 @@ type lbdRun struct {
 	reload                        chan struct{}
 	cancel                        context.CancelFunc
 	done                          chan error
+	d                             *Daemon // the one start runs, to look inside
 }
 
 // newRun writes yaml (PIN replaced by a temp directory) and prepares a
@@ -98,7 +99,8 @@ func (r *lbdRun) start() {
 	ctx, cancel := context.WithCancel(context.Background())
 	ready := make(chan struct{})
 	r.cancel, r.done = cancel, make(chan error, 1)
-	go func() { r.done <- Run(ctx, r.options(ready)) }()
+	r.d = newDaemon(r.options(ready))
+	go func() { r.done <- r.d.run(ctx) }()
 	r.t.Cleanup(func() { cancel(); <-r.done })
 	select {
 	case <-ready:

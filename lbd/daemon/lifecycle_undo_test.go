@@ -3,10 +3,14 @@ package daemon
 import (
 	"context"
 	"fmt"
+	"net"
+	"net/netip"
 	"slices"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/dsrlb/dsrlb/lbd/control"
 	"github.com/dsrlb/dsrlb/lbd/datapath"
@@ -161,6 +165,142 @@ func TestLifecycleAdoptedNewVIPRetryBacksOff(t *testing.T) {
 	waitFor(t, "five more ticks of the loop", func() bool { return h.dp.attachChecks() >= ticks+5 })
 	if n := strings.Count(strings.Join(h.vips.calls(), "\n"), "claim"); n != 1 {
 		t.Errorf("VIPs claimed %d times with the clock standing still; want 1, then a wait", n)
+	}
+}
+
+// untakenViews is what the VIP record (lbd status), the metric
+// dsrlb_vip_untaken and the status page show of the VIPs awaiting a
+// retry, one line each, "" for none.
+func untakenViews(t *testing.T, r *lbdRun) (record, metric, page string) {
+	t.Helper()
+	rec, err := ReadVIPRecord(r.vipRecord)
+	if err != nil {
+		t.Fatalf("read the VIP record: %v", err)
+	}
+	for _, u := range rec.Untaken {
+		record += fmt.Sprintf("%s %q since %s next %s;", u.VIP, u.Error, u.Since.Format(time.TimeOnly), u.NextTry.Format(time.TimeOnly))
+	}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collector{r.d, &flowCache{}})
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatalf("gather: %v", err)
+	}
+	for _, m := range byName(mfs)["dsrlb_vip_untaken"].GetMetric() {
+		metric += fmt.Sprintf("%s %v;", m.GetLabel()[0].GetValue(), m.GetGauge().GetValue())
+	}
+	p := &statusPage{d: r.d, marks: map[[2]string]stateMark{}}
+	p.sample(time.Now())
+	for _, u := range p.doc.VIPsUntaken {
+		page += fmt.Sprintf("%s %q next %v;", u.VIP, u.Error, u.NextTry != nil)
+	}
+	return record, metric, page
+}
+
+// wantUntaken waits until the three views of untakenViews are want, up to
+// waitFor's deadline.
+func wantUntaken(t *testing.T, r *lbdRun, what, record, metric, page string) {
+	t.Helper()
+	var gr, gm, gp string
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		if gr, gm, gp = untakenViews(t, r); gr == record && gm == metric && gp == page {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: VIPs awaiting a retry\nrecord %q\nmetric %q\npage   %q\nwant\nrecord %q\nmetric %q\npage   %q",
+				what, gr, gm, gp, record, metric, page)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// startUntaken starts lbd B over A's data plane with api's VIP failing
+// to be taken at start and at the loop's first retry, and checks the VIP
+// is shown pending everywhere a VIP conflict is: the record (with the
+// error, since when, and the next try, which the failed retry moved to
+// one attach check later), the metric and the status page. The fake clock
+// stands still: no second retry comes until it is advanced.
+func startUntaken(t *testing.T) (*fakeHost, *lbdRun) {
+	h := foundHost(false)
+	h.vips.mu.Lock()
+	h.vips.takeFails, h.vips.claimFails = true, true
+	h.vips.mu.Unlock()
+	r := newRun(t, h, adoptConfig)
+	r.start()
+	waitFor(t, "the loop's first retry of api's VIP", func() bool { return h.steps.index(fmt.Sprintf("claim [%s] failed", vipAPI)) >= 0 })
+	ticks := h.dp.attachChecks() // the next loop step begins once the retry's is over
+	waitFor(t, "the loop's step after the retry", func() bool { return h.dp.attachChecks() > ticks })
+	wantUntaken(t, r, "after the failed take and retry", `192.0.2.30 "fake failure" since 12:00:00 next 12:00:00;`, "192.0.2.30 1;", `192.0.2.30 "fake failure" next true;`)
+	rec, _ := ReadVIPRecord(r.vipRecord)
+	if u := rec.Untaken[0]; !u.Since.Equal(h.now) || !u.NextTry.Equal(h.now.Add(10*time.Millisecond)) {
+		t.Errorf("pending since %v, next try %v: want the fake clock's time and one attach check (10ms) later", u.Since, u.NextTry)
+	}
+	if slices.Contains(rec.Added, vipAPI) {
+		t.Errorf("VIP record lists %v as added while it is not taken", vipAPI)
+	}
+	return h, r
+}
+
+// TestLifecycleUntakenShownAtStart: the VIP the start failed to take is
+// shown from READY=1 on, before any retry, the next try one attach check
+// away.
+func TestLifecycleUntakenShownAtStart(t *testing.T) {
+	h := foundHost(false)
+	h.vips.takeFails, h.attachEvery = true, time.Hour
+	r := newRun(t, h, adoptConfig)
+	r.start()
+	wantUntaken(t, r, "after the failed take", `192.0.2.30 "fake failure" since 12:00:00 next 13:00:00;`, "192.0.2.30 1;", `192.0.2.30 "fake failure" next true;`)
+	if n := strings.Count(strings.Join(h.vips.calls(), "\n"), "claim"); n != 0 {
+		t.Errorf("VIPs claimed %d times: want no retry yet, the views shown by the start", n)
+	}
+}
+
+// TestLifecycleUntakenShownUntilRetryTakes: a VIP awaiting a retry is
+// shown until the retry takes it; then it is recorded as added.
+func TestLifecycleUntakenShownUntilRetryTakes(t *testing.T) {
+	h, r := startUntaken(t)
+	h.vips.mu.Lock()
+	h.vips.claimFails = false
+	h.vips.mu.Unlock()
+	h.advance(time.Second) // past the backoff
+	wantUntaken(t, r, "after the retry took the VIP", "", "", "")
+	if rec, _ := ReadVIPRecord(r.vipRecord); !slices.Contains(rec.Added, vipAPI) {
+		t.Errorf("VIP record %v lacks %v, taken on retry", rec.Added, vipAPI)
+	}
+}
+
+// TestLifecycleUntakenClearedByReload: a reload takes every VIP, so the
+// pending one is shown no longer (the clock standing still, no retry can
+// have taken it); a reload whose take fails keeps it shown.
+func TestLifecycleUntakenClearedByReload(t *testing.T) {
+	h, r := startUntaken(t)
+	if resp := r.call(control.CmdReload); resp.OK {
+		t.Fatalf("reload succeeded with every take failing: %+v", resp)
+	}
+	wantUntaken(t, r, "after a rejected reload", `192.0.2.30 "fake failure" since 12:00:00 next 12:00:00;`, "192.0.2.30 1;", `192.0.2.30 "fake failure" next true;`)
+	h.vips.mu.Lock()
+	h.vips.claimFails = false
+	h.vips.mu.Unlock()
+	if resp := r.call(control.CmdReload); !resp.OK {
+		t.Fatalf("reload: %+v", resp)
+	}
+	wantUntaken(t, r, "after a reload", "", "", "")
+}
+
+// TestLifecycleUntakenTurnsConflict: a retry that finds the VIP answered
+// by another host shows it as a conflict, no longer as pending.
+func TestLifecycleUntakenTurnsConflict(t *testing.T) {
+	h, r := startUntaken(t)
+	other, _ := net.ParseMAC("02:00:00:00:00:99")
+	h.vips.mu.Lock()
+	h.vips.claimFails, h.vips.claimAnswered = false, map[netip.Addr]net.HardwareAddr{vipAPI: other}
+	h.vips.mu.Unlock()
+	h.advance(time.Second)
+	wantUntaken(t, r, "after the retry found the VIP answered elsewhere", "", "", "")
+	rec, _ := ReadVIPRecord(r.vipRecord)
+	if want := []VIPConflict{{VIP: vipAPI, MAC: other.String()}}; !slices.Equal(rec.Conflicts, want) {
+		t.Errorf("VIP record conflicts %v, want %v", rec.Conflicts, want)
 	}
 }
 

@@ -40,6 +40,7 @@ var (
 	descBGPAdv      = prometheus.NewDesc("dsrlb_bgp_advertised_prefixes", "Prefixes advertised to the BGP peer.", []string{"peer"}, nil)
 	descBGPVIP      = prometheus.NewDesc("dsrlb_bgp_vip_announced", "1 when the VIP is announced over BGP (enough healthy backends), 0 when withdrawn.", []string{"vip"}, nil)
 	descVIPConflict = prometheus.NewDesc("dsrlb_vip_conflict", "1 for a VIP lbd did not take because another host (mac) answers for it.", []string{"vip", "mac"}, nil)
+	descVIPUntaken  = prometheus.NewDesc("dsrlb_vip_untaken", "1 for a VIP lbd failed to take and retries (backing off to a minute): no traffic is drawn to it meanwhile.", []string{"vip"}, nil)
 	descAttached    = prometheus.NewDesc("dsrlb_datapath_attached", "1 while the data plane program is attached as lbd left it, 0 when found detached or replaced (lbd re-attaches it).", nil, nil)
 	descRepairs     = prometheus.NewDesc("dsrlb_datapath_reattach_total", "Times lbd re-attached its program after finding it detached or replaced.", nil, nil)
 	descBeActive    = prometheus.NewDesc("dsrlb_backend_active_flows", "Established tracked flows of the backend (client ACK seen, no FIN or RST yet; UDP flows); conntrack walked at most every 10s.", []string{"service", "backend"}, nil)
@@ -93,7 +94,7 @@ func (f *flowCache) get(dp dataPlane, st datapath.Stats) (map[[2]string][2]uint6
 
 func (c collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descSvcPackets, descSvcBytes, descSvcFlows, descSvcNoBe, descBePackets,
-		descBeBytes, descBeFlows, descBeState, descCheckUp, descCheckDur, descCheckFails, descVerdicts, descScrapeError, descBGPUp, descBGPAdv, descBGPVIP, descVIPConflict, descAttached, descRepairs,
+		descBeBytes, descBeFlows, descBeState, descCheckUp, descCheckDur, descCheckFails, descVerdicts, descScrapeError, descBGPUp, descBGPAdv, descBGPVIP, descVIPConflict, descVIPUntaken, descAttached, descRepairs,
 		descBeActive, descBeInactive, descCtInserted, descCtEvicted} {
 		ch <- d
 	}
@@ -122,6 +123,9 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(descRepairs, prometheus.CounterValue, float64(c.d.repairs))
 	for _, cf := range c.d.conflicts {
 		ch <- prometheus.MustNewConstMetric(descVIPConflict, prometheus.GaugeValue, 1, cf.VIP.String(), cf.MAC.String())
+	}
+	for _, u := range c.d.untaken {
+		ch <- prometheus.MustNewConstMetric(descVIPUntaken, prometheus.GaugeValue, 1, u.VIP.String())
 	}
 	c.d.mu.Unlock()
 	counter(descCtInserted, ct.Inserted)

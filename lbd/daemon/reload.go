@@ -160,7 +160,7 @@ func (d *Daemon) switchTo(next *config.Config) error {
 		d.log.Error("new configuration in force; "+applyFailure(err), "err", err)
 		d.markDirty()
 	}
-	d.vipsUntaken = nil // taken above with every VIP of next, or no longer this lbd's to take
+	d.noteUntaken(nil, nil) // taken above with every VIP of next, or no longer this lbd's to take
 	if len(release) > 0 {
 		if err := d.releaseVIPs(ifname, release); err != nil {
 			d.log.Warn("could not release VIPs no longer configured", "vips", release, "err", err)

@@ -98,3 +98,19 @@ func rateOf(now, before uint64, dt time.Duration) float64 {
 	}
 	return float64(now-before) / dt.Seconds()
 }
+
+// StatusUntaken is the document's list of the VIPs awaiting a retry
+// (never nil); running says an lbd runs to retry them, else NextTry is
+// left out.
+func StatusUntaken(us []VIPUntaken, running bool) []statusjson.VIPUntaken {
+	out := []statusjson.VIPUntaken{}
+	for _, u := range us {
+		su := statusjson.VIPUntaken{VIP: u.VIP.String(), Error: u.Error, Since: u.Since}
+		if running {
+			next := u.NextTry
+			su.NextTry = &next
+		}
+		out = append(out, su)
+	}
+	return out
+}

@@ -27,6 +27,7 @@ var statusTmpl = template.Must(template.New("index.html").Funcs(template.FuncMap
 	"ports":    statusjson.PortsText,
 	"arptext":  arpText,
 	"arpguard": arpGuardText,
+	"untaken":  statusjson.UntakenText,
 }).ParseFS(statusFS, "statuspage/index.html"))
 
 // StatusSampleEvery is how often the daemon samples the counters the
@@ -140,7 +141,7 @@ func renderStatusPage(w http.ResponseWriter, doc statusjson.Status) {
 func (p *statusPage) sample(now time.Time) {
 	d := p.d
 	doc := statusjson.Status{SchemaVersion: statusjson.SchemaVersion, Generated: now.UTC(), Source: "lbd",
-		Version: d.opts.Version, VIPConflicts: []statusjson.VIPConflict{}}
+		Version: d.opts.Version, VIPConflicts: []statusjson.VIPConflict{}, VIPsUntaken: []statusjson.VIPUntaken{}}
 	var st datapath.Stats
 	var err error
 	if d.dp != nil {
@@ -172,6 +173,7 @@ func (p *statusPage) sample(now time.Time) {
 	for _, c := range d.conflicts {
 		doc.VIPConflicts = append(doc.VIPConflicts, statusjson.VIPConflict{VIP: c.VIP.String(), MAC: macText(c.MAC)})
 	}
+	doc.VIPsUntaken = StatusUntaken(d.untaken, true)
 	d.mu.Unlock()
 	doc.LastReload, _ = d.lastReload.Load().(string)
 	doc.ARPGuard = d.arpGuardStatus()

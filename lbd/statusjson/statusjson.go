@@ -49,6 +49,10 @@ type Status struct {
 	Verdicts     map[string]uint64 `json:"verdicts"` // packets by verdict reason
 	Conntrack    *Conntrack        `json:"conntrack,omitempty"`
 	VIPConflicts []VIPConflict     `json:"vip_conflicts"`
+	// VIPsUntaken are VIPs lbd failed to take and retries: no traffic is
+	// drawn to them meanwhile. Added within schema version 1: a document
+	// of an older producer lacks the key.
+	VIPsUntaken []VIPUntaken `json:"vips_untaken"`
 	// ARPGuard is what the running lbd's ARP/ND guard sees; absent when
 	// no lbd runs (lbd status asks the daemon for it).
 	ARPGuard *ARPGuard `json:"arp_guard,omitempty"`
@@ -133,6 +137,30 @@ type Conntrack struct {
 type VIPConflict struct {
 	VIP string `json:"vip"`
 	MAC string `json:"mac"`
+}
+
+// VIPUntaken is a VIP lbd has not taken yet: taking it failed with Error,
+// first at Since; the running lbd tries again at NextTry (absent when no
+// lbd runs to try).
+type VIPUntaken struct {
+	VIP     string     `json:"vip"`
+	Error   string     `json:"error"`
+	Since   time.Time  `json:"since"`
+	NextTry *time.Time `json:"next_try,omitempty"`
+}
+
+// UntakenText is the alert line lbd status and the status page show for
+// u at now.
+func UntakenText(u VIPUntaken, now time.Time) string {
+	head := "VIP " + u.VIP + " NOT TAKEN YET: no traffic is drawn to it; taking it failed since " +
+		u.Since.UTC().Format(time.RFC3339) + ": " + u.Error
+	if u.NextTry == nil {
+		return head + "; no lbd runs to retry (the next lbd start takes it)"
+	}
+	if wait := u.NextTry.Sub(now).Round(time.Second); wait > 0 {
+		return head + "; retrying in " + wait.String()
+	}
+	return head + "; retrying now"
 }
 
 // ARPGuard is the state of the ARP/ND guard (lbd/arpguard).

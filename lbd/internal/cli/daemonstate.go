@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/dsrlb/dsrlb/lbd/daemon"
+	"github.com/dsrlb/dsrlb/lbd/statusjson"
 )
 
 // daemonJSON is what `lbd status` knows about the daemon itself.
@@ -16,6 +17,8 @@ type daemonJSON struct {
 	LastSeen time.Time `json:"last_seen,omitzero"`
 	// VIPConflicts are VIPs lbd did not take: another host answers for them.
 	VIPConflicts []daemon.VIPConflict `json:"vip_conflicts,omitempty"`
+	// VIPsUntaken are VIPs lbd failed to take and retries (while it runs).
+	VIPsUntaken []daemon.VIPUntaken `json:"vips_untaken,omitempty"`
 	// NotAttached says why the program does not run on the interface; ""
 	// when it does.
 	NotAttached string `json:"not_attached,omitempty"`
@@ -34,6 +37,7 @@ func daemonState(pin string) daemonJSON {
 	}
 	if r, err := daemon.ReadVIPRecord(vipsFile(pin)); err == nil {
 		d.VIPConflicts = r.Conflicts
+		d.VIPsUntaken = r.Untaken
 	}
 	d.Reasons, _ = daemon.ReadReasons(reasonsFile(pin))
 	return d
@@ -59,5 +63,8 @@ func printDaemon(out io.Writer, d daemonJSON) {
 	}
 	for _, c := range d.VIPConflicts {
 		fmt.Fprintf(out, "VIP %s NOT TAKEN: another host (%s) answers for it on the segment\n", c.VIP, c.MAC)
+	}
+	for _, u := range daemon.StatusUntaken(d.VIPsUntaken, d.Running) {
+		fmt.Fprintln(out, statusjson.UntakenText(u, time.Now()))
 	}
 }

@@ -28,6 +28,7 @@ func statusDoc(cfg *config.Config, st datapath.Stats, ct datapath.ConntrackStats
 		Verdicts:      daemon.StatusVerdicts(st),
 		Conntrack:     daemon.StatusConntrack(ct, uint64(cfg.Balancer.Conntrack.Size)),
 		VIPConflicts:  []statusjson.VIPConflict{},
+		VIPsUntaken:   daemon.StatusUntaken(d.VIPsUntaken, d.Running),
 	}
 	if !d.LastSeen.IsZero() {
 		seen := d.LastSeen

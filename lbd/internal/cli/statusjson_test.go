@@ -6,7 +6,9 @@ import (
 	"net/netip"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/dsrlb/dsrlb/lbd/daemon"
 	"github.com/dsrlb/dsrlb/lbd/datapath"
 	"github.com/dsrlb/dsrlb/shared/config"
 )
@@ -71,5 +73,43 @@ func TestStatusReasonFromDaemon(t *testing.T) {
 	}
 	if r := doc.Services[0].Backends[1].StateReason; !strings.HasPrefix(r, "no MAC") {
 		t.Errorf("reason of a backend without a MAC: %q, want no MAC", r)
+	}
+}
+
+// TestStatusShowsUntaken: a VIP the running lbd failed to take and
+// retries is an alert line of lbd status, with the error and when the
+// next try is, and a vips_untaken entry of --json; with no lbd running it
+// says nobody retries, and the JSON has no next_try.
+func TestStatusShowsUntaken(t *testing.T) {
+	cfg := &config.Config{Balancer: config.Balancer{Interface: "eth0"}}
+	since := time.Date(2026, 12, 1, 12, 0, 0, 0, time.UTC)
+	u := daemon.VIPUntaken{VIP: netip.MustParseAddr("192.0.2.30"), Error: "add 192.0.2.30/32 to eth0: permission denied",
+		Since: since, NextTry: time.Now().Add(8*time.Second + 400*time.Millisecond)}
+	for _, c := range []struct {
+		running         bool
+		text, json, not string
+	}{
+		{true, "VIP 192.0.2.30 NOT TAKEN YET: no traffic is drawn to it; taking it failed since 2026-12-01T12:00:00Z: add 192.0.2.30/32 to eth0: permission denied; retrying in 8s",
+			`"vips_untaken":[{"vip":"192.0.2.30","error":"add 192.0.2.30/32 to eth0: permission denied","since":"2026-12-01T12:00:00Z","next_try":"`, ""},
+		{false, "VIP 192.0.2.30 NOT TAKEN YET: no traffic is drawn to it; taking it failed since 2026-12-01T12:00:00Z: add 192.0.2.30/32 to eth0: permission denied; no lbd runs to retry (the next lbd start takes it)",
+			`"vips_untaken":[{"vip":"192.0.2.30","error":"add 192.0.2.30/32 to eth0: permission denied","since":"2026-12-01T12:00:00Z"}]`, "next_try"},
+	} {
+		d := daemonJSON{Running: c.running, VIPsUntaken: []daemon.VIPUntaken{u}}
+		var out strings.Builder
+		printDaemon(&out, d)
+		if !strings.Contains(out.String(), c.text+"\n") {
+			t.Errorf("lbd status (running %v):\n%s\nwant the line %q", c.running, out.String(), c.text)
+		}
+		b, err := json.Marshal(statusDoc(cfg, datapath.Stats{}, datapath.ConntrackStats{}, nil, d))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !strings.Contains(string(b), c.json) || (c.not != "" && strings.Contains(string(b), c.not)) {
+			t.Errorf("lbd status --json (running %v):\n%s\nwant %s, not %q", c.running, b, c.json, c.not)
+		}
+	}
+	b, _ := json.Marshal(statusDoc(cfg, datapath.Stats{}, datapath.ConntrackStats{}, nil, daemonJSON{Running: true}))
+	if !strings.Contains(string(b), `"vips_untaken":[]`) {
+		t.Errorf("lbd status --json with nothing pending: %s, want \"vips_untaken\":[]", b)
 	}
 }
