@@ -51,7 +51,7 @@ const (
 	// 0 is never used): lbd sizes its maps from these.
 	MaxServiceKeys = 16384
 	MaxBackends    = 65535
-	MaxRiseFall        = 100
+	MaxRiseFall    = 100
 	// MaglevSlotsPerServer is the least table size per server that keeps
 	// every backend's share within 1% of its weight share.
 	MaglevSlotsPerServer = 10
