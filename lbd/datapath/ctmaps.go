@@ -98,44 +98,47 @@ func (d *Datapath) invalidateFlowCache() error {
 // eachFlow calls fn for every conntrack entry, IPv4 ones first. An entry
 // the program inserts or evicts during the walk may be seen or not.
 func (d *Datapath) eachFlow(fn func(k bpfLbFlow, ct *bpfLbCtEntry)) error {
-	var (
-		k4 bpfLbCt4Key
-		k  bpfLbFlow
-		ct bpfLbCtEntry
-	)
-	it := d.objs.LbCt4.Iterate()
-	for it.Next(&k4, &ct) {
-		fn(flowOf4(k4), &ct)
-	}
-	if err := it.Err(); err != nil {
+	return eachFlowIn(d.objs.LbCt4, d.objs.LbConntrack, fn)
+}
+
+// eachFlowIn is eachFlow over the maps given (v4: lb_ct4, other:
+// lb_conntrack), read ctBatch entries a system call: a walk one entry at
+// a time (next key, then lookup) cost 4.7 µs an entry, over 4 s for a
+// default map 90 % full (BenchmarkActiveFlows, BENCHMARKS.md).
+func eachFlowIn(v4, other *ebpf.Map, fn func(k bpfLbFlow, ct *bpfLbCtEntry)) error {
+	err := eachBatch(v4, func(k *bpfLbCt4Key, ct *bpfLbCtEntry) { fn(flowOf4(*k), ct) })
+	if err != nil {
 		return fmt.Errorf("walk conntrack (IPv4): %w", err)
 	}
-	it = d.objs.LbConntrack.Iterate()
-	for it.Next(&k, &ct) {
-		fn(k, &ct)
-	}
-	if err := it.Err(); err != nil {
+	if err := eachBatch(other, func(k *bpfLbFlow, ct *bpfLbCtEntry) { fn(*k, ct) }); err != nil {
 		return fmt.Errorf("walk conntrack: %w", err)
 	}
 	return nil
 }
 
-// countEntries counts m's entries in batches of ctBatch (K: m's key type).
-func countEntries[K any](m *ebpf.Map) (uint64, error) {
+// eachBatch calls fn for every entry of m (K: m's key type), read in
+// batches of ctBatch.
+func eachBatch[K any](m *ebpf.Map, fn func(k *K, ct *bpfLbCtEntry)) error {
 	keys := make([]K, ctBatch)
 	vals := make([]bpfLbCtEntry, ctBatch)
-	var (
-		cursor ebpf.MapBatchCursor
-		total  uint64
-	)
+	var cursor ebpf.MapBatchCursor
 	for {
 		n, err := m.BatchLookup(&cursor, keys, vals, nil)
-		total += uint64(n)
+		for i := range n {
+			fn(&keys[i], &vals[i])
+		}
 		if errors.Is(err, ebpf.ErrKeyNotExist) {
-			return total, nil
+			return nil
 		}
 		if err != nil {
-			return 0, err
+			return err
 		}
 	}
+}
+
+// countEntries counts m's entries in batches of ctBatch (K: m's key type).
+func countEntries[K any](m *ebpf.Map) (uint64, error) {
+	var total uint64
+	err := eachBatch(m, func(*K, *bpfLbCtEntry) { total++ })
+	return total, err
 }

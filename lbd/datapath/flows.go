@@ -61,22 +61,70 @@ func (d *Datapath) ctLive(proto Proto, ct *bpfLbCtEntry, now uint64) bool {
 // backend up or draining): established ones as ActiveFlows, the others
 // (TCP SYN seen, closing after a client FIN, closed after a RST) as
 // InactiveFlows, as IPVS's ActiveConn and InActConn. It walks the whole
-// conntrack map, so it is for `lbd status`, not for every metrics scrape.
-// The counts are filled into st's BackendStats.
+// conntrack map (about a second for a default one 90 % full), without
+// holding up data plane updates. The counts are filled into st's
+// BackendStats.
 func (d *Datapath) ActiveFlows(st *Stats) error {
+	perID, err := d.flowsPerBackend()
+	if err != nil {
+		return err
+	}
 	d.mu.Lock()
-	type counts struct{ active, inactive uint64 }
-	perID := map[uint32]counts{}
-	var be bpfLbBackend
+	byAddr := map[uint32]map[[16]byte]flowCounts{} // service id -> backend address -> flows
+	for id, n := range perID {
+		if b := d.state.backends[id]; b != nil {
+			if byAddr[b.svc] == nil {
+				byAddr[b.svc] = map[[16]byte]flowCounts{}
+			}
+			c := byAddr[b.svc][b.addr.As16()]
+			c.active += n.active
+			c.inactive += n.inactive
+			byAddr[b.svc][b.addr.As16()] = c
+		}
+	}
+	svcByKey := map[string]uint32{}
+	for id, s := range d.state.services {
+		svcByKey[s.vip.String()+"/"+s.proto.String()+fmt.Sprint(s.ports)] = id
+	}
+	d.mu.Unlock()
+	for i := range st.Services {
+		s := &st.Services[i]
+		flows := byAddr[svcByKey[s.VIP.String()+"/"+s.Proto.String()+fmt.Sprint(s.Ports)]]
+		for j := range s.Backends {
+			c := flows[s.Backends[j].Addr.As16()]
+			s.Backends[j].ActiveFlows, s.Backends[j].InactiveFlows = c.active, c.inactive
+		}
+	}
+	return nil
+}
+
+type flowCounts struct{ active, inactive uint64 }
+
+// flowsPerBackend counts the live entries of each backend id (see
+// ActiveFlows). It walks on its own descriptors of the maps, without d.mu:
+// the walk takes about a microsecond an entry, and an Apply (a health
+// change, a reload) waiting that long behind it would be late by seconds.
+func (d *Datapath) flowsPerBackend() (map[uint32]flowCounts, error) {
+	d.mu.Lock()
+	ct4, err4 := d.objs.LbCt4.Clone()
+	ct, err6 := d.objs.LbConntrack.Clone()
+	bes, errb := d.objs.LbBackends.Clone()
+	d.mu.Unlock()
+	defer func() { ct4.Close(); ct.Close(); bes.Close() }() // nil-safe
+	if err := errors.Join(err4, err6, errb); err != nil {
+		return nil, fmt.Errorf("walk conntrack: %w", err)
+	}
+	perID := map[uint32]flowCounts{}
 	now := monotonicNow()
 	cookies := map[uint32]*bpfLbBackend{}
-	err := d.eachFlow(func(key bpfLbFlow, ct *bpfLbCtEntry) {
-		if !d.ctLive(Proto(key.Proto), ct, now) {
+	var be bpfLbBackend
+	err := eachFlowIn(ct4, ct, func(key bpfLbFlow, ct *bpfLbCtEntry) {
+		if !d.ctLive(Proto(key.Proto), ct, now) { // d.opts: set at Open, never written after
 			return
 		}
 		b, ok := cookies[ct.BackendId]
 		if !ok {
-			if err := d.objs.LbBackends.Lookup(ct.BackendId, &be); err == nil {
+			if err := bes.Lookup(ct.BackendId, &be); err == nil {
 				cp := be
 				b = &cp
 			}
@@ -93,35 +141,7 @@ func (d *Datapath) ActiveFlows(st *Stats) error {
 		}
 		perID[ct.BackendId] = c
 	})
-	byAddr := map[uint32]map[[16]byte]counts{} // service id -> backend address -> flows
-	for id, n := range perID {
-		if b := d.state.backends[id]; b != nil {
-			if byAddr[b.svc] == nil {
-				byAddr[b.svc] = map[[16]byte]counts{}
-			}
-			c := byAddr[b.svc][b.addr.As16()]
-			c.active += n.active
-			c.inactive += n.inactive
-			byAddr[b.svc][b.addr.As16()] = c
-		}
-	}
-	svcByKey := map[string]uint32{}
-	for id, s := range d.state.services {
-		svcByKey[s.vip.String()+"/"+s.proto.String()+fmt.Sprint(s.ports)] = id
-	}
-	d.mu.Unlock()
-	if err != nil {
-		return err
-	}
-	for i := range st.Services {
-		s := &st.Services[i]
-		flows := byAddr[svcByKey[s.VIP.String()+"/"+s.Proto.String()+fmt.Sprint(s.Ports)]]
-		for j := range s.Backends {
-			c := flows[s.Backends[j].Addr.As16()]
-			s.Backends[j].ActiveFlows, s.Backends[j].InactiveFlows = c.active, c.inactive
-		}
-	}
-	return nil
+	return perID, err
 }
 
 // purgeUnserved deletes the conntrack entries of flows no service takes any
@@ -193,22 +213,24 @@ type ConntrackStats struct {
 	Evicted uint64
 }
 
-// ConntrackStats walks the conntrack map (see ActiveFlows for the cost).
+// ConntrackStats counts the conntrack entries (ConntrackEntries: about a
+// microsecond an entry, without holding up data plane updates).
 func (d *Datapath) ConntrackStats() (ConntrackStats, error) {
+	entries, err := d.ConntrackEntries()
+	if err != nil {
+		return ConntrackStats{}, err
+	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	var per []bpfLbCtCounters
 	if err := d.objs.LbCtStats.Lookup(uint32(0), &per); err != nil {
 		return ConntrackStats{}, fmt.Errorf("read conntrack counters: %w", err)
 	}
-	var s ConntrackStats
+	s := ConntrackStats{Entries: entries}
 	for _, p := range per {
 		s.Inserted += p.Inserted
 		s.Renewed += p.Renewed
 		s.Dropped += p.Dropped
-	}
-	if err := d.eachFlow(func(bpfLbFlow, *bpfLbCtEntry) { s.Entries++ }); err != nil {
-		return ConntrackStats{}, err
 	}
 	if gone := s.Dropped + s.Entries + d.purged; s.Inserted > gone {
 		s.Evicted = s.Inserted - gone
