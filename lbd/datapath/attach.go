@@ -86,8 +86,18 @@ func (d *Datapath) attachTCX(ifindex int) error {
 	d.log.Info("attached with tcx", "interface", d.opts.Interface)
 	d.detachStrayTCX(ifindex, l)
 	// After a kernel upgrade, a filter left by a clsact-era lbd would run
-	// an old program after ours: remove it.
-	return d.detachClsact()
+	// an old program after ours: remove it. Ours forwards from here, so a
+	// failure is logged, not returned: a start whose Attach fails undoes
+	// as one whose program never forwarded.
+	err = d.fault("attach cleanup")
+	if err == nil {
+		err = d.detachClsact()
+	}
+	if err != nil {
+		d.log.Warn("attached, but a cls_bpf filter of an earlier lbd may remain and see the packets ours lets continue; "+
+			"remove it: tc filter del dev "+d.opts.Interface+" ingress pref "+fmt.Sprint(clsactPrio), "err", err)
+	}
+	return nil
 }
 
 // updatePinnedLink swaps this program into a pinned tcx link on the same
@@ -148,14 +158,21 @@ func (d *Datapath) attachClsact(ifindex int) error {
 	if err := netlink.FilterReplace(filter); err != nil {
 		return fmt.Errorf("add cls_bpf filter to %s: %w", d.opts.Interface, err)
 	}
-	if path := d.pin(pinProgram); path != "" {
-		os.Remove(path)
-		if err := d.objs.DsrlbIngress.Pin(path); err != nil {
-			return fmt.Errorf("pin program: %w", err)
-		}
-	}
 	d.clsact = ifindex
 	d.log.Info("attached with clsact", "interface", d.opts.Interface)
+	// Ours forwards from here (the filter holds it): a failed pin is
+	// logged, not returned, as in attachTCX. Nothing reads the pin back;
+	// Detach finds the filter by name.
+	if path := d.pin(pinProgram); path != "" {
+		os.Remove(path)
+		err := d.fault("attach cleanup")
+		if err == nil {
+			err = d.objs.DsrlbIngress.Pin(path)
+		}
+		if err != nil {
+			d.log.Warn("attached, but the program could not be pinned; lbd detach still removes its filter", "pin", path, "err", err)
+		}
+	}
 	return nil
 }
 

@@ -2,6 +2,7 @@ package datapath
 
 import (
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"testing"
@@ -173,4 +174,42 @@ func TestReplacedNotAdopted(t *testing.T) {
 		t.Fatalf("after Unpin: Adopted %v, Replaced %v; want a fresh start", d.Adopted(), d.Replaced())
 	}
 	tp.expectForwarded(t, c, true, "the next start, attached")
+}
+
+// TestAttachCleanupFailureIsAttached: once the program is attached, a
+// failure of what Attach does after (removing a clsact-era filter for tcx,
+// pinning the program for clsact) is not returned: the daemon would undo
+// the start as one whose program never forwarded, while it forwards.
+func TestAttachCleanupFailureIsAttached(t *testing.T) {
+	for _, clsact := range []bool{false, true} {
+		t.Run(map[bool]string{false: "tcx", true: "clsact"}[clsact], func(t *testing.T) {
+			tp := newTopo(t)
+			opts := Options{PinPath: testPinPath(t), MaglevTableSize: 251, ConntrackSize: 4096, ForceClsact: clsact, Interface: tp.lbIface}
+			var faulted []string
+			err := inNetns(tp.lb, func() error {
+				d, err := Open(opts, nil)
+				if err != nil {
+					return err
+				}
+				defer d.Remove()
+				d.faultAt = func(step string) error {
+					faulted = append(faulted, step)
+					return fmt.Errorf("injected at %s", step)
+				}
+				if err := d.Attach(); err != nil {
+					return fmt.Errorf("Attach = %w; want nil once the program is attached", err)
+				}
+				if up, err := d.Attached(); err != nil || !up {
+					return fmt.Errorf("Attached = %v, %v after Attach; want true", up, err)
+				}
+				return nil
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(faulted) != 1 || faulted[0] != "attach cleanup" {
+				t.Fatalf("faults injected at %q; want once, at attach cleanup", faulted)
+			}
+		})
+	}
 }
