@@ -266,6 +266,7 @@ func (d *Daemon) start(ctx context.Context) error {
 	}
 	d.saveDeferredAdmin()
 	d.saveRunning()
+	d.dropStaleVIPNotes()
 	// From here on, a failure is not the start's.
 	d.startAdded, d.startAttached, d.startOverFound, d.startReplacedFound = nil, false, false, false
 	d.log.Info("lbd ready", "interface", b.Interface, "vip_owner", string(b.VIPOwner), "services", len(cfg.Services), "servers", cfg.ServerCount())
@@ -445,7 +446,14 @@ func (d *Daemon) retryVIPs() {
 		d.vipRetryWait = min(max(2*d.vipRetryWait, d.host().attachEvery), time.Minute)
 		d.vipRetryAt = d.host().now().Add(d.vipRetryWait)
 	}
-	d.noteUntaken(untaken(d.vipsUntaken, t), err)
+	left := untaken(d.vipsUntaken, t)
+	if err == nil {
+		// Claim is idempotent: a VIP it found on the interface already
+		// (put there by hand, or by a reload that failed on another) is
+		// neither added nor a conflict, and held all the same.
+		left = nil
+	}
+	d.noteUntaken(left, err)
 	switch {
 	case err != nil:
 		d.log.Warn("VIPs still not taken; retrying", "interface", ifname, "vips", d.vipsUntaken, "in", d.vipRetryWait, "err", err)

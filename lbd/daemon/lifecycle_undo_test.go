@@ -2,9 +2,11 @@ package daemon
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"net"
 	"net/netip"
+	"os"
 	"slices"
 	"strings"
 	"testing"
@@ -267,6 +269,38 @@ func TestLifecycleUntakenShownUntilRetryTakes(t *testing.T) {
 	wantUntaken(t, r, "after the retry took the VIP", "", "", "")
 	if rec, _ := ReadVIPRecord(r.vipRecord); !slices.Contains(rec.Added, vipAPI) {
 		t.Errorf("VIP record %v lacks %v, taken on retry", rec.Added, vipAPI)
+	}
+}
+
+// TestLifecycleUntakenFoundHeld: a VIP the retry finds on the interface
+// already (added by hand meanwhile; Claim adds nothing then) is held, so
+// it is shown pending no longer: before, it stayed "not taken" for ever.
+func TestLifecycleUntakenFoundHeld(t *testing.T) {
+	h, r := startUntaken(t)
+	h.vips.mu.Lock()
+	h.vips.owned[vipAPI], h.vips.claimFails = true, false
+	h.vips.mu.Unlock()
+	h.advance(time.Second)
+	wantUntaken(t, r, "after the retry found the VIP on the interface", "", "", "")
+}
+
+// TestLifecycleStaleVIPNotesDropped: an lbd that takes no VIPs (here
+// vip_owner external) clears the conflicts and pending VIPs an earlier lbd
+// recorded, which nothing would rewrite otherwise, and keeps what that lbd
+// added, for lbd detach.
+func TestLifecycleStaleVIPNotesDropped(t *testing.T) {
+	h := newFakeHost()
+	r := newRun(t, h, strings.Replace(lifeConfig, "interface: eth0", "interface: eth0\n  vip_owner: external", 1))
+	stale := VIPRecord{Interface: "eth0", Added: []netip.Addr{vipWeb},
+		Conflicts: []VIPConflict{{VIP: vipAPI, MAC: "02:00:00:00:00:99"}}, Untaken: []VIPUntaken{{VIP: vipAPI, Error: "old"}}}
+	b, _ := json.Marshal(stale)
+	if err := os.WriteFile(r.vipRecord, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	r.start()
+	rec, err := ReadVIPRecord(r.vipRecord)
+	if err != nil || len(rec.Untaken) != 0 || len(rec.Conflicts) != 0 || !slices.Equal(rec.Added, []netip.Addr{vipWeb}) {
+		t.Fatalf("record after a start with vip_owner external: %+v, %v; want no conflict or pending VIP, %v still added", rec, err, vipWeb)
 	}
 }
 

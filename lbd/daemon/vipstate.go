@@ -146,3 +146,16 @@ func (d *Daemon) noteUntaken(vips []netip.Addr, err error) {
 		d.recordVIPs(nil, nil, conflicts)
 	}
 }
+
+// dropStaleVIPNotes clears the conflicts and pending VIPs an earlier lbd
+// recorded when this one takes no VIPs (BGP, or vip_owner external):
+// nothing would rewrite them, and `lbd status` would show them for ever.
+// What was added stays recorded, for `lbd detach`.
+func (d *Daemon) dropStaleVIPNotes() {
+	if d.cfg.Balancer.TakesVIPs() || d.opts.VIPRecord == "" {
+		return
+	}
+	if r, err := ReadVIPRecord(d.opts.VIPRecord); err == nil && (len(r.Untaken) > 0 || len(r.Conflicts) > 0) {
+		d.recordVIPs(nil, nil, nil)
+	}
+}
