@@ -152,8 +152,10 @@ type fakeDataplane struct {
 	// attachErr, applyErr and reattachErr fail those calls while set;
 	// detached makes CheckAttached fail until a Reattach succeeds.
 	attachErr, applyErr, reattachErr error
-	detached                         bool
-	reattached                       int
+	// fitsErr fails Fits (and so a reload) while set.
+	fitsErr    error
+	detached   bool
+	reattached int
 	// foundDetached: an adopted data plane Open found not attached.
 	// foundAttached: a data plane Open did not adopt (maps replaced)
 	// found with an earlier program attached.
@@ -207,6 +209,12 @@ func (f *fakeDataplane) Apply(svcs []datapath.Service) error {
 	f.applied = append(f.applied, slices.Clone(svcs))
 	f.steps.add("apply")
 	return f.applyErr
+}
+
+func (f *fakeDataplane) Fits([]datapath.Service) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.fitsErr
 }
 
 func (f *fakeDataplane) Attach() error {

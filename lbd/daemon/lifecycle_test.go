@@ -3,6 +3,7 @@ package daemon
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"net/netip"
 	"os"
@@ -274,6 +275,36 @@ func TestLifecycleHealthFlap(t *testing.T) {
 	r.waitState("web", "b", datapath.Down)
 	h.neigh.set(addrB, macB)
 	r.waitState("web", "b", datapath.Up)
+}
+
+// TestLifecycleReloadRefusedForRoom: a reload the data plane has no room
+// for (datapath.Fits) is refused before anything changes: no VIP claimed,
+// no check added, nothing applied, the running configuration kept; before,
+// it was taken into force and its Apply failed on every retry, the running
+// services' health changes with it.
+func TestLifecycleReloadRefusedForRoom(t *testing.T) {
+	h, r := startResolved(t)
+	applies, claims, updates := h.dp.applies(), len(h.vips.calls()), h.health.updates
+	h.dp.mu.Lock()
+	h.dp.fitsErr = fmt.Errorf("%w: fake", datapath.ErrCapacity)
+	h.dp.mu.Unlock()
+	r.write(lifeConfig2)
+	resp := r.call(control.CmdReload)
+	if resp.OK || !strings.Contains(strings.Join(resp.Errors, "\n"), "not enough room in the data plane") {
+		t.Fatalf("reload verdict %+v; want refused for room", resp)
+	}
+	if n := h.dp.applies(); n != applies {
+		t.Errorf("%d applies after the refused reload, want %d", n, applies)
+	}
+	if n := len(h.vips.calls()); n != claims {
+		t.Errorf("VIP calls %q after the refused reload: want none more", h.vips.calls()[claims:])
+	}
+	if h.health.updates != updates {
+		t.Errorf("health updated %d times, want %d: the new checks must not run", h.health.updates, updates)
+	}
+	if got := h.dp.last(); len(got) != 1 {
+		t.Errorf("applied %v: want the running configuration (web alone)", got)
+	}
 }
 
 // TestLifecycleReloadGood: a reload through the control socket answers

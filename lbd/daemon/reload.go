@@ -123,6 +123,15 @@ func resize(field string) string {
 // VIPs that left released.
 func (d *Daemon) switchTo(next *config.Config) error {
 	ifname := next.Balancer.Interface
+	// A change the maps have no room for would fail its Apply on every
+	// retry, the health changes of the running services with it: refuse
+	// it before anything changes.
+	d.mu.Lock()
+	svcs, _ := desired(next, d.obs)
+	d.mu.Unlock()
+	if err := d.dp.Fits(svcs); err != nil {
+		return fmt.Errorf("program data plane: %w", err)
+	}
 	take, release := vipChanges(d.cfg, next)
 	var added []netip.Addr // by this reload: the running ones are in take too
 	if len(take) > 0 {

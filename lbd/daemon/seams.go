@@ -28,6 +28,9 @@ type dataPlane interface {
 	Replaced() bool
 	Stats() (datapath.Stats, error)
 	Apply(services []datapath.Service) error
+	// Fits reports whether Apply(services) has the room it needs
+	// (datapath.ErrCapacity otherwise).
+	Fits(services []datapath.Service) error
 	Attach() error
 	// Attached reports whether the data plane Open found is attached,
 	// before Attach.

@@ -140,21 +140,16 @@ func (d *Datapath) matchServices(tx *txn, services []Service) ([]uint32, error) 
 	claimed := map[uint32]bool{}
 	var fresh []int
 	for i := range services {
-		found := false
-		for _, k := range services[i].keys() {
-			if id, ok := d.state.keyOwner[k]; ok && !claimed[id] {
-				ids[i], claimed[id], found = id, true, true
-				break
-			}
-		}
-		if !found {
+		if id, ok := d.matchedID(&services[i], claimed); ok {
+			ids[i] = id
+		} else {
 			fresh = append(fresh, i)
 		}
 	}
 	for _, i := range fresh {
 		id, err := d.state.svcIDs.take()
 		if err != nil {
-			return nil, fmt.Errorf("allocate service id (max %d): %w", d.opts.MaxServices, err)
+			return nil, fmt.Errorf("allocate service id (max %d): %w: %w", d.opts.MaxServices, ErrCapacity, err)
 		}
 		tx.newSvcs = append(tx.newSvcs, id)
 		ids[i] = id
@@ -308,7 +303,7 @@ func (tx *txn) newBackend(st *svcState, addr netip.Addr) (uint32, error) {
 	d := tx.d
 	id, err := d.state.beIDs.take()
 	if err != nil {
-		return 0, fmt.Errorf("allocate backend id (max %d): %w", d.opts.MaxBackends, err)
+		return 0, fmt.Errorf("allocate backend id (max %d): %w: %w", d.opts.MaxBackends, ErrCapacity, err)
 	}
 	d.state.cookie++
 	if d.state.cookie == 0 {
@@ -617,22 +612,48 @@ func (tx *txn) switchTables() error {
 }
 
 func (tx *txn) writeKeys() error {
-	m := tx.d.objs.LbServices
-	if len(tx.putKeys) > 0 {
-		n, err := m.BatchUpdate(tx.putKeys, tx.putVals, nil)
-		tx.undo = append(tx.undo, func() error { return tx.restoreKeys(tx.putKeys[:n]) })
-		if err != nil {
-			return err
+	// New keys first, so that a VIP moving from an all-ports service to
+	// port services (or back) is served by one or the other throughout;
+	// but keys leaving first when the map has no room for both at once
+	// (a configuration at the key limit exchanging ports): then a new
+	// flow to a key that changes service passes for one system call.
+	first, then := tx.putKeysNow, tx.delKeysNow
+	if !tx.d.roomForKeys(tx.putKeys) {
+		first, then = then, first
+	}
+	if err := first(); err != nil {
+		return err
+	}
+	return then()
+}
+
+// roomForKeys reports whether the service map holds its keys and put at once.
+func (d *Datapath) roomForKeys(put []bpfLbServiceKey) bool {
+	n := len(d.state.keyOwner)
+	for _, k := range put {
+		if _, ok := d.state.keyOwner[k]; !ok {
+			n++
 		}
 	}
-	if len(tx.delKeys) > 0 {
-		n, err := m.BatchDelete(tx.delKeys, nil)
-		tx.undo = append(tx.undo, func() error { return tx.restoreKeys(tx.delKeys[:n]) })
-		if err != nil {
-			return err
-		}
+	return n <= int(d.objs.LbServices.MaxEntries())
+}
+
+func (tx *txn) putKeysNow() error {
+	if len(tx.putKeys) == 0 {
+		return nil
 	}
-	return nil
+	n, err := tx.d.objs.LbServices.BatchUpdate(tx.putKeys, tx.putVals, nil)
+	tx.undo = append(tx.undo, func() error { return tx.restoreKeys(tx.putKeys[:n]) })
+	return err
+}
+
+func (tx *txn) delKeysNow() error {
+	if len(tx.delKeys) == 0 {
+		return nil
+	}
+	n, err := tx.d.objs.LbServices.BatchDelete(tx.delKeys, nil)
+	tx.undo = append(tx.undo, func() error { return tx.restoreKeys(tx.delKeys[:n]) })
+	return err
 }
 
 // restoreKeys gives keys their values from before the transaction,

@@ -11,7 +11,7 @@ package config
 // wireFile is the top level of a dsrlb.yaml file.
 type wireFile struct {
 	Balancer *wireBalancer `yaml:"balancer" doc:"Settings of the balancer host (read by lbd, ignored by hostprep)."`
-	Services []wireService `yaml:"services" doc:"The virtual services: one VIP, one protocol, some ports, a set of servers. At most 4096; all together at most 16384 (vip, protocol, port) entries (a service of every port is one) and 65535 servers and fallbacks, the room the data plane has."`
+	Services []wireService `yaml:"services" doc:"The virtual services: one VIP, one protocol, some ports, a set of servers. At most 4096; all together at most 16384 (vip, protocol, port) entries (a service of every port is one) and 65535 servers and fallbacks, the room the data plane has; a reload needs room for what it keeps and what it adds at once (lbd refuses one that does not fit: reload in two steps)."`
 
 	balancerLine int // line of the balancer: key, for messages about its absent fields
 }
