@@ -85,8 +85,8 @@ func LoadVIPTrack(vip netip.Addr, dst, src net.HardwareAddr, size uint32) (*VIPT
 
 // LoadVIPSlot loads floor_vip_slot, floor_vip plus one per-flow slot of a
 // plain array read (and written on a miss) for each TCP/UDP frame to vip,
-// in an array of size entries rounded up to a power of two (0: the 65,536
-// compiled in): the least per-flow state any balancer can look up. The
+// in an array of size entries rounded up to a power of two (0 or 1: the
+// 65,536 compiled in): the least per-flow state any balancer can look up. The
 // caller closes it.
 func LoadVIPSlot(vip netip.Addr, dst, src net.HardwareAddr, size uint32) (*VIPTrack, error) {
 	var objs struct {
