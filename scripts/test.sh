@@ -12,8 +12,13 @@ go test -count=1 -timeout 20m $(go list ./... | grep -v '/integration$')
 go test -count=1 -race -timeout 10m ./lbd/daemon/... ./lbd/health/... ./lbd/internal/... ./lbd/maglev/... ./shared/...
 # Short fuzzing of the parsers that read other tools' files (lbd import):
 # the seeds run above as tests; this explores beyond them, bounded.
+# Quiet when it passes; on a failure its whole output says why (a crasher
+# is also written to lbd/importer/testdata/fuzz/).
 for f in FuzzKeepalived FuzzAloha FuzzIpvsadm; do
-	go test -run '^$' -fuzz "^$f\$" -fuzztime 10s -fuzzminimizetime 1x ./lbd/importer/ >/dev/null
+	if ! go test -run '^$' -fuzz "^$f\$" -fuzztime 10s -fuzzminimizetime 1x ./lbd/importer/ >out/fuzz-$f.log 2>&1; then
+		cat out/fuzz-$f.log
+		exit 1
+	fi
 done
 # The end-to-end suite prints a one-line-per-scenario summary; go test shows
 # a passing package's output only with -v, so keep the log and print it.
