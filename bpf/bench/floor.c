@@ -113,28 +113,42 @@ int floor_vip(struct __sk_buff *skb)
 	return floor_vip_redirect(skb, eth);
 }
 
+/* floor_vip_flow reads the frame's 5-tuple into k when it is TCP or UDP
+ * to the VIP (IPv4 without options, ports right after: the bench's
+ * frames): 1, with eth set; 0 for another frame to the VIP (redirected
+ * untracked); -1 for a frame not for the VIP (continues). */
+static __always_inline int floor_vip_flow(struct __sk_buff *skb, struct ethhdr **eth, struct floor_key *k)
+{
+	void *data_end = (void *)(long)skb->data_end;
+	__u8 *ip;
+
+	*eth = (void *)(long)skb->data;
+	ip = (void *)(*eth + 1);
+	if ((void *)(ip + 20) > data_end)
+		return -1;
+	if ((*eth)->h_proto != __builtin_bswap16(ETH_P_IP) || *(__be32 *)(ip + 16) != floor_vip_addr)
+		return -1;
+	if ((ip[9] != IPPROTO_TCP && ip[9] != IPPROTO_UDP) || ip[0] != 0x45 || (void *)(ip + 24) > data_end)
+		return 0;
+	__builtin_memcpy(&k->saddr, ip + 12, 8);
+	__builtin_memcpy(&k->sport, ip + 20, 4);
+	k->proto = ip[9];
+	return 1;
+}
+
 SEC("tc")
 int floor_vip_track(struct __sk_buff *skb)
 {
-	void *data_end = (void *)(long)skb->data_end;
-	struct ethhdr *eth = (void *)(long)skb->data;
-	__u8 *ip = (void *)(eth + 1);
 	struct floor_key k = {};
 	struct floor_val v = {.backend_id = 1, .cookie = 1};
+	struct ethhdr *eth;
+	int flow = floor_vip_flow(skb, &eth, &k);
 
-	if ((void *)(ip + 20) > data_end)
+	if (flow < 0)
 		return TC_ACT_UNSPEC;
-	if (eth->h_proto != __builtin_bswap16(ETH_P_IP) || *(__be32 *)(ip + 16) != floor_vip_addr)
-		return TC_ACT_UNSPEC;
-	/* Ports right after a 20-byte header: the bench's frames. */
-	if ((ip[9] == IPPROTO_TCP || ip[9] == IPPROTO_UDP) && ip[0] == 0x45 && (void *)(ip + 24) <= data_end) {
-		__builtin_memcpy(&k.saddr, ip + 12, 8);
-		__builtin_memcpy(&k.sport, ip + 20, 4);
-		k.proto = ip[9];
-		if (!bpf_map_lookup_elem(&floor_vip_ct, &k)) {
-			v.last_seen_ns = bpf_jiffies64();
-			bpf_map_update_elem(&floor_vip_ct, &k, &v, BPF_ANY);
-		}
+	if (flow && !bpf_map_lookup_elem(&floor_vip_ct, &k)) {
+		v.last_seen_ns = bpf_jiffies64();
+		bpf_map_update_elem(&floor_vip_ct, &k, &v, BPF_ANY);
 	}
 	return floor_vip_redirect(skb, eth);
 }
@@ -153,21 +167,15 @@ const volatile __u32 floor_vip_slot_bits = 16;
 SEC("tc")
 int floor_vip_slot(struct __sk_buff *skb)
 {
-	void *data_end = (void *)(long)skb->data_end;
-	struct ethhdr *eth = (void *)(long)skb->data;
-	__u8 *ip = (void *)(eth + 1);
 	struct floor_key k = {};
+	struct ethhdr *eth;
 	__u64 w0, w1, *slot;
+	int flow = floor_vip_flow(skb, &eth, &k);
 	__u32 i;
 
-	if ((void *)(ip + 20) > data_end)
+	if (flow < 0)
 		return TC_ACT_UNSPEC;
-	if (eth->h_proto != __builtin_bswap16(ETH_P_IP) || *(__be32 *)(ip + 16) != floor_vip_addr)
-		return TC_ACT_UNSPEC;
-	if ((ip[9] == IPPROTO_TCP || ip[9] == IPPROTO_UDP) && ip[0] == 0x45 && (void *)(ip + 24) <= data_end) {
-		__builtin_memcpy(&k.saddr, ip + 12, 8);
-		__builtin_memcpy(&k.sport, ip + 20, 4);
-		k.proto = ip[9];
+	if (flow) {
 		__builtin_memcpy(&w0, &k, 8);
 		__builtin_memcpy(&w1, (__u8 *)&k + 8, 8);
 		i = ((w0 ^ (w1 * 0x9e3779b97f4a7c15ULL)) * 0xff51afd7ed558ccdULL) >> (64 - floor_vip_slot_bits);

@@ -151,18 +151,24 @@ func TestLifecycleAdoptedNewVIPRetried(t *testing.T) {
 	}
 }
 
-// TestLifecycleAdoptedNewVIPRetryBacksOff: a retry that fails waits
-// before the next (a take probes the segment for ~0.6 s): with the clock
-// standing still, one failed retry and no more, however many ticks pass.
-func TestLifecycleAdoptedNewVIPRetryBacksOff(t *testing.T) {
+// retryingTake starts an adopted lbd whose take of the new VIP (api's)
+// fails, as does every retry, and waits for the loop's first retry.
+func retryingTake(t *testing.T) (*fakeHost, *lbdRun) {
 	h := foundHost(false)
 	h.vips.mu.Lock()
 	h.vips.takeFails, h.vips.claimFails = true, true
 	h.vips.mu.Unlock()
 	r := newRun(t, h, adoptConfig)
 	r.start()
-	failed := fmt.Sprintf("claim [%s] failed", vipAPI)
-	waitFor(t, "the loop's first retry of api's VIP", func() bool { return h.steps.index(failed) >= 0 })
+	waitFor(t, "the loop's first retry of api's VIP", func() bool { return h.steps.index(fmt.Sprintf("claim [%s] failed", vipAPI)) >= 0 })
+	return h, r
+}
+
+// TestLifecycleAdoptedNewVIPRetryBacksOff: a retry that fails waits
+// before the next (a take probes the segment for ~0.6 s): with the clock
+// standing still, one failed retry and no more, however many ticks pass.
+func TestLifecycleAdoptedNewVIPRetryBacksOff(t *testing.T) {
+	h, _ := retryingTake(t)
 	ticks := h.dp.attachChecks()
 	waitFor(t, "five more ticks of the loop", func() bool { return h.dp.attachChecks() >= ticks+5 })
 	if n := strings.Count(strings.Join(h.vips.calls(), "\n"), "claim"); n != 1 {
@@ -224,13 +230,7 @@ func wantUntaken(t *testing.T, r *lbdRun, what, record, metric, page string) {
 // one attach check later), the metric and the status page. The fake clock
 // stands still: no second retry comes until it is advanced.
 func startUntaken(t *testing.T) (*fakeHost, *lbdRun) {
-	h := foundHost(false)
-	h.vips.mu.Lock()
-	h.vips.takeFails, h.vips.claimFails = true, true
-	h.vips.mu.Unlock()
-	r := newRun(t, h, adoptConfig)
-	r.start()
-	waitFor(t, "the loop's first retry of api's VIP", func() bool { return h.steps.index(fmt.Sprintf("claim [%s] failed", vipAPI)) >= 0 })
+	h, r := retryingTake(t)
 	ticks := h.dp.attachChecks() // the next loop step begins once the retry's is over
 	waitFor(t, "the loop's step after the retry", func() bool { return h.dp.attachChecks() > ticks })
 	wantUntaken(t, r, "after the failed take and retry", `192.0.2.30 "fake failure" since 12:00:00 next 12:00:00;`, "192.0.2.30 1;", `192.0.2.30 "fake failure" next true;`)
