@@ -109,6 +109,9 @@ type Datapath struct {
 	// ones, still pinned, until then.
 	replaced bool
 	swap     swapState // where the maps are pinned (swap.go)
+	// migrated: the verdict counters migrateGlobalStats unpinned, held
+	// until the load it ran for is accepted or refused.
+	migrated *ebpf.Map
 	// cookieFloor is lb_config.last_cookie as found: every cookie handed
 	// out from now on is above it (and above every live backend's).
 	cookieFloor uint32
@@ -276,9 +279,11 @@ func (d *Datapath) load() error {
 		return err
 	}
 	err = d.loadOnce(pin)
+	if serr := d.settleGlobalStats(pin, err != nil); serr != nil {
+		return errors.Join(err, serr)
+	}
 	if err != nil {
-		// A refused load leaves the pins as found, but for the verdict
-		// counters migrateGlobalStats replaced.
+		// A refused load leaves the pins as found.
 		if uerr := d.unpinCreated(pin, before); uerr != nil {
 			return errors.Join(err, uerr)
 		}
@@ -513,14 +518,41 @@ func (d *Datapath) migrateGlobalStats(spec *ebpf.CollectionSpec, dir string) err
 		return fmt.Errorf("open pinned map %s: %w", path, err)
 	}
 	old, want := m.MaxEntries(), spec.Maps[bpfMapLbGlobalStats].MaxEntries
-	m.Close()
 	if old >= want {
+		m.Close()
 		return nil
 	}
 	d.log.Info("pinned verdict counters have fewer reasons than this lbd: replacing them (they restart at zero)",
 		"map", path, "reasons", old, "want", want)
 	if err := os.Remove(path); err != nil {
+		m.Close()
 		return fmt.Errorf("unpin map %s: %w", path, err)
+	}
+	d.migrated = m // pinned again if the load is refused (load)
+	return nil
+}
+
+// settleGlobalStats ends migrateGlobalStats: a refused load pins the old
+// counters again in place of the ones it made (the program forwarding with
+// them counts on; lbd status reads them), an accepted one drops them.
+func (d *Datapath) settleGlobalStats(dir string, refused bool) error {
+	m := d.migrated
+	if m == nil {
+		return nil
+	}
+	d.migrated = nil
+	defer m.Close()
+	if !refused {
+		return nil
+	}
+	path := filepath.Join(dir, bpfMapLbGlobalStats)
+	// m was loaded from path: Unpin deletes what is pinned there now (the
+	// refused load's counters) and makes Pin pin m anew.
+	if err := m.Unpin(); err != nil {
+		return fmt.Errorf("unpin the verdict counters of the refused load: %w", err)
+	}
+	if err := m.Pin(path); err != nil {
+		return fmt.Errorf("pin the old verdict counters again at %s: %w", path, err)
 	}
 	return nil
 }

@@ -111,7 +111,8 @@
 //     Everything else not redirected continues.
 //   - A pinned lb_global_stats with fewer entries than there are reasons (an
 //     older lbd's) is replaced on adoption (counters restart, nothing else
-//     does); readers of it see the reasons it lacks as zero.
+//     does); readers of it see the reasons it lacks as zero. An Open that
+//     then refuses the rest pins the old counters again.
 //   - When entries are created. An IPv4 TCP flow of a maglev or source
 //     service is tracked from its second packet, not its SYN. The SYN
 //     looks its entry up read-only (unless lb_ct_recent proves there is

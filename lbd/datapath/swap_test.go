@@ -351,3 +351,31 @@ func TestRemoveSwapDirs(t *testing.T) {
 		t.Fatalf("pin path after Remove: %v, want none", err)
 	}
 }
+
+// TestReplacingKeepsOldCounters: verdict counters with fewer reasons are
+// replaced by Open's first try (migrateGlobalStats) before it finds the
+// rest incompatible: that refused try pins the old counters again, so the
+// old plane stays as found, counters included (same map ids), through
+// the replacing Open and its Unpin.
+func TestReplacingKeepsOldCounters(t *testing.T) {
+	pin := testPinPath(t)
+	mustOpen(t, Options{PinPath: pin, MaglevTableSize: 251}).Close()
+	pinOldGlobalStats(t, pin, uint32(numReasons-1))
+	found := pinnedIDs(t, pin)
+	opts := Options{PinPath: pin, MaglevTableSize: 1009}
+	if _, err := Open(opts, nil); !errors.Is(err, ErrIncompatible) {
+		t.Fatalf("Open = %v, want ErrIncompatible", err)
+	}
+	requireIDs(t, pin, found, "after a refused Open")
+	opts.ReplaceIncompatible = true
+	d := mustOpen(t, opts)
+	if !d.Replaced() {
+		t.Fatal("Open did not replace the incompatible maps")
+	}
+	requireIDs(t, pin, found, "after the replacing Open")
+	if err := d.Unpin(); err != nil {
+		t.Fatal(err)
+	}
+	requireIDs(t, pin, found, "after Unpin")
+	requireNoSwapDirs(t, pin, "after Unpin")
+}
