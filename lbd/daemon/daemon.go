@@ -108,8 +108,9 @@ type Daemon struct {
 	// detached; undone if it fails.
 	startAttached bool
 	// startOverFound: Open adopted no maps, yet a program was attached
-	// (an earlier lbd's, whose maps --replace-incompatible replaced): it
-	// forwards with its own maps until this start's Attach replaces it
+	// (an earlier lbd's, whose maps --replace-incompatible replaces): it
+	// forwards with its own maps, still pinned, until this start's Attach
+	// replaces it and moves the fresh maps over them
 	// (startReplacedFound). A failed start leaves it (undoOverFound).
 	startOverFound, startReplacedFound bool
 	// served are the VIPs of the adopted data plane as found: a start
@@ -585,8 +586,9 @@ func (d *Daemon) undoAdopt() {
 }
 
 // noteFoundAttached notes, for a data plane Open did not adopt, whether a
-// program is attached already: an earlier lbd's whose maps were replaced
-// (--replace-incompatible) or unpinned by such a failed start. In doubt,
+// program is attached already: an earlier lbd's whose maps are being
+// replaced (--replace-incompatible), or one whose maps are not pinned (an
+// older lbd's failed replacing start unpinned them). In doubt,
 // maps Open replaced count as attached (a failed start then detaches
 // nothing) and fresh ones as not (a failed start removes what it made).
 func (d *Daemon) noteFoundAttached() {
@@ -600,26 +602,31 @@ func (d *Daemon) noteFoundAttached() {
 
 // undoOverFound ends a failed start on maps Open did not adopt, with an
 // earlier program found attached. Before this start's Attach that program
-// forwards with its own maps, which the kernel keeps for it although
-// unpinned: it stays attached, and only this start's maps are unpinned, so
-// the next start begins afresh and replaces it in place. Once the Attach
-// replaced it, the earlier program and its maps are gone and this one
-// forwards with the maps it programmed: detaching it would stop all
-// forwarding, so it stays, attached and pinned as a stopped lbd leaves
-// it. Its settings are not restored: the earlier ones belong to the
-// replaced maps' layout.
+// forwards with its own maps: it stays attached and only this start's
+// maps go (Unpin). Replaced ones were pinned under <pin_path>/next, never
+// over the old ones, which stay pinned as found: `lbd status` reads them
+// and the next start finds them. Once the Attach replaced the program,
+// this one forwards with the maps it programmed, pinned in place of the
+// old: detaching it would stop all forwarding, so it stays, attached and
+// pinned as a stopped lbd leaves it. Its settings are not restored: the
+// earlier ones belong to the replaced maps' layout.
 func (d *Daemon) undoOverFound() {
 	if d.startReplacedFound {
 		d.log.Warn("failed start: its program replaced the one found attached and stays attached, forwarding with the maps it programmed; " +
 			"fix the error and start lbd again, or run `lbd detach` to stop forwarding")
 		return
 	}
-	if err := d.dp.Unpin(); err != nil {
+	pin := d.cfg.Balancer.PinPath
+	switch err := d.dp.Unpin(); {
+	case err != nil && d.dp.Replaced():
+		d.log.Error("failed start: could not remove the maps it made under "+pin+"/next; the program found attached still forwards "+
+			"with its own, pinned as found, and the next start removes them", "err", err)
+	case err != nil:
 		d.log.Error("failed start: could not unpin the maps it created; the program found attached still forwards, "+
-			"but the next start would adopt these maps: delete the files under "+d.cfg.Balancer.PinPath+" other than link and program", "err", err)
+			"but the next start would adopt these maps: delete the files under "+pin+" other than link and program", "err", err)
 	}
 	d.dp = nil
-	d.log.Info("failed start undone: its maps are unpinned; the program found attached keeps forwarding with its own")
+	d.log.Info("failed start undone: its maps are unpinned; the program found attached keeps forwarding with its own, pinned as found")
 }
 
 // warnLeftVIPs reports VIPs an earlier lbd took (vip_owner lbd) that are

@@ -157,9 +157,10 @@ type fakeDataplane struct {
 	detached   bool
 	reattached int
 	// foundDetached: an adopted data plane Open found not attached.
-	// foundAttached: a data plane Open did not adopt (maps replaced)
-	// found with an earlier program attached.
-	foundDetached, foundAttached bool
+	// foundAttached: a data plane Open did not adopt found with an
+	// earlier program attached; replaced: Open made fresh maps for its
+	// incompatible ones (under next/, the old ones still pinned).
+	foundDetached, foundAttached, replaced bool
 	// detaches counts Detach calls (a failed start undoing its attach),
 	// restores RestoreSettings calls.
 	detaches, restores int
@@ -173,12 +174,10 @@ type fakeDataplane struct {
 
 func (f *fakeDataplane) Adopted() bool { f.mu.Lock(); defer f.mu.Unlock(); return f.adopted }
 
-// Replaced: a data plane found attached that Open did not adopt had its
-// maps replaced.
 func (f *fakeDataplane) Replaced() bool {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	return f.foundAttached
+	return f.replaced
 }
 
 // Stats is what was pinned, then what was last applied.

@@ -20,13 +20,14 @@ import (
 )
 
 // replacedHost is a host where lbd A's maps were incompatible and this
-// start's Open replaced them (--replace-incompatible): the data plane is
-// not adopted (fresh, empty maps) but A's program is still attached,
-// forwarding with its old maps.
+// start's Open replaces them (--replace-incompatible): the data plane is
+// not adopted (fresh, empty maps under <pin_path>/next until the Attach)
+// but A's program is still attached, forwarding with its old maps, still
+// pinned.
 func replacedHost() *fakeHost {
 	h := newFakeHost()
 	h.neigh.macs[addrA], h.neigh.macs[addrB] = macA, macB
-	h.dp.foundAttached = true
+	h.dp.foundAttached, h.dp.replaced = true, true
 	return h
 }
 
@@ -35,8 +36,9 @@ func replacedHost() *fakeHost {
 // first would forward every VIP to the stack until the Apply), restores
 // no settings, and a failure never detaches the program that forwards:
 // before the Attach A's still forwards with its own maps, so only this
-// start's maps are unpinned; after it this one forwards with the maps it
-// programmed, so it stays.
+// start's maps are unpinned (Unpin removes next/, A's pins stay); after it
+// this one forwards with the maps it programmed, moved in place of A's,
+// so it stays.
 func TestLifecycleReplacedFreshOrder(t *testing.T) {
 	t.Run("start", func(t *testing.T) {
 		h := replacedHost()
@@ -85,6 +87,28 @@ func TestLifecycleReplacedFreshOrder(t *testing.T) {
 				t.Errorf("VIPs %v left after the failed start", owned)
 			}
 		})
+	}
+}
+
+// TestLifecycleReplacedFailedStartInDoubt: when a start on replaced maps
+// cannot tell whether a program is attached already, it assumes so: a
+// failure before its Attach unpins this start's maps (next/) and removes
+// nothing else, rather than detaching what may forward.
+func TestLifecycleReplacedFailedStartInDoubt(t *testing.T) {
+	h := replacedHost()
+	h.dp.foundAttached, h.dp.attachedErr = false, errFake
+	h.dp.applyErr = errFake
+	r := newRun(t, h, lifeConfig)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := Run(ctx, r.options(nil)); err == nil || !strings.Contains(err.Error(), "program data plane") {
+		t.Fatalf("Run = %v, want the Apply failure", err)
+	}
+	h.dp.mu.Lock()
+	removed, unpinned, detaches := h.dp.removed, h.dp.unpinned, h.dp.detaches
+	h.dp.mu.Unlock()
+	if removed || detaches != 0 || !unpinned {
+		t.Errorf("removed %v, detached %d times, unpinned %v; want only unpinned", removed, detaches, unpinned)
 	}
 }
 

@@ -24,7 +24,8 @@ import (
 // (*datapath.Datapath).
 type dataPlane interface {
 	Adopted() bool
-	// Replaced: Open replaced incompatible pinned maps (--replace-incompatible).
+	// Replaced: Open made fresh maps for incompatible pinned ones
+	// (--replace-incompatible), put in their place by Attach.
 	Replaced() bool
 	Stats() (datapath.Stats, error)
 	Apply(services []datapath.Service) error
@@ -49,7 +50,8 @@ type dataPlane interface {
 	// Remove detaches and unpins what this lbd created (failed start).
 	Remove() error
 	// Unpin unpins the maps this lbd created and closes, leaving the
-	// program found attached (failed start over it).
+	// program found attached and its pinned maps (failed start over it,
+	// before Attach).
 	Unpin() error
 	// Close releases the file descriptors only: forwarding continues.
 	Close() error

@@ -27,8 +27,19 @@ const clsactPrio = 1
 // Attach attaches the program to Options.Interface at tc ingress: with tcx
 // when the kernel has it (>= 6.6), otherwise with clsact + cls_bpf in
 // direct-action mode. A link pinned by a previous lbd is updated in place
-// to this program, so forwarding never stops.
+// to this program, so forwarding never stops. After a replacing Open the
+// fresh maps move over the pinned ones once the program is attached
+// (swap.go); a failed attach leaves them under next/ for Unpin.
 func (d *Datapath) Attach() error {
+	if err := d.attach(); err != nil {
+		d.abortSwap()
+		return err
+	}
+	d.finishSwap()
+	return nil
+}
+
+func (d *Datapath) attach() error {
 	ifindex, err := d.ifindex()
 	if err != nil {
 		return err
@@ -67,6 +78,9 @@ func (d *Datapath) attachTCX(ifindex int) error {
 		if updated || err != nil {
 			return err
 		}
+	}
+	if err := d.beginSwap(); err != nil {
+		return err
 	}
 	l, err := link.AttachTCX(link.TCXOptions{
 		Interface: ifindex,
@@ -112,6 +126,10 @@ func (d *Datapath) updatePinnedLink(path string, ifindex int) (bool, error) {
 	}
 	info, err := l.Info()
 	if err == nil && info.TCX() != nil && int(info.TCX().Ifindex) == ifindex {
+		if err := d.beginSwap(); err != nil {
+			l.Close()
+			return false, err
+		}
 		if err := l.Update(d.objs.DsrlbIngress); err != nil {
 			l.Close()
 			return false, fmt.Errorf("update pinned link: %w", err)
@@ -154,6 +172,9 @@ func (d *Datapath) attachClsact(ifindex int) error {
 		Fd:           d.objs.DsrlbIngress.FD(),
 		Name:         clsactFilterName,
 		DirectAction: true,
+	}
+	if err := d.beginSwap(); err != nil {
+		return err
 	}
 	if err := netlink.FilterReplace(filter); err != nil {
 		return fmt.Errorf("add cls_bpf filter to %s: %w", d.opts.Interface, err)

@@ -103,11 +103,15 @@ type Datapath struct {
 	objs    bpfObjects
 	inner   *ebpf.MapSpec // template of Maglev and round-robin tables
 	adopted bool          // maps came from PinPath with state in them
-	// replaced: Open discarded incompatible pinned maps and made fresh
-	// ones (Options.ReplaceIncompatible). The program found attached, if
-	// any, still forwards with the discarded maps (the kernel keeps them
-	// for it) until Attach updates its link.
+	// replaced: Open found incompatible pinned maps and made fresh ones
+	// (Options.ReplaceIncompatible), pinned under next/ (swap.go) until
+	// Attach: the program found attached, if any, forwards with the old
+	// ones, still pinned, until then.
 	replaced bool
+	swap     swapState // where the maps are pinned (swap.go)
+	// migrated: the verdict counters migrateGlobalStats unpinned, held
+	// until the load it ran for is accepted or refused.
+	migrated *ebpf.Map
 	// cookieFloor is lb_config.last_cookie as found: every cookie handed
 	// out from now on is above it (and above every live backend's).
 	cookieFloor uint32
@@ -150,12 +154,17 @@ func Open(opts Options, log *slog.Logger) (*Datapath, error) {
 	}
 	if err := d.initState(); err != nil {
 		d.objs.Close()
+		if d.swap == swapNext {
+			os.RemoveAll(filepath.Join(d.opts.PinPath, pinNext)) // else the next Open does
+		}
 		return nil, err
 	}
 	return d, nil
 }
 
-func (d *Datapath) spec() (*ebpf.CollectionSpec, error) {
+// spec is the program's collection spec sized by the options, its maps
+// pinned under dir (PinPath, or PinPath/next for a replacing load).
+func (d *Datapath) spec(dir string) (*ebpf.CollectionSpec, error) {
 	spec, err := loadBpf()
 	if err != nil {
 		return nil, fmt.Errorf("load program spec: %w", err)
@@ -200,7 +209,7 @@ func (d *Datapath) spec() (*ebpf.CollectionSpec, error) {
 			}
 		}
 	}
-	if err := setRecentSince(spec, o.PinPath); err != nil {
+	if err := setRecentSince(spec, dir); err != nil {
 		return nil, err
 	}
 	// Four recent-mark slots per IPv4 conntrack entry (a power of two),
@@ -250,35 +259,65 @@ func setRecentSince(spec *ebpf.CollectionSpec, pinPath string) error {
 	return nil
 }
 
+// load adopts the maps pinned under PinPath or creates them there. When
+// they are incompatible and Options.ReplaceIncompatible is set, fresh maps
+// are made under PinPath/next instead, leaving the pinned ones as found
+// until Attach swaps them (swap.go).
 func (d *Datapath) load() error {
-	if d.opts.PinPath != "" {
-		if err := os.MkdirAll(d.opts.PinPath, 0o700); err != nil {
-			return fmt.Errorf("create pin directory: %w", err)
-		}
+	pin := d.opts.PinPath
+	if pin == "" {
+		return d.loadOnce("")
 	}
-	err := d.loadOnce()
-	if errors.Is(err, ErrIncompatible) && d.opts.ReplaceIncompatible {
-		d.log.Warn("pinned data plane incompatible, replacing its maps: tracked flows fall back to the Maglev table",
-			"pin_path", d.opts.PinPath, "error", err)
-		if err := unpinMaps(d.opts.PinPath); err != nil {
-			return err
-		}
-		d.replaced = true
-		err = d.loadOnce()
+	if err := os.MkdirAll(pin, 0o700); err != nil {
+		return fmt.Errorf("create pin directory: %w", err)
 	}
-	return err
-}
-
-func (d *Datapath) loadOnce() error {
-	spec, err := d.spec()
+	if err := d.settlePins(); err != nil {
+		return err
+	}
+	before, err := pinsPresent(pin)
 	if err != nil {
 		return err
 	}
-	if err := d.migrateGlobalStats(spec); err != nil {
+	err = d.loadOnce(pin)
+	if serr := d.settleGlobalStats(pin, err != nil); serr != nil {
+		return errors.Join(err, serr)
+	}
+	if err != nil {
+		// A refused load leaves the pins as found.
+		if uerr := d.unpinCreated(pin, before); uerr != nil {
+			return errors.Join(err, uerr)
+		}
+	}
+	if !errors.Is(err, ErrIncompatible) || !d.opts.ReplaceIncompatible {
+		return err
+	}
+	d.log.Warn("pinned data plane incompatible, replacing its maps once this lbd's program is attached: "+
+		"until then the old program forwards with them; then tracked flows fall back to the Maglev table",
+		"pin_path", pin, "fresh_maps", filepath.Join(pin, pinNext), "error", err)
+	next := filepath.Join(pin, pinNext)
+	if err := os.Mkdir(next, 0o700); err != nil {
+		return fmt.Errorf("create %s for the fresh maps: %w", next, err)
+	}
+	d.replaced, d.swap = true, swapNext
+	if err := d.loadOnce(next); err != nil {
+		d.swap = swapNone
+		return errors.Join(err, os.RemoveAll(next))
+	}
+	return nil
+}
+
+// loadOnce loads the program with its maps pinned under dir ("" pins
+// nothing).
+func (d *Datapath) loadOnce(dir string) error {
+	spec, err := d.spec(dir)
+	if err != nil {
+		return err
+	}
+	if err := d.migrateGlobalStats(spec, dir); err != nil {
 		return err
 	}
 	var objs bpfObjects
-	err = spec.LoadAndAssign(&objs, &ebpf.CollectionOptions{Maps: ebpf.MapOptions{PinPath: d.opts.PinPath}})
+	err = spec.LoadAndAssign(&objs, &ebpf.CollectionOptions{Maps: ebpf.MapOptions{PinPath: dir}})
 	if errors.Is(err, ebpf.ErrMapIncompatible) {
 		return fmt.Errorf("adopt maps pinned in %s: %w: %w", d.opts.PinPath, ErrIncompatible, err)
 	}
@@ -391,8 +430,9 @@ func (d *Datapath) RestoreSettings() error {
 // start empty.
 func (d *Datapath) Adopted() bool { return d.adopted }
 
-// Replaced reports whether Open discarded incompatible pinned maps for
-// fresh ones (Options.ReplaceIncompatible).
+// Replaced reports whether Open found incompatible pinned maps and made
+// fresh ones (Options.ReplaceIncompatible), which Attach puts in their
+// place.
 func (d *Datapath) Replaced() bool { return d.replaced }
 
 // Close releases this process's handles. Pinned maps and a pinned link
@@ -418,11 +458,17 @@ func (d *Datapath) Close() error {
 	return errors.Join(append(errs, d.objs.Close())...)
 }
 
-// Remove detaches the program, deletes every pin and closes the Datapath.
+// Remove detaches the program, deletes every pin (a replacing start's
+// next/ and swapping/ too) and closes the Datapath.
 func (d *Datapath) Remove() error {
 	errs := []error{d.Detach()}
 	if d.opts.PinPath != "" {
 		errs = append(errs, unpinMaps(d.opts.PinPath))
+		for _, dir := range []string{pinNext, pinSwapping} {
+			if err := os.RemoveAll(filepath.Join(d.opts.PinPath, dir)); err != nil {
+				errs = append(errs, fmt.Errorf("remove %s: %w", dir, err))
+			}
+		}
 		if err := os.RemoveAll(d.opts.PinPath); err != nil {
 			errs = append(errs, fmt.Errorf("remove pin directory: %w", err))
 		}
@@ -431,16 +477,25 @@ func (d *Datapath) Remove() error {
 	return errors.Join(errs...)
 }
 
-// Unpin deletes the pins of the maps and closes the Datapath, leaving the
-// link (or cls_bpf filter) and its pins alone: for a start that fails
-// before its Attach on a pin path where an earlier program is attached
-// with maps this Open did not adopt (Replaced). That program keeps
-// forwarding with its own maps, which the kernel holds for it; the next
-// start finds no maps pinned and begins afresh, updating the link in
-// place.
+// Unpin deletes the pins of this Open's maps and closes the Datapath,
+// leaving the link (or cls_bpf filter) and its pins alone: for a start
+// that fails before its Attach on a pin path where an earlier program is
+// attached with maps this Open did not adopt. Replaced: this Open's maps
+// are under next/, which goes; the earlier program's stay pinned as
+// found, so `lbd status` reads them and the next start finds them.
+// Otherwise (no maps were pinned, yet a program was attached) the fresh
+// maps are unpinned and the next start begins afresh.
 func (d *Datapath) Unpin() error {
 	var errs []error
-	if d.opts.PinPath != "" {
+	switch {
+	case d.opts.PinPath == "":
+	case d.swap != swapNone:
+		d.abortSwap()
+		if err := os.RemoveAll(filepath.Join(d.opts.PinPath, pinNext)); err != nil {
+			errs = append(errs, fmt.Errorf("remove the fresh maps: %w", err))
+		}
+		d.swap = swapNone
+	default:
 		errs = append(errs, unpinMaps(d.opts.PinPath))
 	}
 	return errors.Join(append(errs, d.Close())...)
@@ -450,11 +505,11 @@ func (d *Datapath) Unpin() error {
 // this build has reasons (written before a reason was added, e.g.
 // drop_check_reply): it holds only counters, so a new one starting at zero
 // is the whole migration, while conntrack and every other map are adopted.
-func (d *Datapath) migrateGlobalStats(spec *ebpf.CollectionSpec) error {
-	if d.opts.PinPath == "" {
+func (d *Datapath) migrateGlobalStats(spec *ebpf.CollectionSpec, dir string) error {
+	if dir == "" {
 		return nil
 	}
-	path := filepath.Join(d.opts.PinPath, bpfMapLbGlobalStats)
+	path := filepath.Join(dir, bpfMapLbGlobalStats)
 	m, err := ebpf.LoadPinnedMap(path, &ebpf.LoadPinOptions{ReadOnly: true})
 	if errors.Is(err, os.ErrNotExist) {
 		return nil
@@ -463,14 +518,41 @@ func (d *Datapath) migrateGlobalStats(spec *ebpf.CollectionSpec) error {
 		return fmt.Errorf("open pinned map %s: %w", path, err)
 	}
 	old, want := m.MaxEntries(), spec.Maps[bpfMapLbGlobalStats].MaxEntries
-	m.Close()
 	if old >= want {
+		m.Close()
 		return nil
 	}
 	d.log.Info("pinned verdict counters have fewer reasons than this lbd: replacing them (they restart at zero)",
 		"map", path, "reasons", old, "want", want)
 	if err := os.Remove(path); err != nil {
+		m.Close()
 		return fmt.Errorf("unpin map %s: %w", path, err)
+	}
+	d.migrated = m // pinned again if the load is refused (load)
+	return nil
+}
+
+// settleGlobalStats ends migrateGlobalStats: a refused load pins the old
+// counters again in place of the ones it made (the program forwarding with
+// them counts on; lbd status reads them), an accepted one drops them.
+func (d *Datapath) settleGlobalStats(dir string, refused bool) error {
+	m := d.migrated
+	if m == nil {
+		return nil
+	}
+	d.migrated = nil
+	defer m.Close()
+	if !refused {
+		return nil
+	}
+	path := filepath.Join(dir, bpfMapLbGlobalStats)
+	// m was loaded from path: Unpin deletes what is pinned there now (the
+	// refused load's counters) and makes Pin pin m anew.
+	if err := m.Unpin(); err != nil {
+		return fmt.Errorf("unpin the verdict counters of the refused load: %w", err)
+	}
+	if err := m.Pin(path); err != nil {
+		return fmt.Errorf("pin the old verdict counters again at %s: %w", path, err)
 	}
 	return nil
 }

@@ -111,7 +111,8 @@
 //     Everything else not redirected continues.
 //   - A pinned lb_global_stats with fewer entries than there are reasons (an
 //     older lbd's) is replaced on adoption (counters restart, nothing else
-//     does); readers of it see the reasons it lacks as zero.
+//     does); readers of it see the reasons it lacks as zero. An Open that
+//     then refuses the rest pins the old counters again.
 //   - When entries are created. An IPv4 TCP flow of a maglev or source
 //     service is tracked from its second packet, not its SYN. The SYN
 //     looks its entry up read-only (unless lb_ct_recent proves there is
@@ -250,6 +251,17 @@
 //     redirect; one tag in the bytes (QinQ inner tag, or no stripping) is
 //     parsed; a second is "unsupported".
 //   - Incompatible pinned maps (other layout, ABI, table size bound) fail Open with
-//     ErrIncompatible, or with Options.ReplaceIncompatible are unpinned and
-//     recreated: tracked flows then fall back to the Maglev table.
+//     ErrIncompatible, or with Options.ReplaceIncompatible are replaced by
+//     fresh ones: tracked flows then fall back to the Maglev table. The live
+//     pins are not touched before this program forwards (swap.go): Open pins
+//     the fresh maps under PinPath/next; Attach renames that to
+//     PinPath/swapping just before the attach syscall and, once attached,
+//     moves each pin over the old one (names this build lacks are removed).
+//     Unpin (a start failing before Attach) removes next/, so the old program
+//     keeps forwarding with its maps still pinned (lbd status reads them, the
+//     next start finds them). Open settles what a killed start left: next/ is
+//     removed, swapping/ moved in place. Residual window: killed between that
+//     rename and the attach syscall, the old program still forwards while the
+//     next Open moves the dead start's maps over its pins.
+//     A refused load removes the pins it created for maps the set lacked.
 package datapath

@@ -533,7 +533,7 @@ func TestRecentSized(t *testing.T) {
 			t.Errorf("conntrack %d: lb_ct_recent is %d values of %d bytes, want 64-byte values holding the first power of two >= %d slots",
 				n, m.MaxEntries(), m.ValueSize(), slots)
 		}
-		spec, err := d.spec()
+		spec, err := d.spec(d.opts.PinPath)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -3,7 +3,6 @@ package datapath
 import (
 	"errors"
 	"fmt"
-	"os"
 	"path/filepath"
 	"testing"
 	"time"
@@ -133,8 +132,9 @@ func readCfg(t *testing.T, d *Datapath) bpfLbConfig {
 // stays attached (Attached reports it) and forwards with its old maps
 // until Attach; RestoreSettings leaves the new maps' settings alone
 // (writing the old table size back would make them incompatible to this
-// very configuration); Unpin leaves that old program forwarding and the
-// next Open starting afresh.
+// very configuration); Unpin leaves that old program forwarding with its
+// maps still pinned (TestReplacingOpenKeepsPins has the details), so the
+// next Open finds them incompatible again and replaces them.
 func TestReplacedNotAdopted(t *testing.T) {
 	tp := newTopo(t)
 	c := tp.listen(t, 5000)
@@ -165,13 +165,14 @@ func TestReplacedNotAdopted(t *testing.T) {
 		t.Fatal(err)
 	}
 	tp.expectForwarded(t, c, true, "after Unpin: the old program with its maps")
-	if _, err := os.Stat(filepath.Join(pin, bpfMapLbCfg)); !errors.Is(err, os.ErrNotExist) {
-		t.Fatalf("lb_cfg pin after Unpin: %v, want none", err)
-	}
 	opts.ReplaceIncompatible = false
+	if err := inNetns(tp.lb, func() (err error) { d, err = Open(opts, nil); return err }); !errors.Is(err, ErrIncompatible) {
+		t.Fatalf("Open after Unpin = %v, want ErrIncompatible: the old maps still pinned", err)
+	}
+	opts.ReplaceIncompatible = true
 	d = tp.openIn(t, opts)
-	if d.Adopted() || d.Replaced() {
-		t.Fatalf("after Unpin: Adopted %v, Replaced %v; want a fresh start", d.Adopted(), d.Replaced())
+	if d.Adopted() || !d.Replaced() {
+		t.Fatalf("replacing again: Adopted %v, Replaced %v; want false, true", d.Adopted(), d.Replaced())
 	}
 	tp.expectForwarded(t, c, true, "the next start, attached")
 }
