@@ -110,6 +110,15 @@ func (d *Datapath) attachTCX(ifindex int) error {
 	if err != nil {
 		d.log.Warn("attached, but a cls_bpf filter of an earlier lbd may remain and see the packets ours lets continue; "+
 			"remove it: tc filter del dev "+d.opts.Interface+" ingress pref "+fmt.Sprint(clsactPrio), "err", err)
+		return nil
+	}
+	// The clsact-era program's pin would hold that program, and with it
+	// maps a replacing start no longer pins (conntrack: hundreds of MiB),
+	// until lbd detach.
+	if path := d.pin(pinProgram); path != "" {
+		if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+			d.log.Warn("attached, but the pin of an earlier lbd's clsact program stays and holds its maps; remove it", "pin", path, "err", err)
+		}
 	}
 	return nil
 }

@@ -491,8 +491,10 @@ func (d *Datapath) Unpin() error {
 	case d.opts.PinPath == "":
 	case d.swap != swapNone:
 		d.abortSwap()
-		if err := os.RemoveAll(filepath.Join(d.opts.PinPath, pinNext)); err != nil {
-			errs = append(errs, fmt.Errorf("remove the fresh maps: %w", err))
+		for _, dir := range []string{pinNext, pinSwapping} {
+			if err := os.RemoveAll(filepath.Join(d.opts.PinPath, dir)); err != nil {
+				errs = append(errs, fmt.Errorf("remove the fresh maps: %w", err))
+			}
 		}
 		d.swap = swapNone
 	default:

@@ -260,8 +260,14 @@
 //     Unpin (a start failing before Attach) removes next/, so the old program
 //     keeps forwarding with its maps still pinned (lbd status reads them, the
 //     next start finds them). Open settles what a killed start left: next/ is
-//     removed, swapping/ moved in place. Residual window: killed between that
-//     rename and the attach syscall, the old program still forwards while the
-//     next Open moves the dead start's maps over its pins.
+//     removed, swapping/ moved in place. Residual windows: killed between
+//     that rename and the attach syscall, after a failed attach syscall and
+//     before the rename back, or (tcx, no link pinned before) after the
+//     attach and before the link's pin (the unpinned link dies with the
+//     process), the old program still forwards while the next Open moves
+//     the dead start's maps over its pins; killed after the attach and
+//     before the moves, lbd status reads the old maps until the next Open.
+//     A replacing start over an old plane found detached removes it on
+//     failure (no program uses it).
 //     A refused load removes the pins it created for maps the set lacked.
 package datapath

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -364,6 +365,10 @@ func TestClsactToTCX(t *testing.T) {
 	})
 	if err != nil {
 		t.Fatal(err)
+	}
+	// Nor its program's pin, which would keep that program and its maps.
+	if _, err := os.Lstat(filepath.Join(opts.PinPath, pinProgram)); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("the clsact program's pin after attaching with tcx: %v; want it removed", err)
 	}
 }
 

@@ -49,7 +49,7 @@ func (d *Datapath) settlePins() error {
 		d.log.Warn("an earlier start died while attaching its replacing program: moving its maps in place",
 			"pin_path", pin, "dir", pinSwapping)
 		if err := moveSwapped(pin); err != nil {
-			return fmt.Errorf("settle %s: %w; move its pins into %s by hand (or delete it) and start again",
+			return fmt.Errorf("settle %s: %w; its program forwards with those maps: move its pins into %s by hand (mv, over the old ones) and start again",
 				filepath.Join(pin, pinSwapping), err, pin)
 		}
 	}
@@ -61,17 +61,6 @@ func (d *Datapath) settlePins() error {
 		}
 	}
 	return nil
-}
-
-// mapDir is where this Datapath's maps are pinned now.
-func (d *Datapath) mapDir() string {
-	switch d.swap {
-	case swapNext:
-		return filepath.Join(d.opts.PinPath, pinNext)
-	case swapBegun:
-		return filepath.Join(d.opts.PinPath, pinSwapping)
-	}
-	return d.opts.PinPath
 }
 
 // beginSwap runs just before the attach syscall of a replacing start:
@@ -102,9 +91,9 @@ func (d *Datapath) abortSwap() {
 			d.log.Error("attach failed and the fresh maps are left in "+swapping+": delete it (rm -r) before lbd starts again, "+
 				"or the next start moves them over the maps that still forward", "err", err)
 		}
-		d.swap = swapNone
-		return
 	}
+	// Not live, wherever they are: Unpin must leave the pins under the
+	// pin path, which the earlier program forwards with.
 	d.swap = swapNext
 }
 
@@ -115,11 +104,12 @@ func (d *Datapath) finishSwap() {
 	if d.swap != swapBegun {
 		return
 	}
+	d.swap = swapNone
 	if err := moveSwapped(d.opts.PinPath); err != nil {
 		d.log.Warn("attached, but not every fresh map is pinned in place yet; the next start finishes it",
 			"dir", filepath.Join(d.opts.PinPath, pinSwapping), "err", err)
+		return
 	}
-	d.swap = swapNone
 	d.log.Info("replaced the pinned maps with this program's", "pin_path", d.opts.PinPath)
 }
 

@@ -276,6 +276,33 @@ func TestReplacingAttachFails(t *testing.T) {
 	requireNoSwapDirs(t, pin, "after Unpin")
 }
 
+// TestReplacingAttachFailsStuck: an attach that fails and whose fresh maps
+// cannot go back to next/ (here a next/ that is not empty) still leaves
+// the live pins to Unpin: they are the earlier program's, which forwards.
+func TestReplacingAttachFailsStuck(t *testing.T) {
+	tp := newTopo(t)
+	pin := testPinPath(t)
+	found := oldPlane(t, tp, pin, false)
+	d := openReplacing(t, tp, pin)
+	d.faultAt = func(step string) error {
+		if step != "swap begun" {
+			return nil
+		}
+		if err := os.MkdirAll(filepath.Join(pin, pinNext, "stuck"), 0o700); err != nil {
+			return err
+		}
+		return errors.New("injected attach failure")
+	}
+	if err := inNetns(tp.lb, d.Attach); err == nil {
+		t.Fatal("Attach succeeded despite the injected failure")
+	}
+	if err := d.Unpin(); err != nil {
+		t.Fatal(err)
+	}
+	requireIDs(t, pin, found, "after Unpin")
+	requireNoSwapDirs(t, pin, "after Unpin")
+}
+
 // TestSettleNext: a replacing start killed before its Attach leaves next/:
 // the next Open removes it and adopts the old plane, still intact.
 func TestSettleNext(t *testing.T) {
