@@ -71,8 +71,10 @@ func (d *Datapath) ActiveFlows(st *Stats) error {
 	}
 	d.mu.Lock()
 	byAddr := map[uint32]map[[16]byte]flowCounts{} // service id -> backend address -> flows
-	for id, n := range perID {
-		if b := d.state.backends[id]; b != nil {
+	for at, n := range perID {
+		// The same cookie: the id was not given to another backend
+		// since the walk read it.
+		if b := d.state.backends[at.id]; b != nil && b.cookie == at.cookie {
 			if byAddr[b.svc] == nil {
 				byAddr[b.svc] = map[[16]byte]flowCounts{}
 			}
@@ -100,25 +102,28 @@ func (d *Datapath) ActiveFlows(st *Stats) error {
 
 type flowCounts struct{ active, inactive uint64 }
 
+// backendAt is a backend id with the cookie it had when counted.
+type backendAt struct{ id, cookie uint32 }
+
 // flowsPerBackend counts the live entries of each backend id (see
 // ActiveFlows). It walks on its own descriptors of the maps, without d.mu:
 // the walk takes about a microsecond an entry, and an Apply (a health
 // change, a reload) waiting that long behind it would be late by seconds.
-func (d *Datapath) flowsPerBackend() (map[uint32]flowCounts, error) {
+func (d *Datapath) flowsPerBackend() (map[backendAt]flowCounts, error) {
 	d.mu.Lock()
 	ct4, err4 := d.objs.LbCt4.Clone()
-	ct, err6 := d.objs.LbConntrack.Clone()
+	other, err6 := d.objs.LbConntrack.Clone()
 	bes, errb := d.objs.LbBackends.Clone()
 	d.mu.Unlock()
-	defer func() { ct4.Close(); ct.Close(); bes.Close() }() // nil-safe
+	defer func() { ct4.Close(); other.Close(); bes.Close() }() // nil-safe
 	if err := errors.Join(err4, err6, errb); err != nil {
 		return nil, fmt.Errorf("walk conntrack: %w", err)
 	}
-	perID := map[uint32]flowCounts{}
+	perID := map[backendAt]flowCounts{}
 	now := monotonicNow()
 	cookies := map[uint32]*bpfLbBackend{}
 	var be bpfLbBackend
-	err := eachFlowIn(ct4, ct, func(key bpfLbFlow, ct *bpfLbCtEntry) {
+	err := eachFlowIn(ct4, other, func(key bpfLbFlow, ct *bpfLbCtEntry) {
 		if !d.ctLive(Proto(key.Proto), ct, now) { // d.opts: set at Open, never written after
 			return
 		}
@@ -133,13 +138,14 @@ func (d *Datapath) flowsPerBackend() (map[uint32]flowCounts, error) {
 		if b == nil || b.Cookie != ct.Cookie || (State(b.State) != Up && State(b.State) != Drain) {
 			return
 		}
-		c := perID[ct.BackendId]
+		at := backendAt{ct.BackendId, ct.Cookie}
+		c := perID[at]
 		if CTState(ct.State) == Established {
 			c.active++
 		} else {
 			c.inactive++
 		}
-		perID[ct.BackendId] = c
+		perID[at] = c
 	})
 	return perID, err
 }
