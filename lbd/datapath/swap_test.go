@@ -315,13 +315,21 @@ func TestSettleNext(t *testing.T) {
 	if _, err := os.Lstat(filepath.Join(pin, pinNext)); err != nil {
 		t.Fatalf("next/ after the replacing Open: %v", err)
 	}
-	d = mustOpen(t, old)
+	requireSettled(t, old, found, "next/")
+}
+
+// requireSettled opens opts (the pin path a killed start left what to
+// settle in) and requires that it adopts the maps of ids, and that nothing
+// stays set aside.
+func requireSettled(t *testing.T, opts Options, ids map[string]ebpf.MapID, left string) {
+	t.Helper()
+	d := mustOpen(t, opts)
 	defer d.Close()
 	if !d.Adopted() {
-		t.Fatal("the old plane was not adopted after settling next/")
+		t.Fatalf("no plane adopted after settling %s", left)
 	}
-	requireIDs(t, pin, found, "after settling next/")
-	requireNoSwapDirs(t, pin, "after settling next/")
+	requireIDs(t, opts.PinPath, ids, "after settling "+left)
+	requireNoSwapDirs(t, opts.PinPath, "after settling "+left)
 }
 
 // TestSettleSwapping: a replacing start killed once it decided to attach
@@ -350,13 +358,7 @@ func TestSettleSwapping(t *testing.T) {
 	}
 	d.Close() // killed between the rename and the moves
 	opts.ReplaceIncompatible = false
-	d = mustOpen(t, opts)
-	defer d.Close()
-	if !d.Adopted() {
-		t.Fatal("the swapped-in maps were not adopted")
-	}
-	requireIDs(t, pin, fresh, "after settling swapping/")
-	requireNoSwapDirs(t, pin, "after settling swapping/")
+	requireSettled(t, opts, fresh, "swapping/")
 }
 
 // TestRemoveSwapDirs: lbd detach (Remove) after a replacing start left
