@@ -64,13 +64,7 @@ func TestLifecycleReplacedFreshOrder(t *testing.T) {
 		t.Run(c.name, func(t *testing.T) {
 			h := replacedHost()
 			c.fail(h)
-			r := newRun(t, h, lifeConfig)
-			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-			defer cancel()
-			err := Run(ctx, r.options(nil))
-			if err == nil || !strings.Contains(err.Error(), c.want) {
-				t.Fatalf("Run = %v, want the failure %q", err, c.want)
-			}
+			newRun(t, h, lifeConfig).mustFail(t, c.want)
 			h.dp.mu.Lock()
 			removed, unpinned, detaches, restores, closed := h.dp.removed, h.dp.unpinned, h.dp.detaches, h.dp.restores, h.dp.closed
 			h.dp.mu.Unlock()
@@ -98,12 +92,7 @@ func TestLifecycleReplacedFailedStartInDoubt(t *testing.T) {
 	h := replacedHost()
 	h.dp.foundAttached, h.dp.attachedErr = false, errFake
 	h.dp.applyErr = errFake
-	r := newRun(t, h, lifeConfig)
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	if err := Run(ctx, r.options(nil)); err == nil || !strings.Contains(err.Error(), "program data plane") {
-		t.Fatalf("Run = %v, want the Apply failure", err)
-	}
+	newRun(t, h, lifeConfig).mustFail(t, "program data plane")
 	h.dp.mu.Lock()
 	removed, unpinned, detaches := h.dp.removed, h.dp.unpinned, h.dp.detaches
 	h.dp.mu.Unlock()
@@ -119,12 +108,7 @@ func TestLifecycleFreshFailedStartWithdrawsFirst(t *testing.T) {
 	h := newFakeHost()
 	h.neigh.macs[addrA], h.neigh.macs[addrB] = macA, macB
 	h.bgp.announceErr = errFake
-	r := newRun(t, h, bgpConfig)
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	if err := Run(ctx, r.options(nil)); err == nil || !strings.Contains(err.Error(), "update BGP announcements") {
-		t.Fatalf("Run = %v, want the announce failure", err)
-	}
+	newRun(t, h, bgpConfig).mustFail(t, "update BGP announcements")
 	if stop, remove := h.steps.index("bgp stop"), h.steps.index("remove"); stop < 0 || remove < 0 || stop > remove {
 		t.Errorf("steps %q: want bgp stop before remove", h.steps.first(100))
 	}
@@ -139,12 +123,7 @@ func TestLifecycleFreshFailedStartInDoubt(t *testing.T) {
 	h.neigh.macs[addrA], h.neigh.macs[addrB] = macA, macB
 	h.dp.attachedErr = errFake
 	h.bgp.announceErr = errFake
-	r := newRun(t, h, bgpConfig)
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	if err := Run(ctx, r.options(nil)); err == nil {
-		t.Fatal("Run succeeded despite the announce failure")
-	}
+	newRun(t, h, bgpConfig).mustFail(t, "")
 	if _, removed, _ := h.dp.state(); !removed {
 		t.Errorf("steps %q: a failed fresh start left its data plane in place", h.steps.first(100))
 	}
@@ -427,5 +406,16 @@ func TestLifecycleAppliedPastCommit(t *testing.T) {
 	}
 	if got := h.dp.last(); got["web"]["a"] != datapath.Drain {
 		t.Errorf("applied %v, want web/a drained", got)
+	}
+}
+
+// mustFail runs lbd (up to 10 s) and requires its start to fail with an
+// error containing want.
+func (r *lbdRun) mustFail(t *testing.T, want string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := Run(ctx, r.options(nil)); err == nil || !strings.Contains(err.Error(), want) {
+		t.Fatalf("Run = %v, want a failed start (%q)", err, want)
 	}
 }

@@ -191,17 +191,7 @@ func TestReplacingAttachSwapsPins(t *testing.T) {
 				old := Options{PinPath: pin, MaglevTableSize: 251, ConntrackSize: 4096, ForceClsact: clsact}
 				tp.openIn(t, old).Close()
 				if odd {
-					if err := os.Remove(filepath.Join(pin, bpfMapLbFrags)); err != nil {
-						t.Fatal(err)
-					}
-					m, err := ebpf.NewMap(&ebpf.MapSpec{Type: ebpf.Array, KeySize: 4, ValueSize: 4, MaxEntries: 1})
-					if err != nil {
-						t.Fatal(err)
-					}
-					if err := m.Pin(filepath.Join(pin, pinRetired)); err != nil {
-						t.Fatal(err)
-					}
-					m.Close()
+					makeOdd(t, pin)
 				}
 				opts := replacing(tp, pin)
 				opts.ForceClsact = clsact
@@ -254,26 +244,43 @@ func TestReplacingAttachFails(t *testing.T) {
 	found := oldPlane(t, tp, pin, false)
 	d := openReplacing(t, tp, pin)
 	fresh := objIDs(t, d)
-	d.faultAt = func(step string) error {
-		if step == "swap begun" {
-			return errors.New("injected attach failure")
-		}
-		return nil
-	}
-	if err := inNetns(tp.lb, d.Attach); err == nil {
-		t.Fatal("Attach succeeded despite the injected failure")
-	}
+	failAttach(t, tp, d, func() error { return nil })
 	requireIDs(t, pin, found, "after the failed Attach")
 	requireIDs(t, filepath.Join(pin, pinNext), fresh, "fresh maps after the failed Attach")
 	if _, err := os.Lstat(filepath.Join(pin, pinSwapping)); !errors.Is(err, os.ErrNotExist) {
 		t.Fatalf("swapping/ after the failed Attach: %v, want none", err)
 	}
 	tp.expectForwarded(t, c, true, "old program after the failed Attach")
+	requireUnpinKeeps(t, d, found)
+}
+
+// failAttach makes d's attach syscall fail (the "swap begun" hook), after
+// before ran, and requires Attach to fail.
+func failAttach(t *testing.T, tp *topo, d *Datapath, before func() error) {
+	t.Helper()
+	d.faultAt = func(step string) error {
+		if step != "swap begun" {
+			return nil
+		}
+		if err := before(); err != nil {
+			return err
+		}
+		return errors.New("injected attach failure")
+	}
+	if err := inNetns(tp.lb, d.Attach); err == nil {
+		t.Fatal("Attach succeeded despite the injected failure")
+	}
+}
+
+// requireUnpinKeeps unpins d (a start failing before its Attach) and
+// requires the pin path to hold the maps of found, nothing set aside.
+func requireUnpinKeeps(t *testing.T, d *Datapath, found map[string]ebpf.MapID) {
+	t.Helper()
 	if err := d.Unpin(); err != nil {
 		t.Fatal(err)
 	}
-	requireIDs(t, pin, found, "after Unpin")
-	requireNoSwapDirs(t, pin, "after Unpin")
+	requireIDs(t, d.opts.PinPath, found, "after Unpin")
+	requireNoSwapDirs(t, d.opts.PinPath, "after Unpin")
 }
 
 // TestReplacingAttachFailsStuck: an attach that fails and whose fresh maps
@@ -284,23 +291,8 @@ func TestReplacingAttachFailsStuck(t *testing.T) {
 	pin := testPinPath(t)
 	found := oldPlane(t, tp, pin, false)
 	d := openReplacing(t, tp, pin)
-	d.faultAt = func(step string) error {
-		if step != "swap begun" {
-			return nil
-		}
-		if err := os.MkdirAll(filepath.Join(pin, pinNext, "stuck"), 0o700); err != nil {
-			return err
-		}
-		return errors.New("injected attach failure")
-	}
-	if err := inNetns(tp.lb, d.Attach); err == nil {
-		t.Fatal("Attach succeeded despite the injected failure")
-	}
-	if err := d.Unpin(); err != nil {
-		t.Fatal(err)
-	}
-	requireIDs(t, pin, found, "after Unpin")
-	requireNoSwapDirs(t, pin, "after Unpin")
+	failAttach(t, tp, d, func() error { return os.MkdirAll(filepath.Join(pin, pinNext, "stuck"), 0o700) })
+	requireUnpinKeeps(t, d, found)
 }
 
 // TestSettleNext: a replacing start killed before its Attach leaves next/:
@@ -339,17 +331,7 @@ func requireSettled(t *testing.T, opts Options, ids map[string]ebpf.MapID, left 
 func TestSettleSwapping(t *testing.T) {
 	pin := testPinPath(t)
 	mustOpen(t, Options{PinPath: pin, MaglevTableSize: 251}).Close()
-	if err := os.Remove(filepath.Join(pin, bpfMapLbFrags)); err != nil {
-		t.Fatal(err)
-	}
-	m, err := ebpf.NewMap(&ebpf.MapSpec{Type: ebpf.Array, KeySize: 4, ValueSize: 4, MaxEntries: 1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := m.Pin(filepath.Join(pin, pinRetired)); err != nil {
-		t.Fatal(err)
-	}
-	m.Close()
+	makeOdd(t, pin)
 	opts := Options{PinPath: pin, MaglevTableSize: 1009, ReplaceIncompatible: true}
 	d := mustOpen(t, opts)
 	fresh := objIDs(t, d)
@@ -407,4 +389,21 @@ func TestReplacingKeepsOldCounters(t *testing.T) {
 	}
 	requireIDs(t, pin, found, "after Unpin")
 	requireNoSwapDirs(t, pin, "after Unpin")
+}
+
+// makeOdd makes the plane pinned at pin one of another build: lb_frags
+// missing, and a map pinned as pinRetired that this build does not have.
+func makeOdd(t *testing.T, pin string) {
+	t.Helper()
+	if err := os.Remove(filepath.Join(pin, bpfMapLbFrags)); err != nil {
+		t.Fatal(err)
+	}
+	m, err := ebpf.NewMap(&ebpf.MapSpec{Type: ebpf.Array, KeySize: 4, ValueSize: 4, MaxEntries: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	if err := m.Pin(filepath.Join(pin, pinRetired)); err != nil {
+		t.Fatal(err)
+	}
 }
